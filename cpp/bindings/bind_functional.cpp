@@ -1,0 +1,65 @@
+// ConvTransposeLayer: the PyTorch-convention path (functional API and layer objects).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "arrays.h"
+#include "convt/functional.h"
+
+namespace py = pybind11;
+
+namespace convt::bindings {
+
+namespace {
+
+using Pair = std::array<int64_t, 2>;
+
+std::optional<Pair> optional_pair(const std::optional<std::tuple<int64_t, int64_t>>& t) {
+    if (!t) return std::nullopt;
+    return Pair{std::get<0>(*t), std::get<1>(*t)};
+}
+
+}  // namespace
+
+void bind_functional(py::module_& m) {
+    py::class_<ConvTransposeLayer>(m, "_ConvTransposeLayer")
+        .def(py::init([](Device device, const py::object& weight, const py::object& bias,
+                         Pair stride, Pair padding, Pair output_padding, Pair dilation,
+                         int64_t groups) {
+                 ConvTransposeOptions o;
+                 o.stride = stride, o.padding = padding, o.output_padding = output_padding;
+                 o.dilation = dilation, o.groups = groups;
+                 const TensorView w = view_of_shape(weight, 4, "weight");
+                 if (bias.is_none()) return std::make_unique<ConvTransposeLayer>(device, w, nullptr, o);
+                 TensorView b = view_of_shape(bias, 1, "bias");
+                 b.c = b.w, b.stride_c = b.stride_w, b.w = 1, b.stride_w = 0;  // (Cout,) -> channels
+                 return std::make_unique<ConvTransposeLayer>(device, w, &b, o);
+             }),
+             py::arg("device"), py::arg("weight"), py::arg("bias"), py::arg("stride"),
+             py::arg("padding"), py::arg("output_padding"), py::arg("dilation"), py::arg("groups"))
+        .def_property_readonly("in_channels", &ConvTransposeLayer::in_channels)
+        .def_property_readonly("out_channels", &ConvTransposeLayer::out_channels)
+        .def(
+            "output_shape",
+            [](const ConvTransposeLayer& l, const py::object& x, const std::string& layout,
+               std::optional<std::tuple<int64_t, int64_t>> output_size) {
+                const auto size = optional_pair(output_size);
+                auto s = l.output_shape(view_of(x, layout, "input"), size ? &*size : nullptr);
+                if (parse_layout(layout) == Layout::NHWC) return py::make_tuple(s[0], s[2], s[3], s[1]);
+                return py::make_tuple(s[0], s[1], s[2], s[3]);
+            },
+            py::arg("x"), py::arg("layout"), py::arg("output_size") = py::none())
+        .def(
+            "forward",
+            [](ConvTransposeLayer& l, const py::object& x, const py::object& out,
+               const std::string& layout, std::optional<std::tuple<int64_t, int64_t>> output_size) {
+                const TensorView in = view_of(x, layout, "input");
+                const TensorView o = view_of(out, layout, "out");
+                const auto size = optional_pair(output_size);
+                py::gil_scoped_release release;
+                l.forward(in, o, size ? &*size : nullptr);
+            },
+            py::arg("x"), py::arg("out"), py::arg("layout"), py::arg("output_size") = py::none());
+}
+
+}  // namespace convt::bindings

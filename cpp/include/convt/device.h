@@ -1,0 +1,60 @@
+// Devices and command buffers.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace convt {
+
+namespace detail {
+class Backend;
+}
+
+/// A compute device. Kinds: "cpu" always; others when built in. Unknown or unavailable kinds
+/// raise std::invalid_argument; nothing falls back silently.
+class Device {
+   public:
+    explicit Device(const std::string& kind = "cpu");
+    const std::string& kind() const { return kind_; }
+    std::string name() const;
+    const std::shared_ptr<detail::Backend>& backend() const { return backend_; }
+
+   private:
+    std::string kind_;
+    std::shared_ptr<detail::Backend> backend_;
+};
+
+/// Every device available in this build and on this machine.
+std::vector<Device> devices();
+Device default_device();
+
+/// MTLCommandBuffer analogue: encodes are recorded, then run by commit().
+/// On the CPU the work runs inside commit(); wait_until_completed() reports its outcome.
+class CommandBuffer {
+   public:
+    enum class Status { NotEnqueued, Committed, Completed, Error };
+
+    explicit CommandBuffer(Device device);
+    const Device& device() const { return device_; }
+    /// Records work; encoders call this after validating their arguments.
+    void add(std::function<void()> work);
+    void commit();
+    /// Throws std::runtime_error carrying the device's message if the work failed.
+    void wait_until_completed();
+    Status status() const { return status_; }
+    const std::string& error() const { return error_; }
+
+   private:
+    Device device_;
+    std::vector<std::function<void()>> work_;
+    Status status_ = Status::NotEnqueued;
+    std::string error_;
+};
+
+/// Worker threads used by the CPU backend (default: hardware concurrency).
+void set_num_threads(int n);
+int get_num_threads();
+
+}  // namespace convt

@@ -1,0 +1,59 @@
+#include "convt/device.h"
+
+#include <mutex>
+
+#include "backend.h"
+#include "check.h"
+
+namespace convt {
+
+namespace {
+
+std::shared_ptr<detail::Backend> backend_for(const std::string& kind) {
+    if (kind == "cpu") {
+        static std::shared_ptr<detail::Backend> cpu = detail::make_cpu_backend();
+        return cpu;
+    }
+    throw std::invalid_argument(
+        detail::concat("device kind must be one of the available devices ['cpu'], got '", kind, "'"));
+}
+
+}  // namespace
+
+Device::Device(const std::string& kind) : kind_(kind), backend_(backend_for(kind)) {}
+
+std::string Device::name() const { return backend_->name(); }
+
+std::vector<Device> devices() { return {Device("cpu")}; }
+
+Device default_device() { return devices().front(); }
+
+CommandBuffer::CommandBuffer(Device device) : device_(std::move(device)) {}
+
+void CommandBuffer::add(std::function<void()> work) {
+    if (status_ != Status::NotEnqueued)
+        throw std::invalid_argument("command_buffer must not be committed yet to encode into it");
+    work_.push_back(std::move(work));
+}
+
+void CommandBuffer::commit() {
+    if (status_ != Status::NotEnqueued)
+        throw std::invalid_argument("command_buffer must be committed only once");
+    status_ = Status::Committed;
+    try {
+        for (auto& work : work_) work();
+        status_ = Status::Completed;
+    } catch (const std::exception& e) {
+        status_ = Status::Error;
+        error_ = detail::concat("[", device_.kind(), "] ", e.what());
+    }
+    work_.clear();
+}
+
+void CommandBuffer::wait_until_completed() {
+    if (status_ == Status::NotEnqueued)
+        throw std::invalid_argument("command_buffer must be committed before wait_until_completed");
+    if (status_ == Status::Error) throw std::runtime_error(error_);
+}
+
+}  // namespace convt

@@ -1,0 +1,101 @@
+#include "thread_pool.h"
+
+#include <stdexcept>
+#include <string>
+
+namespace convt::cpu {
+
+ThreadPool& ThreadPool::instance() {
+    static ThreadPool pool;
+    return pool;
+}
+
+ThreadPool::ThreadPool() {
+    const unsigned hw = std::thread::hardware_concurrency();
+    start(hw == 0 ? 1 : static_cast<int>(hw));
+}
+
+ThreadPool::~ThreadPool() { stop(); }
+
+void ThreadPool::start(int n) {
+    num_threads_ = n;
+    stopping_ = false;
+    for (int i = 1; i < n; ++i) workers_.emplace_back([this] { worker_loop(); });
+}
+
+void ThreadPool::stop() {
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        stopping_ = true;
+    }
+    wake_.notify_all();
+    for (auto& t : workers_) t.join();
+    workers_.clear();
+}
+
+void ThreadPool::set_num_threads(int n) {
+    if (n < 1) throw std::invalid_argument("num_threads must be >= 1, got " + std::to_string(n));
+    std::lock_guard<std::mutex> submit(submit_mutex_);
+    if (n == num_threads_) return;
+    stop();
+    start(n);
+}
+
+void ThreadPool::drain() {
+    for (int64_t i; (i = next_.fetch_add(1)) < count_;) {
+        try {
+            (*fn_)(i);
+        } catch (...) {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (!error_) error_ = std::current_exception();
+            next_.store(count_);  // stop handing out work
+        }
+    }
+}
+
+void ThreadPool::worker_loop() {
+    uint64_t seen = 0;
+    for (;;) {
+        {
+            std::unique_lock<std::mutex> lock(mutex_);
+            wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
+            if (stopping_) return;
+            seen = generation_;
+            ++active_;
+        }
+        drain();
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (--active_ == 0) done_.notify_all();
+        }
+    }
+}
+
+void ThreadPool::parallel_for(int64_t count, const std::function<void(int64_t)>& fn) {
+    if (count <= 0) return;
+    std::lock_guard<std::mutex> submit(submit_mutex_);
+    if (workers_.empty() || count == 1) {
+        for (int64_t i = 0; i < count; ++i) fn(i);
+        return;
+    }
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        fn_ = &fn;
+        count_ = count;
+        next_.store(0);
+        error_ = nullptr;
+        ++generation_;
+    }
+    wake_.notify_all();
+    drain();
+    std::exception_ptr error;
+    {
+        std::unique_lock<std::mutex> lock(mutex_);
+        done_.wait(lock, [&] { return active_ == 0; });
+        fn_ = nullptr;
+        error = error_;
+    }
+    if (error) std::rethrow_exception(error);
+}
+
+}  // namespace convt::cpu

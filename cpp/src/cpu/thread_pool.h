@@ -1,0 +1,48 @@
+// A small persistent pool: parallel_for over task indices, the caller working too.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace convt::cpu {
+
+class ThreadPool {
+   public:
+    static ThreadPool& instance();
+    ~ThreadPool();
+
+    /// Total threads used by parallel_for, the caller included (>= 1).
+    void set_num_threads(int n);
+    int num_threads() const { return num_threads_; }
+    /// Runs fn(i) for every i in [0, count). Each index runs once, on one thread. Concurrent
+    /// callers are served one after another. The first exception thrown is rethrown here.
+    void parallel_for(int64_t count, const std::function<void(int64_t)>& fn);
+
+   private:
+    ThreadPool();
+    void start(int n);
+    void stop();
+    void worker_loop();
+    void drain();
+
+    std::mutex submit_mutex_;  // one job at a time
+    std::mutex mutex_;
+    std::condition_variable wake_, done_;
+    std::vector<std::thread> workers_;
+    int num_threads_ = 1;
+    bool stopping_ = false;
+    uint64_t generation_ = 0;
+    const std::function<void(int64_t)>* fn_ = nullptr;
+    int64_t count_ = 0;
+    std::atomic<int64_t> next_{0};
+    int active_ = 0;
+    std::exception_ptr error_;
+};
+
+}  // namespace convt::cpu

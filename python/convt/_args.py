@@ -1,0 +1,72 @@
+"""Argument normalisation shared by the PyTorch-convention API (no maths here)."""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import numpy as np
+
+from ._core import Device, default_device
+
+IntOrPair = Union[int, tuple[int, int]]
+
+
+def pair(value: IntOrPair, name: str) -> tuple[int, int]:
+    """An int or a pair of ints as (height, width)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value), int(value)
+    if (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
+    ):
+        return int(value[0]), int(value[1])
+    raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+
+
+def single(value: Union[int, tuple[int]], name: str) -> int:
+    """An int or a 1-tuple of an int (conv_transpose1d's parameters)."""
+    if isinstance(value, (tuple, list)) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    raise TypeError(f"{name} must be an int, got {value!r}")
+
+
+def integer(value: object, name: str) -> int:
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    raise TypeError(f"{name} must be an int, got {value!r}")
+
+
+def device(value: Optional[Device]) -> Device:
+    if value is None:
+        return default_device()
+    if isinstance(value, str):
+        return Device(value)
+    if not isinstance(value, Device):
+        raise TypeError(f"device must be a convt.Device, a kind string or None, got {value!r}")
+    return value
+
+
+def layout_2d(layout: str) -> str:
+    if layout not in ("NCHW", "NHWC"):
+        raise ValueError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
+    return layout
+
+
+def layout_1d(layout: str) -> str:
+    """'NCL'/'NLC' as the 2-D layout of the (N, C, 1, L) / (N, 1, L, C) view."""
+    table = {"NCL": "NCHW", "NLC": "NHWC"}
+    if layout not in table:
+        raise ValueError(f"layout must be 'NCL' or 'NLC', got {layout!r}")
+    return table[layout]
+
+
+def as_2d_view(array: object, layout_1d: str, name: str) -> object:
+    """A (N, C, L) / (N, L, C) array viewed (never copied) as 4-D with a unit height."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(array).__name__}")
+    if array.ndim != 3:
+        raise ValueError(f"{name} must be 3-D ({layout_1d}), got {array.ndim}-D")
+    return array[:, :, None, :] if layout_1d == "NCL" else array[:, None, :, :]

@@ -1,0 +1,160 @@
+"""Layer objects in PyTorch conventions: weights are prepared once, calls reuse them."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+
+from . import _args
+from ._core import Device, _ConvTransposeLayer
+
+
+class _ConvTransposeNd:
+    """Shared body of ConvTranspose1d/2d; ``_spatial`` is 1 or 2."""
+
+    _spatial = 2
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        output_padding=0,
+        groups: int = 1,
+        bias: bool = True,
+        dilation=1,
+        *,
+        dtype=np.float32,
+        layout: Optional[str] = None,
+        device: Optional[Device] = None,
+        seed: Optional[int] = None,
+    ) -> None:
+        self.in_channels = _args.integer(in_channels, "in_channels")
+        self.out_channels = _args.integer(out_channels, "out_channels")
+        self.groups = _args.integer(groups, "groups")
+        norm = self._norm
+        self.kernel_size = norm(kernel_size, "kernel_size")
+        self.stride = norm(stride, "stride")
+        self.padding = norm(padding, "padding")
+        self.output_padding = norm(output_padding, "output_padding")
+        self.dilation = norm(dilation, "dilation")
+        self.device = _args.device(device)
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float16):
+            raise TypeError(f"dtype must be float32 or float16, got {self.dtype}")
+        self.layout = self._default_layout if layout is None else layout
+        self._layout4 = self._layout_4d(self.layout)
+        for name in ("in_channels", "out_channels", "groups"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.out_channels % self.groups:
+            raise ValueError(
+                f"out_channels must be divisible by groups, got out_channels={self.out_channels}, "
+                f"groups={self.groups}"
+            )
+        if any(k < 1 for k in self.kernel_size):
+            raise ValueError(f"kernel_size must be >= 1, got {self.kernel_size}")
+        # PyTorch's default initialisation: U(-b, b), b = 1/sqrt(fan_in), fan_in = Cout/g * prod(k).
+        rng = np.random.default_rng(seed)
+        shape = (self.in_channels, self.out_channels // self.groups, *self.kernel_size)
+        bound = 1.0 / math.sqrt(shape[1] * math.prod(self.kernel_size))
+        weight = rng.uniform(-bound, bound, shape).astype(self.dtype)
+        b = rng.uniform(-bound, bound, self.out_channels).astype(self.dtype) if bias else None
+        self.load_weights(weight, b)
+
+    @property
+    def weight(self) -> np.ndarray:
+        """PyTorch layout (Cin, Cout/groups, *kernel_size); read-only, use load_weights()."""
+        return self._weight
+
+    @property
+    def bias(self) -> Optional[np.ndarray]:
+        return self._bias
+
+    def load_weights(self, weight: np.ndarray, bias: Optional[np.ndarray] = None) -> None:
+        """Replaces the weights (and bias) and prepares them once for every later call."""
+        if not isinstance(weight, np.ndarray):
+            raise TypeError(f"weight must be a numpy.ndarray, got {type(weight).__name__}")
+        want = (self.in_channels, self.out_channels // self.groups, *self.kernel_size)
+        if weight.shape != want:
+            raise ValueError(f"weight shape must be {want}, got {weight.shape}")
+        if weight.dtype != self.dtype:
+            raise TypeError(f"weight dtype must be {self.dtype}, got {weight.dtype}")
+        weight4 = weight if self._spatial == 2 else weight[:, :, None, :]
+        s, p, op, d = (
+            v if self._spatial == 2 else (fill, v[0])
+            for v, fill in ((self.stride, 1), (self.padding, 0), (self.output_padding, 0), (self.dilation, 1))
+        )
+        self._layer = _ConvTransposeLayer(self.device, weight4, bias, s, p, op, d, self.groups)
+        self._weight = weight.copy()
+        self._weight.flags.writeable = False
+        self._bias = None if bias is None else np.array(bias, copy=True)
+        if self._bias is not None:
+            self._bias.flags.writeable = False
+
+    def __call__(self, x: np.ndarray, out: Optional[np.ndarray] = None, output_size=None) -> np.ndarray:
+        """Runs the layer; ``out`` is written in place and returned when given.
+
+        ``output_size`` picks the output's spatial size, as in PyTorch (trailing dims are used).
+        """
+        size = None
+        if output_size is not None:
+            size = tuple(int(v) for v in output_size)[-self._spatial:]
+            if len(size) != self._spatial:
+                raise ValueError(f"output_size must give {self._spatial} spatial sizes, got {output_size!r}")
+            size = size if self._spatial == 2 else (1, size[0])
+        x4 = self._view(x, "x")
+        if out is None:
+            shape = self._layer.output_shape(x4, self._layout4, size)
+            if self._spatial == 1:
+                shape = (shape[0], shape[1], shape[3]) if self.layout == "NCL" else (shape[0], shape[2], shape[3])
+            out = np.empty(shape, dtype=x.dtype)
+        self._layer.forward(x4, self._view(out, "out"), self._layout4, size)
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, output_padding={self.output_padding}, "
+            f"groups={self.groups}, dilation={self.dilation}, dtype={self.dtype}, layout={self.layout!r})"
+        )
+
+
+class ConvTranspose2d(_ConvTransposeNd):
+    """Drop-in for ``torch.nn.ConvTranspose2d`` on numpy arrays (layout "NCHW" or "NHWC")."""
+
+    _spatial = 2
+    _default_layout = "NCHW"
+
+    @staticmethod
+    def _norm(v, name):
+        return _args.pair(v, name)
+
+    @staticmethod
+    def _layout_4d(layout):
+        return _args.layout_2d(layout)
+
+    def _view(self, a, name):
+        return a
+
+
+class ConvTranspose1d(_ConvTransposeNd):
+    """Drop-in for ``torch.nn.ConvTranspose1d`` on numpy arrays (layout "NCL" or "NLC")."""
+
+    _spatial = 1
+    _default_layout = "NCL"
+
+    @staticmethod
+    def _norm(v, name):
+        return (_args.single(v, name),)
+
+    @staticmethod
+    def _layout_4d(layout):
+        return _args.layout_1d(layout)
+
+    def _view(self, a, name):
+        return _args.as_2d_view(a, self.layout, name)

@@ -1,0 +1,308 @@
+"""MPS-style classes: Image, Padding, DataSource, ArrayDataSource, ConvolutionTranspose."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Optional
+
+import numpy as np
+
+from . import _core
+from ._core import (
+    CommandBuffer,
+    ConvolutionDescriptor,
+    ConvolutionGradientState,
+    DataType,
+    Device,
+    ImageDescriptor,
+    PaddingMethod,
+    QuantizationType,
+)
+
+DataSource = _core.DataSource
+
+_LAYOUT_AXES = {"NCHW": (0, 1, 2, 3), "NHWC": (0, 3, 1, 2)}  # positions of N, C, H, W
+
+
+class Image:
+    """MPSImage analogue over a 4-D numpy array, never copied.
+
+    ``layout`` "NCHW" means the array's axes are (images, channels, height, width); "NHWC" means
+    (images, height, width, channels). Any strides are accepted; float32 or float16.
+    """
+
+    def __init__(self, array: np.ndarray, layout: str = "NCHW") -> None:
+        if not isinstance(array, np.ndarray):
+            raise TypeError(f"array must be a numpy.ndarray, got {type(array).__name__}")
+        if layout not in _LAYOUT_AXES:
+            raise ValueError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
+        if array.ndim != 4:
+            raise ValueError(f"array must be 4-D ({layout}), got {array.ndim}-D")
+        if array.dtype not in (np.float32, np.float16):
+            raise TypeError(f"array dtype must be float32 or float16, got {array.dtype}")
+        self.array = array
+        self.layout = layout
+
+    @classmethod
+    def empty(
+        cls,
+        number_of_images: int,
+        feature_channels: int,
+        height: int,
+        width: int,
+        dtype: np.dtype = np.float32,
+        layout: str = "NCHW",
+    ) -> Image:
+        """An uninitialised image of the given size (pixels) and dtype."""
+        nchw = (number_of_images, feature_channels, height, width)
+        if layout not in _LAYOUT_AXES:
+            raise ValueError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
+        shape = tuple(nchw[i] for i in np.argsort(_LAYOUT_AXES[layout]))
+        return cls(np.empty(shape, dtype=dtype), layout)
+
+    def _dim(self, which: int) -> int:
+        return int(self.array.shape[_LAYOUT_AXES[self.layout][which]])
+
+    @property
+    def number_of_images(self) -> int:
+        return self._dim(0)
+
+    @property
+    def feature_channels(self) -> int:
+        return self._dim(1)
+
+    @property
+    def height(self) -> int:
+        return self._dim(2)
+
+    @property
+    def width(self) -> int:
+        return self._dim(3)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.array.dtype
+
+    def __repr__(self) -> str:
+        return (
+            f"Image({self.number_of_images} x {self.feature_channels} x {self.height} x "
+            f"{self.width}, {self.dtype}, {self.layout})"
+        )
+
+
+class Padding:
+    """MPSNNPadding analogue: ``padding_method`` bits from ``PaddingMethod``.
+
+    With the ``PaddingMethod.CUSTOM`` bit set, ``destination_image_descriptor(descriptor)`` runs
+    after the built-in sizing and may edit the ``ImageDescriptor`` in place (size, offsets).
+    """
+
+    def __init__(self, method: int = PaddingMethod.DEFAULT) -> None:
+        if not isinstance(method, int) or isinstance(method, bool):
+            raise TypeError(f"method must be an int of PaddingMethod bits, got {method!r}")
+        self.padding_method = method
+
+    def destination_image_descriptor(self, descriptor: ImageDescriptor) -> None:
+        """Custom sizing hook; the default changes nothing."""
+
+    def __repr__(self) -> str:
+        return f"Padding(0x{self.padding_method:x})"
+
+
+class ArrayDataSource(DataSource):
+    """A DataSource over numpy arrays.
+
+    ``weights``: OHWI ``[output_feature_channels, kH, kW, input_feature_channels / groups]``,
+    float32, float16 or uint8 (uint8 needs ``quantization`` and ``ranges`` (float32[O, 2] of
+    (min, max)) or ``lookup_table`` (float32[256])). ``bias``: float32[O] or None.
+    """
+
+    def __init__(
+        self,
+        descriptor: ConvolutionDescriptor,
+        weights: np.ndarray,
+        bias: Optional[np.ndarray] = None,
+        *,
+        kernel_weights_data_type: DataType = DataType.float16,
+        quantization: QuantizationType = QuantizationType.none,
+        ranges: Optional[np.ndarray] = None,
+        lookup_table: Optional[np.ndarray] = None,
+        label: str = "",
+    ) -> None:
+        super().__init__()
+        if not isinstance(descriptor, ConvolutionDescriptor):
+            raise TypeError(
+                f"descriptor must be a ConvolutionDescriptor, got {type(descriptor).__name__}"
+            )
+        if not isinstance(weights, np.ndarray):
+            raise TypeError(f"weights must be a numpy.ndarray, got {type(weights).__name__}")
+        types = {np.float32: DataType.float32, np.float16: DataType.float16, np.uint8: DataType.uint8}
+        if weights.dtype.type not in types:
+            raise TypeError(f"weights dtype must be float32, float16 or uint8, got {weights.dtype}")
+        self._descriptor = descriptor
+        self._weights = weights
+        self._data_type = types[weights.dtype.type]
+        self._bias = bias
+        self._kernel_type = kernel_weights_data_type
+        self._quantization = quantization
+        self._ranges = ranges
+        self._lut = lookup_table
+        self._label = label
+
+    def descriptor(self) -> ConvolutionDescriptor:
+        return self._descriptor
+
+    def data_type(self) -> DataType:
+        return self._data_type
+
+    def weights(self) -> np.ndarray:
+        return self._weights
+
+    def bias_terms(self) -> Optional[np.ndarray]:
+        return self._bias
+
+    def label(self) -> str:
+        return self._label
+
+    def kernel_weights_data_type(self) -> DataType:
+        return self._kernel_type
+
+    def weights_quantization_type(self) -> QuantizationType:
+        return self._quantization
+
+    def ranges_for_uint8_kernel(self) -> Optional[np.ndarray]:
+        return self._ranges
+
+    def lookup_table_for_uint8_kernel(self) -> Optional[np.ndarray]:
+        return self._lut
+
+
+class ConvolutionTranspose(_core._ConvolutionTranspose):
+    """MPSCNNConvolutionTranspose: weights are loaded and prepared once from ``data_source``.
+
+    Properties follow MPS in snake_case (``kernel_offset_x``, ``offset``, ``clip_rect``,
+    ``accumulator_precision``, channel offsets, ...). Differences from MPS: channel offsets and
+    channels per group need not be multiples of 4; ``edge_mode`` clamp is rejected.
+    """
+
+    def __init__(self, device: Device, data_source: DataSource) -> None:
+        if not isinstance(device, Device):
+            raise TypeError(f"device must be a convt.Device, got {type(device).__name__}")
+        if not isinstance(data_source, DataSource):
+            raise TypeError(
+                f"data_source must be a convt.DataSource, got {type(data_source).__name__}"
+            )
+        super().__init__(device, data_source)
+        self._data_source = data_source  # the Python object must outlive the kernel
+        self._padding = Padding()
+
+    @property
+    def data_source(self) -> DataSource:
+        return self._data_source
+
+    @property
+    def padding(self) -> Padding:
+        return self._padding
+
+    @padding.setter
+    def padding(self, padding: Padding) -> None:
+        if not isinstance(padding, Padding):
+            raise TypeError(f"padding must be a convt.Padding, got {type(padding).__name__}")
+        hook = None
+        if padding.padding_method & PaddingMethod.CUSTOM:
+            hook = padding.destination_image_descriptor
+        self._set_padding(padding.padding_method, hook)
+        self._padding = padding
+
+    def destination_image_descriptor(
+        self, source_image: Image, convolution_gradient_state: Optional[ConvolutionGradientState] = None
+    ) -> ImageDescriptor:
+        """Auto-sizing; also writes ``offset`` and ``kernel_offset_x/y`` onto this kernel."""
+        _check_image("source_image", source_image)
+        _check_state(convolution_gradient_state)
+        return self._destination_image_descriptor(
+            source_image.array, source_image.layout, convolution_gradient_state
+        )
+
+    def encode(
+        self,
+        command_buffer: CommandBuffer,
+        source_image: Image,
+        convolution_gradient_state: Optional[ConvolutionGradientState] = None,
+        destination_image: Optional[Image] = None,
+    ) -> Image:
+        """Encodes one transposed convolution.
+
+        Without ``destination_image``: auto-sizes (padding policy, then the gradient state, then a
+        custom hook), writes the placement back onto this kernel and returns a new Image with the
+        source's dtype and layout. With it: uses the stored offset, kernel offsets and clip rect and
+        writes into ``destination_image`` in place (returned).
+        """
+        _check_command_buffer(command_buffer)
+        _check_image("source_image", source_image)
+        if destination_image is None:
+            d = self.destination_image_descriptor(source_image, convolution_gradient_state)
+            destination_image = Image.empty(
+                d.number_of_images, d.feature_channels, d.height, d.width,
+                source_image.dtype, source_image.layout,
+            )
+        else:
+            _check_image("destination_image", destination_image)
+            _check_state(convolution_gradient_state)
+        self._encode(
+            command_buffer, source_image.array, source_image.layout,
+            destination_image.array, destination_image.layout,
+        )
+        return destination_image
+
+    def encode_batch(
+        self,
+        command_buffer: CommandBuffer,
+        source_images: Sequence[Image],
+        convolution_gradient_states: Optional[Sequence[Optional[ConvolutionGradientState]]] = None,
+        destination_images: Optional[Sequence[Image]] = None,
+    ) -> list[Image]:
+        """``encode`` for each image of a batch, with the same geometry."""
+        n = len(source_images)
+        states = list(convolution_gradient_states) if convolution_gradient_states is not None else [None] * n
+        dests = list(destination_images) if destination_images is not None else [None] * n
+        if len(states) != n:
+            raise ValueError(
+                f"convolution_gradient_states must have one entry per source image ({n}), got {len(states)}"
+            )
+        if len(dests) != n:
+            raise ValueError(
+                f"destination_images must have one entry per source image ({n}), got {len(dests)}"
+            )
+        if destination_images is None:
+            for i, image in enumerate(source_images):
+                _check_image(f"source_images[{i}]", image)
+                if image.number_of_images != 1:
+                    raise ValueError(
+                        f"source_images[{i}].number_of_images must be 1 for auto-sizing batch "
+                        f"encodes, got {image.number_of_images}"
+                    )
+        return [
+            self.encode(command_buffer, src, state, dst)
+            for src, state, dst in zip(source_images, states, dests)
+        ]
+
+
+def _check_image(name: str, image: object) -> None:
+    if not isinstance(image, Image):
+        raise TypeError(f"{name} must be a convt.Image, got {type(image).__name__}")
+
+
+def _check_state(state: object) -> None:
+    if state is not None and not isinstance(state, ConvolutionGradientState):
+        raise TypeError(
+            "convolution_gradient_state must be a convt.ConvolutionGradientState or None, "
+            f"got {type(state).__name__}"
+        )
+
+
+def _check_command_buffer(command_buffer: object) -> None:
+    if not isinstance(command_buffer, CommandBuffer):
+        raise TypeError(
+            f"command_buffer must be a convt.CommandBuffer, got {type(command_buffer).__name__}"
+        )
