@@ -23,22 +23,22 @@ struct ConvtParams {
     convt_i32 stride_x, stride_y;
     convt_i32 dilation_x, dilation_y;
     convt_i32 groups;
-    convt_i32 in_channels;   // I: channels read from the source
-    convt_i32 out_channels;  // O: channels written to the destination
-    convt_i32 in_per_group;  // I / groups
-    convt_i32 out_per_group; // O / groups
-    convt_i32 src_w, src_h;  // source spatial size
+    convt_i32 in_channels;    // I: channels read from the source
+    convt_i32 out_channels;   // O: channels written to the destination
+    convt_i32 in_per_group;   // I / groups
+    convt_i32 out_per_group;  // O / groups
+    convt_i32 src_w, src_h;   // source spatial size
     // First tap of destination pixel (clip_x, clip_y) in expanded-image coordinates:
     // T - (keff >> 1), with T = offset * stride + kernelOffset (spec §1.2).
     convt_i32 first_tap_x, first_tap_y;
     // Destination region written (clipRect ∩ destination bounds).
     convt_i32 clip_x, clip_y, clip_w, clip_h;
-    convt_i32 num_images;     // images processed
+    convt_i32 num_images;  // images processed
     convt_i32 src_channel_offset, dst_channel_offset;
-    convt_i32 neuron;         // convt::NeuronType
+    convt_i32 neuron;  // convt::NeuronType
     convt_i32 has_bias;
-    convt_i32 accumulate_half;// 1: round the running sum to fp16 after every multiply-add
-    convt_i32 src_type, dst_type, weight_type; // CONVT_TYPE_*
+    convt_i32 accumulate_half;  // 1: round the running sum to fp16 after every multiply-add
+    convt_i32 src_type, dst_type, weight_type;  // CONVT_TYPE_*
     float neuron_a, neuron_b, neuron_c;
     convt_i32 reserved0;
     // Element offsets of the first processed image (src: offset.z, dst: clip.origin.z) and

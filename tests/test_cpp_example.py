@@ -27,8 +27,17 @@ def test_cpp_example_builds_and_runs_through_find_package(tmp_path: Path) -> Non
     _run(["cmake", "--build", str(build), "-j", jobs])
     _run(["cmake", "--install", str(build), "--prefix", str(prefix)])
     assert (prefix / "include" / "convt" / "convt.h").exists()
-    _run(["cmake", "-S", str(ROOT / "examples" / "cpp"), "-B", str(example), *gen,
-          f"-DCMAKE_PREFIX_PATH={prefix}"])
+    _run(
+        [
+            "cmake",
+            "-S",
+            str(ROOT / "examples" / "cpp"),
+            "-B",
+            str(example),
+            *gen,
+            f"-DCMAKE_PREFIX_PATH={prefix}",
+        ]
+    )
     _run(["cmake", "--build", str(example)])
     exe = example / "convt_example"
     result = _run([str(exe)])

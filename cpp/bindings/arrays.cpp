@@ -24,7 +24,8 @@ int64_t element_stride(const py::array& a, int axis, const char* name) {
     const auto bytes = static_cast<int64_t>(a.strides(axis));
     const auto item = static_cast<int64_t>(a.itemsize());
     if (bytes % item != 0)
-        throw std::invalid_argument(std::string(name) + " strides must be multiples of the item size (" +
+        throw std::invalid_argument(std::string(name) +
+                                    " strides must be multiples of the item size (" +
                                     std::to_string(item) + " bytes), got " + std::to_string(bytes));
     return bytes / item;
 }
@@ -34,8 +35,8 @@ TensorView base_view(const py::array& a, const char* name) {
     v.type = float_type(a, name);
     v.data = const_cast<void*>(a.data());
     if (reinterpret_cast<uintptr_t>(v.data) % a.itemsize() != 0)
-        throw std::invalid_argument(std::string(name) +
-                                    " data must be aligned to its item size, got a misaligned pointer");
+        throw std::invalid_argument(
+            std::string(name) + " data must be aligned to its item size, got a misaligned pointer");
     v.writable = a.writeable();
     return v;
 }
@@ -81,7 +82,8 @@ TensorView view_of_shape(const py::handle& obj, int ndim, const char* name) {
         strides[4 - ndim + i] = element_stride(a, i, name);
     }
     v.n = dims[0], v.c = dims[1], v.h = dims[2], v.w = dims[3];
-    v.stride_n = strides[0], v.stride_c = strides[1], v.stride_h = strides[2], v.stride_w = strides[3];
+    v.stride_n = strides[0], v.stride_c = strides[1], v.stride_h = strides[2],
+    v.stride_w = strides[3];
     return v;
 }
 

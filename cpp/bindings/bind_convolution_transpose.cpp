@@ -48,7 +48,8 @@ void bind_convolution_transpose(py::module_& m) {
         .def_readwrite("kernel_offset_x", &Kernel::kernel_offset_x)
         .def_readwrite("kernel_offset_y", &Kernel::kernel_offset_y)
         .def_property(
-            "offset", [](const Kernel& k) { return py::make_tuple(k.offset.x, k.offset.y, k.offset.z); },
+            "offset",
+            [](const Kernel& k) { return py::make_tuple(k.offset.x, k.offset.y, k.offset.z); },
             [](Kernel& k, std::tuple<int64_t, int64_t, int64_t> o) {
                 k.offset = Offset{std::get<0>(o), std::get<1>(o), std::get<2>(o)};
             },
@@ -57,7 +58,8 @@ void bind_convolution_transpose(py::module_& m) {
         .def_readwrite("edge_mode", &Kernel::edge_mode)
         .def_readwrite("accumulator_precision", &Kernel::accumulator_precision)
         .def_readwrite("source_feature_channel_offset", &Kernel::source_feature_channel_offset)
-        .def_readwrite("source_feature_channel_max_count", &Kernel::source_feature_channel_max_count)
+        .def_readwrite("source_feature_channel_max_count",
+                       &Kernel::source_feature_channel_max_count)
         .def_readwrite("destination_feature_channel_offset",
                        &Kernel::destination_feature_channel_offset)
         .def_property_readonly("_padding_method", [](const Kernel& k) { return k.padding.method; })
@@ -71,7 +73,8 @@ void bind_convolution_transpose(py::module_& m) {
             "_destination_image_descriptor",
             [](Kernel& k, const py::object& source, const std::string& layout,
                const ConvolutionGradientState* state) {
-                return k.destination_image_descriptor(view_of(source, layout, "source_image"), state);
+                return k.destination_image_descriptor(view_of(source, layout, "source_image"),
+                                                      state);
             },
             py::arg("source"), py::arg("layout"), py::arg("state"))
         .def(

@@ -10,20 +10,21 @@ namespace convt::bindings {
 
 namespace {
 
-std::string type_name(const py::handle& o) {
-    return py::str(py::type::of(o).attr("__name__"));
-}
+std::string type_name(const py::handle& o) { return py::str(py::type::of(o).attr("__name__")); }
 
 py::dtype numpy_dtype(DataType t) {
     switch (t) {
-        case DataType::Float16: return py::dtype("float16");
-        case DataType::UInt8: return py::dtype("uint8");
-        default: return py::dtype("float32");
+        case DataType::Float16:
+            return py::dtype("float16");
+        case DataType::UInt8:
+            return py::dtype("uint8");
+        default:
+            return py::dtype("float32");
     }
 }
 
 class PyDataSource : public DataSource {
-   public:
+ public:
     ConvolutionDescriptor descriptor() override {
         PYBIND11_OVERRIDE_PURE(ConvolutionDescriptor, DataSource, descriptor, );
     }
@@ -77,29 +78,32 @@ class PyDataSource : public DataSource {
             keep("lookup_table_for_uint8_kernel", r, py::dtype("float32"), 256, "256"));
     }
 
-   private:
+ private:
     py::object call(const char* method, bool required) {
         py::function f = py::get_override(this, method);
         if (!f) {
             if (required)
-                throw TypeError(std::string("DataSource subclasses must implement ") + method + "()");
+                throw TypeError(std::string("DataSource subclasses must implement ") + method +
+                                "()");
             return py::none();
         }
         return f();
     }
 
     // Checks an array returned by Python and keeps it alive until purge().
-    const void* keep(const char* what, const py::object& obj, const py::dtype& dtype,
-                     int64_t count, const char* rule) {
+    const void* keep(const char* what, const py::object& obj, const py::dtype& dtype, int64_t count,
+                     const char* rule) {
         if (!py::isinstance<py::array>(obj))
-            throw TypeError(std::string(what) + "() must return a numpy.ndarray, got " + type_name(obj));
+            throw TypeError(std::string(what) + "() must return a numpy.ndarray, got " +
+                            type_name(obj));
         py::array a = py::reinterpret_borrow<py::array>(obj);
         if (!a.dtype().equal(dtype))
             throw TypeError(std::string(what) + "() dtype must be " + std::string(py::str(dtype)) +
                             ", got " + std::string(py::str(a.dtype())));
         if (a.size() != count)
             throw std::invalid_argument(std::string(what) + "() size must be " + rule + " = " +
-                                        std::to_string(count) + ", got " + std::to_string(a.size()));
+                                        std::to_string(count) + ", got " +
+                                        std::to_string(a.size()));
         a = py::array::ensure(a, py::array::c_style);
         kept_.append(a);
         return a.data();

@@ -28,8 +28,8 @@ py::object neuron_or_none(const ConvolutionDescriptor& d) {
 }  // namespace
 
 void bind_descriptor(py::module_& m) {
-    py::class_<NeuronDescriptor>(m, "NeuronDescriptor",
-                                 "A fused activation; parameters left as None take convt's defaults.")
+    py::class_<NeuronDescriptor>(
+        m, "NeuronDescriptor", "A fused activation; parameters left as None take convt's defaults.")
         .def(py::init([](NeuronType type, std::optional<float> a, std::optional<float> b,
                          std::optional<float> c, std::optional<FloatArray> data) {
                  NeuronDescriptor n = NeuronDescriptor::with_defaults(type);
@@ -38,7 +38,8 @@ void bind_descriptor(py::module_& m) {
                  if (c) n.c = *c;
                  if (data) n.data = to_vector(*data, "data");
                  if (type == NeuronType::PReLU && n.data.empty())
-                     throw std::invalid_argument("data must hold one PReLU slope per output channel, got none");
+                     throw std::invalid_argument(
+                         "data must hold one PReLU slope per output channel, got none");
                  return n;
              }),
              py::arg("type"), py::arg("a") = py::none(), py::arg("b") = py::none(),
@@ -72,11 +73,10 @@ void bind_descriptor(py::module_& m) {
         .def_readwrite("dilation_rate_x", &ConvolutionDescriptor::dilation_rate_x)
         .def_readwrite("dilation_rate_y", &ConvolutionDescriptor::dilation_rate_y)
         .def_readwrite("groups", &ConvolutionDescriptor::groups)
-        .def_property(
-            "fused_neuron_descriptor", &neuron_or_none,
-            [](ConvolutionDescriptor& d, std::optional<NeuronDescriptor> n) {
-                d.fused_neuron_descriptor = n ? *n : NeuronDescriptor{};
-            })
+        .def_property("fused_neuron_descriptor", &neuron_or_none,
+                      [](ConvolutionDescriptor& d, std::optional<NeuronDescriptor> n) {
+                          d.fused_neuron_descriptor = n ? *n : NeuronDescriptor{};
+                      })
         .def(
             "set_batch_normalization_parameters_for_inference",
             [](ConvolutionDescriptor& d, const FloatArray& mean, const FloatArray& variance,

@@ -39,10 +39,14 @@ void bind_device(py::module_& m) {
         .def_property_readonly("status",
                                [](const PyCommandBuffer& c) {
                                    switch (c.buffer.status()) {
-                                       case CommandBuffer::Status::NotEnqueued: return "not_enqueued";
-                                       case CommandBuffer::Status::Committed: return "committed";
-                                       case CommandBuffer::Status::Completed: return "completed";
-                                       default: return "error";
+                                       case CommandBuffer::Status::NotEnqueued:
+                                           return "not_enqueued";
+                                       case CommandBuffer::Status::Committed:
+                                           return "committed";
+                                       case CommandBuffer::Status::Completed:
+                                           return "completed";
+                                       default:
+                                           return "error";
                                    }
                                })
         .def_property_readonly("error", [](const PyCommandBuffer& c) -> py::object {

@@ -30,9 +30,11 @@ void bind_functional(py::module_& m) {
                  o.stride = stride, o.padding = padding, o.output_padding = output_padding;
                  o.dilation = dilation, o.groups = groups;
                  const TensorView w = view_of_shape(weight, 4, "weight");
-                 if (bias.is_none()) return std::make_unique<ConvTransposeLayer>(device, w, nullptr, o);
+                 if (bias.is_none())
+                     return std::make_unique<ConvTransposeLayer>(device, w, nullptr, o);
                  TensorView b = view_of_shape(bias, 1, "bias");
-                 b.c = b.w, b.stride_c = b.stride_w, b.w = 1, b.stride_w = 0;  // (Cout,) -> channels
+                 b.c = b.w, b.stride_c = b.stride_w, b.w = 1,
+                 b.stride_w = 0;  // (Cout,) -> channels
                  return std::make_unique<ConvTransposeLayer>(device, w, &b, o);
              }),
              py::arg("device"), py::arg("weight"), py::arg("bias"), py::arg("stride"),
@@ -44,8 +46,9 @@ void bind_functional(py::module_& m) {
             [](const ConvTransposeLayer& l, const py::object& x, const std::string& layout,
                std::optional<std::tuple<int64_t, int64_t>> output_size) {
                 const auto size = optional_pair(output_size);
-                auto s = l.output_shape(view_of(x, layout, "input"), size ? &*size : nullptr);
-                if (parse_layout(layout) == Layout::NHWC) return py::make_tuple(s[0], s[2], s[3], s[1]);
+                auto s = l.output_shape(view_of(x, layout, "x"), size ? &*size : nullptr);
+                if (parse_layout(layout) == Layout::NHWC)
+                    return py::make_tuple(s[0], s[2], s[3], s[1]);
                 return py::make_tuple(s[0], s[1], s[2], s[3]);
             },
             py::arg("x"), py::arg("layout"), py::arg("output_size") = py::none())
@@ -53,7 +56,7 @@ void bind_functional(py::module_& m) {
             "forward",
             [](ConvTransposeLayer& l, const py::object& x, const py::object& out,
                const std::string& layout, std::optional<std::tuple<int64_t, int64_t>> output_size) {
-                const TensorView in = view_of(x, layout, "input");
+                const TensorView in = view_of(x, layout, "x");
                 const TensorView o = view_of(out, layout, "out");
                 const auto size = optional_pair(output_size);
                 py::gil_scoped_release release;

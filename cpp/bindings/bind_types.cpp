@@ -33,7 +33,9 @@ void bind_types(py::module_& m) {
     py::enum_<AccumulatorPrecision>(m, "AccumulatorPrecision")
         .value("half", AccumulatorPrecision::Half)
         .value("float", AccumulatorPrecision::Float);
-    py::enum_<EdgeMode>(m, "EdgeMode").value("zero", EdgeMode::Zero).value("clamp", EdgeMode::Clamp);
+    py::enum_<EdgeMode>(m, "EdgeMode")
+        .value("zero", EdgeMode::Zero)
+        .value("clamp", EdgeMode::Clamp);
     py::enum_<QuantizationType>(m, "QuantizationType")
         .value("none", QuantizationType::None)
         .value("linear", QuantizationType::Linear)
@@ -53,7 +55,8 @@ void bind_types(py::module_& m) {
     pm.attr("CUSTOM") = padding_method::Custom;
     pm.attr("DEFAULT") = padding_method::Default;
 
-    py::class_<Region>(m, "Region", "MTLRegion used as clip_rect: origin (x, y, z), size (width, height, depth).")
+    py::class_<Region>(
+        m, "Region", "MTLRegion used as clip_rect: origin (x, y, z), size (width, height, depth).")
         .def(py::init([](int64_t x, int64_t y, int64_t z, int64_t width, int64_t height,
                          int64_t depth) { return Region{x, y, z, width, height, depth}; }),
              py::arg("x") = 0, py::arg("y") = 0, py::arg("z") = 0, py::arg("width"),
@@ -69,7 +72,8 @@ void bind_types(py::module_& m) {
         .def("__repr__", [](const Region& r) {
             return "Region(x=" + std::to_string(r.x) + ", y=" + std::to_string(r.y) +
                    ", z=" + std::to_string(r.z) + ", width=" + std::to_string(r.width) +
-                   ", height=" + std::to_string(r.height) + ", depth=" + std::to_string(r.depth) + ")";
+                   ", height=" + std::to_string(r.height) + ", depth=" + std::to_string(r.depth) +
+                   ")";
         });
 
     py::class_<ImageDescriptor>(m, "ImageDescriptor",

@@ -23,7 +23,12 @@ def reference(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, padding:
     for ky in range(k):
         for kx in range(k):
             contrib = np.einsum("nchw,cd->ndhw", xd, wdbl[:, :, ky, kx])
-            full[:, :, ky : ky + (h - 1) * stride + 1 : stride, kx : kx + (wd - 1) * stride + 1 : stride] += contrib
+            full[
+                :,
+                :,
+                ky : ky + (h - 1) * stride + 1 : stride,
+                kx : kx + (wd - 1) * stride + 1 : stride,
+            ] += contrib
     hout, wout = full.shape[2] - 2 * padding, full.shape[3] - 2 * padding
     return full[:, :, padding : padding + hout, padding : padding + wout] + b[None, :, None, None]
 
@@ -31,7 +36,9 @@ def reference(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, padding:
 def main() -> None:
     rng = np.random.default_rng(0)
     device = convt.default_device()
-    layer = convt.ConvTranspose2d(512, 256, kernel_size=4, stride=2, padding=1, device=device, seed=0)
+    layer = convt.ConvTranspose2d(
+        512, 256, kernel_size=4, stride=2, padding=1, device=device, seed=0
+    )
     x = rng.standard_normal((8, 512, 8, 8), dtype=np.float32)
     out = layer(x)  # warm-up, and the buffer reused below
     times = []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Union
 
 import numpy as np
 
@@ -24,7 +24,7 @@ def pair(value: IntOrPair, name: str) -> tuple[int, int]:
     raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
 
 
-def single(value: Union[int, tuple[int]], name: str) -> int:
+def single(value: int | tuple[int], name: str) -> int:
     """An int or a 1-tuple of an int (conv_transpose1d's parameters)."""
     if isinstance(value, (tuple, list)) and len(value) == 1:
         value = value[0]
@@ -39,7 +39,7 @@ def integer(value: object, name: str) -> int:
     raise TypeError(f"{name} must be an int, got {value!r}")
 
 
-def device(value: Optional[Device]) -> Device:
+def device(value: Device | None) -> Device:
     if value is None:
         return default_device()
     if isinstance(value, str):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from . import _args
@@ -27,7 +25,9 @@ def _layer_1d(weight, bias, stride, padding, output_padding, groups, dilation, d
     if not isinstance(weight, np.ndarray):
         raise TypeError(f"weight must be a numpy.ndarray, got {type(weight).__name__}")
     if weight.ndim != 3:
-        raise ValueError(f"weight must be 3-D (in_channels, out_channels/groups, k), got {weight.ndim}-D")
+        raise ValueError(
+            f"weight must be 3-D (in_channels, out_channels/groups, k), got {weight.ndim}-D"
+        )
     return _ConvTransposeLayer(
         _args.device(device),
         weight[:, :, None, :],
@@ -54,16 +54,16 @@ def run_layer(layer, x, out, layout: str, output_size=None):
 def conv_transpose2d(
     x: np.ndarray,
     weight: np.ndarray,
-    bias: Optional[np.ndarray] = None,
+    bias: np.ndarray | None = None,
     stride=1,
     padding=0,
     output_padding=0,
     groups: int = 1,
     dilation=1,
     *,
-    out: Optional[np.ndarray] = None,
+    out: np.ndarray | None = None,
     layout: str = "NCHW",
-    device: Optional[Device] = None,
+    device: Device | None = None,
 ) -> np.ndarray:
     """``torch.nn.functional.conv_transpose2d`` on numpy arrays.
 
@@ -80,16 +80,16 @@ def conv_transpose2d(
 def conv_transpose1d(
     x: np.ndarray,
     weight: np.ndarray,
-    bias: Optional[np.ndarray] = None,
+    bias: np.ndarray | None = None,
     stride=1,
     padding=0,
     output_padding=0,
     groups: int = 1,
     dilation=1,
     *,
-    out: Optional[np.ndarray] = None,
+    out: np.ndarray | None = None,
     layout: str = "NCL",
-    device: Optional[Device] = None,
+    device: Device | None = None,
 ) -> np.ndarray:
     """``torch.nn.functional.conv_transpose1d`` on numpy arrays.
 
@@ -101,6 +101,9 @@ def conv_transpose1d(
     x4 = _args.as_2d_view(x, layout, "x")
     if out is None:
         shape = layer.output_shape(x4, layout2)
-        out = np.empty((shape[0], shape[1], shape[3]) if layout == "NCL" else (shape[0], shape[2], shape[3]), dtype=x.dtype)
+        out = np.empty(
+            (shape[0], shape[1], shape[3]) if layout == "NCL" else (shape[0], shape[2], shape[3]),
+            dtype=x.dtype,
+        )
     layer.forward(x4, _args.as_2d_view(out, layout, "out"), layout2)
     return out

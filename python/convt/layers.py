@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import numpy as np
 
@@ -29,9 +28,9 @@ class _ConvTransposeNd:
         dilation=1,
         *,
         dtype=np.float32,
-        layout: Optional[str] = None,
-        device: Optional[Device] = None,
-        seed: Optional[int] = None,
+        layout: str | None = None,
+        device: Device | None = None,
+        seed: int | None = None,
     ) -> None:
         self.in_channels = _args.integer(in_channels, "in_channels")
         self.out_channels = _args.integer(out_channels, "out_channels")
@@ -72,10 +71,10 @@ class _ConvTransposeNd:
         return self._weight
 
     @property
-    def bias(self) -> Optional[np.ndarray]:
+    def bias(self) -> np.ndarray | None:
         return self._bias
 
-    def load_weights(self, weight: np.ndarray, bias: Optional[np.ndarray] = None) -> None:
+    def load_weights(self, weight: np.ndarray, bias: np.ndarray | None = None) -> None:
         """Replaces the weights (and bias) and prepares them once for every later call."""
         if not isinstance(weight, np.ndarray):
             raise TypeError(f"weight must be a numpy.ndarray, got {type(weight).__name__}")
@@ -87,7 +86,12 @@ class _ConvTransposeNd:
         weight4 = weight if self._spatial == 2 else weight[:, :, None, :]
         s, p, op, d = (
             v if self._spatial == 2 else (fill, v[0])
-            for v, fill in ((self.stride, 1), (self.padding, 0), (self.output_padding, 0), (self.dilation, 1))
+            for v, fill in (
+                (self.stride, 1),
+                (self.padding, 0),
+                (self.output_padding, 0),
+                (self.dilation, 1),
+            )
         )
         self._layer = _ConvTransposeLayer(self.device, weight4, bias, s, p, op, d, self.groups)
         self._weight = weight.copy()
@@ -96,31 +100,40 @@ class _ConvTransposeNd:
         if self._bias is not None:
             self._bias.flags.writeable = False
 
-    def __call__(self, x: np.ndarray, out: Optional[np.ndarray] = None, output_size=None) -> np.ndarray:
+    def __call__(
+        self, x: np.ndarray, out: np.ndarray | None = None, output_size=None
+    ) -> np.ndarray:
         """Runs the layer; ``out`` is written in place and returned when given.
 
         ``output_size`` picks the output's spatial size, as in PyTorch (trailing dims are used).
         """
         size = None
         if output_size is not None:
-            size = tuple(int(v) for v in output_size)[-self._spatial:]
+            size = tuple(int(v) for v in output_size)[-self._spatial :]
             if len(size) != self._spatial:
-                raise ValueError(f"output_size must give {self._spatial} spatial sizes, got {output_size!r}")
+                raise ValueError(
+                    f"output_size must give {self._spatial} spatial sizes, got {output_size!r}"
+                )
             size = size if self._spatial == 2 else (1, size[0])
         x4 = self._view(x, "x")
         if out is None:
             shape = self._layer.output_shape(x4, self._layout4, size)
             if self._spatial == 1:
-                shape = (shape[0], shape[1], shape[3]) if self.layout == "NCL" else (shape[0], shape[2], shape[3])
+                shape = (
+                    (shape[0], shape[1], shape[3])
+                    if self.layout == "NCL"
+                    else (shape[0], shape[2], shape[3])
+                )
             out = np.empty(shape, dtype=x.dtype)
         self._layer.forward(x4, self._view(out, "out"), self._layout4, size)
         return out
 
     def __repr__(self) -> str:
         return (
-            f"{type(self).__name__}({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}, padding={self.padding}, output_padding={self.output_padding}, "
-            f"groups={self.groups}, dilation={self.dilation}, dtype={self.dtype}, layout={self.layout!r})"
+            f"{type(self).__name__}({self.in_channels}, {self.out_channels}, "
+            f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+            f"output_padding={self.output_padding}, groups={self.groups}, "
+            f"dilation={self.dilation}, dtype={self.dtype}, layout={self.layout!r})"
         )
 
 

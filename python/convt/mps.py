@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Optional
 
 import numpy as np
 
@@ -121,12 +120,12 @@ class ArrayDataSource(DataSource):
         self,
         descriptor: ConvolutionDescriptor,
         weights: np.ndarray,
-        bias: Optional[np.ndarray] = None,
+        bias: np.ndarray | None = None,
         *,
         kernel_weights_data_type: DataType = DataType.float16,
         quantization: QuantizationType = QuantizationType.none,
-        ranges: Optional[np.ndarray] = None,
-        lookup_table: Optional[np.ndarray] = None,
+        ranges: np.ndarray | None = None,
+        lookup_table: np.ndarray | None = None,
         label: str = "",
     ) -> None:
         super().__init__()
@@ -136,7 +135,11 @@ class ArrayDataSource(DataSource):
             )
         if not isinstance(weights, np.ndarray):
             raise TypeError(f"weights must be a numpy.ndarray, got {type(weights).__name__}")
-        types = {np.float32: DataType.float32, np.float16: DataType.float16, np.uint8: DataType.uint8}
+        types = {
+            np.float32: DataType.float32,
+            np.float16: DataType.float16,
+            np.uint8: DataType.uint8,
+        }
         if weights.dtype.type not in types:
             raise TypeError(f"weights dtype must be float32, float16 or uint8, got {weights.dtype}")
         self._descriptor = descriptor
@@ -158,7 +161,7 @@ class ArrayDataSource(DataSource):
     def weights(self) -> np.ndarray:
         return self._weights
 
-    def bias_terms(self) -> Optional[np.ndarray]:
+    def bias_terms(self) -> np.ndarray | None:
         return self._bias
 
     def label(self) -> str:
@@ -170,10 +173,10 @@ class ArrayDataSource(DataSource):
     def weights_quantization_type(self) -> QuantizationType:
         return self._quantization
 
-    def ranges_for_uint8_kernel(self) -> Optional[np.ndarray]:
+    def ranges_for_uint8_kernel(self) -> np.ndarray | None:
         return self._ranges
 
-    def lookup_table_for_uint8_kernel(self) -> Optional[np.ndarray]:
+    def lookup_table_for_uint8_kernel(self) -> np.ndarray | None:
         return self._lut
 
 
@@ -215,7 +218,9 @@ class ConvolutionTranspose(_core._ConvolutionTranspose):
         self._padding = padding
 
     def destination_image_descriptor(
-        self, source_image: Image, convolution_gradient_state: Optional[ConvolutionGradientState] = None
+        self,
+        source_image: Image,
+        convolution_gradient_state: ConvolutionGradientState | None = None,
     ) -> ImageDescriptor:
         """Auto-sizing; also writes ``offset`` and ``kernel_offset_x/y`` onto this kernel."""
         _check_image("source_image", source_image)
@@ -228,8 +233,8 @@ class ConvolutionTranspose(_core._ConvolutionTranspose):
         self,
         command_buffer: CommandBuffer,
         source_image: Image,
-        convolution_gradient_state: Optional[ConvolutionGradientState] = None,
-        destination_image: Optional[Image] = None,
+        convolution_gradient_state: ConvolutionGradientState | None = None,
+        destination_image: Image | None = None,
     ) -> Image:
         """Encodes one transposed convolution.
 
@@ -243,15 +248,22 @@ class ConvolutionTranspose(_core._ConvolutionTranspose):
         if destination_image is None:
             d = self.destination_image_descriptor(source_image, convolution_gradient_state)
             destination_image = Image.empty(
-                d.number_of_images, d.feature_channels, d.height, d.width,
-                source_image.dtype, source_image.layout,
+                d.number_of_images,
+                d.feature_channels,
+                d.height,
+                d.width,
+                source_image.dtype,
+                source_image.layout,
             )
         else:
             _check_image("destination_image", destination_image)
             _check_state(convolution_gradient_state)
         self._encode(
-            command_buffer, source_image.array, source_image.layout,
-            destination_image.array, destination_image.layout,
+            command_buffer,
+            source_image.array,
+            source_image.layout,
+            destination_image.array,
+            destination_image.layout,
         )
         return destination_image
 
@@ -259,16 +271,21 @@ class ConvolutionTranspose(_core._ConvolutionTranspose):
         self,
         command_buffer: CommandBuffer,
         source_images: Sequence[Image],
-        convolution_gradient_states: Optional[Sequence[Optional[ConvolutionGradientState]]] = None,
-        destination_images: Optional[Sequence[Image]] = None,
+        convolution_gradient_states: Sequence[ConvolutionGradientState | None] | None = None,
+        destination_images: Sequence[Image] | None = None,
     ) -> list[Image]:
         """``encode`` for each image of a batch, with the same geometry."""
         n = len(source_images)
-        states = list(convolution_gradient_states) if convolution_gradient_states is not None else [None] * n
+        states = (
+            list(convolution_gradient_states)
+            if convolution_gradient_states is not None
+            else [None] * n
+        )
         dests = list(destination_images) if destination_images is not None else [None] * n
         if len(states) != n:
             raise ValueError(
-                f"convolution_gradient_states must have one entry per source image ({n}), got {len(states)}"
+                "convolution_gradient_states must have one entry per source image "
+                f"({n}), got {len(states)}"
             )
         if len(dests) != n:
             raise ValueError(

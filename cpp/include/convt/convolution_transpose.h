@@ -16,7 +16,7 @@ struct LayerWeights;
 }
 
 class ConvolutionTranspose {
-   public:
+ public:
     /// Loads, validates and prepares the data source's weights once (BN fold, dequantisation,
     /// fp16 rounding) and uploads them to the device. Calls data_source->purge() afterwards.
     ConvolutionTranspose(Device device, std::shared_ptr<DataSource> data_source);
@@ -62,7 +62,7 @@ class ConvolutionTranspose {
     Image encode(CommandBuffer& command_buffer, const Image& source,
                  const ConvolutionGradientState* state = nullptr);
 
-   private:
+ private:
     Device device_;
     std::shared_ptr<DataSource> data_source_;
     ConvolutionDescriptor desc_;

@@ -9,9 +9,10 @@
 namespace convt {
 
 /// Weights are OHWI: w[outputFeatureChannels][kH][kW][inputFeatureChannels / groups], as given
-/// (no rotation). Pointers returned by weights()/bias_terms()/... stay valid from load() to purge().
+/// (no rotation). Pointers returned by weights()/bias_terms()/... stay valid from load() to
+/// purge().
 class DataSource {
-   public:
+ public:
     virtual ~DataSource() = default;
     virtual ConvolutionDescriptor descriptor() = 0;
     virtual DataType data_type() = 0;
@@ -22,7 +23,8 @@ class DataSource {
     virtual bool load() = 0;
     virtual void purge() = 0;
     virtual std::string label() { return {}; }
-    /// Float16 (default): weights are stored as fp16. Float32 keeps them (needs float accumulation).
+    /// Float16 (default): weights are stored as fp16. Float32 keeps them (needs float
+    /// accumulation).
     virtual DataType kernel_weights_data_type() { return DataType::Float16; }
     virtual QuantizationType weights_quantization_type() { return QuantizationType::None; }
     /// Linear uint8: output_feature_channels (min, max) pairs.
@@ -33,7 +35,7 @@ class DataSource {
 
 /// A DataSource over arrays it owns; the ready-made implementation for C++ callers.
 class ArrayDataSource : public DataSource {
-   public:
+ public:
     /// float32 weights (OHWI) and an optional float32 bias (empty = none).
     ArrayDataSource(ConvolutionDescriptor descriptor, std::vector<float> weights,
                     std::vector<float> bias = {},
@@ -55,7 +57,7 @@ class ArrayDataSource : public DataSource {
     const float* ranges_for_uint8_kernel() override;
     const float* lookup_table_for_uint8_kernel() override;
 
-   private:
+ private:
     ArrayDataSource() = default;
     ConvolutionDescriptor descriptor_;
     DataType data_type_ = DataType::Float32;

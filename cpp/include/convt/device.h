@@ -15,13 +15,13 @@ class Backend;
 /// A compute device. Kinds: "cpu" always; others when built in. Unknown or unavailable kinds
 /// raise std::invalid_argument; nothing falls back silently.
 class Device {
-   public:
+ public:
     explicit Device(const std::string& kind = "cpu");
     const std::string& kind() const { return kind_; }
     std::string name() const;
     const std::shared_ptr<detail::Backend>& backend() const { return backend_; }
 
-   private:
+ private:
     std::string kind_;
     std::shared_ptr<detail::Backend> backend_;
 };
@@ -33,7 +33,7 @@ Device default_device();
 /// MTLCommandBuffer analogue: encodes are recorded, then run by commit().
 /// On the CPU the work runs inside commit(); wait_until_completed() reports its outcome.
 class CommandBuffer {
-   public:
+ public:
     enum class Status { NotEnqueued, Committed, Completed, Error };
 
     explicit CommandBuffer(Device device);
@@ -46,7 +46,7 @@ class CommandBuffer {
     Status status() const { return status_; }
     const std::string& error() const { return error_; }
 
-   private:
+ private:
     Device device_;
     std::vector<std::function<void()>> work_;
     Status status_ = Status::NotEnqueued;

@@ -25,7 +25,7 @@ struct ConvTransposeOptions {
 /// A layer with PyTorch's weight layout [Cin, Cout/groups, kH, kW]; weights keep their dtype and
 /// accumulation is float, so fp32 results match PyTorch's to ~1e-6. Weights are prepared once.
 class ConvTransposeLayer {
-   public:
+ public:
     /// `weight` is viewed as (n=Cin, c=Cout/groups, h=kH, w=kW); `bias` (c=Cout) may be null.
     ConvTransposeLayer(Device device, const TensorView& weight, const TensorView* bias,
                        const ConvTransposeOptions& options);
@@ -43,7 +43,7 @@ class ConvTransposeLayer {
     void forward(const TensorView& input, const TensorView& output,
                  const std::array<int64_t, 2>* output_size = nullptr);
 
-   private:
+ private:
     Device device_;
     ConvTransposeOptions options_;
     int64_t in_channels_ = 0, out_channels_ = 0, kernel_h_ = 0, kernel_w_ = 0;

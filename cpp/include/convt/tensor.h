@@ -31,7 +31,7 @@ struct TensorView {
 
 /// An MPSImage analogue for C++ callers: a view plus (optionally) the storage it owns.
 class Image {
-   public:
+ public:
     Image() = default;
     /// Wraps caller memory; the caller keeps it alive.
     explicit Image(TensorView view) : view_(view) {}
@@ -46,7 +46,7 @@ class Image {
     int64_t feature_channels() const { return view_.c; }
     int64_t number_of_images() const { return view_.n; }
 
-   private:
+ private:
     TensorView view_;
     std::shared_ptr<void> storage_;
 };

@@ -10,7 +10,7 @@ namespace convt {
 /// A caller passed a value of the wrong type (maps to Python's TypeError).
 /// std::invalid_argument (ValueError) is used for a wrong value.
 class TypeError : public std::invalid_argument {
-   public:
+ public:
     using std::invalid_argument::invalid_argument;
 };
 
@@ -64,9 +64,7 @@ struct Region {
     int64_t x = 0, y = 0, z = 0;
     int64_t width = 0, height = 0, depth = 0;
     /// MPSRectNoClip: the whole destination.
-    static Region no_clip() {
-        return Region{0, 0, 0, INT64_MAX / 4, INT64_MAX / 4, INT64_MAX / 4};
-    }
+    static Region no_clip() { return Region{0, 0, 0, INT64_MAX / 4, INT64_MAX / 4, INT64_MAX / 4}; }
     bool operator==(const Region& o) const {
         return x == o.x && y == o.y && z == o.z && width == o.width && height == o.height &&
                depth == o.depth;

@@ -22,12 +22,12 @@ struct PreparedWeights {
 
 /// Backend-owned copy of a layer's weights (packed, or in device memory).
 class DeviceWeights {
-   public:
+ public:
     virtual ~DeviceWeights() = default;
 };
 
 class Backend {
-   public:
+ public:
     virtual ~Backend() = default;
     virtual std::string kind() const = 0;
     virtual std::string name() const = 0;

@@ -39,11 +39,12 @@ ImageDescriptor ConvolutionTranspose::destination_image_descriptor(
     d.type = source.type;
     int64_t tx = px.total_offset, ty = py.total_offset;
     if (state) {
-        if (state->kernel_width != desc_.kernel_width || state->kernel_height != desc_.kernel_height)
-            throw std::invalid_argument(concat(
-                "convolution_gradient_state kernel size must match the transpose's (",
-                desc_.kernel_width, "x", desc_.kernel_height, "), got ", state->kernel_width, "x",
-                state->kernel_height, " (kernelSize mismatch)"));
+        if (state->kernel_width != desc_.kernel_width ||
+            state->kernel_height != desc_.kernel_height)
+            throw std::invalid_argument(
+                concat("convolution_gradient_state kernel size must match the transpose's (",
+                       desc_.kernel_width, "x", desc_.kernel_height, "), got ", state->kernel_width,
+                       "x", state->kernel_height, " (kernelSize mismatch)"));
         d.width = state->source_width, d.height = state->source_height;
         tx = geometry::autoencoder_total_offset(desc_.kernel_width, state->offset_x);
         ty = geometry::autoencoder_total_offset(desc_.kernel_height, state->offset_y);
@@ -56,7 +57,8 @@ ImageDescriptor ConvolutionTranspose::destination_image_descriptor(
                 "padding with the custom bit (0x4000) must provide destination_image_descriptor");
         padding.custom(d);
     }
-    for (auto [name, v] : {std::pair{"destination width", d.width}, {"destination height", d.height},
+    for (auto [name, v] : {std::pair{"destination width", d.width},
+                           {"destination height", d.height},
                            {"destination feature_channels", d.feature_channels},
                            {"destination number_of_images", d.number_of_images}})
         detail::require_int32(name, v);
@@ -72,7 +74,8 @@ void ConvolutionTranspose::encode(CommandBuffer& command_buffer, const TensorVie
                                            device_.kind(), "), got ",
                                            command_buffer.device().kind()));
     if (edge_mode != EdgeMode::Zero)
-        throw std::invalid_argument("edge_mode must be zero (convt does not support clamp), got clamp");
+        throw std::invalid_argument(
+            "edge_mode must be zero (convt does not support clamp), got clamp");
     detail::Placement pl;
     pl.stride_x = desc_.stride_in_pixels_x, pl.stride_y = desc_.stride_in_pixels_y;
     pl.dilation_x = desc_.dilation_rate_x, pl.dilation_y = desc_.dilation_rate_y;
@@ -85,10 +88,9 @@ void ConvolutionTranspose::encode(CommandBuffer& command_buffer, const TensorVie
     pl.destination_channel_offset = destination_feature_channel_offset;
     pl.accumulator = accumulator_precision;
     const ConvtParams params = detail::make_params(weights_->host, pl, source, destination);
-    command_buffer.add([backend = device_.backend(), weights = weights_, params,
-                        src = source.data, dst = destination.data] {
-        backend->forward(params, *weights->device, src, dst);
-    });
+    command_buffer.add(
+        [backend = device_.backend(), weights = weights_, params, src = source.data,
+         dst = destination.data] { backend->forward(params, *weights->device, src, dst); });
 }
 
 Image ConvolutionTranspose::encode(CommandBuffer& command_buffer, const Image& source,

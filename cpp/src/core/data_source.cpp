@@ -17,9 +17,9 @@ ArrayDataSource::ArrayDataSource(ConvolutionDescriptor descriptor, std::vector<f
     detail::require(static_cast<int64_t>(weights_f32_.size()) == descriptor_.weight_count(),
                     "weights size", weights_f32_.size(),
                     detail::concat("O*kH*kW*(I/groups) = ", descriptor_.weight_count()).c_str());
-    detail::require(bias_.empty() || static_cast<int64_t>(bias_.size()) ==
-                                         descriptor_.output_feature_channels,
-                    "bias size", bias_.size(), "0 or output_feature_channels");
+    detail::require(
+        bias_.empty() || static_cast<int64_t>(bias_.size()) == descriptor_.output_feature_channels,
+        "bias size", bias_.size(), "0 or output_feature_channels");
 }
 
 ArrayDataSource ArrayDataSource::quantized(ConvolutionDescriptor descriptor,

@@ -8,16 +8,35 @@ NeuronDescriptor NeuronDescriptor::with_defaults(NeuronType type) {
     NeuronDescriptor n;
     n.type = type;
     switch (type) {
-        case NeuronType::Linear: n.a = 1.f; break;
-        case NeuronType::HardSigmoid: n.a = 0.2f; n.b = 0.5f; break;
+        case NeuronType::Linear:
+            n.a = 1.f;
+            break;
+        case NeuronType::HardSigmoid:
+            n.a = 0.2f;
+            n.b = 0.5f;
+            break;
         case NeuronType::TanH:
-        case NeuronType::SoftPlus: n.a = 1.f; n.b = 1.f; break;
-        case NeuronType::ELU: n.a = 1.f; break;
-        case NeuronType::ReLUN: n.b = 6.f; break;
-        case NeuronType::Power: n.a = 1.f; n.c = 1.f; break;
+        case NeuronType::SoftPlus:
+            n.a = 1.f;
+            n.b = 1.f;
+            break;
+        case NeuronType::ELU:
+            n.a = 1.f;
+            break;
+        case NeuronType::ReLUN:
+            n.b = 6.f;
+            break;
+        case NeuronType::Power:
+            n.a = 1.f;
+            n.c = 1.f;
+            break;
         case NeuronType::Exponential:
-        case NeuronType::Logarithm: n.a = 1.f; n.c = -1.f; break;
-        default: break;
+        case NeuronType::Logarithm:
+            n.a = 1.f;
+            n.c = -1.f;
+            break;
+        default:
+            break;
     }
     return n;
 }

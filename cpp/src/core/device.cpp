@@ -14,8 +14,8 @@ std::shared_ptr<detail::Backend> backend_for(const std::string& kind) {
         static std::shared_ptr<detail::Backend> cpu = detail::make_cpu_backend();
         return cpu;
     }
-    throw std::invalid_argument(
-        detail::concat("device kind must be one of the available devices ['cpu'], got '", kind, "'"));
+    throw std::invalid_argument(detail::concat(
+        "device kind must be one of the available devices ['cpu'], got '", kind, "'"));
 }
 
 }  // namespace

@@ -24,9 +24,12 @@ int64_t aligned_offset(uint32_t method, bool y_axis, int64_t keff, int64_t extra
             const int64_t r = (method & remainder_bit) ? 0 : 1;
             return corr - ((extra + r) >> 1);
         }
-        case padding_method::AlignTopLeft: return corr;
-        case padding_method::AlignBottomRight: return corr - extra;
-        default: return 0;
+        case padding_method::AlignTopLeft:
+            return corr;
+        case padding_method::AlignBottomRight:
+            return corr - extra;
+        default:
+            return 0;
     }
 }
 
@@ -90,19 +93,24 @@ ConvolutionGradientState ConvolutionGradientState::for_forward(
     require_positive("stride_y", stride_y);
     require_positive("dilation_x", dilation_x);
     require_positive("dilation_y", dilation_y);
-    for (auto [name, v] : {std::pair{"kernel_width", kernel_width}, {"kernel_height", kernel_height},
-                           {"stride_x", stride_x}, {"stride_y", stride_y},
-                           {"dilation_x", dilation_x}, {"dilation_y", dilation_y}})
+    for (auto [name, v] : {std::pair{"kernel_width", kernel_width},
+                           {"kernel_height", kernel_height},
+                           {"stride_x", stride_x},
+                           {"stride_y", stride_y},
+                           {"dilation_x", dilation_x},
+                           {"dilation_y", dilation_y}})
         require_int32(name, v);
     ConvolutionGradientState s;
     s.source_width = source_width, s.source_height = source_height;
     s.kernel_width = kernel_width, s.kernel_height = kernel_height;
     s.stride_x = stride_x, s.stride_y = stride_y;
     s.dilation_x = dilation_x, s.dilation_y = dilation_y;
-    const auto px = geometry::forward_placement(method, false, source_width, stride_x,
-                                                geometry::effective_kernel(kernel_width, dilation_x));
-    const auto py = geometry::forward_placement(method, true, source_height, stride_y,
-                                                geometry::effective_kernel(kernel_height, dilation_y));
+    const auto px =
+        geometry::forward_placement(method, false, source_width, stride_x,
+                                    geometry::effective_kernel(kernel_width, dilation_x));
+    const auto py =
+        geometry::forward_placement(method, true, source_height, stride_y,
+                                    geometry::effective_kernel(kernel_height, dilation_y));
     s.offset_x = px.total_offset, s.destination_width = px.size;
     s.offset_y = py.total_offset, s.destination_height = py.size;
     return s;

@@ -8,9 +8,12 @@ namespace convt::detail {
 
 void check_image_view(const char* name, const TensorView& view) {
     if (view.type != DataType::Float32 && view.type != DataType::Float16)
-        throw TypeError(concat(name, " dtype must be float32 or float16, got ", to_string(view.type)));
-    for (auto [axis, v] : {std::pair{"number_of_images", view.n}, {"feature_channels", view.c},
-                           {"height", view.h}, {"width", view.w}})
+        throw TypeError(
+            concat(name, " dtype must be float32 or float16, got ", to_string(view.type)));
+    for (auto [axis, v] : {std::pair{"number_of_images", view.n},
+                           {"feature_channels", view.c},
+                           {"height", view.h},
+                           {"width", view.w}})
         require_int32(concat(name, " ", axis).c_str(), v);
     if (view.numel() > 0 && view.data == nullptr)
         throw std::invalid_argument(concat(name, " data must not be null"));
@@ -34,8 +37,8 @@ ConvtParams make_params(const PreparedWeights& w, const Placement& pl, const Ten
     if (!dst.writable)
         throw std::invalid_argument(concat(dst_name, " must be writable, got a read-only array"));
     if (dst.may_overlap(src))
-        throw std::invalid_argument(concat(dst_name, " must not share memory with ", src_name,
-                                           ", got overlapping arrays"));
+        throw std::invalid_argument(
+            concat(dst_name, " must not share memory with ", src_name, ", got overlapping arrays"));
 
     const int64_t I = w.in_per_group * w.groups, O = w.out_channels;
     require(pl.source_channel_offset >= 0, "source_feature_channel_offset",
@@ -44,32 +47,35 @@ ConvtParams make_params(const PreparedWeights& w, const Placement& pl, const Ten
             pl.source_channel_max_count, ">= 0");
     require(pl.destination_channel_offset >= 0, "destination_feature_channel_offset",
             pl.destination_channel_offset, ">= 0");
-    const int64_t slice =
-        std::min(pl.source_channel_max_count, std::max<int64_t>(0, src.c - pl.source_channel_offset));
+    const int64_t slice = std::min(pl.source_channel_max_count,
+                                   std::max<int64_t>(0, src.c - pl.source_channel_offset));
     if (slice < I)
-        throw std::invalid_argument(concat(
-            "source feature channel slice must hold input_feature_channels (", I, "), got ", slice,
-            " (source feature channels ", src.c, ", source_feature_channel_offset ",
-            pl.source_channel_offset, ", source_feature_channel_max_count ",
-            pl.source_channel_max_count, ")"));
+        throw std::invalid_argument(
+            concat("source feature channel slice must hold input_feature_channels (", I, "), got ",
+                   slice, " (source feature channels ", src.c, ", source_feature_channel_offset ",
+                   pl.source_channel_offset, ", source_feature_channel_max_count ",
+                   pl.source_channel_max_count, ")"));
     if (pl.destination_channel_offset + O > dst.c)
-        throw std::invalid_argument(concat(
-            "destination feature channels must be >= destination_feature_channel_offset + "
-            "output_feature_channels (",
-            pl.destination_channel_offset, " + ", O, "), got ", dst.c));
+        throw std::invalid_argument(
+            concat("destination feature channels must be >= destination_feature_channel_offset + "
+                   "output_feature_channels (",
+                   pl.destination_channel_offset, " + ", O, "), got ", dst.c));
     if (pl.accumulator == AccumulatorPrecision::Half && w.type == DataType::Float32)
         throw std::invalid_argument(
             "accumulator_precision must be float with float32 kernel weights, got half");
 
     const Region& c = pl.clip;
-    for (auto [name, v] : {std::pair{"clip_rect.x", c.x}, {"clip_rect.y", c.y}, {"clip_rect.z", c.z},
-                           {"clip_rect.width", c.width}, {"clip_rect.height", c.height},
-                           {"clip_rect.depth", c.depth}})
+    for (auto [name, v] :
+         {std::pair{"clip_rect.x", c.x}, {"clip_rect.y", c.y}, {"clip_rect.z", c.z}})
         require(v >= 0, name, v, ">= 0");
+    for (auto [name, v] : {std::pair{"clip_rect.width", c.width},
+                           {"clip_rect.height", c.height},
+                           {"clip_rect.depth", c.depth}})
+        require(v >= 1, name, v, ">= 1 (an empty clip_rect writes nothing)");
     if (dst.numel() > 0 && (c.x >= dst.w || c.y >= dst.h || c.z >= dst.n))
-        throw std::invalid_argument(concat(
-            "clip_rect origin must lie inside the destination (", dst.w, "x", dst.h, ", ", dst.n,
-            " images), got (", c.x, ", ", c.y, ", ", c.z, ")"));
+        throw std::invalid_argument(concat("clip_rect origin must lie inside the destination (",
+                                           dst.w, "x", dst.h, ", ", dst.n, " images), got (", c.x,
+                                           ", ", c.y, ", ", c.z, ")"));
     require(pl.source_image >= 0, "offset.z", pl.source_image, ">= 0");
     if (src.n > 0 && pl.source_image >= src.n)
         throw std::invalid_argument(concat("offset.z must be < source number_of_images (", src.n,

@@ -21,7 +21,8 @@ struct Placement {
 /// `source_name`/`destination_name` are the caller's parameter names, used in messages.
 ConvtParams make_params(const PreparedWeights& weights, const Placement& placement,
                         const TensorView& source, const TensorView& destination,
-                        const char* source_name = "source", const char* destination_name = "destination");
+                        const char* source_name = "source",
+                        const char* destination_name = "destination");
 
 /// A source or destination must be a float32/float16 view with sizes below 2^31.
 void check_image_view(const char* name, const TensorView& view);

@@ -14,7 +14,8 @@ void TensorView::byte_extent(const char** first, const char** last) const {
         return;
     }
     int64_t lo = 0, hi = 0;
-    for (auto [size, stride] : {std::pair{n, stride_n}, {c, stride_c}, {h, stride_h}, {w, stride_w}}) {
+    for (auto [size, stride] :
+         {std::pair{n, stride_n}, {c, stride_c}, {h, stride_h}, {w, stride_w}}) {
         const int64_t span = (size - 1) * stride;
         (span < 0 ? lo : hi) += span;
     }

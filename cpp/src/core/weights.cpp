@@ -31,7 +31,8 @@ std::vector<float> dequantize(DataSource& source, const uint8_t* q, int64_t coun
                 throw std::invalid_argument(
                     "ranges_for_uint8_kernel must be given for linear uint8 weights, got none");
             for (int64_t i = 0; i < count; ++i) {
-                const float lo = ranges[2 * (i / per_channel)], hi = ranges[2 * (i / per_channel) + 1];
+                const float lo = ranges[2 * (i / per_channel)],
+                            hi = ranges[2 * (i / per_channel) + 1];
                 w[i] = (static_cast<float>(q[i]) / 255.f) * (hi - lo) + lo;
             }
             break;

@@ -46,7 +46,8 @@ void accumulate_run(float* acc, int64_t acc_step, const float* in, int64_t count
             const float xv = x[icl];
             const float* __restrict wr = w + static_cast<int64_t>(icl) * og;
             if constexpr (kHalfAccumulator) {
-                for (int oc = 0; oc < og; ++oc) a[oc] = detail::round_to_half(std::fma(xv, wr[oc], a[oc]));
+                for (int oc = 0; oc < og; ++oc)
+                    a[oc] = detail::round_to_half(std::fma(xv, wr[oc], a[oc]));
             } else {
                 for (int oc = 0; oc < og; ++oc) a[oc] += xv * wr[oc];
             }
@@ -98,15 +99,16 @@ void run_row(const ConvtParams& p, const CpuWeights& w, const void* src, void* d
                 if (ix0 >= p.src_w) continue;
                 const int64_t count =
                     std::min((clip_w - xx0 + p.stride_x - 1) / p.stride_x, p.src_w - ix0);
-                const float* wk = w.packed.data() +
-                                  ((static_cast<int64_t>(g) * taps + ky * p.kernel_w + kx) * ig) * og;
+                const float* wk =
+                    w.packed.data() +
+                    ((static_cast<int64_t>(g) * taps + ky * p.kernel_w + kx) * ig) * og;
                 accumulate_run<kHalfAccumulator>(acc.data() + xx0 * og, p.stride_x * og,
                                                  row.data() + ix0 * ig, count, wk, ig, og);
             }
         }
 
-        const int64_t dst_row = p.dst_base + n * p.dst_stride_n +
-                                (p.clip_y + yy) * p.dst_stride_h + p.clip_x * p.dst_stride_w;
+        const int64_t dst_row = p.dst_base + n * p.dst_stride_n + (p.clip_y + yy) * p.dst_stride_h +
+                                p.clip_x * p.dst_stride_w;
         for (int oc = 0; oc < og; ++oc) {
             const int64_t ch = static_cast<int64_t>(g) * og + oc;
             const float slope = w.slopes.empty() ? 0.f : w.slopes[ch];
@@ -120,7 +122,7 @@ void run_row(const ConvtParams& p, const CpuWeights& w, const void* src, void* d
 }
 
 class CpuBackend : public detail::Backend {
-   public:
+ public:
     std::string kind() const override { return "cpu"; }
     std::string name() const override {
         return "cpu (" + std::to_string(ThreadPool::instance().num_threads()) + " threads)";

@@ -13,7 +13,7 @@
 namespace convt::cpu {
 
 class ThreadPool {
-   public:
+ public:
     static ThreadPool& instance();
     ~ThreadPool();
 
@@ -24,7 +24,7 @@ class ThreadPool {
     /// callers are served one after another. The first exception thrown is rethrown here.
     void parallel_for(int64_t count, const std::function<void(int64_t)>& fn);
 
-   private:
+ private:
     ThreadPool();
     void start(int n);
     void stop();

@@ -1,0 +1,46 @@
+"""Shared fixtures. convt is imported lazily so that the oracle tests run without a build."""
+
+from __future__ import annotations
+
+import os
+import sys
+import zlib
+from typing import Any
+
+import numpy as np
+import pytest
+
+# Make tests/reference.py and tests/_helpers.py importable under any pytest import mode.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _helpers import (  # noqa: E402  (re-exported for convenience)
+    BACKENDS,
+    FP16_TOL,
+    FP32_TOL,
+    poison,
+    rel_err,
+)
+
+__all__ = ["FP16_TOL", "FP32_TOL", "poison", "rel_err"]
+
+
+@pytest.fixture(params=BACKENDS)
+def device(request: pytest.FixtureRequest) -> Any:
+    """A convt.Device for each backend this build offers; the others are skipped."""
+    import convt
+
+    for dev in convt.devices():
+        if dev.kind == request.param:
+            return dev
+    pytest.skip(f"backend {request.param!r} not available in this build")
+
+
+@pytest.fixture
+def rng(request: pytest.FixtureRequest) -> np.random.Generator:
+    """A generator seeded from the test id (minus the backend): reproducible, different per
+    test, and the same data on every backend."""
+    key = request.node.nodeid.split("[")[0]
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None:
+        key += repr(sorted((k, repr(v)) for k, v in callspec.params.items() if k != "device"))
+    return np.random.default_rng(zlib.crc32(key.encode()))
