@@ -77,6 +77,7 @@ ConvTransposeLayer::~ConvTransposeLayer() = default;
 
 std::array<int64_t, 4> ConvTransposeLayer::output_shape(
     const TensorView& input, const std::array<int64_t, 2>* output_size) const {
+    detail::check_image_view("x", input);
     require(input.c == in_channels_, "x channels", input.c,
             concat("equal to weight.shape[0] (", in_channels_, ")").c_str());
     std::array<int64_t, 4> shape{input.n, out_channels_, 0, 0};
@@ -105,7 +106,6 @@ std::array<int64_t, 4> ConvTransposeLayer::output_shape(
 
 void ConvTransposeLayer::forward(const TensorView& input, const TensorView& output,
                                  const std::array<int64_t, 2>* output_size) {
-    detail::check_image_view("x", input);
     if (input.type != dtype_)
         throw TypeError(concat("x dtype must match weight dtype (", to_string(dtype_), "), got ",
                                to_string(input.type)));
