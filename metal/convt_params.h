@@ -16,6 +16,7 @@ typedef int64_t convt_i64;
 // Scalar type codes used in ConvtParams::*_type.
 #define CONVT_TYPE_F32 0
 #define CONVT_TYPE_F16 1
+#define CONVT_TYPE_F64 2  // CPU only
 
 struct ConvtParams {
     // Filter (per axis: kernel, stride = upsampling factor, dilation).

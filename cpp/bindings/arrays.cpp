@@ -16,6 +16,7 @@ py::array as_array(const py::handle& obj, const char* name) {
 DataType float_type(const py::array& a, const char* name) {
     if (a.dtype().is(py::dtype::of<float>())) return DataType::Float32;
     if (a.dtype().equal(py::dtype("float16"))) return DataType::Float16;
+    if (a.dtype().is(py::dtype::of<double>())) return DataType::Float64;
     throw TypeError(std::string(name) + " dtype must be float32 or float16, got " +
                     std::string(py::str(a.dtype())));
 }
@@ -47,10 +48,6 @@ Layout parse_layout(const std::string& layout) {
     if (layout == "NCHW") return Layout::NCHW;
     if (layout == "NHWC") return Layout::NHWC;
     throw std::invalid_argument("layout must be 'NCHW' or 'NHWC', got '" + layout + "'");
-}
-
-py::dtype dtype_of(DataType type) {
-    return type == DataType::Float16 ? py::dtype("float16") : py::dtype::of<float>();
 }
 
 TensorView view_of(const py::handle& obj, const std::string& layout, const char* name) {

@@ -19,7 +19,5 @@ TensorView view_of(const py::handle& array, const std::string& layout, const cha
 /// Views an N-D float array generically as (n, c, h, w) = shape padded on the left with 1s.
 TensorView view_of_shape(const py::handle& array, int ndim, const char* name);
 Layout parse_layout(const std::string& layout);
-/// numpy dtype for float32/float16.
-py::dtype dtype_of(DataType type);
 
 }  // namespace convt::bindings

@@ -30,21 +30,46 @@ std::function<void(ImageDescriptor&)> python_hook(py::object hook) {
 }  // namespace
 
 void bind_convolution_transpose(py::module_& m) {
-    py::class_<Kernel>(m, "_ConvolutionTranspose")
+    py::class_<ConvolutionWeightsKernel>(m, "_WeightsKernel")
+        .def_property_readonly("input_feature_channels",
+                               &ConvolutionWeightsKernel::input_feature_channels)
+        .def_property_readonly("output_feature_channels",
+                               &ConvolutionWeightsKernel::output_feature_channels)
+        .def_property_readonly("groups", &ConvolutionWeightsKernel::groups)
+        .def_property_readonly("kernel_width", &ConvolutionWeightsKernel::kernel_width)
+        .def_property_readonly("kernel_height", &ConvolutionWeightsKernel::kernel_height)
+        .def_property_readonly("stride_in_pixels_x", &ConvolutionWeightsKernel::stride_in_pixels_x)
+        .def_property_readonly("stride_in_pixels_y", &ConvolutionWeightsKernel::stride_in_pixels_y)
+        .def_property_readonly("dilation_rate_x", &ConvolutionWeightsKernel::dilation_rate_x)
+        .def_property_readonly("dilation_rate_y", &ConvolutionWeightsKernel::dilation_rate_y)
+        .def_property_readonly("descriptor", &ConvolutionWeightsKernel::descriptor)
+        .def_property_readonly("device", &ConvolutionWeightsKernel::device)
+        .def_property_readonly("weights_data_type", &ConvolutionWeightsKernel::weights_data_type)
+        .def_property_readonly("_core_data_source", &ConvolutionWeightsKernel::data_source)
+        .def_readwrite("label", &ConvolutionWeightsKernel::label)
+        .def(
+            "export_weights_and_biases",
+            [](ConvolutionWeightsKernel& k, PyCommandBuffer& cb, bool temporary) {
+                return k.export_weights_and_biases(cb.buffer, temporary);
+            },
+            py::arg("command_buffer"), py::arg("result_state_can_be_temporary") = false,
+            "Encoded: after the command buffer runs, the state holds the current weights and "
+            "biases (float32, OHWI).")
+        .def(
+            "reload_weights_and_biases",
+            [](ConvolutionWeightsKernel& k, PyCommandBuffer& cb,
+               std::shared_ptr<WeightsAndBiasesState> state) {
+                k.reload_weights_and_biases(cb.buffer, std::move(state));
+            },
+            py::arg("command_buffer"), py::arg("state"),
+            "Encoded: later work uses the state's weights, rounded to weights_data_type.")
+        .def("reload_weights_and_biases_from_data_source",
+             &ConvolutionWeightsKernel::reload_weights_and_biases_from_data_source,
+             "Synchronous: load(), weights(), purge() again and prepare the weights.");
+
+    py::class_<Kernel, ConvolutionWeightsKernel>(m, "_ConvolutionTranspose")
         .def(py::init<Device, std::shared_ptr<DataSource>>(), py::arg("device"),
              py::arg("data_source"))
-        .def_property_readonly("input_feature_channels", &Kernel::input_feature_channels)
-        .def_property_readonly("output_feature_channels", &Kernel::output_feature_channels)
-        .def_property_readonly("groups", &Kernel::groups)
-        .def_property_readonly("kernel_width", &Kernel::kernel_width)
-        .def_property_readonly("kernel_height", &Kernel::kernel_height)
-        .def_property_readonly("stride_in_pixels_x", &Kernel::stride_in_pixels_x)
-        .def_property_readonly("stride_in_pixels_y", &Kernel::stride_in_pixels_y)
-        .def_property_readonly("dilation_rate_x", &Kernel::dilation_rate_x)
-        .def_property_readonly("dilation_rate_y", &Kernel::dilation_rate_y)
-        .def_property_readonly("device", &Kernel::device)
-        .def_property_readonly("weights_data_type", &Kernel::weights_data_type)
-        .def_readwrite("label", &Kernel::label)
         .def_readwrite("kernel_offset_x", &Kernel::kernel_offset_x)
         .def_readwrite("kernel_offset_y", &Kernel::kernel_offset_y)
         .def_property(
@@ -88,7 +113,18 @@ void bind_convolution_transpose(py::module_& m) {
                 cb.keep_alive.append(destination);
             },
             py::arg("command_buffer"), py::arg("source"), py::arg("source_layout"),
-            py::arg("destination"), py::arg("destination_layout"));
+            py::arg("destination"), py::arg("destination_layout"))
+        .def(
+            "_result_state",
+            [](const Kernel& k, const py::object& source, const std::string& source_layout,
+               const py::object& destination, const std::string& destination_layout,
+               const ConvolutionGradientState* convolution_state, PyCommandBuffer* cb) {
+                return k.result_state(view_of(source, source_layout, "source_image"),
+                                      view_of(destination, destination_layout, "destination_image"),
+                                      convolution_state, cb ? &cb->buffer : nullptr);
+            },
+            py::arg("source"), py::arg("source_layout"), py::arg("destination"),
+            py::arg("destination_layout"), py::arg("convolution_state"), py::arg("command_buffer"));
 }
 
 }  // namespace convt::bindings

@@ -19,6 +19,13 @@ std::optional<Pair> optional_pair(const std::optional<std::tuple<int64_t, int64_
     return Pair{std::get<0>(*t), std::get<1>(*t)};
 }
 
+// A (Cout,) array as a view whose channels are its entries.
+TensorView bias_view(const py::object& array, const char* name) {
+    TensorView b = view_of_shape(array, 1, name);
+    b.c = b.w, b.stride_c = b.stride_w, b.w = 1, b.stride_w = 0;
+    return b;
+}
+
 }  // namespace
 
 void bind_functional(py::module_& m) {
@@ -62,7 +69,25 @@ void bind_functional(py::module_& m) {
                 py::gil_scoped_release release;
                 l.forward(in, o, size ? &*size : nullptr);
             },
-            py::arg("x"), py::arg("out"), py::arg("layout"), py::arg("output_size") = py::none());
+            py::arg("x"), py::arg("out"), py::arg("layout"), py::arg("output_size") = py::none())
+        .def(
+            "backward",
+            [](ConvTransposeLayer& l, const py::object& x, const py::object& grad_output,
+               const std::string& layout, const py::object& grad_input,
+               const py::object& grad_weight, const py::object& grad_bias) {
+                const TensorView in = view_of(x, layout, "x");
+                const TensorView go = view_of(grad_output, layout, "grad_output");
+                TensorView gi, gw, gb;
+                if (!grad_input.is_none()) gi = view_of(grad_input, layout, "grad_input");
+                if (!grad_weight.is_none()) gw = view_of_shape(grad_weight, 4, "grad_weight");
+                if (!grad_bias.is_none()) gb = bias_view(grad_bias, "grad_bias");
+                py::gil_scoped_release release;
+                l.backward(in, go, grad_input.is_none() ? nullptr : &gi,
+                           grad_weight.is_none() ? nullptr : &gw,
+                           grad_bias.is_none() ? nullptr : &gb);
+            },
+            py::arg("x"), py::arg("grad_output"), py::arg("layout"), py::arg("grad_input"),
+            py::arg("grad_weight"), py::arg("grad_bias"));
 }
 
 }  // namespace convt::bindings

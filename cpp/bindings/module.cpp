@@ -12,6 +12,8 @@ void bind_data_source(py::module_& m);
 void bind_device(py::module_& m);
 void bind_convolution_transpose(py::module_& m);
 void bind_functional(py::module_& m);
+void bind_states(py::module_& m);
+void bind_gradient(py::module_& m);
 }  // namespace convt::bindings
 
 PYBIND11_MODULE(_core, m) {
@@ -28,6 +30,8 @@ PYBIND11_MODULE(_core, m) {
     bind_descriptor(m);
     bind_data_source(m);
     bind_device(m);
+    bind_states(m);
     bind_convolution_transpose(m);
+    bind_gradient(m);
     bind_functional(m);
 }

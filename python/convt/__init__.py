@@ -16,23 +16,33 @@ from ._core import (
     CommandBuffer,
     ConvolutionDescriptor,
     ConvolutionGradientState,
+    ConvolutionTransposeGradientState,
     DataType,
     Device,
     EdgeMode,
+    GradientOption,
     ImageDescriptor,
     NeuronDescriptor,
     NeuronType,
+    OptimizerSGD,
     PaddingMethod,
     QuantizationType,
     Region,
+    WeightsAndBiasesState,
     default_device,
     devices,
     get_num_threads,
     set_num_threads,
 )
-from .functional import conv_transpose1d, conv_transpose2d
+from .functional import (
+    conv_transpose1d,
+    conv_transpose1d_backward,
+    conv_transpose2d,
+    conv_transpose2d_backward,
+)
 from .layers import ConvTranspose1d, ConvTranspose2d
 from .mps import ArrayDataSource, ConvolutionTranspose, DataSource, Image, Padding
+from .training import ConvolutionTransposeGradient, apply_data_source_update
 
 __version__ = "0.1.0"
 
@@ -45,20 +55,28 @@ __all__ = [
     "ConvolutionDescriptor",
     "ConvolutionGradientState",
     "ConvolutionTranspose",
+    "ConvolutionTransposeGradient",
+    "ConvolutionTransposeGradientState",
     "DataSource",
     "DataType",
     "Device",
     "EdgeMode",
+    "GradientOption",
     "Image",
     "ImageDescriptor",
     "NeuronDescriptor",
     "NeuronType",
+    "OptimizerSGD",
     "Padding",
     "PaddingMethod",
     "QuantizationType",
     "Region",
+    "WeightsAndBiasesState",
+    "apply_data_source_update",
     "conv_transpose1d",
+    "conv_transpose1d_backward",
     "conv_transpose2d",
+    "conv_transpose2d_backward",
     "default_device",
     "devices",
     "get_num_threads",

@@ -107,3 +107,85 @@ def conv_transpose1d(
         )
     layer.forward(x4, _args.as_2d_view(out, layout, "out"), layout2)
     return out
+
+
+def _backward(layer, x, grad_output, layout, output_mask, weight_shape, weight4_shape, view):
+    """Allocates the requested gradients and runs the core backward on 4-D views."""
+    mask = tuple(bool(m) for m in output_mask)
+    if len(mask) != 3:
+        raise ValueError(f"output_mask must have 3 entries, got {output_mask!r}")
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"x must be a numpy.ndarray, got {type(x).__name__}")
+    grad_input = np.empty_like(x) if mask[0] else None
+    grad_weight = np.empty(weight_shape, dtype=x.dtype) if mask[1] else None
+    grad_bias = np.empty(layer.out_channels, dtype=x.dtype) if mask[2] else None
+    layer.backward(
+        view(x, "x"),
+        view(grad_output, "grad_output"),
+        layout,
+        None if grad_input is None else view(grad_input, "grad_input"),
+        None if grad_weight is None else grad_weight.reshape(weight4_shape),  # a view
+        grad_bias,
+    )
+    return grad_input, grad_weight, grad_bias
+
+
+def conv_transpose2d_backward(
+    grad_output: np.ndarray,
+    x: np.ndarray,
+    weight: np.ndarray,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    groups: int = 1,
+    dilation=1,
+    *,
+    output_mask=(True, True, True),
+    layout: str = "NCHW",
+    device: Device | None = None,
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """Gradients of ``conv_transpose2d``: ``(grad_input, grad_weight, grad_bias)``.
+
+    grad_output has the forward output's shape; grad_input x's shape, grad_weight the weight's
+    (Cin, Cout/groups, kH, kW) and grad_bias (Cout,), all in x's dtype. Entries whose
+    ``output_mask`` flag is False are None. Weight and bias gradients are summed over the batch
+    in a fixed order (bitwise reproducible).
+    """
+    layout = _args.layout_2d(layout)
+    layer = _layer_2d(weight, None, stride, padding, output_padding, groups, dilation, device)
+    return _backward(
+        layer, x, grad_output, layout, output_mask, weight.shape, weight.shape, lambda a, name: a
+    )
+
+
+def conv_transpose1d_backward(
+    grad_output: np.ndarray,
+    x: np.ndarray,
+    weight: np.ndarray,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    groups: int = 1,
+    dilation=1,
+    *,
+    output_mask=(True, True, True),
+    layout: str = "NCL",
+    device: Device | None = None,
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """Gradients of ``conv_transpose1d``: ``(grad_input, grad_weight, grad_bias)``.
+
+    Shapes follow the forward: grad_input like x (N, Cin, L) / (N, L, Cin), grad_weight like the
+    weight (Cin, Cout/groups, k), grad_bias (Cout,).
+    """
+    layout2 = _args.layout_1d(layout)
+    layer = _layer_1d(weight, None, stride, padding, output_padding, groups, dilation, device)
+    return _backward(
+        layer,
+        x,
+        grad_output,
+        layout2,
+        output_mask,
+        weight.shape,
+        (weight.shape[0], weight.shape[1], 1, weight.shape[2]),
+        lambda a, name: _args.as_2d_view(a, layout, name),
+    )

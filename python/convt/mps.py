@@ -11,6 +11,7 @@ from ._core import (
     CommandBuffer,
     ConvolutionDescriptor,
     ConvolutionGradientState,
+    ConvolutionTransposeGradientState,
     DataType,
     Device,
     ImageDescriptor,
@@ -235,13 +236,20 @@ class ConvolutionTranspose(_core._ConvolutionTranspose):
         source_image: Image,
         convolution_gradient_state: ConvolutionGradientState | None = None,
         destination_image: Image | None = None,
-    ) -> Image:
+        *,
+        destination_state: bool = False,
+        destination_state_is_temporary: bool = False,
+    ) -> Image | tuple[Image, ConvolutionTransposeGradientState]:
         """Encodes one transposed convolution.
 
         Without ``destination_image``: auto-sizes (padding policy, then the gradient state, then a
         custom hook), writes the placement back onto this kernel and returns a new Image with the
         source's dtype and layout. With it: uses the stored offset, kernel offsets and clip rect and
         writes into ``destination_image`` in place (returned).
+
+        With ``destination_state=True`` (training) it returns ``(image, state)``, the state being
+        ``result_state`` (or ``temporary_result_state`` when ``destination_state_is_temporary``)
+        for this encode's geometry.
         """
         _check_command_buffer(command_buffer)
         _check_image("source_image", source_image)
@@ -258,6 +266,14 @@ class ConvolutionTranspose(_core._ConvolutionTranspose):
         else:
             _check_image("destination_image", destination_image)
             _check_state(convolution_gradient_state)
+        state = None
+        if destination_state:
+            state = self._make_state(
+                source_image,
+                convolution_gradient_state,
+                destination_image,
+                command_buffer if destination_state_is_temporary else None,
+            )
         self._encode(
             command_buffer,
             source_image.array,
@@ -265,7 +281,84 @@ class ConvolutionTranspose(_core._ConvolutionTranspose):
             destination_image.array,
             destination_image.layout,
         )
-        return destination_image
+        return (destination_image, state) if destination_state else destination_image
+
+    def result_state(
+        self,
+        source_image: Image,
+        convolution_gradient_state: ConvolutionGradientState | None = None,
+        *,
+        destination_image: Image,
+    ) -> ConvolutionTransposeGradientState:
+        """A gradient state with this kernel's current geometry for these images (lasting)."""
+        return self._make_state(source_image, convolution_gradient_state, destination_image, None)
+
+    def temporary_result_state(
+        self,
+        command_buffer: CommandBuffer,
+        source_image: Image,
+        convolution_gradient_state: ConvolutionGradientState | None = None,
+        *,
+        destination_image: Image,
+    ) -> ConvolutionTransposeGradientState:
+        """Like ``result_state``, valid only until ``command_buffer`` completes."""
+        _check_command_buffer(command_buffer)
+        return self._make_state(
+            source_image, convolution_gradient_state, destination_image, command_buffer
+        )
+
+    def result_state_batch(
+        self,
+        source_images: Sequence[Image],
+        convolution_gradient_states: Sequence[ConvolutionGradientState | None] | None = None,
+        *,
+        destination_images: Sequence[Image],
+    ) -> list[ConvolutionTransposeGradientState]:
+        """One state shared by the batch, repeated once per image (MPS's batch rule)."""
+        return self._batch_state(
+            source_images, convolution_gradient_states, destination_images, None
+        )
+
+    def temporary_result_state_batch(
+        self,
+        command_buffer: CommandBuffer,
+        source_images: Sequence[Image],
+        convolution_gradient_states: Sequence[ConvolutionGradientState | None] | None = None,
+        *,
+        destination_images: Sequence[Image],
+    ) -> list[ConvolutionTransposeGradientState]:
+        """``result_state_batch`` valid only until ``command_buffer`` completes."""
+        _check_command_buffer(command_buffer)
+        return self._batch_state(
+            source_images, convolution_gradient_states, destination_images, command_buffer
+        )
+
+    def _batch_state(self, sources, states, destinations, command_buffer):
+        if len(sources) == 0:
+            raise ValueError("source_images must not be empty")
+        if len(destinations) != len(sources):
+            raise ValueError(
+                f"destination_images must have one entry per source image ({len(sources)}), "
+                f"got {len(destinations)}"
+            )
+        first = None if states is None else states[0]
+        state = self._make_state(sources[0], first, destinations[0], command_buffer)
+        return [state] * len(sources)
+
+    def _make_state(self, source_image, convolution_state, destination_image, command_buffer):
+        _check_image("source_image", source_image)
+        _check_image("destination_image", destination_image)
+        _check_state(convolution_state)
+        state = self._result_state(
+            source_image.array,
+            source_image.layout,
+            destination_image.array,
+            destination_image.layout,
+            convolution_state,
+            command_buffer,
+        )
+        state.convolution_transpose = self
+        return state
 
     def encode_batch(
         self,
@@ -273,8 +366,15 @@ class ConvolutionTranspose(_core._ConvolutionTranspose):
         source_images: Sequence[Image],
         convolution_gradient_states: Sequence[ConvolutionGradientState | None] | None = None,
         destination_images: Sequence[Image] | None = None,
-    ) -> list[Image]:
-        """``encode`` for each image of a batch, with the same geometry."""
+        *,
+        destination_states: bool = False,
+        destination_state_is_temporary: bool = False,
+    ) -> list[Image] | tuple[list[Image], list[ConvolutionTransposeGradientState]]:
+        """``encode`` for each image of a batch, with the same geometry.
+
+        With ``destination_states=True`` it returns ``(images, states)``; the states are one
+        object shared by the batch, so a gradient kernel sums dW/dB over its images.
+        """
         n = len(source_images)
         states = (
             list(convolution_gradient_states)
@@ -299,10 +399,14 @@ class ConvolutionTranspose(_core._ConvolutionTranspose):
                         f"source_images[{i}].number_of_images must be 1 for auto-sizing batch "
                         f"encodes, got {image.number_of_images}"
                     )
-        return [
+        images = [
             self.encode(command_buffer, src, state, dst)
             for src, state, dst in zip(source_images, states, dests)
         ]
+        if not destination_states:
+            return images
+        cb = command_buffer if destination_state_is_temporary else None
+        return images, self._batch_state(source_images, states, images, cb)
 
 
 def _check_image(name: str, image: object) -> None:

@@ -1,6 +1,7 @@
 // Devices and command buffers.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -38,6 +39,10 @@ class CommandBuffer {
 
     explicit CommandBuffer(Device device);
     const Device& device() const { return device_; }
+    /// Unique per command buffer in this process (never 0).
+    uint64_t id() const { return id_; }
+    /// Runs after the buffer's work, whether it succeeded or failed.
+    void add_completed_handler(std::function<void()> handler);
     /// Records work; encoders call this after validating their arguments.
     void add(std::function<void()> work);
     void commit();
@@ -48,7 +53,8 @@ class CommandBuffer {
 
  private:
     Device device_;
-    std::vector<std::function<void()>> work_;
+    uint64_t id_;
+    std::vector<std::function<void()>> work_, completed_handlers_;
     Status status_ = Status::NotEnqueued;
     std::string error_;
 };

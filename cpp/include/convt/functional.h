@@ -42,8 +42,16 @@ class ConvTransposeLayer {
     /// overlap `input`.
     void forward(const TensorView& input, const TensorView& output,
                  const std::array<int64_t, 2>* output_size = nullptr);
+    /// Gradients for a forward on `input` whose output gradient is `grad_output`; each output is
+    /// optional. grad_input is shaped like input, grad_weight like the weight (PyTorch layout),
+    /// grad_bias has out_channels entries. dW and dB are summed in a fixed order.
+    void backward(const TensorView& input, const TensorView& grad_output,
+                  const TensorView* grad_input, const TensorView* grad_weight,
+                  const TensorView* grad_bias);
 
  private:
+    void check_grad_output(const TensorView& input, const TensorView& grad_output) const;
+
     Device device_;
     ConvTransposeOptions options_;
     int64_t in_channels_ = 0, out_channels_ = 0, kernel_h_ = 0, kernel_w_ = 0;

@@ -14,7 +14,8 @@ class TypeError : public std::invalid_argument {
     using std::invalid_argument::invalid_argument;
 };
 
-enum class DataType : int32_t { Float32 = 0, Float16 = 1, UInt8 = 2 };
+/// Float64 is accepted by the PyTorch-convention API on the CPU (for gradient checking).
+enum class DataType : int32_t { Float32 = 0, Float16 = 1, UInt8 = 2, Float64 = 3 };
 
 enum class NeuronType : int32_t {
     None = 0,

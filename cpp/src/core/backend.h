@@ -2,6 +2,7 @@
 #pragma once
 
 #include <memory>
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
@@ -13,11 +14,11 @@ namespace convt::detail {
 /// Weights after preparation (BN fold, dequantisation, precision rounding), in MPS's OHWI
 /// layout [O][kH][kW][I/groups]. Values are exactly representable in `type`.
 struct PreparedWeights {
-    DataType type = DataType::Float16;  // what kernels read: Float32 or Float16
+    DataType type = DataType::Float16;  // what kernels read: Float32, Float16 (or Float64, CPU)
     int64_t out_channels = 0, kernel_h = 0, kernel_w = 0, in_per_group = 0, groups = 1;
-    std::vector<float> values;
-    std::vector<float> bias;  // empty: no bias
-    NeuronDescriptor neuron;  // neuron.data: PReLU slopes per output channel
+    std::vector<double> values;
+    std::vector<double> bias;  // empty: no bias
+    NeuronDescriptor neuron;   // neuron.data: PReLU slopes per output channel
 };
 
 /// Backend-owned copy of a layer's weights (packed, or in device memory).
@@ -26,21 +27,42 @@ class DeviceWeights {
     virtual ~DeviceWeights() = default;
 };
 
+/// Where weight and bias gradients go: dense OHWI / [O] arrays of `type` (Float32 or Float64).
+struct GradientOutput {
+    void* weights = nullptr;  // null: not wanted
+    void* bias = nullptr;     // null: not wanted
+    DataType type = DataType::Float32;
+    bool accumulate = false;  // add to what is there (batches) instead of overwriting
+};
+
 class Backend {
  public:
     virtual ~Backend() = default;
     virtual std::string kind() const = 0;
     virtual std::string name() const = 0;
+    /// Float64 images and weights (PyTorch-convention API only): CPU yes, GPUs no.
+    virtual bool supports_float64() const { return false; }
     virtual std::unique_ptr<DeviceWeights> upload(const PreparedWeights& weights) = 0;
     /// One forward dispatch: `src`/`dst` are the views' base pointers; params hold the rest.
     virtual void forward(const ConvtParams& params, const DeviceWeights& weights, const void* src,
                          void* dst) = 0;
+    /// dX = transpose-gradient of dY. `params` has dX in the source role, dY in the destination
+    /// role (same geometry as the forward). Every source pixel of the processed channels is
+    /// written.
+    virtual void backward_data(const ConvtParams& params, const DeviceWeights& weights,
+                               const void* dy, void* dx) = 0;
+    /// dW and dB from X (source role) and dY (destination role), in a fixed reduction order.
+    virtual void backward_weights(const ConvtParams& params, const void* x, const void* dy,
+                                  const GradientOutput& out) = 0;
 };
 
-/// A layer's weights on the host and on its device; shared by the layer and in-flight work.
+/// A layer's weights on the host and on its device. Encoded work reads them when it runs, so a
+/// reload encoded in between is seen by the work after it; the mutex keeps a reload from racing
+/// a running dispatch.
 struct LayerWeights {
     PreparedWeights host;
     std::unique_ptr<DeviceWeights> device;
+    mutable std::shared_mutex mutex;
 };
 
 std::shared_ptr<Backend> make_cpu_backend();

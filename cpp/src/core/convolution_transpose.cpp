@@ -1,53 +1,45 @@
 #include "convt/convolution_transpose.h"
 
+#include <mutex>
+
+#include "backend.h"
 #include "check.h"
 #include "plan.h"
-#include "weights.h"
+#include "snapshot.h"
 
 namespace convt {
 
 using detail::concat;
 
 ConvolutionTranspose::ConvolutionTranspose(Device device, std::shared_ptr<DataSource> data_source)
-    : device_(std::move(device)), data_source_(std::move(data_source)) {
-    if (!data_source_) throw std::invalid_argument("data_source must not be None");
-    auto weights = std::make_shared<detail::LayerWeights>();
-    weights->host = detail::prepare_from_data_source(*data_source_, desc_);
-    weights->device = device_.backend()->upload(weights->host);
-    label = data_source_->label();
-    weights_ = std::move(weights);
-}
-
-ConvolutionTranspose::~ConvolutionTranspose() = default;
-
-DataType ConvolutionTranspose::weights_data_type() const { return weights_->host.type; }
+    : ConvolutionWeightsKernel(std::move(device), std::move(data_source)) {}
 
 ImageDescriptor ConvolutionTranspose::destination_image_descriptor(
     const TensorView& source, const ConvolutionGradientState* state) {
     detail::check_image_view("source_image", source);
-    const int64_t sx = desc_.stride_in_pixels_x, sy = desc_.stride_in_pixels_y;
+    const ConvolutionDescriptor& desc = descriptor();
+    const int64_t sx = desc.stride_in_pixels_x, sy = desc.stride_in_pixels_y;
     const auto px = geometry::transpose_placement(
         padding.method, false, source.w, sx,
-        geometry::effective_kernel(desc_.kernel_width, desc_.dilation_rate_x));
+        geometry::effective_kernel(desc.kernel_width, desc.dilation_rate_x));
     const auto py = geometry::transpose_placement(
         padding.method, true, source.h, sy,
-        geometry::effective_kernel(desc_.kernel_height, desc_.dilation_rate_y));
+        geometry::effective_kernel(desc.kernel_height, desc.dilation_rate_y));
     ImageDescriptor d;
     d.width = px.size, d.height = py.size;
-    d.feature_channels = desc_.output_feature_channels;
+    d.feature_channels = desc.output_feature_channels;
     d.number_of_images = source.n;
     d.type = source.type;
     int64_t tx = px.total_offset, ty = py.total_offset;
     if (state) {
-        if (state->kernel_width != desc_.kernel_width ||
-            state->kernel_height != desc_.kernel_height)
+        if (state->kernel_width != desc.kernel_width || state->kernel_height != desc.kernel_height)
             throw std::invalid_argument(
                 concat("convolution_gradient_state kernel size must match the transpose's (",
-                       desc_.kernel_width, "x", desc_.kernel_height, "), got ", state->kernel_width,
+                       desc.kernel_width, "x", desc.kernel_height, "), got ", state->kernel_width,
                        "x", state->kernel_height, " (kernelSize mismatch)"));
         d.width = state->source_width, d.height = state->source_height;
-        tx = geometry::autoencoder_total_offset(desc_.kernel_width, state->offset_x);
-        ty = geometry::autoencoder_total_offset(desc_.kernel_height, state->offset_y);
+        tx = geometry::autoencoder_total_offset(desc.kernel_width, state->offset_x);
+        ty = geometry::autoencoder_total_offset(desc.kernel_height, state->offset_y);
     }
     std::tie(d.offset_x, d.kernel_offset_x) = geometry::split_total_offset(tx, sx);
     std::tie(d.offset_y, d.kernel_offset_y) = geometry::split_total_offset(ty, sy);
@@ -67,18 +59,14 @@ ImageDescriptor ConvolutionTranspose::destination_image_descriptor(
     return d;
 }
 
-void ConvolutionTranspose::encode(CommandBuffer& command_buffer, const TensorView& source,
-                                  const TensorView& destination) {
-    if (command_buffer.device().backend() != device_.backend())
-        throw std::invalid_argument(concat("command_buffer device must be the kernel's device (",
-                                           device_.kind(), "), got ",
-                                           command_buffer.device().kind()));
+detail::Placement ConvolutionTranspose::placement() const {
     if (edge_mode != EdgeMode::Zero)
         throw std::invalid_argument(
             "edge_mode must be zero (convt does not support clamp), got clamp");
+    const ConvolutionDescriptor& desc = descriptor();
     detail::Placement pl;
-    pl.stride_x = desc_.stride_in_pixels_x, pl.stride_y = desc_.stride_in_pixels_y;
-    pl.dilation_x = desc_.dilation_rate_x, pl.dilation_y = desc_.dilation_rate_y;
+    pl.stride_x = desc.stride_in_pixels_x, pl.stride_y = desc.stride_in_pixels_y;
+    pl.dilation_x = desc.dilation_rate_x, pl.dilation_y = desc.dilation_rate_y;
     pl.total_offset_x = offset.x * pl.stride_x + kernel_offset_x;
     pl.total_offset_y = offset.y * pl.stride_y + kernel_offset_y;
     pl.clip = clip_rect;
@@ -87,10 +75,33 @@ void ConvolutionTranspose::encode(CommandBuffer& command_buffer, const TensorVie
     pl.source_channel_max_count = source_feature_channel_max_count;
     pl.destination_channel_offset = destination_feature_channel_offset;
     pl.accumulator = accumulator_precision;
-    const ConvtParams params = detail::make_params(weights_->host, pl, source, destination);
-    command_buffer.add(
-        [backend = device_.backend(), weights = weights_, params, src = source.data,
-         dst = destination.data] { backend->forward(params, *weights->device, src, dst); });
+    return pl;
+}
+
+namespace {
+
+void require_image_types(const TensorView& source, const TensorView& destination) {
+    for (auto [name, v] : {std::pair{"source_image", &source}, {"destination_image", &destination}})
+        if (v->type == DataType::Float64)
+            throw TypeError(concat(name, " dtype must be float32 or float16, got float64"));
+}
+
+}  // namespace
+
+void ConvolutionTranspose::encode(CommandBuffer& command_buffer, const TensorView& source,
+                                  const TensorView& destination) {
+    if (command_buffer.device().backend() != device().backend())
+        throw std::invalid_argument(concat("command_buffer device must be the kernel's device (",
+                                           device().kind(), "), got ",
+                                           command_buffer.device().kind()));
+    require_image_types(source, destination);
+    const ConvtParams params =
+        detail::make_params(layer_weights()->host, placement(), source, destination);
+    command_buffer.add([backend = device().backend(), weights = layer_weights(), params,
+                        src = source.data, dst = destination.data] {
+        std::shared_lock lock(weights->mutex);
+        backend->forward(params, *weights->device, src, dst);
+    });
 }
 
 Image ConvolutionTranspose::encode(CommandBuffer& command_buffer, const Image& source,
@@ -99,6 +110,28 @@ Image ConvolutionTranspose::encode(CommandBuffer& command_buffer, const Image& s
     Image out = Image::allocate(d.number_of_images, d.feature_channels, d.height, d.width, d.type);
     encode(command_buffer, source.view(), out.view());
     return out;
+}
+
+std::shared_ptr<ConvolutionTransposeGradientState> ConvolutionTranspose::result_state(
+    const TensorView& source, const TensorView& destination,
+    const ConvolutionGradientState* convolution_state, CommandBuffer* command_buffer) const {
+    require_image_types(source, destination);
+    auto snap = std::make_shared<detail::ForwardSnapshot>();
+    snap->placement = placement();
+    // Validates the geometry now, as the encode will.
+    detail::make_params(layer_weights()->host, snap->placement, source, destination,
+                        {"source_image", "destination_image", false});
+    snap->descriptor = descriptor();
+    snap->offset = offset;
+    snap->kernel_offset_x = kernel_offset_x, snap->kernel_offset_y = kernel_offset_y;
+    snap->clip_rect = clip_rect;
+    snap->source = source, snap->source.data = nullptr;
+    snap->destination = destination, snap->destination.data = nullptr;
+    std::optional<ConvolutionGradientState> link;
+    if (convolution_state) link = *convolution_state;
+    return std::make_shared<ConvolutionTransposeGradientState>(
+        std::move(snap), std::move(link),
+        command_buffer ? StateLifetime::temporary(*command_buffer) : StateLifetime());
 }
 
 }  // namespace convt

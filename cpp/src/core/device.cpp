@@ -1,5 +1,6 @@
 #include "convt/device.h"
 
+#include <atomic>
 #include <mutex>
 
 #include "backend.h"
@@ -28,7 +29,16 @@ std::vector<Device> devices() { return {Device("cpu")}; }
 
 Device default_device() { return devices().front(); }
 
-CommandBuffer::CommandBuffer(Device device) : device_(std::move(device)) {}
+CommandBuffer::CommandBuffer(Device device) : device_(std::move(device)) {
+    static std::atomic<uint64_t> next_id{1};
+    id_ = next_id.fetch_add(1);
+}
+
+void CommandBuffer::add_completed_handler(std::function<void()> handler) {
+    if (status_ != Status::NotEnqueued)
+        throw std::invalid_argument("command_buffer must not be committed yet to add a handler");
+    completed_handlers_.push_back(std::move(handler));
+}
 
 void CommandBuffer::add(std::function<void()> work) {
     if (status_ != Status::NotEnqueued)
@@ -48,6 +58,8 @@ void CommandBuffer::commit() {
         error_ = detail::concat("[", device_.kind(), "] ", e.what());
     }
     work_.clear();
+    for (auto& handler : completed_handlers_) handler();
+    completed_handlers_.clear();
 }
 
 void CommandBuffer::wait_until_completed() {

@@ -1,7 +1,10 @@
 #include "convt/functional.h"
 
+#include <cstring>
+
 #include "check.h"
 #include "convt/geometry.h"
+#include "half.h"
 #include "plan.h"
 #include "weights.h"
 
@@ -33,15 +36,29 @@ void validate_options(const ConvTransposeOptions& o) {
     }
 }
 
+// The filter placement PyTorch's arguments imply (spec §1.8).
+detail::Placement placement(const ConvTransposeOptions& o, int64_t kernel_h, int64_t kernel_w) {
+    detail::Placement pl;
+    pl.stride_y = o.stride[0], pl.stride_x = o.stride[1];
+    pl.dilation_y = o.dilation[0], pl.dilation_x = o.dilation[1];
+    pl.total_offset_y = geometry::torch_total_offset(
+        geometry::effective_kernel(kernel_h, o.dilation[0]), o.padding[0]);
+    pl.total_offset_x = geometry::torch_total_offset(
+        geometry::effective_kernel(kernel_w, o.dilation[1]), o.padding[1]);
+    return pl;
+}
+
 }  // namespace
 
 ConvTransposeLayer::ConvTransposeLayer(Device device, const TensorView& weight,
                                        const TensorView* bias, const ConvTransposeOptions& options)
     : device_(std::move(device)), options_(options) {
     validate_options(options);
-    if (weight.type != DataType::Float32 && weight.type != DataType::Float16)
-        throw TypeError(
-            concat("weight dtype must be float32 or float16, got ", to_string(weight.type)));
+    if (weight.type != DataType::Float32 && weight.type != DataType::Float16 &&
+        !(weight.type == DataType::Float64 && device_.backend()->supports_float64()))
+        throw TypeError(concat("weight dtype must be float32 or float16",
+                               device_.backend()->supports_float64() ? " (or float64)" : "",
+                               ", got ", to_string(weight.type)));
     for (auto [name, v] : {std::pair{"weight.shape[0] (in_channels)", weight.n},
                            {"weight.shape[1] (out_channels / groups)", weight.c},
                            {"weight.shape[2] (kernel height)", weight.h},
@@ -119,15 +136,113 @@ void ConvTransposeLayer::forward(const TensorView& input, const TensorView& outp
                                            shape[2], ", ", shape[3], ") in NCHW order, got (",
                                            output.n, ", ", output.c, ", ", output.h, ", ", output.w,
                                            ")"));
-    detail::Placement pl;
-    pl.stride_y = options_.stride[0], pl.stride_x = options_.stride[1];
-    pl.dilation_y = options_.dilation[0], pl.dilation_x = options_.dilation[1];
-    pl.total_offset_y = geometry::torch_total_offset(
-        geometry::effective_kernel(kernel_h_, options_.dilation[0]), options_.padding[0]);
-    pl.total_offset_x = geometry::torch_total_offset(
-        geometry::effective_kernel(kernel_w_, options_.dilation[1]), options_.padding[1]);
-    const ConvtParams params = detail::make_params(weights_->host, pl, input, output, "x", "out");
+    const ConvtParams params = detail::make_params(
+        weights_->host, placement(options_, kernel_h_, kernel_w_), input, output, {"x", "out"});
     device_.backend()->forward(params, *weights_->device, input.data, output.data);
+}
+
+void ConvTransposeLayer::check_grad_output(const TensorView& input,
+                                           const TensorView& grad_output) const {
+    detail::check_image_view("grad_output", grad_output);
+    const auto shape = output_shape(input);
+    if (grad_output.n == shape[0] && grad_output.c == shape[1] && grad_output.h == shape[2] &&
+        grad_output.w == shape[3])
+        return;
+    // A forward run with output_size gives a larger output; accept exactly those sizes.
+    const std::array<int64_t, 2> size{grad_output.h, grad_output.w};
+    const auto sized = output_shape(input, &size);
+    if (grad_output.n != sized[0] || grad_output.c != sized[1])
+        throw std::invalid_argument(concat("grad_output shape must be (", shape[0], ", ", shape[1],
+                                           ", ", shape[2], ", ", shape[3], ") in NCHW order, got (",
+                                           grad_output.n, ", ", grad_output.c, ", ", grad_output.h,
+                                           ", ", grad_output.w, ")"));
+}
+
+namespace {
+
+void store_value(const TensorView& v, int64_t index, double value) {
+    char* base = static_cast<char*>(v.data) + index * static_cast<int64_t>(element_size(v.type));
+    switch (v.type) {
+        case DataType::Float16: {
+            const uint16_t h = detail::float_to_half(static_cast<float>(value));
+            std::memcpy(base, &h, 2);
+            break;
+        }
+        case DataType::Float64:
+            std::memcpy(base, &value, 8);
+            break;
+        default: {
+            const float f = static_cast<float>(value);
+            std::memcpy(base, &f, 4);
+        }
+    }
+}
+
+void require_output(const char* name, const TensorView& v, DataType type,
+                    std::array<int64_t, 4> shape) {
+    if (v.type != type)
+        throw TypeError(
+            concat(name, " dtype must be ", to_string(type), ", got ", to_string(v.type)));
+    if (v.n != shape[0] || v.c != shape[1] || v.h != shape[2] || v.w != shape[3])
+        throw std::invalid_argument(concat(name, " must have shape (", shape[0], ", ", shape[1],
+                                           ", ", shape[2], ", ", shape[3], "), got (", v.n, ", ",
+                                           v.c, ", ", v.h, ", ", v.w, ")"));
+    if (!v.writable)
+        throw std::invalid_argument(concat(name, " must be writable, got a read-only array"));
+}
+
+}  // namespace
+
+void ConvTransposeLayer::backward(const TensorView& input, const TensorView& grad_output,
+                                  const TensorView* grad_input, const TensorView* grad_weight,
+                                  const TensorView* grad_bias) {
+    detail::check_image_view("x", input);
+    if (input.type != dtype_ || grad_output.type != dtype_)
+        throw TypeError(concat("x and grad_output dtype must match weight dtype (",
+                               to_string(dtype_), "), got ", to_string(input.type), " and ",
+                               to_string(grad_output.type)));
+    check_grad_output(input, grad_output);
+    const detail::Placement pl = placement(options_, kernel_h_, kernel_w_);
+    const auto& host = weights_->host;
+    if (grad_input) {
+        const TensorView& gi = *grad_input;
+        require_output("grad_input", gi, dtype_, {input.n, input.c, input.h, input.w});
+        if (gi.may_overlap(grad_output) || gi.may_overlap(input))
+            throw std::invalid_argument("grad_input must not share memory with x or grad_output");
+        const ConvtParams p =
+            detail::make_params(host, pl, gi, grad_output, {"grad_input", "grad_output", false});
+        device_.backend()->backward_data(p, *weights_->device, grad_output.data, gi.data);
+    }
+    if (!grad_weight && !grad_bias) return;
+    const int64_t ig = host.in_per_group, og = host.out_channels / host.groups;
+    const int64_t taps = kernel_h_ * kernel_w_;
+    if (grad_weight)
+        require_output("grad_weight", *grad_weight, dtype_,
+                       {in_channels_, og, kernel_h_, kernel_w_});
+    if (grad_bias) require_output("grad_bias", *grad_bias, dtype_, {1, out_channels_, 1, 1});
+    const ConvtParams p =
+        detail::make_params(host, pl, input, grad_output, {"x", "grad_output", false});
+    std::vector<double> dw(grad_weight ? host.values.size() : 0), db(grad_bias ? out_channels_ : 0);
+    device_.backend()->backward_weights(
+        p, input.data, grad_output.data,
+        {grad_weight ? dw.data() : nullptr, grad_bias ? db.data() : nullptr, DataType::Float64,
+         false});
+    if (grad_weight) {  // OHWI -> PyTorch's [Cin][Cout/groups][kH][kW], flipped back
+        const TensorView& gw = *grad_weight;
+        for (int64_t oc = 0; oc < out_channels_; ++oc)
+            for (int64_t t = 0; t < taps; ++t)
+                for (int64_t icl = 0; icl < ig; ++icl) {
+                    const int64_t g = oc / og, ky = t / kernel_w_, kx = t % kernel_w_;
+                    store_value(gw,
+                                (g * ig + icl) * gw.stride_n + (oc % og) * gw.stride_c +
+                                    (kernel_h_ - 1 - ky) * gw.stride_h +
+                                    (kernel_w_ - 1 - kx) * gw.stride_w,
+                                dw[(oc * taps + t) * ig + icl]);
+                }
+    }
+    if (grad_bias)
+        for (int64_t oc = 0; oc < out_channels_; ++oc)
+            store_value(*grad_bias, oc * grad_bias->stride_c, db[oc]);
 }
 
 }  // namespace convt

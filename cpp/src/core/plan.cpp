@@ -7,7 +7,8 @@
 namespace convt::detail {
 
 void check_image_view(const char* name, const TensorView& view) {
-    if (view.type != DataType::Float32 && view.type != DataType::Float16)
+    if (view.type != DataType::Float32 && view.type != DataType::Float16 &&
+        view.type != DataType::Float64)
         throw TypeError(
             concat(name, " dtype must be float32 or float16, got ", to_string(view.type)));
     for (auto [axis, v] : {std::pair{"number_of_images", view.n},
@@ -21,7 +22,16 @@ void check_image_view(const char* name, const TensorView& view) {
 
 namespace {
 
-int32_t type_code(DataType t) { return t == DataType::Float16 ? CONVT_TYPE_F16 : CONVT_TYPE_F32; }
+int32_t type_code(DataType t) {
+    switch (t) {
+        case DataType::Float16:
+            return CONVT_TYPE_F16;
+        case DataType::Float64:
+            return CONVT_TYPE_F64;
+        default:
+            return CONVT_TYPE_F32;
+    }
+}
 
 int32_t narrow(const char* name, int64_t v) {
     require(v >= INT32_MIN && v <= INT32_MAX, name, v, "representable in 32 bits");
@@ -31,14 +41,17 @@ int32_t narrow(const char* name, int64_t v) {
 }  // namespace
 
 ConvtParams make_params(const PreparedWeights& w, const Placement& pl, const TensorView& src,
-                        const TensorView& dst, const char* src_name, const char* dst_name) {
-    check_image_view(src_name, src);
-    check_image_view(dst_name, dst);
-    if (!dst.writable)
-        throw std::invalid_argument(concat(dst_name, " must be writable, got a read-only array"));
-    if (dst.may_overlap(src))
-        throw std::invalid_argument(
-            concat(dst_name, " must not share memory with ", src_name, ", got overlapping arrays"));
+                        const TensorView& dst, const ViewRoles& roles) {
+    check_image_view(roles.source, src);
+    check_image_view(roles.destination, dst);
+    if (roles.destination_written) {
+        if (!dst.writable)
+            throw std::invalid_argument(
+                concat(roles.destination, " must be writable, got a read-only array"));
+        if (dst.may_overlap(src))
+            throw std::invalid_argument(concat(roles.destination, " must not share memory with ",
+                                               roles.source, ", got overlapping arrays"));
+    }
 
     const int64_t I = w.in_per_group * w.groups, O = w.out_channels;
     require(pl.source_channel_offset >= 0, "source_feature_channel_offset",
@@ -60,9 +73,9 @@ ConvtParams make_params(const PreparedWeights& w, const Placement& pl, const Ten
             concat("destination feature channels must be >= destination_feature_channel_offset + "
                    "output_feature_channels (",
                    pl.destination_channel_offset, " + ", O, "), got ", dst.c));
-    if (pl.accumulator == AccumulatorPrecision::Half && w.type == DataType::Float32)
-        throw std::invalid_argument(
-            "accumulator_precision must be float with float32 kernel weights, got half");
+    if (pl.accumulator == AccumulatorPrecision::Half && w.type != DataType::Float16)
+        throw std::invalid_argument(concat("accumulator_precision must be float with ",
+                                           to_string(w.type), " kernel weights, got half"));
 
     const Region& c = pl.clip;
     for (auto [name, v] :

@@ -18,13 +18,19 @@ struct Placement {
 };
 
 /// Throws std::invalid_argument / convt::TypeError naming the offending argument.
-/// `source_name`/`destination_name` are the caller's parameter names, used in messages.
+/// The caller's names for the two views, used in messages. A destination that is only read
+/// (dY in the gradient passes) skips the writability and aliasing checks.
+struct ViewRoles {
+    const char* source = "source";
+    const char* destination = "destination";
+    bool destination_written = true;
+};
+
 ConvtParams make_params(const PreparedWeights& weights, const Placement& placement,
                         const TensorView& source, const TensorView& destination,
-                        const char* source_name = "source",
-                        const char* destination_name = "destination");
+                        const ViewRoles& roles = {});
 
-/// A source or destination must be a float32/float16 view with sizes below 2^31.
+/// A source or destination must be a float32/float16/float64 view with sizes below 2^31.
 void check_image_view(const char* name, const TensorView& view);
 
 }  // namespace convt::detail

@@ -10,6 +10,8 @@ std::string to_string(DataType t) {
             return "float16";
         case DataType::UInt8:
             return "uint8";
+        case DataType::Float64:
+            return "float64";
     }
     return "unknown";
 }
@@ -31,6 +33,8 @@ size_t element_size(DataType t) {
             return 2;
         case DataType::UInt8:
             return 1;
+        case DataType::Float64:
+            return 8;
     }
     return 0;
 }

@@ -7,9 +7,22 @@
 
 namespace convt::detail {
 
-float load_as_float(const void* data, DataType type, int64_t i) {
-    if (type == DataType::Float16) return half_to_float(static_cast<const uint16_t*>(data)[i]);
-    return static_cast<const float*>(data)[i];
+double load_as_double(const void* data, DataType type, int64_t i) {
+    switch (type) {
+        case DataType::Float16:
+            return half_to_float(static_cast<const uint16_t*>(data)[i]);
+        case DataType::Float64:
+            return static_cast<const double*>(data)[i];
+        default:
+            return static_cast<const float*>(data)[i];
+    }
+}
+
+void round_to_type(std::vector<double>& values, DataType type) {
+    if (type == DataType::Float16)
+        for (double& v : values) v = round_to_half(static_cast<float>(v));
+    else if (type == DataType::Float32)
+        for (double& v : values) v = static_cast<float>(v);
 }
 
 namespace {
@@ -54,14 +67,16 @@ std::vector<float> dequantize(DataSource& source, const uint8_t* q, int64_t coun
     return w;
 }
 
+// In fp32, as MPS does, on fp32 values held in doubles.
 void fold_batch_norm(const BatchNormParameters& bn, PreparedWeights& p) {
     const int64_t O = p.out_channels, per = p.kernel_h * p.kernel_w * p.in_per_group;
-    if (p.bias.empty()) p.bias.assign(static_cast<size_t>(O), 0.f);
+    if (p.bias.empty()) p.bias.assign(static_cast<size_t>(O), 0.0);
     for (int64_t o = 0; o < O; ++o) {
         const float scale = bn.gamma[o] / std::sqrt(bn.variance[o] + bn.epsilon);
         const float shift = bn.beta[o] - scale * bn.mean[o];
-        for (int64_t i = 0; i < per; ++i) p.values[o * per + i] *= scale;
-        p.bias[o] = p.bias[o] * scale + shift;
+        for (int64_t i = 0; i < per; ++i)
+            p.values[o * per + i] = static_cast<float>(p.values[o * per + i]) * scale;
+        p.bias[o] = static_cast<float>(p.bias[o]) * scale + shift;
     }
 }
 
@@ -92,17 +107,17 @@ PreparedWeights prepare_from_data_source(DataSource& source, ConvolutionDescript
     const void* raw = source.weights();
     if (!raw) throw std::invalid_argument("data_source.weights() must return weights, got none");
     if (type == DataType::UInt8) {
-        p.values = dequantize(source, static_cast<const uint8_t*>(raw), count, p.out_channels);
+        const auto w = dequantize(source, static_cast<const uint8_t*>(raw), count, p.out_channels);
+        p.values.assign(w.begin(), w.end());
     } else {
         require(type == DataType::Float32 || type == DataType::Float16, "data_type",
                 to_string(type), "float32, float16 or uint8");
         p.values.resize(static_cast<size_t>(count));
-        for (int64_t i = 0; i < count; ++i) p.values[i] = load_as_float(raw, type, i);
+        for (int64_t i = 0; i < count; ++i) p.values[i] = load_as_double(raw, type, i);
     }
     if (const float* bias = source.bias_terms()) p.bias.assign(bias, bias + p.out_channels);
     if (descriptor.batch_norm) fold_batch_norm(*descriptor.batch_norm, p);
-    if (p.type == DataType::Float16)
-        for (float& v : p.values) v = round_to_half(v);
+    round_to_type(p.values, p.type);
     return p;
 }
 
@@ -127,7 +142,7 @@ PreparedWeights prepare_from_torch(const TensorView& weight, const TensorView* b
                                         ocl * weight.stride_c + (kh - 1 - ky) * weight.stride_h +
                                         (kw - 1 - kx) * weight.stride_w;
                     p.values[((oc * kh + ky) * kw + kx) * p.in_per_group + icl] =
-                        load_as_float(base + src * item, weight.type, 0);
+                        load_as_double(base + src * item, weight.type, 0);
                 }
     }
     if (bias) {
@@ -135,7 +150,7 @@ PreparedWeights prepare_from_torch(const TensorView& weight, const TensorView* b
         const auto* b = static_cast<const char*>(bias->data);
         const auto bitem = static_cast<int64_t>(element_size(bias->type));
         for (int64_t oc = 0; oc < p.out_channels; ++oc)
-            p.bias[oc] = load_as_float(b + oc * bias->stride_c * bitem, bias->type, 0);
+            p.bias[oc] = load_as_double(b + oc * bias->stride_c * bitem, bias->type, 0);
     }
     return p;
 }

@@ -15,7 +15,9 @@ PreparedWeights prepare_from_data_source(DataSource& source, ConvolutionDescript
 PreparedWeights prepare_from_torch(const TensorView& weight, const TensorView* bias,
                                    int64_t groups);
 
-/// Reads element i of a float32/float16 buffer as float.
-float load_as_float(const void* data, DataType type, int64_t i);
+/// Reads element i of a float32/float16/float64 buffer as double (exactly).
+double load_as_double(const void* data, DataType type, int64_t i);
+/// Rounds every value to what `type` can hold (fp16 or fp32; float64 unchanged).
+void round_to_type(std::vector<double>& values, DataType type);
 
 }  // namespace convt::detail

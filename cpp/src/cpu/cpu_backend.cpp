@@ -1,8 +1,10 @@
 // Native CPU backend. Stride is handled by phase decomposition: for each output column the
 // taps that land on real (non-inserted) source pixels are found arithmetically, so no
-// multiply ever touches an inserted zero and no col2im buffer exists. Each task owns one
-// output row of one image, so results do not depend on the thread count.
+// multiply ever touches an inserted zero and no col2im buffer exists. Each task owns a
+// disjoint block of the result and sums in a fixed order, so results (gradients included)
+// do not depend on the thread count.
 #include <cstring>
+#include <mutex>
 #include <vector>
 
 #include "../core/backend.h"
@@ -15,45 +17,50 @@ namespace convt::cpu {
 namespace {
 
 using detail::DeviceWeights;
+using detail::GradientOutput;
 using detail::PreparedWeights;
 
-struct CpuWeights : DeviceWeights {
-    std::vector<float> packed;  // [g][ky][kx][icl][ocl]: output channels innermost for SIMD
-    std::vector<float> bias;    // [O], zeros when the layer has none
-    std::vector<float> slopes;  // [O] PReLU
+template <typename T>
+struct Packed {
+    std::vector<T> forward;   // [g][ky][kx][icl][ocl]: output channels innermost
+    std::vector<T> backward;  // [g][ky][kx][ocl][icl]: input channels innermost (dX)
+    std::vector<T> bias;      // [O], zeros when the layer has none
+    std::vector<T> slopes;    // [O] PReLU
 };
 
-inline float load(const void* base, int32_t type, int64_t i) {
-    return type == CONVT_TYPE_F16 ? detail::half_to_float(static_cast<const uint16_t*>(base)[i])
-                                  : static_cast<const float*>(base)[i];
-}
+struct CpuWeights : DeviceWeights {
+    bool is_double = false;
+    Packed<float> f;
+    Packed<double> d;
+};
 
-inline void store(void* base, int32_t type, int64_t i, float v) {
-    if (type == CONVT_TYPE_F16)
-        static_cast<uint16_t*>(base)[i] = detail::float_to_half(v);
-    else
-        static_cast<float*>(base)[i] = v;
-}
-
-// acc[x][oc] += sum_icl in[ix][icl] * w[icl][oc] over one run of columns sharing a tap.
-template <bool kHalfAccumulator>
-void accumulate_run(float* acc, int64_t acc_step, const float* in, int64_t count, const float* w,
-                    int ig, int og) {
-    for (int64_t j = 0; j < count; ++j) {
-        float* __restrict a = acc + j * acc_step;
-        const float* __restrict x = in + j * ig;
-        for (int icl = 0; icl < ig; ++icl) {
-            const float xv = x[icl];
-            const float* __restrict wr = w + static_cast<int64_t>(icl) * og;
-            if constexpr (kHalfAccumulator) {
-                for (int oc = 0; oc < og; ++oc)
-                    a[oc] = detail::round_to_half(std::fma(xv, wr[oc], a[oc]));
-            } else {
-                for (int oc = 0; oc < og; ++oc) a[oc] += xv * wr[oc];
-            }
-        }
+template <typename T>
+inline T load(const void* base, int32_t type, int64_t i) {
+    switch (type) {
+        case CONVT_TYPE_F16:
+            return static_cast<T>(detail::half_to_float(static_cast<const uint16_t*>(base)[i]));
+        case CONVT_TYPE_F64:
+            return static_cast<T>(static_cast<const double*>(base)[i]);
+        default:
+            return static_cast<T>(static_cast<const float*>(base)[i]);
     }
 }
+
+template <typename T>
+inline void store(void* base, int32_t type, int64_t i, T v) {
+    switch (type) {
+        case CONVT_TYPE_F16:
+            static_cast<uint16_t*>(base)[i] = detail::float_to_half(static_cast<float>(v));
+            break;
+        case CONVT_TYPE_F64:
+            static_cast<double*>(base)[i] = static_cast<double>(v);
+            break;
+        default:
+            static_cast<float*>(base)[i] = static_cast<float>(v);
+    }
+}
+
+inline int64_t floor_div(int64_t a, int64_t b) { return a / b - ((a % b != 0) && (a < 0)); }
 
 // First column index xx >= 0 whose expanded coordinate e0 + xx is a non-negative multiple of s.
 inline int64_t first_phase_column(int64_t e0, int64_t s) {
@@ -62,63 +69,235 @@ inline int64_t first_phase_column(int64_t e0, int64_t s) {
     return start + (r ? s - r : 0);
 }
 
-template <bool kHalfAccumulator>
-void run_row(const ConvtParams& p, const CpuWeights& w, const void* src, void* dst, int64_t task,
-             std::vector<float>& acc, std::vector<float>& row) {
+// The run of destination columns xx0, xx0 + s, ... (count of them) that tap kx reaches with
+// source columns ix0, ix0 + 1, ...; count == 0 when none.
+struct ColumnRun {
+    int64_t xx0 = 0, ix0 = 0, count = 0;
+};
+
+inline ColumnRun column_run(const ConvtParams& p, int kx) {
+    ColumnRun r;
+    const int64_t e0 = p.first_tap_x + static_cast<int64_t>(p.dilation_x) * kx;
+    r.xx0 = first_phase_column(e0, p.stride_x);
+    if (r.xx0 >= p.clip_w) return r;
+    r.ix0 = (e0 + r.xx0) / p.stride_x;
+    if (r.ix0 >= p.src_w) return r;
+    r.count = std::min((p.clip_w - r.xx0 + p.stride_x - 1) / p.stride_x, p.src_w - r.ix0);
+    return r;
+}
+
+// Source row reached by tap ky from destination row yy (relative to the clip), or -1.
+inline int64_t source_row(const ConvtParams& p, int64_t yy, int ky) {
+    const int64_t ey = p.first_tap_y + yy + static_cast<int64_t>(p.dilation_y) * ky;
+    if (ey < 0 || ey % p.stride_y != 0 || ey / p.stride_y >= p.src_h) return -1;
+    return ey / p.stride_y;
+}
+
+inline int64_t dst_index(const ConvtParams& p, int64_t n, int64_t ch, int64_t yy, int64_t xx) {
+    return p.dst_base + n * p.dst_stride_n + ch * p.dst_stride_c +
+           (p.clip_y + yy) * p.dst_stride_h + (p.clip_x + xx) * p.dst_stride_w;
+}
+
+inline int64_t src_index(const ConvtParams& p, int64_t n, int64_t ch, int64_t iy, int64_t ix) {
+    return p.src_base + n * p.src_stride_n + ch * p.src_stride_c + iy * p.src_stride_h +
+           ix * p.src_stride_w;
+}
+
+template <typename T>
+inline T round_acc(T v) {
+    return static_cast<T>(detail::round_to_half(static_cast<float>(v)));
+}
+
+// acc[x][oc] += sum_icl in[ix][icl] * w[icl][oc] over one run of columns sharing a tap.
+template <typename T, bool kHalf>
+void accumulate_run(T* acc, int64_t acc_step, const T* in, int64_t count, const T* w, int ig,
+                    int og) {
+    for (int64_t j = 0; j < count; ++j) {
+        T* __restrict a = acc + j * acc_step;
+        const T* __restrict x = in + j * ig;
+        for (int icl = 0; icl < ig; ++icl) {
+            const T xv = x[icl];
+            const T* __restrict wr = w + static_cast<int64_t>(icl) * og;
+            if constexpr (kHalf) {
+                for (int oc = 0; oc < og; ++oc) a[oc] = round_acc(std::fma(xv, wr[oc], a[oc]));
+            } else {
+                for (int oc = 0; oc < og; ++oc) a[oc] += xv * wr[oc];
+            }
+        }
+    }
+}
+
+template <typename T, bool kHalf>
+void forward_row(const ConvtParams& p, const Packed<T>& w, const void* src, void* dst, int64_t task,
+                 std::vector<T>& acc, std::vector<T>& row) {
     const int64_t n = task / p.clip_h, yy = task % p.clip_h;
     const int ig = p.in_per_group, og = p.out_per_group;
-    const int64_t clip_w = p.clip_w;
     const int64_t taps = static_cast<int64_t>(p.kernel_h) * p.kernel_w;
-    acc.resize(static_cast<size_t>(clip_w * og));
+    acc.resize(static_cast<size_t>(p.clip_w) * og);
     row.resize(static_cast<size_t>(p.src_w) * ig);
     const auto ntype = static_cast<NeuronType>(p.neuron);
 
     for (int g = 0; g < p.groups; ++g) {
-        const float* bias = w.bias.data() + static_cast<int64_t>(g) * og;
-        for (int64_t xx = 0; xx < clip_w; ++xx)
+        const T* bias = w.bias.data() + static_cast<int64_t>(g) * og;
+        for (int64_t xx = 0; xx < p.clip_w; ++xx)
             for (int oc = 0; oc < og; ++oc)
-                acc[xx * og + oc] = kHalfAccumulator ? detail::round_to_half(bias[oc]) : bias[oc];
+                acc[xx * og + oc] = kHalf ? round_acc(bias[oc]) : bias[oc];
 
         for (int ky = 0; ky < p.kernel_h; ++ky) {
-            const int64_t ey = p.first_tap_y + yy + static_cast<int64_t>(p.dilation_y) * ky;
-            if (ey < 0 || ey % p.stride_y != 0 || ey / p.stride_y >= p.src_h) continue;
-            const int64_t iy = ey / p.stride_y;
-            // Gather the group's source row as [ix][icl] floats.
-            const int64_t src_row = p.src_base + n * p.src_stride_n + iy * p.src_stride_h +
-                                    static_cast<int64_t>(g) * ig * p.src_stride_c;
-            for (int64_t ix = 0; ix < p.src_w; ++ix)
+            const int64_t iy = source_row(p, yy, ky);
+            if (iy < 0) continue;
+            for (int64_t ix = 0; ix < p.src_w; ++ix)  // the group's source row as [ix][icl]
                 for (int icl = 0; icl < ig; ++icl)
                     row[ix * ig + icl] =
-                        load(src, p.src_type, src_row + ix * p.src_stride_w + icl * p.src_stride_c);
-
+                        load<T>(src, p.src_type, src_index(p, n, int64_t(g) * ig + icl, iy, ix));
             for (int kx = 0; kx < p.kernel_w; ++kx) {
-                const int64_t e0 = p.first_tap_x + static_cast<int64_t>(p.dilation_x) * kx;
-                const int64_t xx0 = first_phase_column(e0, p.stride_x);
-                if (xx0 >= clip_w) continue;
-                const int64_t ix0 = (e0 + xx0) / p.stride_x;
-                if (ix0 >= p.src_w) continue;
-                const int64_t count =
-                    std::min((clip_w - xx0 + p.stride_x - 1) / p.stride_x, p.src_w - ix0);
-                const float* wk =
-                    w.packed.data() +
-                    ((static_cast<int64_t>(g) * taps + ky * p.kernel_w + kx) * ig) * og;
-                accumulate_run<kHalfAccumulator>(acc.data() + xx0 * og, p.stride_x * og,
-                                                 row.data() + ix0 * ig, count, wk, ig, og);
+                const ColumnRun r = column_run(p, kx);
+                if (r.count <= 0) continue;
+                const T* wk =
+                    w.forward.data() + ((int64_t(g) * taps + ky * p.kernel_w + kx) * ig) * og;
+                accumulate_run<T, kHalf>(acc.data() + r.xx0 * og, int64_t(p.stride_x) * og,
+                                         row.data() + r.ix0 * ig, r.count, wk, ig, og);
             }
         }
 
-        const int64_t dst_row = p.dst_base + n * p.dst_stride_n + (p.clip_y + yy) * p.dst_stride_h +
-                                p.clip_x * p.dst_stride_w;
         for (int oc = 0; oc < og; ++oc) {
-            const int64_t ch = static_cast<int64_t>(g) * og + oc;
-            const float slope = w.slopes.empty() ? 0.f : w.slopes[ch];
-            for (int64_t xx = 0; xx < clip_w; ++xx) {
-                const float v = apply_neuron(ntype, acc[xx * og + oc], p.neuron_a, p.neuron_b,
-                                             p.neuron_c, slope);
-                store(dst, p.dst_type, dst_row + ch * p.dst_stride_c + xx * p.dst_stride_w, v);
+            const int64_t ch = int64_t(g) * og + oc;
+            const float slope = w.slopes.empty() ? 0.f : static_cast<float>(w.slopes[ch]);
+            for (int64_t xx = 0; xx < p.clip_w; ++xx) {
+                const T v = acc[xx * og + oc];
+                const T out =
+                    ntype == NeuronType::None
+                        ? v
+                        : static_cast<T>(apply_neuron(ntype, static_cast<float>(v), p.neuron_a,
+                                                      p.neuron_b, p.neuron_c, slope));
+                store<T>(dst, p.dst_type, dst_index(p, n, ch, yy, xx), out);
             }
         }
     }
+}
+
+// dX row iy of image n: dX[ix][icl] = sum over taps and oc of dY * W.
+template <typename T>
+void backward_data_row(const ConvtParams& p, const Packed<T>& w, const void* dy, void* dx,
+                       int64_t task, std::vector<T>& acc, std::vector<T>& row) {
+    const int64_t n = task / p.src_h, iy = task % p.src_h;
+    const int ig = p.in_per_group, og = p.out_per_group;
+    const int64_t taps = static_cast<int64_t>(p.kernel_h) * p.kernel_w;
+    acc.resize(static_cast<size_t>(p.src_w) * ig);
+    row.resize(static_cast<size_t>(p.clip_w) * og);
+    for (int g = 0; g < p.groups; ++g) {
+        std::fill(acc.begin(), acc.end(), T(0));
+        for (int ky = 0; ky < p.kernel_h; ++ky) {
+            const int64_t yy = iy * p.stride_y - p.first_tap_y - int64_t(p.dilation_y) * ky;
+            if (yy < 0 || yy >= p.clip_h) continue;
+            for (int64_t xx = 0; xx < p.clip_w; ++xx)  // the group's dY row as [xx][ocl]
+                for (int oc = 0; oc < og; ++oc)
+                    row[xx * og + oc] =
+                        load<T>(dy, p.dst_type, dst_index(p, n, int64_t(g) * og + oc, yy, xx));
+            for (int kx = 0; kx < p.kernel_w; ++kx) {
+                const int64_t c = p.first_tap_x + int64_t(p.dilation_x) * kx;
+                const int64_t lo = std::max<int64_t>(0, -floor_div(-c, p.stride_x));
+                const int64_t hi =
+                    std::min<int64_t>(p.src_w - 1, floor_div(p.clip_w - 1 + c, p.stride_x));
+                const T* wk =
+                    w.backward.data() + ((int64_t(g) * taps + ky * p.kernel_w + kx) * og) * ig;
+                for (int64_t ix = lo; ix <= hi; ++ix) {
+                    T* __restrict a = acc.data() + ix * ig;
+                    const T* __restrict d = row.data() + (ix * p.stride_x - c) * og;
+                    for (int oc = 0; oc < og; ++oc) {
+                        const T dv = d[oc];
+                        const T* __restrict wr = wk + int64_t(oc) * ig;
+                        for (int icl = 0; icl < ig; ++icl) a[icl] += dv * wr[icl];
+                    }
+                }
+            }
+        }
+        for (int icl = 0; icl < ig; ++icl)
+            for (int64_t ix = 0; ix < p.src_w; ++ix)
+                store<T>(dx, p.src_type, src_index(p, n, int64_t(g) * ig + icl, iy, ix),
+                         acc[ix * ig + icl]);
+    }
+}
+
+template <typename T>
+void write_gradient(void* out, DataType type, int64_t i, T v, bool accumulate) {
+    if (type == DataType::Float64) {
+        auto* o = static_cast<double*>(out);
+        o[i] = accumulate ? o[i] + static_cast<double>(v) : static_cast<double>(v);
+    } else {
+        auto* o = static_cast<float*>(out);
+        o[i] = accumulate ? o[i] + static_cast<float>(v) : static_cast<float>(v);
+    }
+}
+
+// dW for one (group, ky, kx): sum over images and destination pixels, in that order.
+template <typename T>
+void backward_weights_tap(const ConvtParams& p, const void* x, const void* dy,
+                          const GradientOutput& out, int64_t task, std::vector<T>& acc,
+                          std::vector<T>& xv, std::vector<T>& dv) {
+    const int64_t taps = static_cast<int64_t>(p.kernel_h) * p.kernel_w;
+    const int g = static_cast<int>(task / taps);
+    const int ky = static_cast<int>((task % taps) / p.kernel_w),
+              kx = static_cast<int>(task % p.kernel_w);
+    const int ig = p.in_per_group, og = p.out_per_group;
+    acc.assign(static_cast<size_t>(og) * ig, T(0));
+    xv.resize(ig);
+    dv.resize(og);
+    const ColumnRun r = column_run(p, kx);
+    for (int64_t n = 0; n < p.num_images && r.count > 0; ++n)
+        for (int64_t yy = 0; yy < p.clip_h; ++yy) {
+            const int64_t iy = source_row(p, yy, ky);
+            if (iy < 0) continue;
+            for (int64_t j = 0; j < r.count; ++j) {
+                const int64_t xx = r.xx0 + j * p.stride_x, ix = r.ix0 + j;
+                for (int icl = 0; icl < ig; ++icl)
+                    xv[icl] =
+                        load<T>(x, p.src_type, src_index(p, n, int64_t(g) * ig + icl, iy, ix));
+                for (int oc = 0; oc < og; ++oc)
+                    dv[oc] = load<T>(dy, p.dst_type, dst_index(p, n, int64_t(g) * og + oc, yy, xx));
+                for (int oc = 0; oc < og; ++oc) {
+                    T* __restrict a = acc.data() + int64_t(oc) * ig;
+                    const T d = dv[oc];
+                    for (int icl = 0; icl < ig; ++icl) a[icl] += d * xv[icl];
+                }
+            }
+        }
+    for (int oc = 0; oc < og; ++oc)
+        for (int icl = 0; icl < ig; ++icl)
+            write_gradient(out.weights, out.type,
+                           ((int64_t(g) * og + oc) * taps + ky * p.kernel_w + kx) * ig + icl,
+                           acc[int64_t(oc) * ig + icl], out.accumulate);
+}
+
+template <typename T>
+T bias_gradient(const ConvtParams& p, const void* dy, int64_t oc) {
+    T sum = 0;
+    for (int64_t n = 0; n < p.num_images; ++n)
+        for (int64_t yy = 0; yy < p.clip_h; ++yy)
+            for (int64_t xx = 0; xx < p.clip_w; ++xx)
+                sum += load<T>(dy, p.dst_type, dst_index(p, n, oc, yy, xx));
+    return sum;
+}
+
+template <typename T>
+void pack(const PreparedWeights& pw, Packed<T>& out) {
+    const int64_t og = pw.out_channels / pw.groups, ig = pw.in_per_group;
+    const int64_t taps = pw.kernel_h * pw.kernel_w;
+    out.forward.resize(pw.values.size());
+    out.backward.resize(pw.values.size());
+    for (int64_t oc = 0; oc < pw.out_channels; ++oc) {
+        const int64_t g = oc / og, ocl = oc % og;
+        for (int64_t t = 0; t < taps; ++t)
+            for (int64_t icl = 0; icl < ig; ++icl) {
+                const T v = static_cast<T>(pw.values[(oc * taps + t) * ig + icl]);
+                out.forward[((g * taps + t) * ig + icl) * og + ocl] = v;
+                out.backward[((g * taps + t) * og + ocl) * ig + icl] = v;
+            }
+    }
+    out.bias.assign(static_cast<size_t>(pw.out_channels), T(0));
+    for (size_t i = 0; i < pw.bias.size(); ++i) out.bias[i] = static_cast<T>(pw.bias[i]);
+    if (pw.neuron.type == NeuronType::PReLU)
+        out.slopes.assign(pw.neuron.data.begin(), pw.neuron.data.end());
 }
 
 class CpuBackend : public detail::Backend {
@@ -128,21 +307,15 @@ class CpuBackend : public detail::Backend {
         return "cpu (" + std::to_string(ThreadPool::instance().num_threads()) + " threads)";
     }
 
+    bool supports_float64() const override { return true; }
+
     std::unique_ptr<DeviceWeights> upload(const PreparedWeights& pw) override {
         auto w = std::make_unique<CpuWeights>();
-        const int64_t og = pw.out_channels / pw.groups, ig = pw.in_per_group;
-        const int64_t taps = pw.kernel_h * pw.kernel_w;
-        w->packed.resize(pw.values.size());
-        for (int64_t oc = 0; oc < pw.out_channels; ++oc) {
-            const int64_t g = oc / og, ocl = oc % og;
-            for (int64_t t = 0; t < taps; ++t)
-                for (int64_t icl = 0; icl < ig; ++icl)
-                    w->packed[((g * taps + t) * ig + icl) * og + ocl] =
-                        pw.values[(oc * taps + t) * ig + icl];
-        }
-        w->bias = pw.bias.empty() ? std::vector<float>(static_cast<size_t>(pw.out_channels), 0.f)
-                                  : pw.bias;
-        if (pw.neuron.type == NeuronType::PReLU) w->slopes = pw.neuron.data;
+        w->is_double = pw.type == DataType::Float64;
+        if (w->is_double)
+            pack(pw, w->d);
+        else
+            pack(pw, w->f);
         return w;
     }
 
@@ -152,12 +325,61 @@ class CpuBackend : public detail::Backend {
         const int64_t tasks = static_cast<int64_t>(p.num_images) * p.clip_h;
         if (tasks == 0 || p.clip_w == 0) return;
         ThreadPool::instance().parallel_for(tasks, [&](int64_t t) {
-            thread_local std::vector<float> acc, row;
-            if (p.accumulate_half)
-                run_row<true>(p, w, src, dst, t, acc, row);
-            else
-                run_row<false>(p, w, src, dst, t, acc, row);
+            if (w.is_double) {
+                thread_local std::vector<double> acc, row;
+                forward_row<double, false>(p, w.d, src, dst, t, acc, row);
+            } else {
+                thread_local std::vector<float> acc, row;
+                if (p.accumulate_half)
+                    forward_row<float, true>(p, w.f, src, dst, t, acc, row);
+                else
+                    forward_row<float, false>(p, w.f, src, dst, t, acc, row);
+            }
         });
+    }
+
+    void backward_data(const ConvtParams& p, const DeviceWeights& weights, const void* dy,
+                       void* dx) override {
+        const auto& w = static_cast<const CpuWeights&>(weights);
+        const int64_t tasks = static_cast<int64_t>(p.num_images) * p.src_h;
+        if (tasks == 0 || p.src_w == 0) return;
+        ThreadPool::instance().parallel_for(tasks, [&](int64_t t) {
+            if (w.is_double) {
+                thread_local std::vector<double> acc, row;
+                backward_data_row<double>(p, w.d, dy, dx, t, acc, row);
+            } else {
+                thread_local std::vector<float> acc, row;
+                backward_data_row<float>(p, w.f, dy, dx, t, acc, row);
+            }
+        });
+    }
+
+    void backward_weights(const ConvtParams& p, const void* x, const void* dy,
+                          const GradientOutput& out) override {
+        auto& pool = ThreadPool::instance();
+        const bool dbl = out.type == DataType::Float64;
+        if (out.weights) {
+            const int64_t tasks = int64_t(p.groups) * p.kernel_h * p.kernel_w;
+            pool.parallel_for(tasks, [&](int64_t t) {
+                if (dbl) {
+                    thread_local std::vector<double> acc, xv, dv;
+                    backward_weights_tap<double>(p, x, dy, out, t, acc, xv, dv);
+                } else {
+                    thread_local std::vector<float> acc, xv, dv;
+                    backward_weights_tap<float>(p, x, dy, out, t, acc, xv, dv);
+                }
+            });
+        }
+        if (out.bias) {
+            pool.parallel_for(p.out_channels, [&](int64_t oc) {
+                if (dbl)
+                    write_gradient(out.bias, out.type, oc, bias_gradient<double>(p, dy, oc),
+                                   out.accumulate);
+                else
+                    write_gradient(out.bias, out.type, oc, bias_gradient<float>(p, dy, oc),
+                                   out.accumulate);
+            });
+        }
     }
 };
 
