@@ -7,6 +7,7 @@
 #include "arrays.h"
 #include "command_buffer.h"
 #include "convt/convolution_transpose.h"
+#include "convt/serialization.h"
 
 namespace py = pybind11;
 
@@ -70,6 +71,18 @@ void bind_convolution_transpose(py::module_& m) {
     py::class_<Kernel, ConvolutionWeightsKernel>(m, "_ConvolutionTranspose")
         .def(py::init<Device, std::shared_ptr<DataSource>>(), py::arg("device"),
              py::arg("data_source"))
+        .def(py::init([](Device device, const py::bytes& data) {
+                 const std::string_view bytes = data;
+                 return deserialize_convolution_transpose(
+                     reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(),
+                     std::move(device));
+             }),
+             py::arg("device"), py::arg("data"))
+        .def("to_bytes",
+             [](Kernel& k) {
+                 const auto bytes = serialize(k);
+                 return py::bytes(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+             })
         .def_readwrite("kernel_offset_x", &Kernel::kernel_offset_x)
         .def_readwrite("kernel_offset_y", &Kernel::kernel_offset_y)
         .def_property(

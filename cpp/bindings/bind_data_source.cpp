@@ -128,6 +128,32 @@ void bind_data_source(py::module_& m) {
         .def("bias_terms", [](DataSource&) { return py::none(); })
         .def("ranges_for_uint8_kernel", [](DataSource&) { return py::none(); })
         .def("lookup_table_for_uint8_kernel", [](DataSource&) { return py::none(); });
+
+    // The C++ array-backed source that deserialized kernels hold; read-only from Python.
+    py::class_<ArrayDataSource, DataSource, std::shared_ptr<ArrayDataSource>>(
+        m, "StoredDataSource", "The weights a deserialized kernel was loaded with (read-only).")
+        .def("descriptor", &ArrayDataSource::descriptor)
+        .def("data_type", &ArrayDataSource::data_type)
+        .def("label", &ArrayDataSource::label)
+        .def("kernel_weights_data_type", &ArrayDataSource::kernel_weights_data_type)
+        .def("weights_quantization_type", &ArrayDataSource::weights_quantization_type)
+        .def("weights",
+             [](ArrayDataSource& s) {
+                 const ConvolutionDescriptor d = s.descriptor();
+                 const std::vector<py::ssize_t> shape{
+                     static_cast<py::ssize_t>(d.output_feature_channels),
+                     static_cast<py::ssize_t>(d.kernel_height),
+                     static_cast<py::ssize_t>(d.kernel_width),
+                     static_cast<py::ssize_t>(d.input_feature_channels / d.groups)};
+                 py::array a(numpy_dtype(s.data_type()), shape, {}, s.weights());  // a copy
+                 return a;
+             })
+        .def("bias_terms", [](ArrayDataSource& s) -> py::object {
+            const float* b = s.bias_terms();
+            if (!b) return py::none();
+            return py::array_t<float>(
+                static_cast<py::ssize_t>(s.descriptor().output_feature_channels), b);
+        });
 }
 
 }  // namespace convt::bindings

@@ -5,6 +5,7 @@
 #include "arrays.h"
 #include "command_buffer.h"
 #include "convt/convolution_transpose_gradient.h"
+#include "convt/serialization.h"
 
 namespace py = pybind11;
 
@@ -15,6 +16,18 @@ void bind_gradient(py::module_& m) {
     py::class_<Grad, ConvolutionWeightsKernel>(m, "_ConvolutionTransposeGradient")
         .def(py::init<Device, std::shared_ptr<DataSource>>(), py::arg("device"),
              py::arg("data_source"))
+        .def(py::init([](Device device, const py::bytes& data) {
+                 const std::string_view bytes = data;
+                 return deserialize_convolution_transpose_gradient(
+                     reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(),
+                     std::move(device));
+             }),
+             py::arg("device"), py::arg("data"))
+        .def("to_bytes",
+             [](Grad& k) {
+                 const auto bytes = serialize(k);
+                 return py::bytes(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+             })
         .def_readwrite("gradient_option", &Grad::gradient_option)
         .def_property_readonly("source_gradient_feature_channels",
                                &Grad::source_gradient_feature_channels)

@@ -18,6 +18,7 @@ from ._core import (
     PaddingMethod,
     QuantizationType,
 )
+from .serialization import Serializable
 
 DataSource = _core.DataSource
 
@@ -181,7 +182,7 @@ class ArrayDataSource(DataSource):
         return self._lut
 
 
-class ConvolutionTranspose(_core._ConvolutionTranspose):
+class ConvolutionTranspose(Serializable, _core._ConvolutionTranspose):
     """MPSCNNConvolutionTranspose: weights are loaded and prepared once from ``data_source``.
 
     Properties follow MPS in snake_case (``kernel_offset_x``, ``offset``, ``clip_rect``,
@@ -203,6 +204,13 @@ class ConvolutionTranspose(_core._ConvolutionTranspose):
     @property
     def data_source(self) -> DataSource:
         return self._data_source
+
+    def _after_load(self) -> None:
+        self._padding = Padding(self._padding_method)
+
+    def _pickled_extras(self) -> dict:
+        # A custom padding hook is Python code: pickle carries it, to_bytes() keeps only the bits.
+        return {"padding": self._padding}
 
     @property
     def padding(self) -> Padding:

@@ -19,14 +19,17 @@ from .mps import (
     _check_command_buffer,
     _check_image,
 )
+from .serialization import Serializable
 
 
-class ConvolutionTransposeGradient(_core._ConvolutionTransposeGradient):
+class ConvolutionTransposeGradient(Serializable, _core._ConvolutionTransposeGradient):
     """MPSCNNConvolutionTransposeGradient: dX, dW and dB of a ConvolutionTranspose (spec 5.3).
 
     Built from the same data source as the forward kernel; it keeps its own copy of the weights
     (reload both after an update). uint8 weights are rejected, as in MPS.
     """
+
+    _core_class = _core._ConvolutionTransposeGradient
 
     def __init__(self, device: Device, data_source: DataSource) -> None:
         if not isinstance(device, Device):

@@ -9,6 +9,7 @@
 #include "convt/functional.h"
 #include "convt/geometry.h"
 #include "convt/kernel_base.h"
+#include "convt/serialization.h"
 #include "convt/states.h"
 #include "convt/tensor.h"
 #include "convt/types.h"

@@ -40,6 +40,9 @@ class ArrayDataSource : public DataSource {
     ArrayDataSource(ConvolutionDescriptor descriptor, std::vector<float> weights,
                     std::vector<float> bias = {},
                     DataType kernel_weights_data_type = DataType::Float16, std::string label = {});
+    /// float16 weights given as their IEEE bit patterns (stored as float16 kernel weights).
+    static ArrayDataSource float16(ConvolutionDescriptor descriptor, std::vector<uint16_t> weights,
+                                   std::vector<float> bias = {}, std::string label = {});
     /// uint8 weights with linear ranges (2 floats per output channel) or a 256-entry table.
     static ArrayDataSource quantized(ConvolutionDescriptor descriptor, std::vector<uint8_t> weights,
                                      QuantizationType quantization, std::vector<float> table,
@@ -65,6 +68,7 @@ class ArrayDataSource : public DataSource {
     QuantizationType quantization_ = QuantizationType::None;
     std::vector<float> weights_f32_;
     std::vector<uint8_t> weights_u8_;
+    std::vector<uint16_t> weights_f16_;
     std::vector<float> bias_, table_;
     std::string label_;
 };

@@ -44,12 +44,39 @@ ArrayDataSource ArrayDataSource::quantized(ConvolutionDescriptor descriptor,
                     static_cast<int>(quantization), "Linear or LookupTable for uint8 weights");
     detail::require(ds.table_.size() == want, "quantization table size", ds.table_.size(),
                     detail::concat(want).c_str());
+    detail::require(ds.bias_.empty() || static_cast<int64_t>(ds.bias_.size()) ==
+                                            ds.descriptor_.output_feature_channels,
+                    "bias size", ds.bias_.size(), "0 or output_feature_channels");
+    return ds;
+}
+
+ArrayDataSource ArrayDataSource::float16(ConvolutionDescriptor descriptor,
+                                         std::vector<uint16_t> weights, std::vector<float> bias,
+                                         std::string label) {
+    descriptor.validate();
+    ArrayDataSource ds;
+    ds.descriptor_ = std::move(descriptor);
+    ds.data_type_ = DataType::Float16;
+    ds.weights_f16_ = std::move(weights);
+    ds.bias_ = std::move(bias);
+    ds.label_ = std::move(label);
+    detail::require(static_cast<int64_t>(ds.weights_f16_.size()) == ds.descriptor_.weight_count(),
+                    "weights size", ds.weights_f16_.size(), "O*kH*kW*(I/groups)");
+    detail::require(ds.bias_.empty() || static_cast<int64_t>(ds.bias_.size()) ==
+                                            ds.descriptor_.output_feature_channels,
+                    "bias size", ds.bias_.size(), "0 or output_feature_channels");
     return ds;
 }
 
 const void* ArrayDataSource::weights() {
-    return data_type_ == DataType::UInt8 ? static_cast<const void*>(weights_u8_.data())
-                                         : static_cast<const void*>(weights_f32_.data());
+    switch (data_type_) {
+        case DataType::UInt8:
+            return weights_u8_.data();
+        case DataType::Float16:
+            return weights_f16_.data();
+        default:
+            return weights_f32_.data();
+    }
 }
 
 const float* ArrayDataSource::ranges_for_uint8_kernel() {
