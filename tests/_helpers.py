@@ -295,3 +295,85 @@ def torch_kwargs(g: dict, one_d: bool = False) -> dict:
         "groups": g["groups"],
         "dilation": pick(g["d"]),
     }
+
+
+# ---- Training path (gradient kernel, states) -------------------------------------------------
+
+
+def make_data_source(
+    weights: np.ndarray,
+    bias: np.ndarray | None = None,
+    *,
+    in_channels: int | None = None,
+    stride: R.IntOrPair = 1,
+    dilation: R.IntOrPair = 1,
+    groups: int = 1,
+    neuron: R.Neuron | None = None,
+    bn: R.BatchNorm | None = None,
+    kernel_weights_dtype: str = "float16",
+    quant: tuple[str, np.ndarray] | None = None,
+    label: str = "",
+) -> Any:
+    """A convt.ArrayDataSource for OHWI ``weights`` (same options as :func:`build_transpose`)."""
+    import convt
+
+    out_ch, k_h, k_w, ig = weights.shape
+    desc = convt.ConvolutionDescriptor(k_w, k_h, in_channels or ig * groups, out_ch)
+    (sy, sx), (dy, dx) = R.pair(stride), R.pair(dilation)
+    desc.stride_in_pixels_x, desc.stride_in_pixels_y = sx, sy
+    desc.dilation_rate_x, desc.dilation_rate_y = dx, dy
+    desc.groups = groups
+    if neuron is not None:
+        desc.fused_neuron_descriptor = neuron_descriptor(neuron)
+    if bn is not None:
+        desc.set_batch_normalization_parameters_for_inference(
+            bn.mean, bn.variance, bn.gamma, bn.beta, bn.epsilon
+        )
+    extra: dict = {}
+    if quant is not None:
+        kind, table = quant
+        if kind == "linear":
+            extra = {"quantization": convt.QuantizationType.linear, "ranges": table}
+        else:
+            extra = {"quantization": convt.QuantizationType.lookup_table, "lookup_table": table}
+    return convt.ArrayDataSource(
+        desc,
+        weights,
+        bias,
+        kernel_weights_data_type=getattr(convt.DataType, kernel_weights_dtype),
+        label=label,
+        **extra,
+    )
+
+
+def build_transpose_pair(
+    device: Any, weights: np.ndarray, bias: np.ndarray | None = None, **options: Any
+) -> tuple[Any, Any]:
+    """(ConvolutionTranspose, ConvolutionTransposeGradient) built from one data source."""
+    import convt
+
+    source = make_data_source(weights, bias, **options)
+    return convt.ConvolutionTranspose(device, source), convt.ConvolutionTransposeGradient(
+        device, source
+    )
+
+
+def kernel_T(kernel: Any) -> tuple[int, int]:
+    """The kernel's current total offset (Ty, Tx) = offset*stride + kernelOffset."""
+    return (
+        kernel.offset[1] * kernel.stride_in_pixels_y + kernel.kernel_offset_y,
+        kernel.offset[0] * kernel.stride_in_pixels_x + kernel.kernel_offset_x,
+    )
+
+
+def set_total_offset(kernel: Any, T: tuple[int, int], offset: tuple[int, int] = (0, 0)) -> None:
+    """Place the manual-path window: offset (y, x) in source pixels, the rest in kernel offsets
+    (offset.z is kept)."""
+    z = kernel.offset[2]
+    kernel.offset = (offset[1], offset[0], z)
+    kernel.kernel_offset_y = T[0] - offset[0] * kernel.stride_in_pixels_y
+    kernel.kernel_offset_x = T[1] - offset[1] * kernel.stride_in_pixels_x
+
+
+GRADIENT_OPTIONS = ("data", "weights_and_bias", "all")
+OUTPUT_MASKS = [(a, b, c) for a in (True, False) for b in (True, False) for c in (True, False)]

@@ -644,3 +644,213 @@ def conv2d_ref(
     if bias is not None:
         out += np.asarray(bias, np.float64).reshape(1, -1, 1, 1)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradients, §5.3 (MPSCNNConvolutionTransposeGradient) and PyTorch's conv_transpose backward
+# ---------------------------------------------------------------------------------------------
+
+
+def processed_image_pairs(
+    clip: Clip | None, dst_images: int, src_images: int, offset_z: int = 0
+) -> list[tuple[int, int]]:
+    """(destination image nd, source image ns = offset.z + (nd - clip.z)) for every image the
+    forward processes (§1.2, §7.2)."""
+    _, _, z, _, _, _ = _clip_tuple(clip)
+    return [
+        (nd, offset_z + (nd - z)) for nd in processed_images(clip, dst_images, src_images, offset_z)
+    ]
+
+
+def gradient_written_mask(
+    src_shape: Sequence[int],
+    in_channels: int,
+    clip: Clip | None = None,
+    dst_images: int = 1,
+    offset_z: int = 0,
+    src_c_offset: int = 0,
+) -> np.ndarray:
+    """Boolean NCHW mask (shaped like the forward source X) of the dX elements one gradient
+    encode writes: channels [sfo, sfo+I) of the processed source images, every pixel."""
+    mask = np.zeros(tuple(src_shape), dtype=bool)
+    for _, ns in processed_image_pairs(clip, dst_images, src_shape[0], offset_z):
+        mask[ns, src_c_offset : src_c_offset + in_channels] = True
+    return mask
+
+
+def conv_transpose_mps_backward(
+    dy: np.ndarray,
+    x: np.ndarray | None,
+    weights: np.ndarray,
+    stride: IntOrPair = 1,
+    dilation: IntOrPair = 1,
+    groups: int = 1,
+    T: IntOrPair = 0,
+    src_hw: IntOrPair | None = None,
+    clip: Clip | None = None,
+    src_c_offset: int = 0,
+    dst_c_offset: int = 0,
+    offset_z: int = 0,
+    src_images: int | None = None,
+    dx: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """§5.3 in float64 for the geometry of one forward encode (§1.2): returns (dX, dW, dB).
+
+    ``dy`` is the whole incoming-gradient image, NCHW, shaped like the forward destination; it is
+    read only where the forward wrote (processed images, channels [dfo, dfo+O), pixels in
+    clip ∩ bounds). ``x`` is the whole forward source (NCHW, all channels; the slice starts at
+    ``src_c_offset``) or None (then dW is None; give ``src_hw`` and ``src_images``). ``weights``
+    is W' (OHWI, as :func:`prepare_weights` returns it); ``T`` = (Ty, Tx).
+
+    dX has the forward source's shape (or ``dx``'s, whose values are kept outside the written
+    region): channels [sfo, sfo+I) of processed source images are set to
+    ``dX[g*Ig+icl][i][j] = SUM_{oc in g, ky, kx} W'[oc][ky][kx][icl] * dY[oc][y][x]`` over the
+    (y, x) whose tap (ky, kx) reads expanded position (i*sy, j*sx), i.e. the scatter form; every
+    other element keeps its value (zero by default). dW (OHWI) and dB ([O]) are sums over the
+    processed images of ``dY * E(tap)`` and ``dY``.
+    """
+    dy = np.asarray(dy, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    out_ch, k_h, k_w, ig = w.shape
+    og = out_ch // groups
+    sy, sx = pair(stride)
+    dil_y, dil_x = pair(dilation)
+    ty, tx = pair(T)
+    if x is not None:
+        x = np.asarray(x, dtype=np.float64)
+        n_src, h_src, w_src = x.shape[0], x.shape[2], x.shape[3]
+        dx_shape = x.shape
+    else:
+        h_src, w_src = pair(src_hw)
+        n_src = src_images if src_images is not None else np.shape(dx)[0]
+        dx_shape = (n_src, src_c_offset + groups * ig, h_src, w_src)
+    if dx is None:
+        grad_x = np.zeros(dx_shape)
+    else:
+        grad_x = np.array(dx, dtype=np.float64, copy=True)
+    grad_w = None if x is None else np.zeros((groups, og, k_h, k_w, ig))
+    grad_b = np.zeros((groups, og))
+
+    pairs = processed_image_pairs(clip, dy.shape[0], n_src, offset_z)
+    nd_list = [p[0] for p in pairs]
+    ns_list = [p[1] for p in pairs]
+    channels = slice(src_c_offset, src_c_offset + groups * ig)
+    for ns in ns_list:
+        grad_x[ns, channels] = 0.0
+    cx, cy, _, cw, ch, _ = _clip_tuple(clip)
+    rows = np.arange(max(cy, 0), min(cy + ch, dy.shape[2]))
+    cols = np.arange(max(cx, 0), min(cx + cw, dy.shape[3]))
+    if not pairs or rows.size == 0 or cols.size == 0:
+        return grad_x, None if grad_w is None else grad_w.reshape(w.shape), grad_b.reshape(-1)
+
+    # dY where the forward wrote, grouped: (n, G, Og, rows, cols).
+    d_sel = dy[nd_list, dst_c_offset : dst_c_offset + out_ch][:, :, rows[0] : rows[-1] + 1]
+    d_sel = d_sel[..., cols[0] : cols[-1] + 1].reshape(len(pairs), groups, og, rows.size, -1)
+    grad_b += d_sel.sum(axis=(0, 3, 4))
+    x_sel = None
+    if x is not None:
+        x_sel = x[ns_list, channels].reshape(len(pairs), groups, ig, h_src, w_src)
+    gx = np.zeros((len(pairs), groups, ig, h_src, w_src))
+    wg = w.reshape(groups, og, k_h, k_w, ig)
+    # Expanded position read by tap (ky, kx) of destination pixel (y, x), §1.2.
+    base_y = ty + (rows - cy) - (effective_kernel(k_h, dil_y) >> 1)
+    base_x = tx + (cols - cx) - (effective_kernel(k_w, dil_x) >> 1)
+    for ky in range(k_h):
+        iy, ry = expanded_index(base_y + dil_y * ky, sy, h_src)
+        if not ry.any():
+            continue
+        for kx in range(k_w):
+            ix, rx = expanded_index(base_x + dil_x * kx, sx, w_src)
+            if not rx.any():
+                continue
+            d_tap = d_sel[:, :, :, ry][..., rx]  # (n, G, Og, real rows, real cols)
+            # rows are consecutive, so the source indices of one tap are distinct: plain += works
+            yy, xx = iy[ry][:, None], ix[rx][None, :]
+            gx[:, :, :, yy, xx] += np.einsum("ngohw,goi->ngihw", d_tap, wg[:, :, ky, kx, :])
+            if x_sel is not None:
+                taps = x_sel[:, :, :, yy, xx]
+                grad_w[:, :, ky, kx, :] += np.einsum("ngohw,ngihw->goi", d_tap, taps)
+    grad_x[ns_list, channels] = gx.reshape(len(pairs), groups * ig, h_src, w_src)
+    return grad_x, None if grad_w is None else grad_w.reshape(w.shape), grad_b.reshape(-1)
+
+
+def conv_transpose_torch_backward(
+    grad_out: np.ndarray,
+    x: np.ndarray,
+    weight: np.ndarray,
+    stride: IntOrPair = 1,
+    padding: IntOrPair = 0,
+    output_padding: IntOrPair = 0,
+    groups: int = 1,
+    dilation: IntOrPair = 1,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of PyTorch conv_transpose2d in float64: (grad_input, grad_weight, grad_bias).
+
+    The forward scatters w[ic][oc][ky][kx]*x[ic][i][j] to output (i*sy - py + dy*ky,
+    j*sx - px + dx*kx), so grad_input[ic][i][j] = SUM w[ic][oc][ky][kx]*g[oc][that pixel] and
+    grad_weight[ic][oc][ky][kx] = SUM_{n,i,j} x[ic][i][j]*g[oc][that pixel] (pixels outside the
+    output contribute nothing); grad_bias = SUM g over n, y, x. ``grad_out`` must have the
+    forward's output shape (output_padding only fixes that size).
+    """
+    g = np.asarray(grad_out, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
+    w = np.asarray(weight, dtype=np.float64)
+    n, cin, h, wi = x.shape
+    _, og, k_h, k_w = w.shape
+    ig = cin // groups
+    sy, sx = pair(stride)
+    py, px = pair(padding)
+    oy, ox = pair(output_padding)
+    dy, dx = pair(dilation)
+    ho = (h - 1) * sy - 2 * py + dy * (k_h - 1) + oy + 1
+    wo = (wi - 1) * sx - 2 * px + dx * (k_w - 1) + ox + 1
+    if g.shape != (n, groups * og, ho, wo):
+        raise ValueError(f"grad_out shape {g.shape} != forward output {(n, groups * og, ho, wo)}")
+    gg = g.reshape(n, groups, og, ho, wo)
+    xg = x.reshape(n, groups, ig, h, wi)
+    wg = w.reshape(groups, ig, og, k_h, k_w)
+    grad_x = np.zeros((n, groups, ig, h, wi))
+    grad_w = np.zeros((groups, ig, og, k_h, k_w))
+    for ky in range(k_h):
+        ys = np.arange(h) * sy - py + dy * ky
+        iy = np.nonzero((ys >= 0) & (ys < ho))[0]
+        for kx in range(k_w):
+            xs = np.arange(wi) * sx - px + dx * kx
+            ix = np.nonzero((xs >= 0) & (xs < wo))[0]
+            if iy.size == 0 or ix.size == 0:
+                continue
+            g_tap = gg[:, :, :, ys[iy][:, None], xs[ix][None, :]]  # (n, G, Og, |iy|, |ix|)
+            grad_x[:, :, :, iy[:, None], ix[None, :]] += np.einsum(
+                "ngohw,gio->ngihw", g_tap, wg[:, :, :, ky, kx]
+            )
+            x_tap = xg[:, :, :, iy[:, None], ix[None, :]]
+            grad_w[:, :, :, ky, kx] += np.einsum("ngihw,ngohw->gio", x_tap, g_tap)
+    return (
+        grad_x.reshape(n, cin, h, wi),
+        grad_w.reshape(cin, og, k_h, k_w),
+        g.sum(axis=(0, 2, 3)),
+    )
+
+
+def conv_transpose1d_torch_backward(
+    grad_out: np.ndarray,
+    x: np.ndarray,
+    weight: np.ndarray,
+    stride: int = 1,
+    padding: int = 0,
+    output_padding: int = 0,
+    groups: int = 1,
+    dilation: int = 1,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`conv_transpose_torch_backward` for (N, C, L) tensors and (Cin, Cout/G, k) weights."""
+    gi, gw, gb = conv_transpose_torch_backward(
+        np.asarray(grad_out)[:, :, None, :],
+        np.asarray(x)[:, :, None, :],
+        np.asarray(weight)[:, :, None, :],
+        (1, stride),
+        (0, padding),
+        (0, output_padding),
+        groups,
+        (1, dilation),
+    )
+    return gi[:, :, 0, :], gw[:, :, 0, :], gb

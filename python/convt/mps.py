@@ -190,6 +190,8 @@ class ConvolutionTranspose(Serializable, _core._ConvolutionTranspose):
     channels per group need not be multiples of 4; ``edge_mode`` clamp is rejected.
     """
 
+    _core_class = _core._ConvolutionTranspose
+
     def __init__(self, device: Device, data_source: DataSource) -> None:
         if not isinstance(device, Device):
             raise TypeError(f"device must be a convt.Device, got {type(device).__name__}")
