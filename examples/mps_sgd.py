@@ -70,7 +70,7 @@ def train(steps: int = 60, cpu_hook: bool = False, seed: int = 0) -> list[float]
         convt.ArrayDataSource(desc, target_w, kernel_weights_data_type=convt.DataType.float32),
     )
     source = (CpuHookSource if cpu_hook else TrainableSource)(
-        desc, rng.standard_normal((3, 3, 3, 4)).astype(np.float32) * 0.5, lr=0.05
+        desc, rng.standard_normal((3, 3, 3, 4)).astype(np.float32) * 0.5, lr=0.5
     )
     kernel = convt.ConvolutionTranspose(device, source)
     gradient = convt.ConvolutionTransposeGradient(device, source)
