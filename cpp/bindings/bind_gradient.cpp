@@ -37,14 +37,14 @@ void bind_gradient(py::module_& m) {
             "_encode",
             [](Grad& k, PyCommandBuffer& cb, const py::object& dy, const std::string& dy_layout,
                const py::object& x, const std::string& x_layout,
-               ConvolutionTransposeGradientState& state, const py::object& dx,
+               std::shared_ptr<ConvolutionTransposeGradientState> state, const py::object& dx,
                const std::string& dx_layout, bool accumulate) {
                 const TensorView dy_view = view_of(dy, dy_layout, "source_gradient");
                 const TensorView x_view = view_of(x, x_layout, "source_image");
                 TensorView dx_view;
                 if (!dx.is_none()) dx_view = view_of(dx, dx_layout, "destination_gradient");
-                k.encode(cb.buffer, dy_view, x_view, state, dx.is_none() ? nullptr : &dx_view,
-                         accumulate);
+                k.encode(cb.buffer, dy_view, x_view, std::move(state),
+                         dx.is_none() ? nullptr : &dx_view, accumulate);
                 for (const py::object* o : {&dy, &x, &dx}) cb.keep_alive.append(*o);
             },
             py::arg("command_buffer"), py::arg("source_gradient"),

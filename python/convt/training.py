@@ -134,36 +134,35 @@ def apply_data_source_update(
 ) -> bool:
     """Runs the data source's update hook the way MPSNNGraph does; returns whether it updated.
 
-    GPU-style first: ``update_with_command_buffer(command_buffer, gradient_state, source_state)``
-    with ``source_state = kernel.export_weights_and_biases(command_buffer, True)``; a returned
-    WeightsAndBiasesState is reloaded into ``kernel`` (and ``gradient_kernel``). Otherwise the
-    CPU-style ``update_with_gradient_state(gradient_state, source_state)``: the command buffer is
-    committed and waited first (the hook reads the gradients on the CPU), and if the hook returns
-    True both kernels reload from the data source.
+    ``source_state = kernel.export_weights_and_biases(command_buffer)`` holds the current weights.
+    GPU-style first: ``update_with_command_buffer(command_buffer, gradient_state, source_state)``;
+    a returned WeightsAndBiasesState is reloaded into ``kernel`` (and ``gradient_kernel``). If it
+    returns None, or is absent, the CPU-style ``update_with_gradient_state(gradient_state,
+    source_state)`` runs if present: the command buffer is committed and waited first (the hook
+    reads the gradients on the CPU), and if it returns True both kernels reload from the data
+    source. A data source with neither hook is left as it is.
     """
     _check_command_buffer(command_buffer)
     source = kernel.data_source
     kernels = [k for k in (kernel, gradient_kernel) if k is not None]
     gpu_hook = getattr(source, "update_with_command_buffer", None)
-    if gpu_hook is not None:
-        source_state = kernel.export_weights_and_biases(command_buffer, True)
-        new_state = gpu_hook(command_buffer, gradient_state, source_state)
-        if new_state is None:
-            return False
-        if not isinstance(new_state, WeightsAndBiasesState):
-            raise TypeError(
-                "update_with_command_buffer must return a WeightsAndBiasesState or None, "
-                f"got {type(new_state).__name__}"
-            )
-        for k in kernels:
-            k.reload_weights_and_biases(command_buffer, new_state)
-        return True
     cpu_hook = getattr(source, "update_with_gradient_state", None)
+    if gpu_hook is None and cpu_hook is None:
+        return False  # a data source without hooks is not trained, as in MPSNNGraph
+    source_state = kernel.export_weights_and_biases(command_buffer)
+    if gpu_hook is not None:
+        new_state = gpu_hook(command_buffer, gradient_state, source_state)
+        if new_state is not None:
+            if not isinstance(new_state, WeightsAndBiasesState):
+                raise TypeError(
+                    "update_with_command_buffer must return a WeightsAndBiasesState or None, "
+                    f"got {type(new_state).__name__}"
+                )
+            for k in kernels:
+                k.reload_weights_and_biases(command_buffer, new_state)
+            return True
     if cpu_hook is None:
-        raise TypeError(
-            "data_source must implement update_with_command_buffer or update_with_gradient_state"
-        )
-    source_state = kernel.export_weights_and_biases(command_buffer, False)
+        return False
     command_buffer.commit()
     command_buffer.wait_until_completed()
     if not cpu_hook(gradient_state, source_state):

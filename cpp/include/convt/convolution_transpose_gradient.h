@@ -26,7 +26,8 @@ class ConvolutionTransposeGradient : public ConvolutionWeightsKernel {
     /// dX (into `destination_gradient`, shaped like X; may be null when data is not wanted) and
     /// dW, dB (into `state`, overwritten, or added to when `accumulate`).
     void encode(CommandBuffer& command_buffer, const TensorView& source_gradient,
-                const TensorView& source_image, ConvolutionTransposeGradientState& state,
+                const TensorView& source_image,
+                std::shared_ptr<ConvolutionTransposeGradientState> state,
                 const TensorView* destination_gradient, bool accumulate = false);
 
     /// One encode per image; images sharing a state have their dW/dB summed.

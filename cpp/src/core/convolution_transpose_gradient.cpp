@@ -47,15 +47,16 @@ ConvolutionTransposeGradient::ConvolutionTransposeGradient(Device device,
                                                            std::shared_ptr<DataSource> data_source)
     : ConvolutionWeightsKernel(std::move(device), reject_uint8(std::move(data_source))) {}
 
-void ConvolutionTransposeGradient::encode(CommandBuffer& command_buffer,
-                                          const TensorView& source_gradient,
-                                          const TensorView& source_image,
-                                          ConvolutionTransposeGradientState& state,
-                                          const TensorView* destination_gradient, bool accumulate) {
+void ConvolutionTransposeGradient::encode(
+    CommandBuffer& command_buffer, const TensorView& source_gradient,
+    const TensorView& source_image, std::shared_ptr<ConvolutionTransposeGradientState> state_ptr,
+    const TensorView* destination_gradient, bool accumulate) {
     if (command_buffer.device().backend() != device().backend())
         throw std::invalid_argument(concat("command_buffer device must be the kernel's device (",
                                            device().kind(), "), got ",
                                            command_buffer.device().kind()));
+    if (!state_ptr) throw std::invalid_argument("gradient_state must not be None");
+    ConvolutionTransposeGradientState& state = *state_ptr;
     state.lifetime().check_usable(command_buffer, "gradient_state");
     const detail::ForwardSnapshot& snap = state.snapshot();
     if (!same_shape(snap.descriptor, descriptor()))
@@ -92,8 +93,10 @@ void ConvolutionTransposeGradient::encode(CommandBuffer& command_buffer,
     }
     float* dw = want_weights ? state.gradient_for_weights().data() : nullptr;
     float* db = want_weights ? state.gradient_for_biases().data() : nullptr;
+    // The state is held by the work: its gradient buffers must outlive the command buffer.
     command_buffer.add([backend = device().backend(), weights = layer_weights(), params_w, params_d,
-                        dy = source_gradient.data, x = source_image.data, dx, dw, db, accumulate] {
+                        dy = source_gradient.data, x = source_image.data, dx, dw, db, accumulate,
+                        state_ptr] {
         if (dx) {
             std::shared_lock lock(weights->mutex);
             backend->backward_data(params_d, *weights->device, dy, dx);
@@ -118,7 +121,7 @@ void ConvolutionTransposeGradient::encode_batch(
         if (!states[i])
             throw std::invalid_argument(concat("gradient_states[", i, "] must not be None"));
         const bool repeat = std::find(seen.begin(), seen.end(), states[i].get()) != seen.end();
-        encode(command_buffer, source_gradients[i], source_images[i], *states[i],
+        encode(command_buffer, source_gradients[i], source_images[i], states[i],
                destination_gradients[i], repeat);
         seen.push_back(states[i].get());
     }

@@ -150,7 +150,12 @@ void ConvTransposeLayer::check_grad_output(const TensorView& input,
         return;
     // A forward run with output_size gives a larger output; accept exactly those sizes.
     const std::array<int64_t, 2> size{grad_output.h, grad_output.w};
-    const auto sized = output_shape(input, &size);
+    std::array<int64_t, 4> sized{};
+    try {
+        sized = output_shape(input, &size);
+    } catch (const std::invalid_argument&) {
+        sized = {-1, -1, -1, -1};
+    }
     if (grad_output.n != sized[0] || grad_output.c != sized[1])
         throw std::invalid_argument(concat("grad_output shape must be (", shape[0], ", ", shape[1],
                                            ", ", shape[2], ", ", shape[3], ") in NCHW order, got (",
