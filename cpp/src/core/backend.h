@@ -8,6 +8,7 @@
 
 #include "../../../metal/convt_params.h"
 #include "convt/descriptor.h"
+#include "convt/tensor.h"
 
 namespace convt::detail {
 
@@ -43,17 +44,18 @@ class Backend {
     /// Float64 images and weights (PyTorch-convention API only): CPU yes, GPUs no.
     virtual bool supports_float64() const { return false; }
     virtual std::unique_ptr<DeviceWeights> upload(const PreparedWeights& weights) = 0;
-    /// One forward dispatch: `src`/`dst` are the views' base pointers; params hold the rest.
-    virtual void forward(const ConvtParams& params, const DeviceWeights& weights, const void* src,
-                         void* dst) = 0;
+    /// One forward dispatch. `params` hold the geometry and element strides; the views give the
+    /// memory (base pointer and extent) they index from.
+    virtual void forward(const ConvtParams& params, const DeviceWeights& weights,
+                         const TensorView& src, const TensorView& dst) = 0;
     /// dX = transpose-gradient of dY. `params` has dX in the source role, dY in the destination
     /// role (same geometry as the forward). Every source pixel of the processed channels is
     /// written.
     virtual void backward_data(const ConvtParams& params, const DeviceWeights& weights,
-                               const void* dy, void* dx) = 0;
+                               const TensorView& dy, const TensorView& dx) = 0;
     /// dW and dB from X (source role) and dY (destination role), in a fixed reduction order.
-    virtual void backward_weights(const ConvtParams& params, const void* x, const void* dy,
-                                  const GradientOutput& out) = 0;
+    virtual void backward_weights(const ConvtParams& params, const TensorView& x,
+                                  const TensorView& dy, const GradientOutput& out) = 0;
 };
 
 /// A layer's weights on the host and on its device. Encoded work reads them when it runs, so a

@@ -98,7 +98,7 @@ void ConvolutionTranspose::encode(CommandBuffer& command_buffer, const TensorVie
     const ConvtParams params =
         detail::make_params(layer_weights()->host, placement(), source, destination);
     command_buffer.add([backend = device().backend(), weights = layer_weights(), params,
-                        src = source.data, dst = destination.data] {
+                        src = source, dst = destination] {
         std::shared_lock lock(weights->mutex);
         backend->forward(params, *weights->device, src, dst);
     });

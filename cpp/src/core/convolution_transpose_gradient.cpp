@@ -74,7 +74,7 @@ void ConvolutionTransposeGradient::encode(
     const ConvtParams params_w =
         detail::make_params(host, snap.placement, source_image, source_gradient, read_only);
     ConvtParams params_d{};
-    void* dx = nullptr;
+    TensorView dx;
     if (want_data) {
         if (!destination_gradient)
             throw std::invalid_argument(
@@ -89,15 +89,15 @@ void ConvolutionTransposeGradient::encode(
                 "destination_gradient must not share memory with source_gradient or source_image");
         params_d = detail::make_params(host, snap.placement, d, source_gradient,
                                        {"destination_gradient", "source_gradient", false});
-        dx = d.data;
+        dx = d;
     }
     float* dw = want_weights ? state.gradient_for_weights().data() : nullptr;
     float* db = want_weights ? state.gradient_for_biases().data() : nullptr;
     // The state is held by the work: its gradient buffers must outlive the command buffer.
     command_buffer.add([backend = device().backend(), weights = layer_weights(), params_w, params_d,
-                        dy = source_gradient.data, x = source_image.data, dx, dw, db, accumulate,
+                        dy = source_gradient, x = source_image, dx, dw, db, accumulate,
                         state_ptr] {
-        if (dx) {
+        if (dx.data) {
             std::shared_lock lock(weights->mutex);
             backend->backward_data(params_d, *weights->device, dy, dx);
         }

@@ -138,7 +138,7 @@ void ConvTransposeLayer::forward(const TensorView& input, const TensorView& outp
                                            ")"));
     const ConvtParams params = detail::make_params(
         weights_->host, placement(options_, kernel_h_, kernel_w_), input, output, {"x", "out"});
-    device_.backend()->forward(params, *weights_->device, input.data, output.data);
+    device_.backend()->forward(params, *weights_->device, input, output);
 }
 
 void ConvTransposeLayer::check_grad_output(const TensorView& input,
@@ -216,7 +216,7 @@ void ConvTransposeLayer::backward(const TensorView& input, const TensorView& gra
             throw std::invalid_argument("grad_input must not share memory with x or grad_output");
         const ConvtParams p =
             detail::make_params(host, pl, gi, grad_output, {"grad_input", "grad_output", false});
-        device_.backend()->backward_data(p, *weights_->device, grad_output.data, gi.data);
+        device_.backend()->backward_data(p, *weights_->device, grad_output, gi);
     }
     if (!grad_weight && !grad_bias) return;
     const int64_t ig = host.in_per_group, og = host.out_channels / host.groups;
@@ -229,7 +229,7 @@ void ConvTransposeLayer::backward(const TensorView& input, const TensorView& gra
         detail::make_params(host, pl, input, grad_output, {"x", "grad_output", false});
     std::vector<double> dw(grad_weight ? host.values.size() : 0), db(grad_bias ? out_channels_ : 0);
     device_.backend()->backward_weights(
-        p, input.data, grad_output.data,
+        p, input, grad_output,
         {grad_weight ? dw.data() : nullptr, grad_bias ? db.data() : nullptr, DataType::Float64,
          false});
     if (grad_weight) {  // OHWI -> PyTorch's [Cin][Cout/groups][kH][kW], flipped back

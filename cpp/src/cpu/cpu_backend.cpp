@@ -319,8 +319,10 @@ class CpuBackend : public detail::Backend {
         return w;
     }
 
-    void forward(const ConvtParams& p, const DeviceWeights& weights, const void* src,
-                 void* dst) override {
+    void forward(const ConvtParams& p, const DeviceWeights& weights, const TensorView& src_view,
+                 const TensorView& dst_view) override {
+        const void* src = src_view.data;
+        void* dst = dst_view.data;
         const auto& w = static_cast<const CpuWeights&>(weights);
         const int64_t tasks = static_cast<int64_t>(p.num_images) * p.clip_h;
         if (tasks == 0 || p.clip_w == 0) return;
@@ -338,8 +340,10 @@ class CpuBackend : public detail::Backend {
         });
     }
 
-    void backward_data(const ConvtParams& p, const DeviceWeights& weights, const void* dy,
-                       void* dx) override {
+    void backward_data(const ConvtParams& p, const DeviceWeights& weights,
+                       const TensorView& dy_view, const TensorView& dx_view) override {
+        const void* dy = dy_view.data;
+        void* dx = dx_view.data;
         const auto& w = static_cast<const CpuWeights&>(weights);
         const int64_t tasks = static_cast<int64_t>(p.num_images) * p.src_h;
         if (tasks == 0 || p.src_w == 0) return;
@@ -354,8 +358,10 @@ class CpuBackend : public detail::Backend {
         });
     }
 
-    void backward_weights(const ConvtParams& p, const void* x, const void* dy,
-                          const GradientOutput& out) override {
+    void backward_weights(const ConvtParams& p, const TensorView& x_view,
+                          const TensorView& dy_view, const GradientOutput& out) override {
+        const void* x = x_view.data;
+        const void* dy = dy_view.data;
         auto& pool = ThreadPool::instance();
         const bool dbl = out.type == DataType::Float64;
         if (out.weights) {
