@@ -95,8 +95,7 @@ void ConvolutionTransposeGradient::encode(
     float* db = want_weights ? state.gradient_for_biases().data() : nullptr;
     // The state is held by the work: its gradient buffers must outlive the command buffer.
     command_buffer.add([backend = device().backend(), weights = layer_weights(), params_w, params_d,
-                        dy = source_gradient, x = source_image, dx, dw, db, accumulate,
-                        state_ptr] {
+                        dy = source_gradient, x = source_image, dx, dw, db, accumulate, state_ptr] {
         if (dx.data) {
             std::shared_lock lock(weights->mutex);
             backend->backward_data(params_d, *weights->device, dy, dx);

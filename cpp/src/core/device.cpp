@@ -5,18 +5,40 @@
 
 #include "backend.h"
 #include "check.h"
+#if CONVT_HAS_MSLSIM
+#include "../metal/metal_backend.h"
+#endif
 
 namespace convt {
 
 namespace {
+
+// Device kinds built into this library, in the order devices() lists them.
+const std::vector<std::string>& built_kinds() {
+    static const std::vector<std::string> kinds{
+        "cpu",
+#if CONVT_HAS_MSLSIM
+        "metal-sim",
+#endif
+    };
+    return kinds;
+}
 
 std::shared_ptr<detail::Backend> backend_for(const std::string& kind) {
     if (kind == "cpu") {
         static std::shared_ptr<detail::Backend> cpu = detail::make_cpu_backend();
         return cpu;
     }
-    throw std::invalid_argument(detail::concat(
-        "device kind must be one of the available devices ['cpu'], got '", kind, "'"));
+#if CONVT_HAS_MSLSIM
+    if (kind == "metal-sim") {
+        static std::shared_ptr<detail::Backend> sim = detail::make_metal_backend("metal-sim");
+        return sim;
+    }
+#endif
+    std::string list;
+    for (const auto& k : built_kinds()) list += (list.empty() ? "'" : ", '") + k + "'";
+    throw std::invalid_argument(detail::concat("device kind must be one of the available devices [",
+                                               list, "], got '", kind, "'"));
 }
 
 }  // namespace
@@ -25,7 +47,11 @@ Device::Device(const std::string& kind) : kind_(kind), backend_(backend_for(kind
 
 std::string Device::name() const { return backend_->name(); }
 
-std::vector<Device> devices() { return {Device("cpu")}; }
+std::vector<Device> devices() {
+    std::vector<Device> out;
+    for (const auto& kind : built_kinds()) out.emplace_back(kind);
+    return out;
+}
 
 Device default_device() { return devices().front(); }
 

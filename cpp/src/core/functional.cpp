@@ -227,11 +227,19 @@ void ConvTransposeLayer::backward(const TensorView& input, const TensorView& gra
     if (grad_bias) require_output("grad_bias", *grad_bias, dtype_, {1, out_channels_, 1, 1});
     const ConvtParams p =
         detail::make_params(host, pl, input, grad_output, {"x", "grad_output", false});
+    // Gradients land in float32 (float64 for float64 layers) before taking the weight's dtype.
+    const bool f64 = dtype_ == DataType::Float64;
     std::vector<double> dw(grad_weight ? host.values.size() : 0), db(grad_bias ? out_channels_ : 0);
+    std::vector<float> dw32(f64 ? 0 : dw.size()), db32(f64 ? 0 : db.size());
     device_.backend()->backward_weights(
         p, input, grad_output,
-        {grad_weight ? dw.data() : nullptr, grad_bias ? db.data() : nullptr, DataType::Float64,
-         false});
+        {grad_weight ? (f64 ? static_cast<void*>(dw.data()) : dw32.data()) : nullptr,
+         grad_bias ? (f64 ? static_cast<void*>(db.data()) : db32.data()) : nullptr,
+         f64 ? DataType::Float64 : DataType::Float32, false});
+    if (!f64) {
+        dw.assign(dw32.begin(), dw32.end());
+        db.assign(db32.begin(), db32.end());
+    }
     if (grad_weight) {  // OHWI -> PyTorch's [Cin][Cout/groups][kH][kW], flipped back
         const TensorView& gw = *grad_weight;
         for (int64_t oc = 0; oc < out_channels_; ++oc)

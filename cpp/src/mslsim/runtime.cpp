@@ -202,7 +202,8 @@ void run(const Dispatch& d) {
     const uint3v& ts = d.threads_per_group;
     const uint64_t threads = uint64_t(ts.x) * ts.y * ts.z;
     if (threads == 0 || threads > kMaxThreadsPerGroup)
-        fail(d.name, "threads per threadgroup must be in [1, 1024], got " + std::to_string(threads));
+        fail(d.name,
+             "threads per threadgroup must be in [1, 1024], got " + std::to_string(threads));
     const uint3v& g = d.threadgroups;
     const int64_t groups = int64_t(g.x) * g.y * g.z;
     convt::cpu::ThreadPool::instance().parallel_for(groups, [&](int64_t i) {

@@ -36,7 +36,7 @@ using KernelEntry = void (*)(const ThreadArgs&);
 
 /// Raised for misuse detected while running a kernel (barrier divergence, SIMD misuse, ...).
 class KernelError : public std::runtime_error {
-   public:
+ public:
     using std::runtime_error::runtime_error;
 };
 
@@ -53,8 +53,8 @@ struct Dispatch {
     KernelEntry entry = nullptr;
     std::string name;  // for messages
     void* const* buffers = nullptr;
-    uint3v threadgroups;        // grid size in threadgroups
-    uint3v threads_per_group;   // threadgroup size (<= 1024 threads)
+    uint3v threadgroups;       // grid size in threadgroups
+    uint3v threads_per_group;  // threadgroup size (<= 1024 threads)
     FunctionConstants constants;
 };
 

@@ -1,0 +1,297 @@
+// Metal backend on metal-cpp: device and queue, a pipeline cache keyed by kernel name and
+// function constants, weights in MTLBuffers uploaded once per layer, caller memory wrapped
+// without a copy when page-aligned (staged otherwise), and a status check after every wait.
+#include "metal_backend.h"
+
+#include <unistd.h>
+
+#include <Foundation/Foundation.hpp>
+#include <Metal/Metal.hpp>
+#include <cstring>
+#include <mutex>
+#include <sstream>
+#include <unordered_map>
+#include <vector>
+
+#include "../core/check.h"
+
+extern const char* const convt_kernel_source;  // generated from metal/*.metal
+
+namespace convt::detail {
+namespace {
+
+// Threadgroup shape, as in metal/convt_kernel.h.
+constexpr NS::UInteger kTile = 8, kChannelBlock = 4, kSimd = 32;
+
+struct Release {
+    void operator()(NS::Object* o) const {
+        if (o) o->release();
+    }
+};
+template <typename T>
+using Ref = std::unique_ptr<T, Release>;
+
+// An autorelease pool for the duration of one entry point.
+class Pool {
+ public:
+    Pool() : pool_(NS::AutoreleasePool::alloc()->init()) {}
+    ~Pool() { pool_->release(); }
+    Pool(const Pool&) = delete;
+    Pool& operator=(const Pool&) = delete;
+
+ private:
+    NS::AutoreleasePool* pool_;
+};
+
+std::string describe(NS::Error* error) {
+    return error && error->localizedDescription() ? error->localizedDescription()->utf8String()
+                                                  : "unknown error";
+}
+
+struct MetalWeights : DeviceWeights {
+    Ref<MTL::Buffer> weights, bias, slopes;
+};
+
+// Caller memory as a buffer: wrapped in place when its first byte is page-aligned, otherwise
+// copied into a staging buffer (and copied back after the work if it is written).
+class Binding {
+ public:
+    Binding(MTL::Device* device, const void* first, size_t bytes, bool written)
+        : host_(const_cast<void*>(first)), bytes_(bytes), written_(written) {
+        static const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+        const size_t length = bytes ? bytes : 1;
+        if (bytes && reinterpret_cast<uintptr_t>(first) % page == 0) {
+            buffer_.reset(device->newBuffer(first, (length + page - 1) / page * page,
+                                            MTL::ResourceStorageModeShared, nullptr));
+        } else {
+            staged_ = true;
+            buffer_.reset(device->newBuffer(length, MTL::ResourceStorageModeShared));
+            if (buffer_ && bytes) std::memcpy(buffer_->contents(), first, bytes);
+        }
+        if (!buffer_)
+            throw std::runtime_error("[metal] could not create a buffer of " +
+                                     std::to_string(length) + " bytes");
+    }
+    static Binding of(MTL::Device* device, const TensorView& v, bool written, int64_t* offset) {
+        const char *first, *last;
+        v.byte_extent(&first, &last);
+        *offset = v.numel() ? (static_cast<const char*>(v.data) - first) /
+                                  static_cast<int64_t>(element_size(v.type))
+                            : 0;
+        return Binding(device, first, static_cast<size_t>(last - first), written);
+    }
+    /// After the work completed: staged results go back to the caller's memory.
+    void finish() {
+        if (staged_ && written_ && bytes_) std::memcpy(host_, buffer_->contents(), bytes_);
+    }
+    MTL::Buffer* get() const { return buffer_.get(); }
+    bool staged() const { return staged_; }
+
+ private:
+    Ref<MTL::Buffer> buffer_;
+    void* host_;
+    size_t bytes_;
+    bool written_, staged_ = false;
+};
+
+const char* suffix(int32_t type) {
+    if (type == CONVT_TYPE_F16) return "f16";
+    if (type == CONVT_TYPE_F32) return "f32";
+    throw TypeError("the Metal backend runs float32 and float16 images only, got float64");
+}
+
+// Function constants, in the order of metal/convt_kernel.h.
+std::vector<int> constants(const ConvtParams& p, bool accumulate) {
+    return {p.neuron,   p.has_bias, p.accumulate_half, p.kernel_w,   p.kernel_h,
+            p.stride_x, p.stride_y, p.dilation_x,      p.dilation_y, accumulate ? 1 : 0};
+}
+
+NS::UInteger ceil_div(int64_t a, int64_t b) { return static_cast<NS::UInteger>((a + b - 1) / b); }
+
+class MetalBackend : public Backend {
+ public:
+    explicit MetalBackend(std::string kind) : kind_(std::move(kind)) {
+        Pool pool;
+        device_.reset(MTL::CreateSystemDefaultDevice());
+        if (!device_) throw std::runtime_error("[metal] no Metal device is available");
+        queue_.reset(device_->newCommandQueue());
+        NS::Error* error = nullptr;
+        library_.reset(device_->newLibrary(
+            NS::String::string(convt_kernel_source, NS::UTF8StringEncoding), nullptr, &error));
+        if (!library_) throw std::runtime_error("[metal] kernel library: " + describe(error));
+        name_ = device_->name()->utf8String();
+    }
+
+    ~MetalBackend() override {
+        for (auto& [key, pso] : pipelines_) pso->release();
+    }
+
+    std::string kind() const override { return kind_; }
+    std::string name() const override { return kind_ + " (" + name_ + ")"; }
+
+    std::unique_ptr<DeviceWeights> upload(const PreparedWeights& pw) override {
+        if (pw.type == DataType::Float64)
+            throw TypeError("the Metal backend keeps float32 or float16 weights, got float64");
+        Pool pool;
+        auto w = std::make_unique<MetalWeights>();
+        std::vector<float> values(pw.values.begin(), pw.values.end());
+        std::vector<float> bias(static_cast<size_t>(pw.out_channels), 0.f);
+        std::copy(pw.bias.begin(), pw.bias.end(), bias.begin());
+        std::vector<float> slopes(static_cast<size_t>(pw.out_channels), 0.f);
+        if (pw.neuron.type == NeuronType::PReLU)
+            std::copy(pw.neuron.data.begin(), pw.neuron.data.end(), slopes.begin());
+        w->weights = copy_to_device(values);
+        w->bias = copy_to_device(bias);
+        w->slopes = copy_to_device(slopes);
+        return w;
+    }
+
+    void forward(const ConvtParams& params, const DeviceWeights& weights, const TensorView& src,
+                 const TensorView& dst) override {
+        if (params.num_images == 0 || params.clip_w == 0 || params.clip_h == 0) return;
+        const auto& w = static_cast<const MetalWeights&>(weights);
+        const int64_t sx = params.stride_x, sy = params.stride_y;
+        const int64_t blocks = (params.out_per_group + kChannelBlock - 1) / kChannelBlock;
+        Pool pool;
+        ConvtParams p = params;
+        int64_t src_offset = 0, dst_offset = 0;
+        Binding s = Binding::of(device_.get(), src, false, &src_offset);
+        Binding d = Binding::of(device_.get(), dst, true, &dst_offset);
+        p.src_base += src_offset;
+        p.dst_base += dst_offset;
+        const std::string name =
+            std::string("convt_forward_") + suffix(p.src_type) + "_" + suffix(p.dst_type);
+        run(name, constants(p, false),
+            {s.get(), d.get(), w.weights.get(), w.bias.get(), w.slopes.get()}, p,
+            MTL::Size(
+                ceil_div(ceil_div(p.clip_w, sx), kTile), ceil_div(ceil_div(p.clip_h, sy), kTile),
+                static_cast<NS::UInteger>(int64_t(p.num_images) * p.groups * blocks * sx * sy)),
+            MTL::Size(kTile, kTile, 1));
+        d.finish();
+    }
+
+    void backward_data(const ConvtParams& params, const DeviceWeights& weights,
+                       const TensorView& dy, const TensorView& dx) override {
+        if (params.num_images == 0 || params.src_w == 0 || params.src_h == 0) return;
+        const auto& w = static_cast<const MetalWeights&>(weights);
+        const int64_t blocks = (params.in_per_group + kChannelBlock - 1) / kChannelBlock;
+        Pool pool;
+        ConvtParams p = params;
+        int64_t dy_offset = 0, dx_offset = 0;
+        Binding y = Binding::of(device_.get(), dy, false, &dy_offset);
+        Binding x = Binding::of(device_.get(), dx, true, &dx_offset);
+        p.dst_base += dy_offset;
+        p.src_base += dx_offset;
+        const std::string name =
+            std::string("convt_backward_data_") + suffix(p.dst_type) + "_" + suffix(p.src_type);
+        run(name, constants(p, false), {y.get(), x.get(), w.weights.get()}, p,
+            MTL::Size(ceil_div(p.src_w, kTile), ceil_div(p.src_h, kTile),
+                      static_cast<NS::UInteger>(int64_t(p.num_images) * p.groups * blocks)),
+            MTL::Size(kTile, kTile, 1));
+        x.finish();
+    }
+
+    void backward_weights(const ConvtParams& params, const TensorView& x, const TensorView& dy,
+                          const GradientOutput& out) override {
+        if (out.type != DataType::Float32)
+            throw TypeError("the Metal backend writes float32 weight gradients");
+        Pool pool;
+        ConvtParams p = params;
+        int64_t x_offset = 0, dy_offset = 0;
+        Binding xs = Binding::of(device_.get(), x, false, &x_offset);
+        Binding ys = Binding::of(device_.get(), dy, false, &dy_offset);
+        p.src_base += x_offset;
+        p.dst_base += dy_offset;
+        const int64_t count = int64_t(p.out_channels) * p.kernel_h * p.kernel_w * p.in_per_group;
+        if (out.weights) {
+            Binding dw(device_.get(), out.weights, static_cast<size_t>(count) * sizeof(float),
+                       true);
+            run(std::string("convt_backward_weights_") + suffix(p.src_type) + "_" +
+                    suffix(p.dst_type),
+                constants(p, out.accumulate), {xs.get(), ys.get(), dw.get()}, p,
+                MTL::Size(static_cast<NS::UInteger>(count), 1, 1), MTL::Size(kSimd, 1, 1));
+            dw.finish();
+        }
+        if (out.bias) {
+            Binding db(device_.get(), out.bias, static_cast<size_t>(p.out_channels) * sizeof(float),
+                       true);
+            run(std::string("convt_backward_bias_") + suffix(p.dst_type),
+                constants(p, out.accumulate), {ys.get(), db.get()}, p,
+                MTL::Size(static_cast<NS::UInteger>(p.out_channels), 1, 1), MTL::Size(kSimd, 1, 1));
+            db.finish();
+        }
+    }
+
+ private:
+    // The pipeline for a kernel specialised by its function constants, built once.
+    MTL::ComputePipelineState* pipeline(const std::string& name, const std::vector<int>& fc) {
+        std::ostringstream key;
+        key << name;
+        for (int v : fc) key << ':' << v;
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto it = pipelines_.find(key.str());
+        if (it != pipelines_.end()) return it->second;
+        Ref<MTL::FunctionConstantValues> values(MTL::FunctionConstantValues::alloc()->init());
+        for (size_t i = 0; i < fc.size(); ++i) {
+            // Indices 1, 2 and 9 are bools in the kernels; the rest ints.
+            if (i == 1 || i == 2 || i == 9) {
+                const bool b = fc[i] != 0;
+                values->setConstantValue(&b, MTL::DataTypeBool, i);
+            } else {
+                values->setConstantValue(&fc[i], MTL::DataTypeInt, i);
+            }
+        }
+        NS::Error* error = nullptr;
+        Ref<MTL::Function> function(library_->newFunction(
+            NS::String::string(name.c_str(), NS::UTF8StringEncoding), values.get(), &error));
+        if (!function)
+            throw std::runtime_error("[metal::pipeline] " + name + ": " + describe(error));
+        MTL::ComputePipelineState* pso = device_->newComputePipelineState(function.get(), &error);
+        if (!pso) throw std::runtime_error("[metal::pipeline] " + name + ": " + describe(error));
+        pipelines_.emplace(key.str(), pso);
+        return pso;
+    }
+
+    // One dispatch: encode, commit, wait, and check the command buffer's status.
+    void run(const std::string& name, const std::vector<int>& fc,
+             std::initializer_list<MTL::Buffer*> buffers, const ConvtParams& p, MTL::Size groups,
+             MTL::Size threads) {
+        if (groups.width == 0 || groups.height == 0 || groups.depth == 0) return;
+        MTL::ComputePipelineState* pso = pipeline(name, fc);
+        MTL::CommandBuffer* cb = queue_->commandBuffer();
+        MTL::ComputeCommandEncoder* encoder = cb->computeCommandEncoder();
+        encoder->setComputePipelineState(pso);
+        NS::UInteger index = 0;
+        for (MTL::Buffer* b : buffers) encoder->setBuffer(b, 0, index++);
+        encoder->setBytes(&p, sizeof(p), index);
+        encoder->dispatchThreadgroups(groups, threads);
+        encoder->endEncoding();
+        cb->commit();
+        cb->waitUntilCompleted();
+        if (cb->status() != MTL::CommandBufferStatusCompleted)
+            throw std::runtime_error("[metal] " + name + ": " + describe(cb->error()));
+    }
+
+    Ref<MTL::Buffer> copy_to_device(const std::vector<float>& v) {
+        Ref<MTL::Buffer> b(
+            device_->newBuffer(v.size() * sizeof(float) + 1, MTL::ResourceStorageModeShared));
+        if (!b) throw std::runtime_error("[metal] could not allocate weights");
+        std::memcpy(b->contents(), v.data(), v.size() * sizeof(float));
+        return b;
+    }
+
+    std::string kind_, name_;
+    Ref<MTL::Device> device_;
+    Ref<MTL::CommandQueue> queue_;
+    Ref<MTL::Library> library_;
+    std::mutex mutex_;
+    std::unordered_map<std::string, MTL::ComputePipelineState*> pipelines_;
+};
+
+}  // namespace
+
+std::shared_ptr<Backend> make_metal_backend(const std::string& kind) {
+    return std::make_shared<MetalBackend>(kind);
+}
+
+}  // namespace convt::detail

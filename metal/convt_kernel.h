@@ -1,0 +1,107 @@
+// Shared by every convt kernel: target selection, function constants, element access, neurons.
+// Valid MSL (Apple's compiler), and C++ through prelude_host.h (simulation) or the CUDA prelude.
+#ifndef CONVT_KERNEL_H
+#define CONVT_KERNEL_H
+
+#if defined(__METAL_VERSION__)
+#include <metal_stdlib>
+using namespace metal;
+#endif
+
+#include "convt_params.h"
+
+// Function constants: the pipeline cache key on Metal, runtime values elsewhere.
+#if defined(__METAL_VERSION__)
+constant int fc_neuron [[function_constant(0)]];
+constant bool fc_has_bias [[function_constant(1)]];
+constant bool fc_half_acc [[function_constant(2)]];
+constant int fc_kernel_w [[function_constant(3)]];
+constant int fc_kernel_h [[function_constant(4)]];
+constant int fc_stride_x [[function_constant(5)]];
+constant int fc_stride_y [[function_constant(6)]];
+constant int fc_dilation_x [[function_constant(7)]];
+constant int fc_dilation_y [[function_constant(8)]];
+#else
+#define fc_neuron CONVT_FC(int, 0)
+#define fc_has_bias CONVT_FC(bool, 1)
+#define fc_half_acc CONVT_FC(bool, 2)
+#define fc_kernel_w CONVT_FC(int, 3)
+#define fc_kernel_h CONVT_FC(int, 4)
+#define fc_stride_x CONVT_FC(int, 5)
+#define fc_stride_y CONVT_FC(int, 6)
+#define fc_dilation_x CONVT_FC(int, 7)
+#define fc_dilation_y CONVT_FC(int, 8)
+#endif
+
+// Threadgroup shape shared by host code and kernels: 8x8 pixels, 4 channels per thread.
+#define CONVT_TILE 8
+#define CONVT_THREADS (CONVT_TILE * CONVT_TILE)
+#define CONVT_CH_BLOCK 4
+#define CONVT_K_CHUNK 16
+#define CONVT_SIMD 32
+
+// Neuron codes (convt::NeuronType).
+#define CONVT_NEURON_NONE 0
+#define CONVT_NEURON_RELU 1
+#define CONVT_NEURON_LINEAR 2
+#define CONVT_NEURON_SIGMOID 3
+#define CONVT_NEURON_HARD_SIGMOID 4
+#define CONVT_NEURON_TANH 5
+#define CONVT_NEURON_ABS 6
+#define CONVT_NEURON_SOFTPLUS 7
+#define CONVT_NEURON_SOFTSIGN 8
+#define CONVT_NEURON_ELU 9
+#define CONVT_NEURON_PRELU 10
+#define CONVT_NEURON_RELUN 11
+#define CONVT_NEURON_POWER 12
+#define CONVT_NEURON_EXPONENTIAL 13
+#define CONVT_NEURON_LOGARITHM 14
+#define CONVT_NEURON_GELU 15
+
+// erf is not in the MSL standard library: Abramowitz & Stegun 7.1.26 refined by one Newton
+// step is overkill for fp32 outputs; 7.1.28 has |error| <= 3e-7.
+inline float convt_erf(float x) {
+    const float ax = fabs(x);
+    const float t = 1.0f + ax * (0.0705230784f + ax * (0.0422820123f + ax * (0.0092705272f +
+                    ax * (0.0001520143f + ax * (0.0002765672f + ax * 0.0000430638f)))));
+    float t2 = t * t;
+    float t4 = t2 * t2;
+    float t8 = t4 * t4;
+    const float r = 1.0f - 1.0f / (t8 * t8);
+    return x < 0.0f ? -r : r;
+}
+
+inline float convt_neuron(int type, float v, float a, float b, float c, float slope) {
+    switch (type) {
+        case CONVT_NEURON_RELU: return v >= 0.0f ? v : a * v;
+        case CONVT_NEURON_LINEAR: return a * v + b;
+        case CONVT_NEURON_SIGMOID: return 1.0f / (1.0f + exp(-v));
+        case CONVT_NEURON_HARD_SIGMOID: return clamp(a * v + b, 0.0f, 1.0f);
+        case CONVT_NEURON_TANH: return a * tanh(b * v);
+        case CONVT_NEURON_ABS: return fabs(v);
+        case CONVT_NEURON_SOFTPLUS: return a * log(1.0f + exp(b * v));
+        case CONVT_NEURON_SOFTSIGN: return v / (1.0f + fabs(v));
+        case CONVT_NEURON_ELU: return v >= 0.0f ? v : a * (exp(v) - 1.0f);
+        case CONVT_NEURON_PRELU: return v >= 0.0f ? v : slope * v;
+        case CONVT_NEURON_RELUN: return min(v >= 0.0f ? v : a * v, b);
+        case CONVT_NEURON_POWER: return pow(a * v + b, c);
+        case CONVT_NEURON_EXPONENTIAL: return c == -1.0f ? exp(a * v + b) : pow(c, a * v + b);
+        case CONVT_NEURON_LOGARITHM:
+            return c == -1.0f ? log(a * v + b) : log(a * v + b) / log(c);
+        case CONVT_NEURON_GELU: return 0.5f * v * (1.0f + convt_erf(v * 0.70710678118654752f));
+        default: return v;
+    }
+}
+
+// Floor division for a positive divisor.
+inline long convt_floor_div(long a, long b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+// Smallest q >= 0 such that e + q is a non-negative multiple of s: the first destination
+// row/column (relative to the clip) that a tap whose first expanded coordinate is e reaches.
+inline long convt_first_phase(long e, long s) {
+    const long start = e < 0 ? -e : 0;
+    const long r = (e + start) % s;
+    return start + (r != 0 ? s - r : 0);
+}
+
+#endif  // CONVT_KERNEL_H
