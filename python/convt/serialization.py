@@ -45,14 +45,15 @@ class Serializable:
         """Restores Python-side state after loading."""
 
     def __reduce__(self):
-        return (_restore, (type(self), self.to_bytes(), self._pickled_extras()))
+        # Unpickling loads onto a device of the same kind (an error if there is none).
+        return (_restore, (type(self), self.to_bytes(), self.device.kind, self._pickled_extras()))
 
     def _pickled_extras(self) -> dict:
         return {}
 
 
-def _restore(cls, data: bytes, extras: dict):
-    obj = cls.from_bytes(data)
+def _restore(cls, data: bytes, device_kind: str, extras: dict):
+    obj = cls.from_bytes(data, Device(device_kind))
     for name, value in extras.items():
         setattr(obj, name, value)
     return obj
