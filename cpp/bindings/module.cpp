@@ -14,6 +14,7 @@ void bind_convolution_transpose(py::module_& m);
 void bind_functional(py::module_& m);
 void bind_states(py::module_& m);
 void bind_gradient(py::module_& m);
+void bind_sim(py::module_& m);
 }  // namespace convt::bindings
 
 PYBIND11_MODULE(_core, m) {
@@ -33,5 +34,6 @@ PYBIND11_MODULE(_core, m) {
     bind_states(m);
     bind_convolution_transpose(m);
     bind_gradient(m);
+    bind_sim(m);
     bind_functional(m);
 }

@@ -1,0 +1,4 @@
+// Parse-only stand-in for Apple's <IOSurface/IOSurfaceRef.h>: the opaque IOSurfaceRef handle.
+#pragma once
+
+typedef struct __IOSurface* IOSurfaceRef;
