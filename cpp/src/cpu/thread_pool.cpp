@@ -6,8 +6,10 @@
 namespace convt::cpu {
 
 ThreadPool& ThreadPool::instance() {
-    static ThreadPool pool;
-    return pool;
+    // Never destroyed: joining workers from a static destructor at process exit races with
+    // whatever else exit does (threads of other libraries, forked children).
+    static ThreadPool* pool = new ThreadPool();
+    return *pool;
 }
 
 ThreadPool::ThreadPool() {
