@@ -11,7 +11,7 @@ FP32_TOL = 1e-5
 FP16_TOL = 2e-3
 TINY = 1e-12
 
-BACKENDS = ("cpu", "metal-sim", "cuda")
+BACKENDS = ("cpu", "metal", "metal-sim", "cuda")
 
 
 def rel_err(got: np.ndarray, ref: np.ndarray) -> float:

@@ -40,13 +40,18 @@ def test_partial_simd_group_is_an_error() -> None:
 def test_simd_broadcast_out_of_range_is_an_error() -> None:
     with pytest.raises(RuntimeError, match=r"simd_broadcast.*lane 40"):
         dispatch(
-            "convt_test_simd_broadcast_out_of_range", (1, 1, 1), (32, 1, 1), [np.zeros(32, np.float32)]
+            "convt_test_simd_broadcast_out_of_range",
+            (1, 1, 1),
+            (32, 1, 1),
+            [np.zeros(32, np.float32)],
         )
 
 
 def test_threadgroup_size_is_checked() -> None:
     with pytest.raises(RuntimeError, match=r"threads per threadgroup"):
-        dispatch("convt_test_barrier_after_return", (1, 1, 1), (2048, 1, 1), [np.zeros(8, np.float32)])
+        dispatch(
+            "convt_test_barrier_after_return", (1, 1, 1), (2048, 1, 1), [np.zeros(8, np.float32)]
+        )
 
 
 def test_unknown_kernel() -> None:

@@ -119,14 +119,16 @@ void bind_convolution_transpose(py::module_& m) {
             "_encode",
             [](Kernel& k, PyCommandBuffer& cb, const py::object& source,
                const std::string& source_layout, const py::object& destination,
-               const std::string& destination_layout) {
-                k.encode(cb.buffer, view_of(source, source_layout, "source_image"),
-                         view_of(destination, destination_layout, "destination_image"));
+               const std::string& destination_layout, bool copy) {
+                TensorView src = view_of(source, source_layout, "source_image");
+                TensorView dst = view_of(destination, destination_layout, "destination_image");
+                src.require_zero_copy = dst.require_zero_copy = !copy;
+                k.encode(cb.buffer, src, dst);
                 cb.keep_alive.append(source);
                 cb.keep_alive.append(destination);
             },
             py::arg("command_buffer"), py::arg("source"), py::arg("source_layout"),
-            py::arg("destination"), py::arg("destination_layout"))
+            py::arg("destination"), py::arg("destination_layout"), py::arg("copy") = true)
         .def(
             "_result_state",
             [](const Kernel& k, const py::object& source, const std::string& source_layout,

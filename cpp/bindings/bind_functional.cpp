@@ -62,14 +62,17 @@ void bind_functional(py::module_& m) {
         .def(
             "forward",
             [](ConvTransposeLayer& l, const py::object& x, const py::object& out,
-               const std::string& layout, std::optional<std::tuple<int64_t, int64_t>> output_size) {
-                const TensorView in = view_of(x, layout, "x");
-                const TensorView o = view_of(out, layout, "out");
+               const std::string& layout, std::optional<std::tuple<int64_t, int64_t>> output_size,
+               bool copy) {
+                TensorView in = view_of(x, layout, "x");
+                TensorView o = view_of(out, layout, "out");
+                in.require_zero_copy = o.require_zero_copy = !copy;
                 const auto size = optional_pair(output_size);
                 py::gil_scoped_release release;
                 l.forward(in, o, size ? &*size : nullptr);
             },
-            py::arg("x"), py::arg("out"), py::arg("layout"), py::arg("output_size") = py::none())
+            py::arg("x"), py::arg("out"), py::arg("layout"), py::arg("output_size") = py::none(),
+            py::arg("copy") = true)
         .def(
             "backward",
             [](ConvTransposeLayer& l, const py::object& x, const py::object& grad_output,

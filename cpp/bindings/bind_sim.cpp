@@ -16,8 +16,8 @@ void bind_sim(py::module_& m) {
 #if CONVT_HAS_MSLSIM
     m.def(
         "_sim_dispatch",
-        [](const std::string& name, std::array<uint32_t, 3> groups,
-           std::array<uint32_t, 3> threads, std::vector<py::array> buffers) {
+        [](const std::string& name, std::array<uint32_t, 3> groups, std::array<uint32_t, 3> threads,
+           std::vector<py::array> buffers) {
             convt_sim::Dispatch d;
             d.name = name;
             d.entry = convt_sim::find_kernel(name);

@@ -41,6 +41,7 @@ from .functional import (
     conv_transpose2d_backward,
 )
 from .layers import ConvTranspose1d, ConvTranspose2d
+from .memory import empty_aligned
 from .mps import ArrayDataSource, ConvolutionTranspose, DataSource, Image, Padding
 from .training import ConvolutionTransposeGradient, apply_data_source_update
 
@@ -79,6 +80,7 @@ __all__ = [
     "conv_transpose2d_backward",
     "default_device",
     "devices",
+    "empty_aligned",
     "get_num_threads",
     "set_num_threads",
 ]

@@ -6,6 +6,7 @@ import numpy as np
 
 from . import _args
 from ._core import Device, _ConvTransposeLayer
+from .memory import empty_aligned
 
 
 def _layer_2d(weight, bias, stride, padding, output_padding, groups, dilation, device):
@@ -40,14 +41,14 @@ def _layer_1d(weight, bias, stride, padding, output_padding, groups, dilation, d
     )
 
 
-def run_layer(layer, x, out, layout: str, output_size=None):
+def run_layer(layer, x, out, layout: str, output_size=None, copy: bool = True):
     """Runs a core layer on 4-D views; allocates ``out`` when None. Returns ``out``."""
     if out is None:
         shape = layer.output_shape(x, layout, output_size)
         if not isinstance(x, np.ndarray):
             raise TypeError(f"x must be a numpy.ndarray, got {type(x).__name__}")
-        out = np.empty(shape, dtype=x.dtype)
-    layer.forward(x, out, layout, output_size)
+        out = np.empty(shape, dtype=x.dtype) if copy else empty_aligned(shape, x.dtype)
+    layer.forward(x, out, layout, output_size, copy)
     return out
 
 
@@ -64,6 +65,7 @@ def conv_transpose2d(
     out: np.ndarray | None = None,
     layout: str = "NCHW",
     device: Device | None = None,
+    copy: bool = True,
 ) -> np.ndarray:
     """``torch.nn.functional.conv_transpose2d`` on numpy arrays.
 
@@ -71,10 +73,12 @@ def conv_transpose2d(
     strides (read in place). weight: (Cin, Cout/groups, kH, kW), same dtype. bias: (Cout,) or None.
     Returns (N, Cout, Ho, Wo) (or NHWC) with Ho = (H-1)*stride - 2*padding + dilation*(kH-1) +
     output_padding + 1. ``out``, if given, is written in place and returned.
+    ``copy=False`` forbids staging copies: on a device that needs page-aligned memory (Metal) an
+    array that is not (see ``convt.empty_aligned``) raises ValueError instead of being copied.
     """
     layout = _args.layout_2d(layout)
     layer = _layer_2d(weight, bias, stride, padding, output_padding, groups, dilation, device)
-    return run_layer(layer, x, out, layout)
+    return run_layer(layer, x, out, layout, None, copy)
 
 
 def conv_transpose1d(
@@ -90,22 +94,24 @@ def conv_transpose1d(
     out: np.ndarray | None = None,
     layout: str = "NCL",
     device: Device | None = None,
+    copy: bool = True,
 ) -> np.ndarray:
     """``torch.nn.functional.conv_transpose1d`` on numpy arrays.
 
     x: (N, Cin, L) for layout "NCL" or (N, L, Cin) for "NLC". weight: (Cin, Cout/groups, k).
     Returns (N, Cout, Lo) (or NLC); ``out``, if given, is written in place and returned.
+    ``copy`` as in ``conv_transpose2d``.
     """
     layout2 = _args.layout_1d(layout)
     layer = _layer_1d(weight, bias, stride, padding, output_padding, groups, dilation, device)
     x4 = _args.as_2d_view(x, layout, "x")
     if out is None:
         shape = layer.output_shape(x4, layout2)
-        out = np.empty(
-            (shape[0], shape[1], shape[3]) if layout == "NCL" else (shape[0], shape[2], shape[3]),
-            dtype=x.dtype,
+        shape = (
+            (shape[0], shape[1], shape[3]) if layout == "NCL" else (shape[0], shape[2], shape[3])
         )
-    layer.forward(x4, _args.as_2d_view(out, layout, "out"), layout2)
+        out = np.empty(shape, dtype=x.dtype) if copy else empty_aligned(shape, x.dtype)
+    layer.forward(x4, _args.as_2d_view(out, layout, "out"), layout2, None, copy)
     return out
 
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from . import _args
 from ._core import Device, _ConvTransposeLayer
+from .memory import empty_aligned
 
 
 class _ConvTransposeNd:
@@ -101,11 +102,12 @@ class _ConvTransposeNd:
             self._bias.flags.writeable = False
 
     def __call__(
-        self, x: np.ndarray, out: np.ndarray | None = None, output_size=None
+        self, x: np.ndarray, out: np.ndarray | None = None, output_size=None, *, copy: bool = True
     ) -> np.ndarray:
         """Runs the layer; ``out`` is written in place and returned when given.
 
         ``output_size`` picks the output's spatial size, as in PyTorch (trailing dims are used).
+        ``copy=False`` forbids staging copies (see ``convt.conv_transpose2d``).
         """
         size = None
         if output_size is not None:
@@ -124,8 +126,8 @@ class _ConvTransposeNd:
                     if self.layout == "NCL"
                     else (shape[0], shape[2], shape[3])
                 )
-            out = np.empty(shape, dtype=x.dtype)
-        self._layer.forward(x4, self._view(out, "out"), self._layout4, size)
+            out = np.empty(shape, dtype=x.dtype) if copy else empty_aligned(shape, x.dtype)
+        self._layer.forward(x4, self._view(out, "out"), self._layout4, size, copy)
         return out
 
     def __repr__(self) -> str:

@@ -18,6 +18,7 @@ from ._core import (
     PaddingMethod,
     QuantizationType,
 )
+from .memory import empty_aligned
 from .serialization import Serializable
 
 DataSource = _core.DataSource
@@ -30,9 +31,11 @@ class Image:
 
     ``layout`` "NCHW" means the array's axes are (images, channels, height, width); "NHWC" means
     (images, height, width, channels). Any strides are accepted; float32 or float16.
+    ``copy=False`` forbids a device from staging (copying) the array: Metal then needs it
+    page-aligned (``convt.empty_aligned``) and raises ValueError otherwise.
     """
 
-    def __init__(self, array: np.ndarray, layout: str = "NCHW") -> None:
+    def __init__(self, array: np.ndarray, layout: str = "NCHW", *, copy: bool = True) -> None:
         if not isinstance(array, np.ndarray):
             raise TypeError(f"array must be a numpy.ndarray, got {type(array).__name__}")
         if layout not in _LAYOUT_AXES:
@@ -43,6 +46,7 @@ class Image:
             raise TypeError(f"array dtype must be float32 or float16, got {array.dtype}")
         self.array = array
         self.layout = layout
+        self.copy = bool(copy)
 
     @classmethod
     def empty(
@@ -53,13 +57,17 @@ class Image:
         width: int,
         dtype: np.dtype = np.float32,
         layout: str = "NCHW",
+        *,
+        copy: bool = True,
     ) -> Image:
-        """An uninitialised image of the given size (pixels) and dtype."""
+        """An uninitialised image of the given size (pixels) and dtype; page-aligned when
+        ``copy=False``."""
         nchw = (number_of_images, feature_channels, height, width)
         if layout not in _LAYOUT_AXES:
             raise ValueError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
         shape = tuple(nchw[i] for i in np.argsort(_LAYOUT_AXES[layout]))
-        return cls(np.empty(shape, dtype=dtype), layout)
+        array = np.empty(shape, dtype=dtype) if copy else empty_aligned(shape, dtype)
+        return cls(array, layout, copy=copy)
 
     def _dim(self, which: int) -> int:
         return int(self.array.shape[_LAYOUT_AXES[self.layout][which]])
@@ -272,6 +280,7 @@ class ConvolutionTranspose(Serializable, _core._ConvolutionTranspose):
                 d.width,
                 source_image.dtype,
                 source_image.layout,
+                copy=source_image.copy,
             )
         else:
             _check_image("destination_image", destination_image)
@@ -290,6 +299,7 @@ class ConvolutionTranspose(Serializable, _core._ConvolutionTranspose):
             source_image.layout,
             destination_image.array,
             destination_image.layout,
+            source_image.copy and destination_image.copy,
         )
         return (destination_image, state) if destination_state else destination_image
 

@@ -18,6 +18,9 @@ struct TensorView {
     int64_t n = 0, c = 0, h = 0, w = 0;
     int64_t stride_n = 0, stride_c = 0, stride_h = 0, stride_w = 0;
     bool writable = true;
+    /// Set when the caller forbids staging copies (Python's copy=False): a device that cannot
+    /// use this memory in place (Metal needs page-aligned memory) raises instead of copying.
+    bool require_zero_copy = false;
 
     int64_t numel() const { return n * c * h * w; }
     /// [first, last) byte addresses the view can touch; empty views give first == last.

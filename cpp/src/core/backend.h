@@ -43,6 +43,8 @@ class Backend {
     virtual std::string name() const = 0;
     /// Float64 images and weights (PyTorch-convention API only): CPU yes, GPUs no.
     virtual bool supports_float64() const { return false; }
+    /// Whether the view's memory can be used without a staging copy.
+    virtual bool uses_in_place(const TensorView&) const { return true; }
     virtual std::unique_ptr<DeviceWeights> upload(const PreparedWeights& weights) = 0;
     /// One forward dispatch. `params` hold the geometry and element strides; the views give the
     /// memory (base pointer and extent) they index from.
@@ -68,5 +70,9 @@ struct LayerWeights {
 };
 
 std::shared_ptr<Backend> make_cpu_backend();
+
+/// Throws std::invalid_argument when `view` forbids copies (copy=False) and `backend` would
+/// have to stage it.
+void check_zero_copy(const Backend& backend, const TensorView& view, const char* name);
 
 }  // namespace convt::detail

@@ -97,6 +97,8 @@ void ConvolutionTranspose::encode(CommandBuffer& command_buffer, const TensorVie
     require_image_types(source, destination);
     const ConvtParams params =
         detail::make_params(layer_weights()->host, placement(), source, destination);
+    detail::check_zero_copy(*device().backend(), source, "source_image");
+    detail::check_zero_copy(*device().backend(), destination, "destination_image");
     command_buffer.add([backend = device().backend(), weights = layer_weights(), params,
                         src = source, dst = destination] {
         std::shared_lock lock(weights->mutex);

@@ -5,7 +5,7 @@
 
 #include "backend.h"
 #include "check.h"
-#if CONVT_HAS_MSLSIM
+#if CONVT_HAS_MSLSIM || CONVT_HAS_METAL
 #include "../metal/metal_backend.h"
 #endif
 
@@ -17,6 +17,9 @@ namespace {
 const std::vector<std::string>& built_kinds() {
     static const std::vector<std::string> kinds{
         "cpu",
+#if CONVT_HAS_METAL
+        "metal",
+#endif
 #if CONVT_HAS_MSLSIM
         "metal-sim",
 #endif
@@ -29,6 +32,12 @@ std::shared_ptr<detail::Backend> backend_for(const std::string& kind) {
         static std::shared_ptr<detail::Backend> cpu = detail::make_cpu_backend();
         return cpu;
     }
+#if CONVT_HAS_METAL
+    if (kind == "metal") {
+        static std::shared_ptr<detail::Backend> metal = detail::make_metal_backend("metal");
+        return metal;
+    }
+#endif
 #if CONVT_HAS_MSLSIM
     if (kind == "metal-sim") {
         static std::shared_ptr<detail::Backend> sim = detail::make_metal_backend("metal-sim");
@@ -49,7 +58,13 @@ std::string Device::name() const { return backend_->name(); }
 
 std::vector<Device> devices() {
     std::vector<Device> out;
-    for (const auto& kind : built_kinds()) out.emplace_back(kind);
+    for (const auto& kind : built_kinds()) {
+        try {
+            out.emplace_back(kind);
+        } catch (const std::runtime_error&) {
+            // Built in but not usable here (a Mac without a Metal device): not listed.
+        }
+    }
     return out;
 }
 

@@ -138,6 +138,8 @@ void ConvTransposeLayer::forward(const TensorView& input, const TensorView& outp
                                            ")"));
     const ConvtParams params = detail::make_params(
         weights_->host, placement(options_, kernel_h_, kernel_w_), input, output, {"x", "out"});
+    detail::check_zero_copy(*device_.backend(), input, "x");
+    detail::check_zero_copy(*device_.backend(), output, "out");
     device_.backend()->forward(params, *weights_->device, input, output);
 }
 

@@ -6,6 +6,14 @@
 
 namespace convt::detail {
 
+void check_zero_copy(const Backend& backend, const TensorView& view, const char* name) {
+    if (view.require_zero_copy && !backend.uses_in_place(view))
+        throw std::invalid_argument(
+            concat(name, " memory must be page-aligned to be used in place by the ", backend.kind(),
+                   " device, and copy=False forbids staging (copying) it; allocate it with "
+                   "convt.empty_aligned()"));
+}
+
 void check_image_view(const char* name, const TensorView& view) {
     if (view.type != DataType::Float32 && view.type != DataType::Float16 &&
         view.type != DataType::Float64)

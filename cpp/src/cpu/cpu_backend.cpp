@@ -358,8 +358,8 @@ class CpuBackend : public detail::Backend {
         });
     }
 
-    void backward_weights(const ConvtParams& p, const TensorView& x_view,
-                          const TensorView& dy_view, const GradientOutput& out) override {
+    void backward_weights(const ConvtParams& p, const TensorView& x_view, const TensorView& dy_view,
+                          const GradientOutput& out) override {
         const void* x = x_view.data;
         const void* dy = dy_view.data;
         auto& pool = ThreadPool::instance();

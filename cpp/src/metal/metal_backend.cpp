@@ -52,13 +52,18 @@ struct MetalWeights : DeviceWeights {
     Ref<MTL::Buffer> weights, bias, slopes;
 };
 
+size_t page_size() {
+    static const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    return page;
+}
+
 // Caller memory as a buffer: wrapped in place when its first byte is page-aligned, otherwise
 // copied into a staging buffer (and copied back after the work if it is written).
 class Binding {
  public:
     Binding(MTL::Device* device, const void* first, size_t bytes, bool written)
         : host_(const_cast<void*>(first)), bytes_(bytes), written_(written) {
-        static const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+        const size_t page = page_size();
         const size_t length = bytes ? bytes : 1;
         if (bytes && reinterpret_cast<uintptr_t>(first) % page == 0) {
             buffer_.reset(device->newBuffer(first, (length + page - 1) / page * page,
@@ -75,6 +80,10 @@ class Binding {
     static Binding of(MTL::Device* device, const TensorView& v, bool written, int64_t* offset) {
         const char *first, *last;
         v.byte_extent(&first, &last);
+        if (v.require_zero_copy && v.numel() &&
+            reinterpret_cast<uintptr_t>(first) % page_size() != 0)
+            throw std::invalid_argument(  // the core checks first; this keeps the promise
+                "an array's memory is not page-aligned, and copy=False forbids staging it");
         *offset = v.numel() ? (static_cast<const char*>(v.data) - first) /
                                   static_cast<int64_t>(element_size(v.type))
                             : 0;
@@ -127,6 +136,11 @@ class MetalBackend : public Backend {
     }
 
     std::string kind() const override { return kind_; }
+    bool uses_in_place(const TensorView& v) const override {
+        const char *first, *last;
+        v.byte_extent(&first, &last);
+        return v.numel() == 0 || reinterpret_cast<uintptr_t>(first) % page_size() == 0;
+    }
     std::string name() const override { return kind_ + " (" + name_ + ")"; }
 
     std::unique_ptr<DeviceWeights> upload(const PreparedWeights& pw) override {
