@@ -43,8 +43,12 @@ class CommandBuffer {
     uint64_t id() const { return id_; }
     /// Runs after the buffer's work, whether it succeeded or failed.
     void add_completed_handler(std::function<void()> handler);
-    /// Records work; encoders call this after validating their arguments.
+    /// Records device work (dispatches); encoders call this after validating their arguments.
+    /// A device may batch consecutive device work into one submission.
     void add(std::function<void()> work);
+    /// Records host work (weight exports and reloads, optimiser steps): device work recorded
+    /// before it has finished when it runs.
+    void add_host(std::function<void()> work);
     void commit();
     /// Throws std::runtime_error carrying the device's message if the work failed.
     void wait_until_completed();
@@ -54,7 +58,12 @@ class CommandBuffer {
  private:
     Device device_;
     uint64_t id_;
-    std::vector<std::function<void()>> work_, completed_handlers_;
+    struct Work {
+        std::function<void()> run;
+        bool host;
+    };
+    std::vector<Work> work_;
+    std::vector<std::function<void()>> completed_handlers_;
     Status status_ = Status::NotEnqueued;
     std::string error_;
 };

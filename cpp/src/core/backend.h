@@ -45,6 +45,13 @@ class Backend {
     virtual bool supports_float64() const { return false; }
     /// Whether the view's memory can be used without a staging copy.
     virtual bool uses_in_place(const TensorView&) const { return true; }
+    /// A command buffer's device work between begin_batch() and flush() may be submitted as
+    /// one batch on this thread; flush() runs it, waits, and throws on failure. Without an open
+    /// batch every call runs at once.
+    virtual void begin_batch() {}
+    virtual void flush() {}
+    /// Closes the batch (after the last flush, or dropping what a failure left unsubmitted).
+    virtual void end_batch() {}
     virtual std::unique_ptr<DeviceWeights> upload(const PreparedWeights& weights) = 0;
     /// One forward dispatch. `params` hold the geometry and element strides; the views give the
     /// memory (base pointer and extent) they index from.

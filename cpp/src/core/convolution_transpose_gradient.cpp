@@ -143,8 +143,8 @@ void OptimizerSGD::encode(CommandBuffer& command_buffer,
         "weights_state.weights size", weights->weights().size(),
         concat("the gradient's size (", gradient_state->gradient_for_weights().size(), ")")
             .c_str());
-    command_buffer.add([g = gradient_state, w = weights, velocity = velocity_, lr = learning_rate,
-                        mu = momentum, decay = weight_decay] {
+    command_buffer.add_host([g = gradient_state, w = weights, velocity = velocity_,
+                             lr = learning_rate, mu = momentum, decay = weight_decay] {
         auto& ws = w->weights();
         auto& bs = w->biases();
         const auto& gw = g->gradient_for_weights();

@@ -84,17 +84,32 @@ void CommandBuffer::add_completed_handler(std::function<void()> handler) {
 void CommandBuffer::add(std::function<void()> work) {
     if (status_ != Status::NotEnqueued)
         throw std::invalid_argument("command_buffer must not be committed yet to encode into it");
-    work_.push_back(std::move(work));
+    work_.push_back({std::move(work), false});
+}
+
+void CommandBuffer::add_host(std::function<void()> work) {
+    if (status_ != Status::NotEnqueued)
+        throw std::invalid_argument("command_buffer must not be committed yet to encode into it");
+    work_.push_back({std::move(work), true});
 }
 
 void CommandBuffer::commit() {
     if (status_ != Status::NotEnqueued)
         throw std::invalid_argument("command_buffer must be committed only once");
     status_ = Status::Committed;
+    detail::Backend& backend = *device_.backend();
     try {
-        for (auto& work : work_) work();
+        // Device work between host work goes to the device as one batch.
+        backend.begin_batch();
+        for (auto& work : work_) {
+            if (work.host) backend.flush();
+            work.run();
+        }
+        backend.flush();
+        backend.end_batch();
         status_ = Status::Completed;
     } catch (const std::exception& e) {
+        backend.end_batch();
         status_ = Status::Error;
         error_ = detail::concat("[", device_.kind(), "] ", e.what());
     }

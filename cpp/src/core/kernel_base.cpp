@@ -36,7 +36,7 @@ std::shared_ptr<WeightsAndBiasesState> ConvolutionWeightsKernel::export_weights_
         std::vector<float>(static_cast<size_t>(desc_.weight_count()), 0.f),
         std::vector<float>(static_cast<size_t>(desc_.output_feature_channels), 0.f),
         result_state_can_be_temporary ? StateLifetime::temporary(command_buffer) : StateLifetime());
-    command_buffer.add([weights = weights_, state] {
+    command_buffer.add_host([weights = weights_, state] {
         std::shared_lock lock(weights->mutex);
         auto& w = state->weights();
         auto& b = state->biases();
@@ -59,7 +59,7 @@ void ConvolutionWeightsKernel::reload_weights_and_biases(
                     state->biases().size(),
                     detail::concat("0 or output_feature_channels = ", O).c_str());
     weights_from_data_source_ = false;
-    command_buffer.add([weights = weights_, state, backend = device_.backend()] {
+    command_buffer.add_host([weights = weights_, state, backend = device_.backend()] {
         detail::PreparedWeights next;
         {
             std::shared_lock lock(weights->mutex);

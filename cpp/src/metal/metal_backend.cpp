@@ -62,7 +62,7 @@ size_t page_size() {
 class Binding {
  public:
     Binding(MTL::Device* device, const void* first, size_t bytes, bool written)
-        : host_(const_cast<void*>(first)), bytes_(bytes), written_(written) {
+        : host_(static_cast<char*>(const_cast<void*>(first))), bytes_(bytes), written_(written) {
         const size_t page = page_size();
         const size_t length = bytes ? bytes : 1;
         if (bytes && reinterpret_cast<uintptr_t>(first) % page == 0) {
@@ -77,30 +77,33 @@ class Binding {
             throw std::runtime_error("[metal] could not create a buffer of " +
                                      std::to_string(length) + " bytes");
     }
-    static Binding of(MTL::Device* device, const TensorView& v, bool written, int64_t* offset) {
-        const char *first, *last;
-        v.byte_extent(&first, &last);
-        if (v.require_zero_copy && v.numel() &&
-            reinterpret_cast<uintptr_t>(first) % page_size() != 0)
-            throw std::invalid_argument(  // the core checks first; this keeps the promise
-                "an array's memory is not page-aligned, and copy=False forbids staging it");
-        *offset = v.numel() ? (static_cast<const char*>(v.data) - first) /
-                                  static_cast<int64_t>(element_size(v.type))
-                            : 0;
-        return Binding(device, first, static_cast<size_t>(last - first), written);
-    }
     /// After the work completed: staged results go back to the caller's memory.
     void finish() {
         if (staged_ && written_ && bytes_) std::memcpy(host_, buffer_->contents(), bytes_);
     }
     MTL::Buffer* get() const { return buffer_.get(); }
     bool staged() const { return staged_; }
+    bool same_region(const char* first, size_t bytes) const {
+        return first == host_ && bytes == bytes_;
+    }
+    bool overlaps(const char* first, size_t bytes) const {
+        return bytes && bytes_ && first < host_ + bytes_ && host_ < first + bytes;
+    }
+    void mark_written() { written_ = true; }
 
  private:
     Ref<MTL::Buffer> buffer_;
-    void* host_;
+    char* host_;
     size_t bytes_;
     bool written_, staged_ = false;
+};
+
+// Device work of one convt command buffer: one MTL command buffer, and the bindings its
+// dispatches use (alive until it completes; a staged one is shared by every dispatch that binds
+// the same memory, so results flow from one dispatch to the next).
+struct Batch {
+    Ref<MTL::CommandBuffer> command_buffer;
+    std::vector<std::unique_ptr<Binding>> bindings;
 };
 
 const char* suffix(int32_t type) {
@@ -160,6 +163,22 @@ class MetalBackend : public Backend {
         return w;
     }
 
+    void begin_batch() override { batches()[this] = std::make_unique<Batch>(); }
+
+    void flush() override {
+        Batch* batch = current_batch();
+        if (!batch || !batch->command_buffer) return;
+        Ref<MTL::CommandBuffer> cb = std::move(batch->command_buffer);
+        std::vector<std::unique_ptr<Binding>> bindings = std::move(batch->bindings);
+        batch->bindings.clear();
+        cb->commit();
+        cb->waitUntilCompleted();
+        check(cb.get(), "command buffer");
+        for (auto& b : bindings) b->finish();
+    }
+
+    void end_batch() override { batches().erase(this); }
+
     void forward(const ConvtParams& params, const DeviceWeights& weights, const TensorView& src,
                  const TensorView& dst) override {
         if (params.num_images == 0 || params.clip_w == 0 || params.clip_h == 0) return;
@@ -167,21 +186,17 @@ class MetalBackend : public Backend {
         const int64_t sx = params.stride_x, sy = params.stride_y;
         const int64_t blocks = (params.out_per_group + kChannelBlock - 1) / kChannelBlock;
         Pool pool;
+        Call call(*this);
         ConvtParams p = params;
-        int64_t src_offset = 0, dst_offset = 0;
-        Binding s = Binding::of(device_.get(), src, false, &src_offset);
-        Binding d = Binding::of(device_.get(), dst, true, &dst_offset);
-        p.src_base += src_offset;
-        p.dst_base += dst_offset;
-        const std::string name =
-            std::string("convt_forward_") + suffix(p.src_type) + "_" + suffix(p.dst_type);
-        run(name, constants(p, false),
-            {s.get(), d.get(), w.weights.get(), w.bias.get(), w.slopes.get()}, p,
+        MTL::Buffer* s = call.bind(src, false, &p.src_base);
+        MTL::Buffer* d = call.bind(dst, true, &p.dst_base);
+        run(std::string("convt_forward_") + suffix(p.src_type) + "_" + suffix(p.dst_type),
+            constants(p, false), {s, d, w.weights.get(), w.bias.get(), w.slopes.get()}, p,
             MTL::Size(
                 ceil_div(ceil_div(p.clip_w, sx), kTile), ceil_div(ceil_div(p.clip_h, sy), kTile),
                 static_cast<NS::UInteger>(int64_t(p.num_images) * p.groups * blocks * sx * sy)),
             MTL::Size(kTile, kTile, 1));
-        d.finish();
+        call.done();
     }
 
     void backward_data(const ConvtParams& params, const DeviceWeights& weights,
@@ -190,19 +205,16 @@ class MetalBackend : public Backend {
         const auto& w = static_cast<const MetalWeights&>(weights);
         const int64_t blocks = (params.in_per_group + kChannelBlock - 1) / kChannelBlock;
         Pool pool;
+        Call call(*this);
         ConvtParams p = params;
-        int64_t dy_offset = 0, dx_offset = 0;
-        Binding y = Binding::of(device_.get(), dy, false, &dy_offset);
-        Binding x = Binding::of(device_.get(), dx, true, &dx_offset);
-        p.dst_base += dy_offset;
-        p.src_base += dx_offset;
-        const std::string name =
-            std::string("convt_backward_data_") + suffix(p.dst_type) + "_" + suffix(p.src_type);
-        run(name, constants(p, false), {y.get(), x.get(), w.weights.get()}, p,
+        MTL::Buffer* y = call.bind(dy, false, &p.dst_base);
+        MTL::Buffer* x = call.bind(dx, true, &p.src_base);
+        run(std::string("convt_backward_data_") + suffix(p.dst_type) + "_" + suffix(p.src_type),
+            constants(p, false), {y, x, w.weights.get()}, p,
             MTL::Size(ceil_div(p.src_w, kTile), ceil_div(p.src_h, kTile),
                       static_cast<NS::UInteger>(int64_t(p.num_images) * p.groups * blocks)),
             MTL::Size(kTile, kTile, 1));
-        x.finish();
+        call.done();
     }
 
     void backward_weights(const ConvtParams& params, const TensorView& x, const TensorView& dy,
@@ -210,30 +222,27 @@ class MetalBackend : public Backend {
         if (out.type != DataType::Float32)
             throw TypeError("the Metal backend writes float32 weight gradients");
         Pool pool;
+        Call call(*this);
         ConvtParams p = params;
-        int64_t x_offset = 0, dy_offset = 0;
-        Binding xs = Binding::of(device_.get(), x, false, &x_offset);
-        Binding ys = Binding::of(device_.get(), dy, false, &dy_offset);
-        p.src_base += x_offset;
-        p.dst_base += dy_offset;
+        MTL::Buffer* xs = call.bind(x, false, &p.src_base);
+        MTL::Buffer* ys = call.bind(dy, false, &p.dst_base);
         const int64_t count = int64_t(p.out_channels) * p.kernel_h * p.kernel_w * p.in_per_group;
         if (out.weights) {
-            Binding dw(device_.get(), out.weights, static_cast<size_t>(count) * sizeof(float),
-                       true);
+            MTL::Buffer* dw =
+                call.bind_raw(out.weights, static_cast<size_t>(count) * sizeof(float));
             run(std::string("convt_backward_weights_") + suffix(p.src_type) + "_" +
                     suffix(p.dst_type),
-                constants(p, out.accumulate), {xs.get(), ys.get(), dw.get()}, p,
+                constants(p, out.accumulate), {xs, ys, dw}, p,
                 MTL::Size(static_cast<NS::UInteger>(count), 1, 1), MTL::Size(kSimd, 1, 1));
-            dw.finish();
         }
         if (out.bias) {
-            Binding db(device_.get(), out.bias, static_cast<size_t>(p.out_channels) * sizeof(float),
-                       true);
+            MTL::Buffer* db =
+                call.bind_raw(out.bias, static_cast<size_t>(p.out_channels) * sizeof(float));
             run(std::string("convt_backward_bias_") + suffix(p.dst_type),
-                constants(p, out.accumulate), {ys.get(), db.get()}, p,
+                constants(p, out.accumulate), {ys, db}, p,
                 MTL::Size(static_cast<NS::UInteger>(p.out_channels), 1, 1), MTL::Size(kSimd, 1, 1));
-            db.finish();
         }
+        call.done();
     }
 
  private:
@@ -266,13 +275,84 @@ class MetalBackend : public Backend {
         return pso;
     }
 
-    // One dispatch: encode, commit, wait, and check the command buffer's status.
+    using Batches = std::unordered_map<const MetalBackend*, std::unique_ptr<Batch>>;
+    // Open batches, per thread: a command buffer commits on the thread that called commit().
+    static Batches& batches() {
+        thread_local Batches open;
+        return open;
+    }
+    Batch* current_batch() {
+        auto it = batches().find(this);
+        return it == batches().end() ? nullptr : it->second.get();
+    }
+
+    // The bindings of one call: kept by the open batch, or finished when the call returns.
+    class Call {
+     public:
+        explicit Call(MetalBackend& backend) : backend_(backend), batch_(backend.current_batch()) {}
+        /// Binds a view; adds the element offset of its origin to `base`.
+        MTL::Buffer* bind(const TensorView& v, bool written, int64_t* base) {
+            const char *first, *last;
+            v.byte_extent(&first, &last);
+            if (v.numel())
+                *base += (static_cast<const char*>(v.data) - first) /
+                         static_cast<int64_t>(element_size(v.type));
+            return region(first, static_cast<size_t>(last - first), written);
+        }
+        MTL::Buffer* bind_raw(void* data, size_t bytes) {
+            return region(static_cast<const char*>(data), bytes, true);
+        }
+        void done() {
+            if (!batch_)
+                for (auto& b : own_) b->finish();
+        }
+
+     private:
+        MTL::Buffer* region(const char* first, size_t bytes, bool written) {
+            if (batch_) {
+                for (auto& b : batch_->bindings)
+                    if (b->same_region(first, bytes)) {
+                        if (written) b->mark_written();
+                        return b->get();
+                    }
+                // Memory staged by earlier work of the batch must land before it is bound anew.
+                for (auto& b : batch_->bindings)
+                    if (b->overlaps(first, bytes) && b->staged()) {
+                        backend_.flush();
+                        break;
+                    }
+            }
+            auto& list = batch_ ? batch_->bindings : own_;
+            list.push_back(
+                std::make_unique<Binding>(backend_.device_.get(), first, bytes, written));
+            return list.back()->get();
+        }
+
+        MetalBackend& backend_;
+        Batch* batch_;
+        std::vector<std::unique_ptr<Binding>> own_;
+    };
+
+    void check(MTL::CommandBuffer* cb, const std::string& what) {
+        if (cb->status() != MTL::CommandBufferStatusCompleted)
+            throw std::runtime_error("[metal] " + what + ": " + describe(cb->error()));
+    }
+
+    // One dispatch: into the open batch's command buffer, or committed and checked at once.
     void run(const std::string& name, const std::vector<int>& fc,
              std::initializer_list<MTL::Buffer*> buffers, const ConvtParams& p, MTL::Size groups,
              MTL::Size threads) {
         if (groups.width == 0 || groups.height == 0 || groups.depth == 0) return;
         MTL::ComputePipelineState* pso = pipeline(name, fc);
-        MTL::CommandBuffer* cb = queue_->commandBuffer();
+        Batch* batch = current_batch();
+        MTL::CommandBuffer* cb = nullptr;
+        if (batch) {
+            if (!batch->command_buffer)
+                batch->command_buffer.reset(queue_->commandBuffer()->retain());
+            cb = batch->command_buffer.get();
+        } else {
+            cb = queue_->commandBuffer();
+        }
         MTL::ComputeCommandEncoder* encoder = cb->computeCommandEncoder();
         encoder->setComputePipelineState(pso);
         NS::UInteger index = 0;
@@ -280,10 +360,10 @@ class MetalBackend : public Backend {
         encoder->setBytes(&p, sizeof(p), index);
         encoder->dispatchThreadgroups(groups, threads);
         encoder->endEncoding();
+        if (batch) return;
         cb->commit();
         cb->waitUntilCompleted();
-        if (cb->status() != MTL::CommandBufferStatusCompleted)
-            throw std::runtime_error("[metal] " + name + ": " + describe(cb->error()));
+        check(cb, name);
     }
 
     Ref<MTL::Buffer> copy_to_device(const std::vector<float>& v) {
