@@ -1,7 +1,7 @@
 # The Metal backend on macOS: metal-cpp (fetched at a pinned version and hash, or taken from
 # CONVT_METAL_CPP_DIR), the kernels embedded as source (compiled at first use, so the Command
-# Line Tools alone suffice) and, when `xcrun metal` exists, also compiled ahead of time to check
-# them with Apple's compiler.
+# Line Tools alone suffice) and, when `xcrun metal` exists, compiled ahead of time into
+# convt.metallib, installed beside the Python module and preferred at run time.
 set(CONVT_METAL_CPP_DIR "" CACHE PATH "metal-cpp headers (Foundation/, Metal/); fetched when empty")
 
 if(NOT CONVT_METAL_CPP_DIR)
@@ -48,4 +48,10 @@ if(_metal_compiler)
     COMMAND ${CONVT_XCRUN} -sdk macosx metallib ${_air_files} -o ${CMAKE_CURRENT_BINARY_DIR}/convt.metallib
     DEPENDS ${_air_files})
   add_custom_target(convt_metallib ALL DEPENDS ${CMAKE_CURRENT_BINARY_DIR}/convt.metallib)
+  # Loaded from next to the binary holding the backend (the Python module); a binary without it
+  # beside it compiles the embedded source instead.
+  target_compile_definitions(convt PRIVATE CONVT_HAS_METALLIB=1)
+  if(SKBUILD)
+    install(FILES ${CMAKE_CURRENT_BINARY_DIR}/convt.metallib DESTINATION convt)
+  endif()
 endif()

@@ -96,8 +96,9 @@ else
     [ "${#files[@]}" -gt 0 ] || fail "no cpp/src/metal/*.cpp to check"
 fi
 
+# CONVT_HAS_METALLIB: also check the macOS-only path that loads a prebuilt convt.metallib.
 flags=(-std=c++17 -fsyntax-only -fblocks -I"$STUBS" -I"$METAL_CPP" -I cpp/include -I metal
-       -iquote cpp/src/metal)
+       -iquote cpp/src/metal -DCONVT_HAS_METALLIB=1)
 # metal-cpp's NS::Object::sendMessage knows x86 and __arm64__ (Apple's spelling) only; on an
 # aarch64 Linux host, say __arm64__ as Apple's compiler would for the real target.
 if "$CLANGXX" -dM -E -x c++ /dev/null | grep -q '^#define __aarch64__ ' &&

@@ -4,6 +4,9 @@
 #include "metal_backend.h"
 
 #include <unistd.h>
+#if CONVT_HAS_METALLIB
+#include <dlfcn.h>
+#endif
 
 #include <Foundation/Foundation.hpp>
 #include <Metal/Metal.hpp>
@@ -51,6 +54,20 @@ std::string describe(NS::Error* error) {
 struct MetalWeights : DeviceWeights {
     Ref<MTL::Buffer> weights, bias, slopes;
 };
+
+// convt.metallib next to the binary that holds this code (the Python extension module), if
+// the build made one; empty otherwise.
+std::string prebuilt_library_path() {
+#if CONVT_HAS_METALLIB
+    Dl_info info;
+    if (dladdr(reinterpret_cast<void*>(&prebuilt_library_path), &info) && info.dli_fname) {
+        std::string path = info.dli_fname;
+        path = path.substr(0, path.find_last_of('/') + 1) + "convt.metallib";
+        if (access(path.c_str(), R_OK) == 0) return path;
+    }
+#endif
+    return {};
+}
 
 size_t page_size() {
     static const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
@@ -128,9 +145,15 @@ class MetalBackend : public Backend {
         if (!device_) throw std::runtime_error("[metal] no Metal device is available");
         queue_.reset(device_->newCommandQueue());
         NS::Error* error = nullptr;
-        library_.reset(device_->newLibrary(
-            NS::String::string(convt_kernel_source, NS::UTF8StringEncoding), nullptr, &error));
-        if (!library_) throw std::runtime_error("[metal] kernel library: " + describe(error));
+        const std::string metallib = prebuilt_library_path();
+        if (!metallib.empty())  // built ahead of time by Apple's compiler
+            library_.reset(device_->newLibrary(
+                NS::String::string(metallib.c_str(), NS::UTF8StringEncoding), &error));
+        else  // compiled from the embedded source at first use
+            library_.reset(device_->newLibrary(
+                NS::String::string(convt_kernel_source, NS::UTF8StringEncoding), nullptr, &error));
+        if (!library_)
+            throw std::runtime_error("[metal] kernel library " + metallib + ": " + describe(error));
         name_ = device_->name()->utf8String();
     }
 

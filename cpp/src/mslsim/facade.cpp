@@ -145,6 +145,14 @@ Library* Device::newLibrary(const NS::String* source, const CompileOptions*, NS:
     return new Library(source->utf8String());
 }
 
+Library* Device::newLibrary(const NS::String* filepath, NS::Error** error) {
+    if (error)
+        *error = (new NS::Error(std::string("the simulation loads no .metallib (") +
+                                (filepath ? filepath->utf8String() : "") + ")"))
+                     ->autorelease();
+    return nullptr;
+}
+
 ComputePipelineState* Device::newComputePipelineState(const Function* function, NS::Error** error) {
     if (!function) {
         if (error) *error = (new NS::Error("no function"))->autorelease();

@@ -30,59 +30,60 @@ struct Size {
 };
 
 class Buffer : public NS::Referencing<Buffer> {
-   public:
+ public:
     Buffer(void* pointer, UInteger length, bool owned);
     ~Buffer() override;
     void* contents() const { return data_; }
     UInteger length() const { return length_; }
 
-   private:
+ private:
     void* data_;
     UInteger length_;
     bool owned_;
 };
 
 class FunctionConstantValues : public NS::Referencing<FunctionConstantValues> {
-   public:
+ public:
     static FunctionConstantValues* alloc();
     FunctionConstantValues* init() { return this; }
     void setConstantValue(const void* value, DataType type, UInteger index);
     const std::map<UInteger, long>& values() const { return values_; }
 
-   private:
+ private:
     std::map<UInteger, long> values_;
 };
 
 class Function : public NS::Referencing<Function> {
-   public:
+ public:
     Function(std::string name, std::map<UInteger, long> constants)
         : name_(std::move(name)), constants_(std::move(constants)) {}
     const std::string& name() const { return name_; }
     const std::map<UInteger, long>& constants() const { return constants_; }
 
-   private:
+ private:
     std::string name_;
     std::map<UInteger, long> constants_;
 };
 
 class Library : public NS::Referencing<Library> {
-   public:
+ public:
     explicit Library(std::string source) : source_(std::move(source)) {}
     Function* newFunction(const NS::String* name, const FunctionConstantValues* constants,
                           NS::Error** error);
 
-   private:
+ private:
     std::string source_;
 };
 
 class ComputePipelineState : public NS::Referencing<ComputePipelineState> {
-   public:
-    explicit ComputePipelineState(const Function* f) : name_(f->name()), constants_(f->constants()) {}
+ public:
+    explicit ComputePipelineState(const Function* f)
+        : name_(f->name()), constants_(f->constants()) {}
     UInteger maxTotalThreadsPerThreadgroup() const { return 1024; }
     const std::string& name() const { return name_; }
     const std::map<UInteger, long>& constants() const { return constants_; }
 
-   private:
+ private:
     std::string name_;
     std::map<UInteger, long> constants_;
 };
@@ -90,14 +91,14 @@ class ComputePipelineState : public NS::Referencing<ComputePipelineState> {
 class CompileOptions;
 
 class ComputeCommandEncoder : public NS::Referencing<ComputeCommandEncoder> {
-   public:
+ public:
     void setComputePipelineState(const ComputePipelineState* state) { state_ = state; }
     void setBuffer(const Buffer* buffer, UInteger offset, UInteger index);
     void setBytes(const void* bytes, UInteger length, UInteger index);
     void dispatchThreadgroups(Size threadgroupsPerGrid, Size threadsPerThreadgroup);
     void endEncoding() {}
 
-   private:
+ private:
     friend class CommandBuffer;
     struct Work {
         const ComputePipelineState* state;
@@ -111,7 +112,7 @@ class ComputeCommandEncoder : public NS::Referencing<ComputeCommandEncoder> {
 };
 
 class CommandBuffer : public NS::Referencing<CommandBuffer> {
-   public:
+ public:
     ~CommandBuffer() override;
     ComputeCommandEncoder* computeCommandEncoder();
     void commit();
@@ -119,22 +120,24 @@ class CommandBuffer : public NS::Referencing<CommandBuffer> {
     CommandBufferStatus status() const { return status_; }
     NS::Error* error() const { return error_; }
 
-   private:
+ private:
     std::vector<ComputeCommandEncoder*> encoders_;
     CommandBufferStatus status_ = CommandBufferStatusNotEnqueued;
     NS::Error* error_ = nullptr;
 };
 
 class CommandQueue : public NS::Referencing<CommandQueue> {
-   public:
+ public:
     CommandBuffer* commandBuffer();
 };
 
 class Device : public NS::Referencing<Device> {
-   public:
+ public:
     NS::String* name() const;
     CommandQueue* newCommandQueue();
     Library* newLibrary(const NS::String* source, const CompileOptions* options, NS::Error** error);
+    /// A prebuilt .metallib: the simulation has none (its kernels are compiled in).
+    Library* newLibrary(const NS::String* filepath, NS::Error** error);
     ComputePipelineState* newComputePipelineState(const Function* function, NS::Error** error);
     Buffer* newBuffer(UInteger length, ResourceOptions options);
     Buffer* newBuffer(const void* pointer, UInteger length, ResourceOptions options,
