@@ -5,6 +5,10 @@
 // do not depend on the thread count.
 #include <cstring>
 #include <mutex>
+#include <type_traits>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 #include <vector>
 
 #include "../core/backend.h"
@@ -108,20 +112,112 @@ inline T round_acc(T v) {
     return static_cast<T>(detail::round_to_half(static_cast<float>(v)));
 }
 
+// c[j][0..n) += sum_i a[j][i] * b[i][0..n) for j < rows, rows a + j * a_step, c + j * c_step,
+// b dense [k][n]. The generic form; the inner loop vectorises for the baseline instruction set.
+template <typename T>
+void gemm_generic(const T* a, int64_t a_step, const T* b, int n, T* c, int64_t c_step, int64_t rows,
+                  int k) {
+    for (int64_t j = 0; j < rows; ++j) {
+        T* __restrict cj = c + j * c_step;
+        const T* __restrict aj = a + j * a_step;
+        for (int i = 0; i < k; ++i) {
+            const T av = aj[i];
+            const T* __restrict bi = b + static_cast<int64_t>(i) * n;
+            for (int o = 0; o < n; ++o) cj[o] += av * bi[o];
+        }
+    }
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+// AVX2+FMA: 4 rows x 16 columns of c live in 8 registers while all k products accumulate.
+__attribute__((target("avx2,fma"))) void gemm_avx2(const float* a, int64_t a_step, const float* b,
+                                                   int n, float* c, int64_t c_step, int64_t rows,
+                                                   int k) {
+    int n0 = 0;
+    for (; n0 + 16 <= n; n0 += 16) {
+        int64_t j = 0;
+        for (; j + 4 <= rows; j += 4) {
+            const float* a0 = a + j * a_step;
+            float* c0 = c + j * c_step + n0;
+            __m256 acc[4][2];
+            for (int r = 0; r < 4; ++r) {
+                acc[r][0] = _mm256_loadu_ps(c0 + r * c_step);
+                acc[r][1] = _mm256_loadu_ps(c0 + r * c_step + 8);
+            }
+            for (int i = 0; i < k; ++i) {
+                const __m256 b0 = _mm256_loadu_ps(b + int64_t(i) * n + n0);
+                const __m256 b1 = _mm256_loadu_ps(b + int64_t(i) * n + n0 + 8);
+                for (int r = 0; r < 4; ++r) {
+                    const __m256 av = _mm256_broadcast_ss(a0 + r * a_step + i);
+                    acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
+                    acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
+                }
+            }
+            for (int r = 0; r < 4; ++r) {
+                _mm256_storeu_ps(c0 + r * c_step, acc[r][0]);
+                _mm256_storeu_ps(c0 + r * c_step + 8, acc[r][1]);
+            }
+        }
+        for (; j < rows; ++j) {
+            const float* aj = a + j * a_step;
+            float* cj = c + j * c_step + n0;
+            __m256 lo = _mm256_loadu_ps(cj), hi = _mm256_loadu_ps(cj + 8);
+            for (int i = 0; i < k; ++i) {
+                const __m256 av = _mm256_broadcast_ss(aj + i);
+                lo = _mm256_fmadd_ps(av, _mm256_loadu_ps(b + int64_t(i) * n + n0), lo);
+                hi = _mm256_fmadd_ps(av, _mm256_loadu_ps(b + int64_t(i) * n + n0 + 8), hi);
+            }
+            _mm256_storeu_ps(cj, lo);
+            _mm256_storeu_ps(cj + 8, hi);
+        }
+    }
+    if (n0 == n) return;
+    for (int64_t j = 0; j < rows; ++j) {  // the last n % 16 columns
+        float* cj = c + j * c_step;
+        const float* aj = a + j * a_step;
+        for (int i = 0; i < k; ++i)
+            for (int o = n0; o < n; ++o) cj[o] = std::fma(aj[i], b[int64_t(i) * n + o], cj[o]);
+    }
+}
+#endif
+
+using GemmF = void (*)(const float*, int64_t, const float*, int, float*, int64_t, int64_t, int);
+
+// Picked once, by what this CPU can do.
+GemmF gemm_f32() {
+    static const GemmF chosen = [] {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &gemm_avx2;
+#endif
+        return &gemm_generic<float>;
+    }();
+    return chosen;
+}
+
+template <typename T>
+inline void gemm_accumulate(const T* a, int64_t a_step, const T* b, int n, T* c, int64_t c_step,
+                            int64_t rows, int k) {
+    if constexpr (std::is_same_v<T, float>)
+        gemm_f32()(a, a_step, b, n, c, c_step, rows, k);
+    else
+        gemm_generic<T>(a, a_step, b, n, c, c_step, rows, k);
+}
+
 // acc[x][oc] += sum_icl in[ix][icl] * w[icl][oc] over one run of columns sharing a tap.
 template <typename T, bool kHalf>
-void accumulate_run(T* acc, int64_t acc_step, const T* in, int64_t count, const T* w, int ig,
-                    int og) {
-    for (int64_t j = 0; j < count; ++j) {
-        T* __restrict a = acc + j * acc_step;
-        const T* __restrict x = in + j * ig;
-        for (int icl = 0; icl < ig; ++icl) {
-            const T xv = x[icl];
-            const T* __restrict wr = w + static_cast<int64_t>(icl) * og;
-            if constexpr (kHalf) {
+inline void accumulate_run(T* acc, int64_t acc_step, const T* in, int64_t count, const T* w, int ig,
+                           int og) {
+    if constexpr (!kHalf) {
+        gemm_accumulate<T>(in, ig, w, og, acc, acc_step, count, ig);
+    } else {  // fp16 running sum, rounded after every multiply-add, taps in spec order
+        for (int64_t j = 0; j < count; ++j) {
+            T* __restrict a = acc + j * acc_step;
+            const T* __restrict x = in + j * ig;
+            for (int icl = 0; icl < ig; ++icl) {
+                const T xv = x[icl];
+                const T* __restrict wr = w + static_cast<int64_t>(icl) * og;
                 for (int oc = 0; oc < og; ++oc) a[oc] = round_acc(std::fma(xv, wr[oc], a[oc]));
-            } else {
-                for (int oc = 0; oc < og; ++oc) a[oc] += xv * wr[oc];
             }
         }
     }
@@ -201,15 +297,10 @@ void backward_data_row(const ConvtParams& p, const Packed<T>& w, const void* dy,
                     std::min<int64_t>(p.src_w - 1, floor_div(p.clip_w - 1 + c, p.stride_x));
                 const T* wk =
                     w.backward.data() + ((int64_t(g) * taps + ky * p.kernel_w + kx) * og) * ig;
-                for (int64_t ix = lo; ix <= hi; ++ix) {
-                    T* __restrict a = acc.data() + ix * ig;
-                    const T* __restrict d = row.data() + (ix * p.stride_x - c) * og;
-                    for (int oc = 0; oc < og; ++oc) {
-                        const T dv = d[oc];
-                        const T* __restrict wr = wk + int64_t(oc) * ig;
-                        for (int icl = 0; icl < ig; ++icl) a[icl] += dv * wr[icl];
-                    }
-                }
+                if (lo <= hi)  // dX[ix][icl] += dY[xx][oc] * W[oc][icl], xx = ix * sx - c
+                    gemm_accumulate<T>(row.data() + (lo * p.stride_x - c) * og,
+                                       int64_t(p.stride_x) * og, wk, ig, acc.data() + lo * ig, ig,
+                                       hi - lo + 1, og);
             }
         }
         for (int icl = 0; icl < ig; ++icl)
@@ -300,6 +391,30 @@ void pack(const PreparedWeights& pw, Packed<T>& out) {
         out.slopes.assign(pw.neuron.data.begin(), pw.neuron.data.end());
 }
 
+// The per-task entry points: one clone per instruction set, each with the loops inlined.
+void forward_task_f(const ConvtParams& p, const Packed<float>& w, const void* src, void* dst,
+                    int64_t t, bool half, std::vector<float>& acc, std::vector<float>& row) {
+    if (half)
+        forward_row<float, true>(p, w, src, dst, t, acc, row);
+    else
+        forward_row<float, false>(p, w, src, dst, t, acc, row);
+}
+
+void forward_task_d(const ConvtParams& p, const Packed<double>& w, const void* src, void* dst,
+                    int64_t t, std::vector<double>& acc, std::vector<double>& row) {
+    forward_row<double, false>(p, w, src, dst, t, acc, row);
+}
+
+void backward_data_task_f(const ConvtParams& p, const Packed<float>& w, const void* dy, void* dx,
+                          int64_t t, std::vector<float>& acc, std::vector<float>& row) {
+    backward_data_row<float>(p, w, dy, dx, t, acc, row);
+}
+
+void backward_data_task_d(const ConvtParams& p, const Packed<double>& w, const void* dy, void* dx,
+                          int64_t t, std::vector<double>& acc, std::vector<double>& row) {
+    backward_data_row<double>(p, w, dy, dx, t, acc, row);
+}
+
 class CpuBackend : public detail::Backend {
  public:
     std::string kind() const override { return "cpu"; }
@@ -329,13 +444,10 @@ class CpuBackend : public detail::Backend {
         ThreadPool::instance().parallel_for(tasks, [&](int64_t t) {
             if (w.is_double) {
                 thread_local std::vector<double> acc, row;
-                forward_row<double, false>(p, w.d, src, dst, t, acc, row);
+                forward_task_d(p, w.d, src, dst, t, acc, row);
             } else {
                 thread_local std::vector<float> acc, row;
-                if (p.accumulate_half)
-                    forward_row<float, true>(p, w.f, src, dst, t, acc, row);
-                else
-                    forward_row<float, false>(p, w.f, src, dst, t, acc, row);
+                forward_task_f(p, w.f, src, dst, t, p.accumulate_half != 0, acc, row);
             }
         });
     }
@@ -350,10 +462,10 @@ class CpuBackend : public detail::Backend {
         ThreadPool::instance().parallel_for(tasks, [&](int64_t t) {
             if (w.is_double) {
                 thread_local std::vector<double> acc, row;
-                backward_data_row<double>(p, w.d, dy, dx, t, acc, row);
+                backward_data_task_d(p, w.d, dy, dx, t, acc, row);
             } else {
                 thread_local std::vector<float> acc, row;
-                backward_data_row<float>(p, w.f, dy, dx, t, acc, row);
+                backward_data_task_f(p, w.f, dy, dx, t, acc, row);
             }
         });
     }
