@@ -332,8 +332,17 @@ void backward_weights_tap(const ConvtParams& p, const void* x, const void* dy,
               kx = static_cast<int>(task % p.kernel_w);
     const int ig = p.in_per_group, og = p.out_per_group;
     acc.assign(static_cast<size_t>(og) * ig, T(0));
-    xv.resize(ig);
-    dv.resize(og);
+    // dW[oc][icl] = sum over the pixels this tap reaches of dY[oc][pixel] * X[pixel][icl]: a GEMM
+    // whose depth is the pixel count, taken kBlock pixels at a time from packed copies.
+    constexpr int kBlock = 256;
+    xv.resize(static_cast<size_t>(kBlock) * ig);  // [pixel][icl]
+    dv.resize(static_cast<size_t>(kBlock) * og);  // [oc][pixel]
+    int packed = 0;
+    auto flush = [&] {
+        if (packed == 0) return;
+        gemm_accumulate<T>(dv.data(), kBlock, xv.data(), ig, acc.data(), ig, og, packed);
+        packed = 0;
+    };
     const ColumnRun r = column_run(p, kx);
     for (int64_t n = 0; n < p.num_images && r.count > 0; ++n)
         for (int64_t yy = 0; yy < p.clip_h; ++yy) {
@@ -342,17 +351,15 @@ void backward_weights_tap(const ConvtParams& p, const void* x, const void* dy,
             for (int64_t j = 0; j < r.count; ++j) {
                 const int64_t xx = r.xx0 + j * p.stride_x, ix = r.ix0 + j;
                 for (int icl = 0; icl < ig; ++icl)
-                    xv[icl] =
+                    xv[int64_t(packed) * ig + icl] =
                         load<T>(x, p.src_type, src_index(p, n, int64_t(g) * ig + icl, iy, ix));
                 for (int oc = 0; oc < og; ++oc)
-                    dv[oc] = load<T>(dy, p.dst_type, dst_index(p, n, int64_t(g) * og + oc, yy, xx));
-                for (int oc = 0; oc < og; ++oc) {
-                    T* __restrict a = acc.data() + int64_t(oc) * ig;
-                    const T d = dv[oc];
-                    for (int icl = 0; icl < ig; ++icl) a[icl] += d * xv[icl];
-                }
+                    dv[int64_t(oc) * kBlock + packed] =
+                        load<T>(dy, p.dst_type, dst_index(p, n, int64_t(g) * og + oc, yy, xx));
+                if (++packed == kBlock) flush();
             }
         }
+    flush();
     for (int oc = 0; oc < og; ++oc)
         for (int icl = 0; icl < ig; ++icl)
             write_gradient(out.weights, out.type,
