@@ -13,8 +13,8 @@ of a tiny layer and the process's peak RSS.
     PYTHONPATH=python python bench/bench_cpu.py --markdown         # ... and update RESULTS.md
     PYTHONPATH=python python bench/bench_cpu.py --shapes dcgan_g2 vae_dec --repeats 2 --warmup 1
 
-Optional: ``tqdm`` (progress bar), ``matplotlib`` (the PNG plot), ``threadpoolctl`` (peak
-proxy measured with numpy's BLAS instead of torch's); ``pip install ".[bench]"``.
+Optional: ``tqdm`` (progress bar), ``matplotlib`` (the PNG plot), ``threadpoolctl`` (numpy's
+BLAS joins torch's in the peak proxy); ``pip install ".[bench,torch]"``.
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ class Machine:
     threads_per_core: int
     mhz: float | None
     mhz_source: str
+    hypervisor: str | None = None
 
     def theoretical_gflops(self, threads: int) -> float | None:
         """AVX2 fp32 peak of ``min(threads, cores)`` cores: cores x GHz x 32 FLOP/cycle."""
@@ -123,50 +124,57 @@ def read_machine() -> Machine:
                     mhz = float(line.partition(":")[2])
                     source = "/proc/cpuinfo 'cpu MHz' (lscpu gives no clock; nominal, not boost)"
                     break
-    return Machine(model, cores, sockets, number("Thread(s) per core", 1), mhz, source)
+    threads_per_core = number("Thread(s) per core", 1)
+    hypervisor = fields.get("Hypervisor vendor")
+    return Machine(model, cores, sockets, threads_per_core, mhz, source, hypervisor)
 
 
 @contextlib.contextmanager
-def blas_threads(threads: int) -> Iterator[str]:
-    """Limits the matmul used for the peak proxy to ``threads``; yields how it does so."""
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``threads`` for the block, restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _matmul_gflops(mm: Thunk, size: int, repeats: int) -> float:
+    mm()  # warm-up
+    return 2.0 * size**3 / min(_timed(mm) for _ in range(repeats)) / 1e9
+
+
+def measure_peak(threads: int, size: int, repeats: int = 5) -> dict[str, float]:
+    """GFLOP/s of a ``size``^3 fp32 matmul on ``threads`` threads, per available BLAS.
+
+    torch.mm runs with torch.set_num_threads; numpy's matmul when threadpoolctl can limit its
+    BLAS (else only without torch, its threads then uncontrolled). Each is the best of
+    ``repeats`` calls; the best of them all is the measured peak proxy.
+    """
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    b = rng.standard_normal((size, size), dtype=np.float32)
+    c = np.empty((size, size), dtype=np.float32)
+    results: dict[str, float] = {}
+    if torch is not None:
+        at, bt, ct = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(c)
+        with torch_threads(threads):
+            results["torch.mm"] = _matmul_gflops(lambda: torch.mm(at, bt, out=ct), size, repeats)
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
         threadpool_limits = None
     if threadpool_limits is not None:
         with threadpool_limits(limits=threads):
-            yield "numpy matmul (threads via threadpoolctl)"
-    elif torch is not None:
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            yield "torch.mm (threads via torch.set_num_threads)"
-        finally:
-            torch.set_num_threads(before)
-    else:
-        yield "numpy matmul (threads NOT controlled: no threadpoolctl, no torch)"
-
-
-def measure_peak(threads: int, size: int, repeats: int = 5) -> tuple[float, str]:
-    """Best GFLOP/s of a ``size``^3 fp32 matmul on ``threads`` threads: a measured peak proxy."""
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((size, size), dtype=np.float32)
-    b = rng.standard_normal((size, size), dtype=np.float32)
-    c = np.empty((size, size), dtype=np.float32)
-    with blas_threads(threads) as how:
-        if how.startswith("torch"):
-            at, bt, ct = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(c)
-
-            def mm() -> object:
-                return torch.mm(at, bt, out=ct)
-        else:
-
-            def mm() -> object:
-                return np.matmul(a, b, out=c)
-
-        mm()  # warm-up
-        best = min(_timed(mm) for _ in range(repeats))
-    return 2.0 * size**3 / best / 1e9, f"{how}, {size}x{size}x{size} fp32, best of {repeats}"
+            results["numpy.matmul (threadpoolctl)"] = _matmul_gflops(
+                lambda: np.matmul(a, b, out=c), size, repeats
+            )
+    elif not results:
+        results["numpy.matmul (threads NOT controlled)"] = _matmul_gflops(
+            lambda: np.matmul(a, b, out=c), size, repeats
+        )
+    return results
 
 
 # --------------------------------------------------------------------------------------------
@@ -426,6 +434,32 @@ def measure_overhead(
     return {name: statistics.median(s) / calls * 1e6 for name, s in samples.items()}
 
 
+def run_shape(
+    shape: Shape,
+    args: argparse.Namespace,
+    dtype: np.dtype,
+    with_torch: bool,
+    peak: float,
+    progress: Progress,
+    index: int,
+) -> list[OpResult]:
+    """Forward then backward of one shape, convt and torch interleaved; arrays die on return."""
+    case = build_case(shape, args.batch, dtype, with_torch, args.seed + index)
+    results = []
+    for op, fns in case.ops.items():
+        progress.step(f"{shape.name} {op}")
+        samples = interleave(fns, args.warmup, args.repeats)
+        err = case.rel_err[op]
+        if err is not None and err > REL_TOL[args.dtype]:
+            print(f"\nWARNING: {shape.name} {op}: max rel err vs torch {err:.2e}", file=sys.stderr)
+        results.append(
+            OpResult(
+                shape.name, op, case.flops[op], samples["convt"], samples.get("torch"), err, peak
+            )
+        )
+    return results
+
+
 def peak_rss_mib() -> float:
     """Peak resident set size of this process so far (ru_maxrss: KiB on Linux, B on macOS)."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -454,9 +488,10 @@ class Progress:
             if self.count:
                 self._bar.update(1)
             self._bar.set_description(label)
+        elif self.enabled and sys.stderr.isatty():
+            print(f"\r[{self.count + 1}/{self.total}] {label:<32}", end="", file=sys.stderr)
         elif self.enabled:
-            end = "\n" if not sys.stderr.isatty() else ""
-            print(f"\r[{self.count + 1}/{self.total}] {label:<32}", end=end, file=sys.stderr)
+            print(f"[{self.count + 1}/{self.total}] {label}", file=sys.stderr)
         self.count += 1
 
     def close(self) -> None:
@@ -475,37 +510,48 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _plural(count: int | str, noun: str) -> str:
+    return f"{count} {noun}{'' if int(count) == 1 else 's'}"
+
+
 def markdown_section(report: Report) -> str:
     """The '## CPU' section of RESULTS.md for this run."""
     m = report.meta
     fp16 = m["dtype"] == "float16"
     torch_label = "torch (fp32)" if fp16 else "torch"
+    mach, peak = m["machine"], m["peak"]
     lines = [
         SECTION_TITLE,
         "",
         "Generated by `bench/bench_cpu.py` (rerun it with `--markdown` to replace this section).",
         "",
-        f"- Machine: {m['machine']['model']} (lscpu), {m['machine']['cores']} cores "
-        f"({m['machine']['threads_per_core']} thread/core); load average at start "
-        f"{m['loadavg_start']}, at end {m['loadavg_end']}.",
+        f"- Machine: {mach['model']} (lscpu model name), {_plural(mach['cores'], 'core')} "
+        f"({_plural(mach['sockets'], 'socket')}, {mach['threads_per_core']} thread/core"
+        + (f", {mach['hypervisor']} guest" if mach["hypervisor"] else "")
+        + f"); load average (1/5/15 min) at start {m['loadavg_start']}, at end "
+        f"{m['loadavg_end']}.",
         f"- Date: {m['date']}.",
         f"- Command: `{m['command']}`",
         f"- N={m['batch']}, threads={m['threads']} (convt.set_num_threads and "
-        f"torch.set_num_threads), dtype {m['dtype']}, median of {m['repeats']} timed repeats "
-        f"after {m['warmup']} warm-ups.",
+        f"torch.set_num_threads), dtype {m['dtype']}, median of "
+        f"{_plural(m['repeats'], 'timed repeat')} after {_plural(m['warmup'], 'warm-up')}.",
         f"- convt {m['versions']['convt']}, torch {m['versions']['torch']}, numpy "
         f"{m['versions']['numpy']}, Python {m['versions']['python']}.",
-        f"- Peak: measured peak proxy ({m['peak']['method']}): "
+        "- Measured peak proxy: "
         + ", ".join(
-            f"{t} thread{'s' if int(t) > 1 else ''} {g:.1f} GFLOP/s"
-            for t, g in m["peak"]["measured_gflops"].items()
+            f"{_plural(t, 'thread')} {peak['measured_gflops'][t]:.1f} GFLOP/s ("
+            + ", ".join(f"{name} {g:.1f}" for name, g in each.items())
+            + ")"
+            for t, each in peak["measured_gflops_by_backend"].items()
         )
-        + "; theoretical AVX2 peak (cores x GHz x 32 fp32 FLOP/cycle, clock from "
-        f"{m['machine']['mhz_source']}): {_fmt(m['peak']['theoretical_gflops'], '.1f')} GFLOP/s "
-        f"for {m['threads']} thread(s). % of peak uses the measured proxy for {m['threads']} "
-        "thread(s).",
-        "- GFLOP/s: forward 2 x MACs (Shape.macs, scatter form); backward computes dX and dW, "
-        "2 x 2 x MACs (dB not counted).",
+        + f"; the best matmul, {peak['method']}. Theoretical AVX2 peak, "
+        f"{_plural(m['threads'], 'thread')}: "
+        f"{_fmt(peak['theoretical_gflops'], '.1f')} GFLOP/s (cores x GHz x 32 fp32 FLOP/cycle; "
+        f"clock from {mach['mhz_source']}). % of peak is of the measured proxy for "
+        f"{_plural(m['threads'], 'thread')}.",
+        "- GFLOP/s are nominal: forward 2 x MACs of Shape.macs (the scatter form, taps cropped "
+        "by padding included, so an implementation that skips them can pass 100% of peak); "
+        "backward computes dX and dW, 2 x 2 x MACs (dB not counted).",
         "- convt forward: a ConvTranspose1d/2d layer (weights prepared once) called with a "
         "preallocated out=; convt backward: convt.conv_transpose{1,2}d_backward (all three "
         "gradients; prepares the weights and allocates the gradients in every call). torch "
@@ -525,6 +571,8 @@ def markdown_section(report: Report) -> str:
             )
     else:
         lines.append("- torch not measured (not installed or --no-torch): no ratios.")
+    if peak.get("warning"):
+        lines.append(f"- **Warning**: {peak['warning']}")
     lines += [
         "",
         f"| shape | op | convt ms | {torch_label} ms | torch/convt | convt GFLOP/s | "
@@ -543,12 +591,12 @@ def markdown_section(report: Report) -> str:
     shapes = len({r.shape for r in report.results})
     lines += [
         "",
-        f"Geomean torch/convt over {shapes} shape(s): forward "
+        f"Geomean torch/convt over {_plural(shapes, 'shape')}: forward "
         f"{_fmt(report.geomean('forward'), '.2f')}, backward "
         f"{_fmt(report.geomean('backward'), '.2f')}.",
         "",
         "Per-call overhead, tiny layer (8->8 channels, 4x4 input, k4 s2 p1, N=1; median of "
-        f"{m['repeats']} samples of {m['overhead_calls']} calls): "
+        f"{_plural(m['repeats'], 'sample')} of {_plural(m['overhead_calls'], 'call')}): "
         + ", ".join(f"{name} {us:.1f} us" for name, us in report.overhead_us.items())
         + ".",
         "",
@@ -604,9 +652,10 @@ def write_plot(path: Path, report: Report) -> None:
 
     width = 0.8 / max(len(ops), 1)
     for i, op in enumerate(ops):
-        ax_ratio.bar(
+        bars = ax_ratio.bar(
             xs + (i - (len(ops) - 1) / 2) * width, values(op, lambda r: r.ratio), width, label=op
         )
+        ax_ratio.bar_label(bars, fmt="%.2f", fontsize=7)
     ax_ratio.axhline(1.0, color="black", linewidth=0.8)
     ax_ratio.set_yscale("log")
     ax_ratio.set_ylabel("torch time / convt time (>1: convt faster)")
@@ -648,9 +697,9 @@ def print_summary(report: Report) -> None:
         t = r.torch_median
         print(
             f"{r.shape:<12} {r.op:<8} {r.convt_median * 1e3:>9.2f} "
-            f"{_fmt(None if t is None else t * 1e3, '>9.2f')} {_fmt(r.ratio, '>6.2f')} "
+            f"{_fmt(None if t is None else t * 1e3, '.2f'):>9} {_fmt(r.ratio, '.2f'):>6} "
             f"{r.gflops(r.convt_median):>8.1f} {r.pct_peak(r.convt_median):>6.1f} "
-            f"{_fmt(r.pct_peak(t), '>6.1f')} {_fmt(r.rel_err, '>8.1e')}"
+            f"{_fmt(r.pct_peak(t), '.1f'):>6} {_fmt(r.rel_err, '.1e'):>8}"
         )
     print(
         f"geomean torch/convt: forward {_fmt(report.geomean('forward'), '.2f')}, "
@@ -739,22 +788,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_start = loadavg()
 
     # Peak proxy, on 1 and on --threads threads.
-    measured: dict[str, float] = {}
-    method = ""
-    for t in sorted({1, args.threads}):
-        measured[str(t)], method = measure_peak(t, args.peak_size)
+    by_backend = {str(t): measure_peak(t, args.peak_size) for t in sorted({1, args.threads})}
+    measured = {t: max(results.values()) for t, results in by_backend.items()}
+    method = f"{args.peak_size}^3 fp32, best of 5 calls"
     theoretical = machine.theoretical_gflops(args.threads)
     print(
         f"machine: {machine.model}, {machine.cores} cores; clock {_fmt(machine.mhz, '.0f')} MHz "
         f"from {machine.mhz_source}"
     )
-    for t, g in measured.items():
-        print(f"measured peak proxy, {t} thread(s): {g:.1f} GFLOP/s ({method})")
+    for t, results in by_backend.items():
+        each = ", ".join(f"{name} {g:.1f}" for name, g in results.items())
+        print(f"measured peak proxy, {_plural(t, 'thread')}: {measured[t]:.1f} GFLOP/s ({each})")
     print(
-        f"theoretical AVX2 fp32 peak, {args.threads} thread(s): "
+        f"theoretical AVX2 fp32 peak, {_plural(args.threads, 'thread')}: "
         f"{_fmt(theoretical, '.1f')} GFLOP/s (cores x GHz x 32)"
     )
     peak = measured[str(args.threads)]
+    warning = None
+    if args.threads > 1 and peak < measured["1"]:
+        warning = (
+            f"the {args.threads}-thread peak proxy is below the 1-thread one: the machine was "
+            "busy (or has fewer free cores than threads); absolute times and % of peak are "
+            "unreliable, ratios less so"
+        )
+        print(f"WARNING: {warning}", file=sys.stderr)
 
     convt.set_num_threads(args.threads)
     if torch is not None:
@@ -792,9 +849,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "peak": {
                 "method": method,
                 "measured_gflops": measured,
+                "measured_gflops_by_backend": by_backend,
                 "theoretical_gflops": theoretical,
                 "theoretical_formula": "min(threads, cores) x GHz x 32 fp32 FLOP/cycle (AVX2)",
-                "used_for_pct": f"measured, {args.threads} thread(s)",
+                "used_for_pct": f"measured, {_plural(args.threads, 'thread')}",
+                "warning": warning,
             },
             "loadavg_start": load_start,
         }
@@ -802,27 +861,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     progress = Progress(2 * len(shapes) + 1, not args.no_progress)
     for index, shape in enumerate(shapes):
-        case = build_case(shape, args.batch, dtype, with_torch, args.seed + index)
-        for op, fns in case.ops.items():
-            progress.step(f"{shape.name} {op}")
-            samples = interleave(fns, args.warmup, args.repeats)
-            err = case.rel_err[op]
-            if err is not None and err > REL_TOL[args.dtype]:
-                print(
-                    f"\nWARNING: {shape.name} {op}: max rel err vs torch {err:.2e}", file=sys.stderr
-                )
-            report.results.append(
-                OpResult(
-                    shape.name,
-                    op,
-                    case.flops[op],
-                    samples["convt"],
-                    samples.get("torch"),
-                    err,
-                    peak,
-                )
-            )
-        del case
+        report.results += run_shape(shape, args, dtype, with_torch, peak, progress, index)
     progress.step("overhead")
     report.overhead_us = measure_overhead(
         with_torch, dtype, args.warmup, args.repeats, args.overhead_calls
