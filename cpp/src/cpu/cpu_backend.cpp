@@ -112,17 +112,18 @@ inline T round_acc(T v) {
     return static_cast<T>(detail::round_to_half(static_cast<float>(v)));
 }
 
-// c[j][0..n) += sum_i a[j][i] * b[i][0..n) for j < rows, rows a + j * a_step, c + j * c_step,
-// b dense [k][n]. The generic form; the inner loop vectorises for the baseline instruction set.
+// c[j][0..n) += sum_i a[j][i] * b[i][0..n) for j < rows, with rows a + j * a_step,
+// b + i * b_step and c + j * c_step. The generic form; the inner loop vectorises for the
+// baseline instruction set.
 template <typename T>
-void gemm_generic(const T* a, int64_t a_step, const T* b, int n, T* c, int64_t c_step, int64_t rows,
-                  int k) {
+void gemm_generic(const T* a, int64_t a_step, const T* b, int64_t b_step, int n, T* c,
+                  int64_t c_step, int64_t rows, int k) {
     for (int64_t j = 0; j < rows; ++j) {
         T* __restrict cj = c + j * c_step;
         const T* __restrict aj = a + j * a_step;
         for (int i = 0; i < k; ++i) {
             const T av = aj[i];
-            const T* __restrict bi = b + static_cast<int64_t>(i) * n;
+            const T* __restrict bi = b + static_cast<int64_t>(i) * b_step;
             for (int o = 0; o < n; ++o) cj[o] += av * bi[o];
         }
     }
@@ -131,8 +132,8 @@ void gemm_generic(const T* a, int64_t a_step, const T* b, int n, T* c, int64_t c
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 // AVX2+FMA: 4 rows x 16 columns of c live in 8 registers while all k products accumulate.
 __attribute__((target("avx2,fma"))) void gemm_avx2(const float* a, int64_t a_step, const float* b,
-                                                   int n, float* c, int64_t c_step, int64_t rows,
-                                                   int k) {
+                                                   int64_t b_step, int n, float* c, int64_t c_step,
+                                                   int64_t rows, int k) {
     int n0 = 0;
     for (; n0 + 16 <= n; n0 += 16) {
         int64_t j = 0;
@@ -145,8 +146,8 @@ __attribute__((target("avx2,fma"))) void gemm_avx2(const float* a, int64_t a_ste
                 acc[r][1] = _mm256_loadu_ps(c0 + r * c_step + 8);
             }
             for (int i = 0; i < k; ++i) {
-                const __m256 b0 = _mm256_loadu_ps(b + int64_t(i) * n + n0);
-                const __m256 b1 = _mm256_loadu_ps(b + int64_t(i) * n + n0 + 8);
+                const __m256 b0 = _mm256_loadu_ps(b + int64_t(i) * b_step + n0);
+                const __m256 b1 = _mm256_loadu_ps(b + int64_t(i) * b_step + n0 + 8);
                 for (int r = 0; r < 4; ++r) {
                     const __m256 av = _mm256_broadcast_ss(a0 + r * a_step + i);
                     acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
@@ -164,8 +165,8 @@ __attribute__((target("avx2,fma"))) void gemm_avx2(const float* a, int64_t a_ste
             __m256 lo = _mm256_loadu_ps(cj), hi = _mm256_loadu_ps(cj + 8);
             for (int i = 0; i < k; ++i) {
                 const __m256 av = _mm256_broadcast_ss(aj + i);
-                lo = _mm256_fmadd_ps(av, _mm256_loadu_ps(b + int64_t(i) * n + n0), lo);
-                hi = _mm256_fmadd_ps(av, _mm256_loadu_ps(b + int64_t(i) * n + n0 + 8), hi);
+                lo = _mm256_fmadd_ps(av, _mm256_loadu_ps(b + int64_t(i) * b_step + n0), lo);
+                hi = _mm256_fmadd_ps(av, _mm256_loadu_ps(b + int64_t(i) * b_step + n0 + 8), hi);
             }
             _mm256_storeu_ps(cj, lo);
             _mm256_storeu_ps(cj + 8, hi);
@@ -176,12 +177,13 @@ __attribute__((target("avx2,fma"))) void gemm_avx2(const float* a, int64_t a_ste
         float* cj = c + j * c_step;
         const float* aj = a + j * a_step;
         for (int i = 0; i < k; ++i)
-            for (int o = n0; o < n; ++o) cj[o] = std::fma(aj[i], b[int64_t(i) * n + o], cj[o]);
+            for (int o = n0; o < n; ++o) cj[o] = std::fma(aj[i], b[int64_t(i) * b_step + o], cj[o]);
     }
 }
 #endif
 
-using GemmF = void (*)(const float*, int64_t, const float*, int, float*, int64_t, int64_t, int);
+using GemmF = void (*)(const float*, int64_t, const float*, int64_t, int, float*, int64_t, int64_t,
+                       int);
 
 // Picked once, by what this CPU can do.
 GemmF gemm_f32() {
@@ -196,12 +198,12 @@ GemmF gemm_f32() {
 }
 
 template <typename T>
-inline void gemm_accumulate(const T* a, int64_t a_step, const T* b, int n, T* c, int64_t c_step,
-                            int64_t rows, int k) {
+inline void gemm_accumulate(const T* a, int64_t a_step, const T* b, int64_t b_step, int n, T* c,
+                            int64_t c_step, int64_t rows, int k) {
     if constexpr (std::is_same_v<T, float>)
-        gemm_f32()(a, a_step, b, n, c, c_step, rows, k);
+        gemm_f32()(a, a_step, b, b_step, n, c, c_step, rows, k);
     else
-        gemm_generic<T>(a, a_step, b, n, c, c_step, rows, k);
+        gemm_generic<T>(a, a_step, b, b_step, n, c, c_step, rows, k);
 }
 
 // acc[x][oc] += sum_icl in[ix][icl] * w[icl][oc] over one run of columns sharing a tap.
@@ -209,7 +211,7 @@ template <typename T, bool kHalf>
 inline void accumulate_run(T* acc, int64_t acc_step, const T* in, int64_t count, const T* w, int ig,
                            int og) {
     if constexpr (!kHalf) {
-        gemm_accumulate<T>(in, ig, w, og, acc, acc_step, count, ig);
+        gemm_accumulate<T>(in, ig, w, og, og, acc, acc_step, count, ig);
     } else {  // fp16 running sum, rounded after every multiply-add, taps in spec order
         for (int64_t j = 0; j < count; ++j) {
             T* __restrict a = acc + j * acc_step;
@@ -272,6 +274,55 @@ void forward_row(const ConvtParams& p, const Packed<T>& w, const void* src, void
     }
 }
 
+// Few output channels: the GEMM runs along the destination row instead, so its wide side is
+// the pixels: acc[px][oc][jx] += W[oc][icl] * src[icl][ix] for each tap's run of columns
+// (destination column xx = px + stride_x * jx). Float accumulation only.
+void forward_row_narrow(const ConvtParams& p, const Packed<float>& w, const void* src, void* dst,
+                        int64_t task, std::vector<float>& acc, std::vector<float>& row) {
+    const int64_t n = task / p.clip_h, yy = task % p.clip_h;
+    const int ig = p.in_per_group, og = p.out_per_group, sx = p.stride_x;
+    const int64_t taps = static_cast<int64_t>(p.kernel_h) * p.kernel_w;
+    const int64_t jn = (p.clip_w + sx - 1) / sx;  // columns per phase, at most
+    acc.resize(static_cast<size_t>(sx) * og * jn);
+    row.resize(static_cast<size_t>(ig) * p.src_w);
+    const auto ntype = static_cast<NeuronType>(p.neuron);
+    for (int g = 0; g < p.groups; ++g) {
+        for (int px = 0; px < sx; ++px)
+            for (int oc = 0; oc < og; ++oc)
+                std::fill_n(acc.data() + (int64_t(px) * og + oc) * jn, jn,
+                            w.bias[int64_t(g) * og + oc]);
+        for (int ky = 0; ky < p.kernel_h; ++ky) {
+            const int64_t iy = source_row(p, yy, ky);
+            if (iy < 0) continue;
+            for (int icl = 0; icl < ig; ++icl)  // the group's source row as [icl][ix]
+                for (int64_t ix = 0; ix < p.src_w; ++ix)
+                    row[icl * p.src_w + ix] = load<float>(
+                        src, p.src_type, src_index(p, n, int64_t(g) * ig + icl, iy, ix));
+            for (int kx = 0; kx < p.kernel_w; ++kx) {
+                const ColumnRun r = column_run(p, kx);
+                if (r.count <= 0) continue;
+                const float* wk =
+                    w.backward.data() + ((int64_t(g) * taps + ky * p.kernel_w + kx) * og) * ig;
+                float* c = acc.data() + (r.xx0 % sx) * og * jn + r.xx0 / sx;
+                gemm_accumulate<float>(wk, ig, row.data() + r.ix0, p.src_w,
+                                       static_cast<int>(r.count), c, jn, og, ig);
+            }
+        }
+        for (int oc = 0; oc < og; ++oc) {
+            const int64_t ch = int64_t(g) * og + oc;
+            const float slope = w.slopes.empty() ? 0.f : w.slopes[ch];
+            for (int64_t xx = 0; xx < p.clip_w; ++xx) {
+                const float v = acc[((xx % sx) * og + oc) * jn + xx / sx];
+                store<float>(
+                    dst, p.dst_type, dst_index(p, n, ch, yy, xx),
+                    ntype == NeuronType::None
+                        ? v
+                        : apply_neuron(ntype, v, p.neuron_a, p.neuron_b, p.neuron_c, slope));
+            }
+        }
+    }
+}
+
 // dX row iy of image n: dX[ix][icl] = sum over taps and oc of dY * W.
 template <typename T>
 void backward_data_row(const ConvtParams& p, const Packed<T>& w, const void* dy, void* dx,
@@ -299,8 +350,8 @@ void backward_data_row(const ConvtParams& p, const Packed<T>& w, const void* dy,
                     w.backward.data() + ((int64_t(g) * taps + ky * p.kernel_w + kx) * og) * ig;
                 if (lo <= hi)  // dX[ix][icl] += dY[xx][oc] * W[oc][icl], xx = ix * sx - c
                     gemm_accumulate<T>(row.data() + (lo * p.stride_x - c) * og,
-                                       int64_t(p.stride_x) * og, wk, ig, acc.data() + lo * ig, ig,
-                                       hi - lo + 1, og);
+                                       int64_t(p.stride_x) * og, wk, ig, ig, acc.data() + lo * ig,
+                                       ig, hi - lo + 1, og);
             }
         }
         for (int icl = 0; icl < ig; ++icl)
@@ -340,7 +391,7 @@ void backward_weights_tap(const ConvtParams& p, const void* x, const void* dy,
     int packed = 0;
     auto flush = [&] {
         if (packed == 0) return;
-        gemm_accumulate<T>(dv.data(), kBlock, xv.data(), ig, acc.data(), ig, og, packed);
+        gemm_accumulate<T>(dv.data(), kBlock, xv.data(), ig, ig, acc.data(), ig, og, packed);
         packed = 0;
     };
     const ColumnRun r = column_run(p, kx);
@@ -448,13 +499,19 @@ class CpuBackend : public detail::Backend {
         const auto& w = static_cast<const CpuWeights&>(weights);
         const int64_t tasks = static_cast<int64_t>(p.num_images) * p.clip_h;
         if (tasks == 0 || p.clip_w == 0) return;
+        // Few output channels and a wide row: make the pixels the GEMM's wide side.
+        const bool narrow =
+            !p.accumulate_half && p.out_per_group < 16 && p.clip_w >= 16 * p.stride_x;
         ThreadPool::instance().parallel_for(tasks, [&](int64_t t) {
             if (w.is_double) {
                 thread_local std::vector<double> acc, row;
                 forward_task_d(p, w.d, src, dst, t, acc, row);
             } else {
                 thread_local std::vector<float> acc, row;
-                forward_task_f(p, w.f, src, dst, t, p.accumulate_half != 0, acc, row);
+                if (narrow)
+                    forward_row_narrow(p, w.f, src, dst, t, acc, row);
+                else
+                    forward_task_f(p, w.f, src, dst, t, p.accumulate_half != 0, acc, row);
             }
         });
     }
