@@ -79,3 +79,29 @@ def test_mps_wide_rows_with_neuron_clip_and_offsets(device: Any, rng: np.random.
     written = ~np.isnan(ref)
     assert np.array_equal(written, ~np.isnan(dst)), "written region"
     assert_close(dst[written], ref[written], FP32_TOL, "MPS wide rows")
+
+
+@pytest.mark.parametrize("cout, groups", [(1, 1), (3, 1), (6, 2)])
+@pytest.mark.parametrize("stride, k, pad, dilation", [(1, 3, 1, 1), (3, 9, 4, 1), (2, 3, 2, 2)])
+def test_backward_wide_rows(
+    device: Any,
+    rng: np.random.Generator,
+    cout: int,
+    groups: int,
+    stride: int,
+    k: int,
+    pad: int,
+    dilation: int,
+) -> None:
+    import convt
+
+    cin = 5 * groups
+    x = rng.standard_normal((2, cin, 3, 37)).astype(np.float32)
+    w = rng.standard_normal((cin, cout // groups, k, k)).astype(np.float32)
+    op = stride - 1 if stride > 1 else 0
+    y_shape = R.conv_transpose_torch_ref(x, w, None, stride, pad, op, groups, dilation).shape
+    g = rng.standard_normal(y_shape).astype(np.float32)
+    refs = R.conv_transpose_torch_backward(g, x, w, stride, pad, op, groups, dilation)
+    got = convt.conv_transpose2d_backward(g, x, w, stride, pad, op, groups, dilation, device=device)
+    for name, a, b in zip(("grad_input", "grad_weight", "grad_bias"), got, refs):
+        assert_close(a, b, FP32_TOL, f"{name} cout={cout} stride={stride} k={k}")

@@ -24,10 +24,14 @@ using detail::DeviceWeights;
 using detail::GradientOutput;
 using detail::PreparedWeights;
 
+// Below this many output channels per group the GEMMs run along the rows (see the narrow paths).
+constexpr int kNarrow = 16;
+
 template <typename T>
 struct Packed {
     std::vector<T> forward;   // [g][ky][kx][icl][ocl]: output channels innermost
     std::vector<T> backward;  // [g][ky][kx][ocl][icl]: input channels innermost (dX)
+    std::vector<T> by_input;  // [g][icl][ky][kx][ocl]: dX for few output channels (else empty)
     std::vector<T> bias;      // [O], zeros when the layer has none
     std::vector<T> slopes;    // [O] PReLU
 };
@@ -323,6 +327,57 @@ void forward_row_narrow(const ConvtParams& p, const Packed<float>& w, const void
     }
 }
 
+// dX for few output channels: per source row, every tap's dY values are gathered into
+// rows [ky][kx][oc] x source columns (zeros where a tap misses), then one GEMM against the
+// weights as [icl][ky][kx][oc] gives dX[icl][ix] for the whole row.
+void backward_data_row_narrow(const ConvtParams& p, const Packed<float>& w, const void* dy,
+                              void* dx, int64_t task, std::vector<float>& acc,
+                              std::vector<float>& packed) {
+    const int64_t n = task / p.src_h, iy = task % p.src_h;
+    const int ig = p.in_per_group, og = p.out_per_group, kw = p.kernel_w;
+    const int64_t taps = static_cast<int64_t>(p.kernel_h) * kw;
+    // Taps whose destination row exists form one range of ky.
+    int ky_lo = p.kernel_h, ky_hi = -1;
+    for (int ky = 0; ky < p.kernel_h; ++ky) {
+        const int64_t yy = iy * p.stride_y - p.first_tap_y - int64_t(p.dilation_y) * ky;
+        if (yy >= 0 && yy < p.clip_h) ky_lo = std::min(ky_lo, ky), ky_hi = std::max(ky_hi, ky);
+    }
+    acc.assign(static_cast<size_t>(ig) * p.src_w, 0.f);
+    for (int g = 0; g < p.groups; ++g) {
+        if (ky_hi >= ky_lo) {
+            const int64_t depth = int64_t(ky_hi - ky_lo + 1) * kw * og;
+            packed.assign(static_cast<size_t>(depth) * p.src_w, 0.f);
+            for (int ky = ky_lo; ky <= ky_hi; ++ky) {
+                const int64_t yy = iy * p.stride_y - p.first_tap_y - int64_t(p.dilation_y) * ky;
+                for (int kx = 0; kx < kw; ++kx) {
+                    const int64_t c = p.first_tap_x + int64_t(p.dilation_x) * kx;
+                    const int64_t lo = std::max<int64_t>(0, -floor_div(-c, p.stride_x));
+                    const int64_t hi =
+                        std::min<int64_t>(p.src_w - 1, floor_div(p.clip_w - 1 + c, p.stride_x));
+                    for (int oc = 0; oc < og; ++oc) {
+                        float* prow =
+                            packed.data() + ((int64_t(ky - ky_lo) * kw + kx) * og + oc) * p.src_w;
+                        for (int64_t ix = lo; ix <= hi; ++ix)
+                            prow[ix] = load<float>(
+                                dy, p.dst_type,
+                                dst_index(p, n, int64_t(g) * og + oc, yy, ix * p.stride_x - c));
+                    }
+                }
+            }
+            const float* wg =
+                w.by_input.data() + (int64_t(g) * ig * taps + int64_t(ky_lo) * kw) * og;
+            gemm_accumulate<float>(wg, taps * og, packed.data(), p.src_w, static_cast<int>(p.src_w),
+                                   acc.data(), p.src_w, ig, static_cast<int>(depth));
+        }
+        for (int icl = 0; icl < ig; ++icl)
+            for (int64_t ix = 0; ix < p.src_w; ++ix) {
+                float& a = acc[int64_t(icl) * p.src_w + ix];
+                store<float>(dx, p.src_type, src_index(p, n, int64_t(g) * ig + icl, iy, ix), a);
+                a = 0.f;
+            }
+    }
+}
+
 // dX row iy of image n: dX[ix][icl] = sum over taps and oc of dY * W.
 template <typename T>
 void backward_data_row(const ConvtParams& p, const Packed<T>& w, const void* dy, void* dx,
@@ -434,6 +489,7 @@ void pack(const PreparedWeights& pw, Packed<T>& out) {
     const int64_t taps = pw.kernel_h * pw.kernel_w;
     out.forward.resize(pw.values.size());
     out.backward.resize(pw.values.size());
+    if (og < kNarrow) out.by_input.resize(pw.values.size());
     for (int64_t oc = 0; oc < pw.out_channels; ++oc) {
         const int64_t g = oc / og, ocl = oc % og;
         for (int64_t t = 0; t < taps; ++t)
@@ -441,6 +497,7 @@ void pack(const PreparedWeights& pw, Packed<T>& out) {
                 const T v = static_cast<T>(pw.values[(oc * taps + t) * ig + icl]);
                 out.forward[((g * taps + t) * ig + icl) * og + ocl] = v;
                 out.backward[((g * taps + t) * og + ocl) * ig + icl] = v;
+                if (!out.by_input.empty()) out.by_input[((g * ig + icl) * taps + t) * og + ocl] = v;
             }
     }
     out.bias.assign(static_cast<size_t>(pw.out_channels), T(0));
@@ -523,13 +580,17 @@ class CpuBackend : public detail::Backend {
         const auto& w = static_cast<const CpuWeights&>(weights);
         const int64_t tasks = static_cast<int64_t>(p.num_images) * p.src_h;
         if (tasks == 0 || p.src_w == 0) return;
+        const bool narrow = !w.f.by_input.empty() && p.src_w >= 16;
         ThreadPool::instance().parallel_for(tasks, [&](int64_t t) {
             if (w.is_double) {
                 thread_local std::vector<double> acc, row;
                 backward_data_task_d(p, w.d, dy, dx, t, acc, row);
             } else {
                 thread_local std::vector<float> acc, row;
-                backward_data_task_f(p, w.f, dy, dx, t, acc, row);
+                if (narrow)
+                    backward_data_row_narrow(p, w.f, dy, dx, t, acc, row);
+                else
+                    backward_data_task_f(p, w.f, dy, dx, t, acc, row);
             }
         });
     }
