@@ -43,7 +43,6 @@ def preprocess(cpp: str, include: str, path: Path) -> str:
         "-x",
         "c++",
         "-std=c++17",
-        "-DCONVT_GLUE_SCAN",
         f"-I{include}",
         str(path),
     ]
