@@ -473,6 +473,46 @@ void backward_weights_tap(const ConvtParams& p, const void* x, const void* dy,
                            acc[int64_t(oc) * ig + icl], out.accumulate);
 }
 
+// dW for few output channels, per image: each source row is read once and serves every tap
+// (dW[g][tap][oc][icl] += sum_j dY[oc][xx_j] * X[ix_j][icl]). The per-image partial sums are
+// added in image order afterwards, so the result does not depend on the thread count.
+void backward_weights_image_narrow(const ConvtParams& p, const void* x, const void* dy, int64_t n,
+                                   float* partial, std::vector<float>& xrow,
+                                   std::vector<float>& dpack) {
+    const int ig = p.in_per_group, og = p.out_per_group, kw = p.kernel_w;
+    const int64_t taps = static_cast<int64_t>(p.kernel_h) * kw;
+    xrow.resize(static_cast<size_t>(p.src_w) * ig);
+    dpack.resize(static_cast<size_t>(og) * p.src_w);
+    for (int g = 0; g < p.groups; ++g)
+        for (int64_t iy = 0; iy < p.src_h; ++iy) {
+            for (int64_t ix = 0; ix < p.src_w; ++ix)  // [ix][icl]
+                for (int icl = 0; icl < ig; ++icl)
+                    xrow[ix * ig + icl] =
+                        load<float>(x, p.src_type, src_index(p, n, int64_t(g) * ig + icl, iy, ix));
+            for (int ky = 0; ky < p.kernel_h; ++ky) {
+                const int64_t yy = iy * p.stride_y - p.first_tap_y - int64_t(p.dilation_y) * ky;
+                if (yy < 0 || yy >= p.clip_h) continue;
+                for (int kx = 0; kx < kw; ++kx) {
+                    const int64_t c = p.first_tap_x + int64_t(p.dilation_x) * kx;
+                    const int64_t lo = std::max<int64_t>(0, -floor_div(-c, p.stride_x));
+                    const int64_t hi =
+                        std::min<int64_t>(p.src_w - 1, floor_div(p.clip_w - 1 + c, p.stride_x));
+                    if (lo > hi) continue;
+                    const int64_t count = hi - lo + 1;
+                    for (int oc = 0; oc < og; ++oc)  // [oc][j]
+                        for (int64_t j = 0; j < count; ++j)
+                            dpack[oc * count + j] =
+                                load<float>(dy, p.dst_type,
+                                            dst_index(p, n, int64_t(g) * og + oc, yy,
+                                                      (lo + j) * p.stride_x - c));
+                    float* dw = partial + (int64_t(g) * og * taps + ky * kw + kx) * ig;
+                    gemm_accumulate<float>(dpack.data(), count, xrow.data() + lo * ig, ig, ig, dw,
+                                           taps * ig, og, static_cast<int>(count));
+                }
+            }
+        }
+}
+
 template <typename T>
 T bias_gradient(const ConvtParams& p, const void* dy, int64_t oc) {
     T sum = 0;
@@ -601,7 +641,22 @@ class CpuBackend : public detail::Backend {
         const void* dy = dy_view.data;
         auto& pool = ThreadPool::instance();
         const bool dbl = out.type == DataType::Float64;
-        if (out.weights) {
+        const int64_t count = int64_t(p.out_channels) * p.kernel_h * p.kernel_w * p.in_per_group;
+        if (out.weights && !dbl && p.out_per_group < kNarrow &&
+            int64_t(p.num_images) * count <= (int64_t(1) << 22)) {
+            // Partials laid out [image][OHWI]; summed in image order.
+            std::vector<float> partials(static_cast<size_t>(p.num_images) * count, 0.f);
+            pool.parallel_for(p.num_images, [&](int64_t n) {
+                thread_local std::vector<float> xrow, dpack;
+                backward_weights_image_narrow(p, x, dy, n, partials.data() + n * count, xrow,
+                                              dpack);
+            });
+            for (int64_t i = 0; i < count; ++i) {
+                float sum = 0.f;
+                for (int64_t n = 0; n < p.num_images; ++n) sum += partials[n * count + i];
+                write_gradient(out.weights, out.type, i, sum, out.accumulate);
+            }
+        } else if (out.weights) {
             const int64_t tasks = int64_t(p.groups) * p.kernel_h * p.kernel_w;
             pool.parallel_for(tasks, [&](int64_t t) {
                 if (dbl) {
