@@ -546,30 +546,6 @@ void pack(const PreparedWeights& pw, Packed<T>& out) {
         out.slopes.assign(pw.neuron.data.begin(), pw.neuron.data.end());
 }
 
-// The per-task entry points: one clone per instruction set, each with the loops inlined.
-void forward_task_f(const ConvtParams& p, const Packed<float>& w, const void* src, void* dst,
-                    int64_t t, bool half, std::vector<float>& acc, std::vector<float>& row) {
-    if (half)
-        forward_row<float, true>(p, w, src, dst, t, acc, row);
-    else
-        forward_row<float, false>(p, w, src, dst, t, acc, row);
-}
-
-void forward_task_d(const ConvtParams& p, const Packed<double>& w, const void* src, void* dst,
-                    int64_t t, std::vector<double>& acc, std::vector<double>& row) {
-    forward_row<double, false>(p, w, src, dst, t, acc, row);
-}
-
-void backward_data_task_f(const ConvtParams& p, const Packed<float>& w, const void* dy, void* dx,
-                          int64_t t, std::vector<float>& acc, std::vector<float>& row) {
-    backward_data_row<float>(p, w, dy, dx, t, acc, row);
-}
-
-void backward_data_task_d(const ConvtParams& p, const Packed<double>& w, const void* dy, void* dx,
-                          int64_t t, std::vector<double>& acc, std::vector<double>& row) {
-    backward_data_row<double>(p, w, dy, dx, t, acc, row);
-}
-
 class CpuBackend : public detail::Backend {
  public:
     std::string kind() const override { return "cpu"; }
@@ -598,17 +574,19 @@ class CpuBackend : public detail::Backend {
         if (tasks == 0 || p.clip_w == 0) return;
         // Few output channels and a wide row: make the pixels the GEMM's wide side.
         const bool narrow =
-            !p.accumulate_half && p.out_per_group < 16 && p.clip_w >= 16 * p.stride_x;
+            !p.accumulate_half && p.out_per_group < kNarrow && p.clip_w >= 16 * p.stride_x;
         ThreadPool::instance().parallel_for(tasks, [&](int64_t t) {
             if (w.is_double) {
                 thread_local std::vector<double> acc, row;
-                forward_task_d(p, w.d, src, dst, t, acc, row);
+                forward_row<double, false>(p, w.d, src, dst, t, acc, row);
             } else {
                 thread_local std::vector<float> acc, row;
                 if (narrow)
                     forward_row_narrow(p, w.f, src, dst, t, acc, row);
+                else if (p.accumulate_half)
+                    forward_row<float, true>(p, w.f, src, dst, t, acc, row);
                 else
-                    forward_task_f(p, w.f, src, dst, t, p.accumulate_half != 0, acc, row);
+                    forward_row<float, false>(p, w.f, src, dst, t, acc, row);
             }
         });
     }
@@ -624,13 +602,13 @@ class CpuBackend : public detail::Backend {
         ThreadPool::instance().parallel_for(tasks, [&](int64_t t) {
             if (w.is_double) {
                 thread_local std::vector<double> acc, row;
-                backward_data_task_d(p, w.d, dy, dx, t, acc, row);
+                backward_data_row<double>(p, w.d, dy, dx, t, acc, row);
             } else {
                 thread_local std::vector<float> acc, row;
                 if (narrow)
                     backward_data_row_narrow(p, w.f, dy, dx, t, acc, row);
                 else
-                    backward_data_task_f(p, w.f, dy, dx, t, acc, row);
+                    backward_data_row<float>(p, w.f, dy, dx, t, acc, row);
             }
         });
     }
