@@ -21,6 +21,9 @@ struct TensorView {
     /// Set when the caller forbids staging copies (Python's copy=False): a device that cannot
     /// use this memory in place (Metal needs page-aligned memory) raises instead of copying.
     bool require_zero_copy = false;
+    /// The memory is a GPU's (a DLPack tensor on a CUDA device), not the host's: only a device
+    /// that reads GPU memory (cuda) may use it.
+    bool device_memory = false;
 
     int64_t numel() const { return n * c * h * w; }
     /// [first, last) byte addresses the view can touch; empty views give first == last.

@@ -45,6 +45,8 @@ class Backend {
     virtual bool supports_float64() const { return false; }
     /// Whether the view's memory can be used without a staging copy.
     virtual bool uses_in_place(const TensorView&) const { return true; }
+    /// Whether views of GPU memory (TensorView::device_memory) can be used.
+    virtual bool accepts_device_memory() const { return false; }
     /// A command buffer's device work between begin_batch() and flush() may be submitted as
     /// one batch on this thread; flush() runs it, waits, and throws on failure. Without an open
     /// batch every call runs at once.
@@ -78,8 +80,8 @@ struct LayerWeights {
 
 std::shared_ptr<Backend> make_cpu_backend();
 
-/// Throws std::invalid_argument when `view` forbids copies (copy=False) and `backend` would
-/// have to stage it.
+/// Throws std::invalid_argument when `backend` cannot read `view`'s memory (GPU memory on a host
+/// device), or when `view` forbids copies (copy=False) and `backend` would have to stage it.
 void check_zero_copy(const Backend& backend, const TensorView& view, const char* name);
 
 }  // namespace convt::detail

@@ -70,6 +70,10 @@ void ConvolutionTransposeGradient::encode(
     const bool want_weights =
         static_cast<int>(gradient_option) & static_cast<int>(GradientOption::WeightsAndBias);
     const auto& host = layer_weights()->host;
+    detail::check_zero_copy(*device().backend(), source_image, "source_image");
+    detail::check_zero_copy(*device().backend(), source_gradient, "source_gradient");
+    if (destination_gradient)
+        detail::check_zero_copy(*device().backend(), *destination_gradient, "destination_gradient");
     const detail::ViewRoles read_only{"source_image", "source_gradient", false};
     const ConvtParams params_w =
         detail::make_params(host, snap.placement, source_image, source_gradient, read_only);

@@ -8,6 +8,9 @@
 #if CONVT_HAS_MSLSIM || CONVT_HAS_METAL
 #include "../metal/metal_backend.h"
 #endif
+#if CONVT_HAS_CUDA
+#include "../cuda/cuda_backend.h"
+#endif
 
 namespace convt {
 
@@ -22,6 +25,9 @@ const std::vector<std::string>& built_kinds() {
 #endif
 #if CONVT_HAS_MSLSIM
         "metal-sim",
+#endif
+#if CONVT_HAS_CUDA
+        "cuda",
 #endif
     };
     return kinds;
@@ -42,6 +48,12 @@ std::shared_ptr<detail::Backend> backend_for(const std::string& kind) {
     if (kind == "metal-sim") {
         static std::shared_ptr<detail::Backend> sim = detail::make_metal_backend("metal-sim");
         return sim;
+    }
+#endif
+#if CONVT_HAS_CUDA
+    if (kind == "cuda") {
+        static std::shared_ptr<detail::Backend> cuda = detail::make_cuda_backend();
+        return cuda;
     }
 #endif
     std::string list;

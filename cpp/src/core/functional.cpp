@@ -209,6 +209,13 @@ void ConvTransposeLayer::backward(const TensorView& input, const TensorView& gra
                                to_string(dtype_), "), got ", to_string(input.type), " and ",
                                to_string(grad_output.type)));
     check_grad_output(input, grad_output);
+    detail::Backend& backend = *device_.backend();
+    detail::check_zero_copy(backend, input, "x");
+    detail::check_zero_copy(backend, grad_output, "grad_output");
+    for (auto [name, v] : {std::pair{"grad_weight", grad_weight}, {"grad_bias", grad_bias}})
+        if (v && v->device_memory)
+            throw std::invalid_argument(concat(
+                name, " must be host memory (it is finished on the host), got CUDA memory"));
     const detail::Placement pl = placement(options_, kernel_h_, kernel_w_);
     const auto& host = weights_->host;
     if (grad_input) {
@@ -216,6 +223,7 @@ void ConvTransposeLayer::backward(const TensorView& input, const TensorView& gra
         require_output("grad_input", gi, dtype_, {input.n, input.c, input.h, input.w});
         if (gi.may_overlap(grad_output) || gi.may_overlap(input))
             throw std::invalid_argument("grad_input must not share memory with x or grad_output");
+        detail::check_zero_copy(backend, gi, "grad_input");
         const ConvtParams p =
             detail::make_params(host, pl, gi, grad_output, {"grad_input", "grad_output", false});
         device_.backend()->backward_data(p, *weights_->device, grad_output, gi);

@@ -1,0 +1,350 @@
+// CUDA backend on the runtime API: the kernels of metal/*.metal compiled by nvcc through
+// metal/prelude_cuda.h and generated glue. Weights live in device memory, uploaded once per
+// layer; device memory (DLPack tensors) is used in place; host memory (numpy) is staged through
+// device buffers, copied in before and out after the work. Work runs on the legacy default
+// stream, PyTorch's and CuPy's default, so it is ordered with theirs.
+#include "cuda_backend.h"
+
+#include <cuda_runtime_api.h>
+
+#include <cstring>
+#include <unordered_map>
+#include <vector>
+
+#include "../core/check.h"
+#include "launch.h"
+
+namespace convt::detail {
+namespace {
+
+// Threadgroup shape, as in metal/convt_kernel.h.
+constexpr unsigned kTile = 8, kChannelBlock = 4, kSimd = 32;
+// CUDA's per-launch limits on gridDim.y and gridDim.z; larger dispatches go out in chunks.
+constexpr uint64_t kMaxGridYZ = 65535, kMaxGridX = 2147483647;
+
+void check(cudaError_t status, const char* what) {
+    if (status != cudaSuccess)
+        throw std::runtime_error(concat("[cuda] ", what, ": ", cudaGetErrorName(status), ": ",
+                                        cudaGetErrorString(status)));
+}
+
+struct DeviceBuffer {
+    void* ptr = nullptr;
+    DeviceBuffer() = default;
+    explicit DeviceBuffer(size_t bytes) { allocate(bytes); }
+    void allocate(size_t bytes) {
+        if (ptr) cudaFree(ptr);
+        ptr = nullptr;
+        check(cudaMalloc(&ptr, bytes ? bytes : 1), concat("cudaMalloc(", bytes, " bytes)").c_str());
+    }
+    ~DeviceBuffer() {
+        if (ptr) cudaFree(ptr);  // waits for work that may still read it
+    }
+    DeviceBuffer(const DeviceBuffer&) = delete;
+    DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+};
+
+struct CudaWeights : DeviceWeights {
+    DeviceBuffer weights, bias, slopes;
+};
+
+bool is_device_memory(const void* p) {
+    if (!p) return false;
+    cudaPointerAttributes attr{};
+    if (cudaPointerGetAttributes(&attr, p) != cudaSuccess) {
+        cudaGetLastError();  // clear: plain host memory can report an error on older drivers
+        return false;
+    }
+    return attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged;
+}
+
+// Caller memory as a device pointer: used in place when it is device memory, otherwise staged in
+// a device buffer (copied in now, copied back by finish() when written).
+class Binding {
+ public:
+    Binding(const char* first, size_t bytes, bool written)
+        : host_(const_cast<char*>(first)), bytes_(bytes), written_(written) {
+        if (bytes == 0 || is_device_memory(first)) {
+            device_ = host_;
+            return;
+        }
+        staging_ = std::make_unique<DeviceBuffer>(bytes);
+        // Written views are copied in too: kernels write only their region of them.
+        check(cudaMemcpy(staging_->ptr, first, bytes, cudaMemcpyHostToDevice), "copy to device");
+        device_ = static_cast<char*>(staging_->ptr);
+    }
+    void finish() {
+        if (staging_ && written_)
+            check(cudaMemcpy(host_, staging_->ptr, bytes_, cudaMemcpyDeviceToHost),
+                  "copy from device");
+    }
+    char* get() const { return device_; }
+    bool staged() const { return staging_ != nullptr; }
+    bool same_region(const char* first, size_t bytes) const {
+        return first == host_ && bytes == bytes_;
+    }
+    bool overlaps(const char* first, size_t bytes) const {
+        return bytes && bytes_ && first < host_ + bytes_ && host_ < first + bytes;
+    }
+    void mark_written() { written_ = true; }
+
+ private:
+    char* host_;
+    size_t bytes_;
+    bool written_;
+    char* device_ = nullptr;
+    std::unique_ptr<DeviceBuffer> staging_;
+};
+
+// Device work of one convt command buffer: the bindings its dispatches share until flush().
+struct Batch {
+    std::vector<std::unique_ptr<Binding>> bindings;
+    bool pending = false;  // work enqueued since the last flush
+};
+
+const char* suffix(int32_t type) {
+    if (type == CONVT_TYPE_F16) return "f16";
+    if (type == CONVT_TYPE_F32) return "f32";
+    throw TypeError("the CUDA backend runs float32 and float16 images only, got float64");
+}
+
+// Function constants, in the order of metal/convt_kernel.h.
+void set_constants(ConvtCudaLaunch& l, const ConvtParams& p, bool accumulate) {
+    const int32_t fc[] = {p.neuron,   p.has_bias, p.accumulate_half, p.kernel_w,   p.kernel_h,
+                          p.stride_x, p.stride_y, p.dilation_x,      p.dilation_y, accumulate};
+    std::memcpy(l.constants, fc, sizeof(fc));
+}
+
+uint64_t ceil_div(int64_t a, int64_t b) { return static_cast<uint64_t>((a + b - 1) / b); }
+
+struct Grid {
+    uint64_t x, y, z;
+};
+
+class CudaBackend : public Backend {
+ public:
+    CudaBackend() {
+        int count = 0;
+        const cudaError_t status = cudaGetDeviceCount(&count);
+        if (status != cudaSuccess || count == 0) {
+            cudaGetLastError();
+            throw std::runtime_error(concat("[cuda] no CUDA device is available (",
+                                            cudaGetErrorString(status), ")"));
+        }
+        check(cudaGetDevice(&device_), "cudaGetDevice");
+        cudaDeviceProp prop{};
+        check(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties");
+        name_ = prop.name;
+    }
+
+    std::string kind() const override { return "cuda"; }
+    std::string name() const override { return "cuda (" + name_ + ")"; }
+    bool uses_in_place(const TensorView& v) const override {
+        return v.numel() == 0 || is_device_memory(v.data);
+    }
+    bool accepts_device_memory() const override { return true; }
+
+    std::unique_ptr<DeviceWeights> upload(const PreparedWeights& pw) override {
+        if (pw.type == DataType::Float64)
+            throw TypeError("the CUDA backend keeps float32 or float16 weights, got float64");
+        auto w = std::make_unique<CudaWeights>();
+        std::vector<float> values(pw.values.begin(), pw.values.end());
+        std::vector<float> bias(static_cast<size_t>(pw.out_channels), 0.f);
+        std::copy(pw.bias.begin(), pw.bias.end(), bias.begin());
+        std::vector<float> slopes(static_cast<size_t>(pw.out_channels), 0.f);
+        if (pw.neuron.type == NeuronType::PReLU)
+            std::copy(pw.neuron.data.begin(), pw.neuron.data.end(), slopes.begin());
+        copy_in(w->weights, values);
+        copy_in(w->bias, bias);
+        copy_in(w->slopes, slopes);
+        return w;
+    }
+
+    void begin_batch() override { batches()[this] = std::make_unique<Batch>(); }
+
+    void flush() override {
+        Batch* batch = current_batch();
+        if (!batch) return;
+        std::vector<std::unique_ptr<Binding>> bindings = std::move(batch->bindings);
+        batch->bindings.clear();
+        if (batch->pending) {
+            batch->pending = false;
+            check(cudaStreamSynchronize(stream()), "command buffer");
+        }
+        for (auto& b : bindings) b->finish();
+    }
+
+    void end_batch() override { batches().erase(this); }
+
+    void forward(const ConvtParams& params, const DeviceWeights& weights, const TensorView& src,
+                 const TensorView& dst) override {
+        if (params.num_images == 0 || params.clip_w == 0 || params.clip_h == 0) return;
+        const auto& w = static_cast<const CudaWeights&>(weights);
+        const int64_t sx = params.stride_x, sy = params.stride_y;
+        const int64_t blocks = (params.out_per_group + kChannelBlock - 1) / kChannelBlock;
+        Call call(*this);
+        ConvtParams p = params;
+        const void* s = call.bind(src, false, &p.src_base);
+        const void* d = call.bind(dst, true, &p.dst_base);
+        run(std::string("convt_forward_") + suffix(p.src_type) + "_" + suffix(p.dst_type), p,
+            false, {s, d, w.weights.ptr, w.bias.ptr, w.slopes.ptr},
+            {ceil_div(ceil_div(p.clip_w, sx), kTile), ceil_div(ceil_div(p.clip_h, sy), kTile),
+             static_cast<uint64_t>(int64_t(p.num_images) * p.groups * blocks * sx * sy)},
+            {kTile, kTile, 1});
+        call.done();
+    }
+
+    void backward_data(const ConvtParams& params, const DeviceWeights& weights,
+                       const TensorView& dy, const TensorView& dx) override {
+        if (params.num_images == 0 || params.src_w == 0 || params.src_h == 0) return;
+        const auto& w = static_cast<const CudaWeights&>(weights);
+        const int64_t blocks = (params.in_per_group + kChannelBlock - 1) / kChannelBlock;
+        Call call(*this);
+        ConvtParams p = params;
+        const void* y = call.bind(dy, false, &p.dst_base);
+        const void* x = call.bind(dx, true, &p.src_base);
+        run(std::string("convt_backward_data_") + suffix(p.dst_type) + "_" + suffix(p.src_type),
+            p, false, {y, x, w.weights.ptr},
+            {ceil_div(p.src_w, kTile), ceil_div(p.src_h, kTile),
+             static_cast<uint64_t>(int64_t(p.num_images) * p.groups * blocks)},
+            {kTile, kTile, 1});
+        call.done();
+    }
+
+    void backward_weights(const ConvtParams& params, const TensorView& x, const TensorView& dy,
+                          const GradientOutput& out) override {
+        if (out.type != DataType::Float32)
+            throw TypeError("the CUDA backend writes float32 weight gradients");
+        Call call(*this);
+        ConvtParams p = params;
+        const void* xs = call.bind(x, false, &p.src_base);
+        const void* ys = call.bind(dy, false, &p.dst_base);
+        const int64_t count = int64_t(p.out_channels) * p.kernel_h * p.kernel_w * p.in_per_group;
+        if (out.weights) {
+            const void* dw = call.bind_raw(out.weights, static_cast<size_t>(count) * sizeof(float));
+            run(std::string("convt_backward_weights_") + suffix(p.src_type) + "_" +
+                    suffix(p.dst_type),
+                p, out.accumulate, {xs, ys, dw}, {static_cast<uint64_t>(count), 1, 1},
+                {kSimd, 1, 1});
+        }
+        if (out.bias) {
+            const void* db =
+                call.bind_raw(out.bias, static_cast<size_t>(p.out_channels) * sizeof(float));
+            run(std::string("convt_backward_bias_") + suffix(p.dst_type), p, out.accumulate,
+                {ys, db}, {static_cast<uint64_t>(p.out_channels), 1, 1}, {kSimd, 1, 1});
+        }
+        call.done();
+    }
+
+ private:
+    static cudaStream_t stream() { return cudaStreamLegacy; }
+
+    using Batches = std::unordered_map<const CudaBackend*, std::unique_ptr<Batch>>;
+    static Batches& batches() {
+        thread_local Batches open;
+        return open;
+    }
+    Batch* current_batch() {
+        auto it = batches().find(this);
+        return it == batches().end() ? nullptr : it->second.get();
+    }
+
+    // The bindings of one call: kept by the open batch, or finished when the call returns.
+    class Call {
+     public:
+        explicit Call(CudaBackend& backend) : backend_(backend), batch_(backend.current_batch()) {}
+        const void* bind(const TensorView& v, bool written, int64_t* base) {
+            const char *first, *last;
+            v.byte_extent(&first, &last);
+            if (v.numel())
+                *base += (static_cast<const char*>(v.data) - first) /
+                         static_cast<int64_t>(element_size(v.type));
+            return region(first, static_cast<size_t>(last - first), written);
+        }
+        const void* bind_raw(void* data, size_t bytes) {
+            return region(static_cast<const char*>(data), bytes, true);
+        }
+        /// Without a batch: staged results are copied back now (cudaMemcpy waits for the work);
+        /// work on device memory alone stays queued on the stream, as CUDA libraries do.
+        void done() {
+            if (batch_) return;
+            bool staged = false;
+            for (auto& b : own_) staged = staged || b->staged();
+            if (staged) check(cudaStreamSynchronize(stream()), "dispatch");
+            for (auto& b : own_) b->finish();
+        }
+
+     private:
+        const void* region(const char* first, size_t bytes, bool written) {
+            if (batch_) {
+                for (auto& b : batch_->bindings)
+                    if (b->same_region(first, bytes)) {
+                        if (written) b->mark_written();
+                        return b->get();
+                    }
+                // Memory staged by earlier work of the batch must land before it is bound anew.
+                for (auto& b : batch_->bindings)
+                    if (b->overlaps(first, bytes) && b->staged()) {
+                        backend_.flush();
+                        break;
+                    }
+            }
+            auto& list = batch_ ? batch_->bindings : own_;
+            list.push_back(std::make_unique<Binding>(first, bytes, written));
+            return list.back()->get();
+        }
+
+        CudaBackend& backend_;
+        Batch* batch_;
+        std::vector<std::unique_ptr<Binding>> own_;
+    };
+
+    // One dispatch, split into launches that fit CUDA's grid limits.
+    void run(const std::string& name, const ConvtParams& p, bool accumulate,
+             std::initializer_list<const void*> buffers, Grid groups, Grid threads) {
+        if (groups.x == 0 || groups.y == 0 || groups.z == 0) return;
+        const void* fn = convt_cuda_find_kernel(name.c_str());
+        if (!fn) throw std::runtime_error("[cuda] no kernel named " + name);
+        if (groups.x > kMaxGridX)
+            throw std::invalid_argument(concat("[cuda] ", name, ": ", groups.x,
+                                               " threadgroups along x exceed CUDA's limit"));
+        ConvtCudaLaunch launch{};
+        size_t i = 0;
+        for (const void* b : buffers) launch.buffers[i++] = b;
+        set_constants(launch, p, accumulate);
+        static_assert(sizeof(ConvtParams) <= CONVT_CUDA_BYTES, "ConvtParams too large");
+        std::memcpy(launch.bytes, &p, sizeof(p));
+        launch.grid[0] = static_cast<uint32_t>(groups.x);
+        launch.grid[1] = static_cast<uint32_t>(groups.y);
+        launch.grid[2] = static_cast<uint32_t>(groups.z);
+        const dim3 block(static_cast<unsigned>(threads.x), static_cast<unsigned>(threads.y),
+                         static_cast<unsigned>(threads.z));
+        void* args[] = {&launch};
+        for (uint64_t z0 = 0; z0 < groups.z; z0 += kMaxGridYZ)
+            for (uint64_t y0 = 0; y0 < groups.y; y0 += kMaxGridYZ) {
+                launch.group_offset[0] = 0;
+                launch.group_offset[1] = static_cast<uint32_t>(y0);
+                launch.group_offset[2] = static_cast<uint32_t>(z0);
+                const dim3 grid(static_cast<unsigned>(groups.x),
+                                static_cast<unsigned>(std::min(kMaxGridYZ, groups.y - y0)),
+                                static_cast<unsigned>(std::min(kMaxGridYZ, groups.z - z0)));
+                check(cudaLaunchKernel(fn, grid, block, args, 0, stream()), name.c_str());
+            }
+        if (Batch* batch = current_batch()) batch->pending = true;
+    }
+
+    void copy_in(DeviceBuffer& buffer, const std::vector<float>& v) {
+        buffer.allocate(v.size() * sizeof(float));
+        check(cudaMemcpy(buffer.ptr, v.data(), v.size() * sizeof(float), cudaMemcpyHostToDevice),
+              "copy weights to device");
+    }
+
+    int device_ = 0;
+    std::string name_;
+};
+
+}  // namespace
+
+std::shared_ptr<Backend> make_cuda_backend() { return std::make_shared<CudaBackend>(); }
+
+}  // namespace convt::detail
