@@ -8,7 +8,8 @@ OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
 BUILD=${BUILD:-/tmp/convt-cuda-build}
 cmake -S . -B "$BUILD" -G Ninja -DCONVT_PYTHON=ON -DCONVT_CUDA=ON -DCONVT_MSLSIM=OFF \
-  -DCMAKE_BUILD_TYPE=Release >"$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
+  -DCMAKE_BUILD_TYPE=Release -DPython_EXECUTABLE="$(command -v python3)" \
+  -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" >"$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
 ninja -C "$BUILD" >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 ln -sf "$BUILD"/_core*.so python/convt/
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
