@@ -7,7 +7,13 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
 BUILD=${BUILD:-/tmp/convt-cuda-build}
-cmake -S . -B "$BUILD" -G Ninja -DCONVT_PYTHON=ON -DCONVT_CUDA=ON -DCONVT_MSLSIM=OFF \
+# The system compiler, when there is one: a private toolchain's libstdc++ can clash with the one
+# the Python process (torch) has loaded.
+CXX_ARGS=()
+if [ -x /usr/bin/g++ ]; then
+  CXX_ARGS=(-DCMAKE_CXX_COMPILER=/usr/bin/g++ -DCMAKE_CUDA_HOST_COMPILER=/usr/bin/g++)
+fi
+cmake -S . -B "$BUILD" -G Ninja -DCONVT_PYTHON=ON -DCONVT_CUDA=ON -DCONVT_MSLSIM=OFF "${CXX_ARGS[@]}" \
   -DCMAKE_BUILD_TYPE=Release -DPython_EXECUTABLE="$(command -v python3)" \
   -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" >"$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
 ninja -C "$BUILD" >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
