@@ -9,8 +9,11 @@ mkdir -p "$OUT"
 BUILD=${BUILD:-/tmp/convt-cuda-build}
 # The system compiler, when there is one: a private toolchain's libstdc++ can clash with the one
 # the Python process (torch) has loaded.
+# (Seen on the lent H100/H200 image: nvcc's default host compiler /opt/gcc/bin/g++ made CMake link
+# a static libstdc++ into the module, whose ostream then crashed.)
 CXX_ARGS=()
 if [ -x /usr/bin/g++ ]; then
+  export CUDAHOSTCXX=/usr/bin/g++ CXX=/usr/bin/g++
   CXX_ARGS=(-DCMAKE_CXX_COMPILER=/usr/bin/g++ -DCMAKE_CUDA_HOST_COMPILER=/usr/bin/g++)
 fi
 cmake -S . -B "$BUILD" -G Ninja -DCONVT_PYTHON=ON -DCONVT_CUDA=ON -DCONVT_MSLSIM=OFF "${CXX_ARGS[@]}" \
@@ -18,6 +21,7 @@ cmake -S . -B "$BUILD" -G Ninja -DCONVT_PYTHON=ON -DCONVT_CUDA=ON -DCONVT_MSLSIM
   -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" >"$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
 ninja -C "$BUILD" >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 ln -sf "$BUILD"/_core*.so python/convt/
+grep -o "[^ ]*stdc++[^ ]*\|/opt/gcc[^ ]*" "$BUILD/build.ninja" | sort | uniq -c | head
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 export PYTHONPATH=$PWD/python PYTHONUNBUFFERED=1
 python3 -c "import convt; print(convt.devices(), [d.name for d in convt.devices()])"
