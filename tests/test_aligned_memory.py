@@ -39,6 +39,10 @@ def test_copy_false_with_aligned_memory(device: Any, rng: np.random.Generator) -
     import convt
 
     x, w = _problem(rng, aligned=True)
+    if device.kind == "cuda":  # host memory, aligned or not, is copied to the GPU: refused
+        with pytest.raises(ValueError, match="host memory.*copy=False"):
+            convt.conv_transpose2d(x, w, stride=2, padding=1, device=device, copy=False)
+        return
     out = convt.conv_transpose2d(x, w, stride=2, padding=1, device=device, copy=False)
     assert out.ctypes.data % convt.memory.ALIGNMENT == 0  # allocated so that it qualifies
     assert_close(out, R.conv_transpose_torch_ref(x, w, None, 2, 1), FP32_TOL, "copy=False")
@@ -50,6 +54,9 @@ def test_copy_false_refuses_staging_on_metal(device: Any, rng: np.random.Generat
     x, w = _problem(rng, aligned=False)
     if device.kind in ("metal", "metal-sim"):
         with pytest.raises(ValueError, match="page-aligned.*copy=False"):
+            convt.conv_transpose2d(x, w, stride=2, padding=1, device=device, copy=False)
+    elif device.kind == "cuda":
+        with pytest.raises(ValueError, match="host memory.*copy=False"):
             convt.conv_transpose2d(x, w, stride=2, padding=1, device=device, copy=False)
     else:  # the CPU reads any memory in place: nothing to refuse
         out = convt.conv_transpose2d(x, w, stride=2, padding=1, device=device, copy=False)
@@ -74,6 +81,10 @@ def test_image_copy_flag(device: Any, rng: np.random.Generator) -> None:
     aligned = convt.Image.empty(2, 6, 5, 4, copy=False)
     assert aligned.array.ctypes.data % convt.memory.ALIGNMENT == 0
     aligned.array[...] = x
+    if device.kind == "cuda":
+        with pytest.raises(ValueError, match="host memory.*copy=False"):
+            kernel.encode(cb, aligned)
+        return
     out = kernel.encode(cb, aligned)
     cb.commit()
     cb.wait_until_completed()
