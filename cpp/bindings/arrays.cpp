@@ -1,14 +1,99 @@
 #include "arrays.h"
 
 #include <sstream>
+#include <vector>
 
 namespace convt::bindings {
 
 namespace {
 
+// DLPack's C ABI (dlpack.h, v0.8 and later: the legacy "dltensor" capsule), declared here from the
+// published specification.
+struct DLDevice {
+    int32_t device_type;  // kDLCPU = 1, kDLCUDA = 2, kDLCUDAHost = 3, kDLCUDAManaged = 13
+    int32_t device_id;
+};
+struct DLDataType {
+    uint8_t code;  // kDLFloat = 2
+    uint8_t bits;
+    uint16_t lanes;
+};
+struct DLTensor {
+    void* data;
+    DLDevice device;
+    int32_t ndim;
+    DLDataType dtype;
+    int64_t* shape;
+    int64_t* strides;  // in elements; null: compact row-major
+    uint64_t byte_offset;
+};
+struct DLManagedTensor {
+    DLTensor dl_tensor;
+    void* manager_ctx;
+    void (*deleter)(DLManagedTensor*);
+};
+constexpr int32_t kDLCPU = 1, kDLCUDA = 2, kDLCUDAHost = 3, kDLCUDAManaged = 13;
+constexpr int64_t kLegacyDefaultStream = 1;  // the DLPack protocol's code for CUDA stream 0
+
+// A DLPack tensor's shape, element strides and memory. The pointer stays valid while the caller's
+// object lives (the call's duration): the capsule is only a handle, released on return.
+struct ArrayView {
+    TensorView view;
+    std::vector<int64_t> shape, strides;
+};
+
+ArrayView dlpack_view(const py::handle& obj, const char* name) {
+    const py::tuple dev = obj.attr("__dlpack_device__")();
+    const int32_t type = dev[0].cast<int32_t>();
+    if (type != kDLCPU && type != kDLCUDA && type != kDLCUDAHost && type != kDLCUDAManaged)
+        throw std::invalid_argument(std::string(name) +
+                                    " must be in host or CUDA memory, got DLPack device type " +
+                                    std::to_string(type));
+    const bool gpu = type == kDLCUDA || type == kDLCUDAManaged;
+    // The producer orders its pending work before ours (we run on the legacy default stream).
+    py::object capsule = gpu ? obj.attr("__dlpack__")(py::arg("stream") = kLegacyDefaultStream)
+                             : obj.attr("__dlpack__")();
+    auto* managed = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(capsule.ptr(), "dltensor"));
+    if (!managed) {
+        PyErr_Clear();
+        throw TypeError(std::string(name) + " gave no usable DLPack capsule");
+    }
+    const DLTensor& t = managed->dl_tensor;
+    ArrayView out;
+    TensorView& v = out.view;
+    if (t.dtype.code == 2 && t.dtype.lanes == 1 && t.dtype.bits == 32)
+        v.type = DataType::Float32;
+    else if (t.dtype.code == 2 && t.dtype.lanes == 1 && t.dtype.bits == 16)
+        v.type = DataType::Float16;
+    else if (t.dtype.code == 2 && t.dtype.lanes == 1 && t.dtype.bits == 64)
+        v.type = DataType::Float64;
+    else
+        throw TypeError(std::string(name) + " dtype must be float32 or float16, got DLPack code " +
+                        std::to_string(t.dtype.code) + " with " + std::to_string(t.dtype.bits) +
+                        " bits");
+    out.shape.assign(t.shape, t.shape + t.ndim);
+    out.strides.resize(static_cast<size_t>(t.ndim));
+    int64_t step = 1;
+    for (int i = t.ndim - 1; i >= 0; --i) {
+        out.strides[i] = t.strides ? t.strides[i] : step;
+        step *= out.shape[i];
+    }
+    v.data = static_cast<char*>(t.data) + t.byte_offset;
+    if (reinterpret_cast<uintptr_t>(v.data) % element_size(v.type) != 0)
+        throw std::invalid_argument(
+            std::string(name) + " data must be aligned to its item size, got a misaligned pointer");
+    v.device_memory = gpu;
+    return out;
+}
+
+bool is_dlpack(const py::handle& obj) {
+    return !py::isinstance<py::array>(obj) && py::hasattr(obj, "__dlpack__") &&
+           py::hasattr(obj, "__dlpack_device__");
+}
+
 py::array as_array(const py::handle& obj, const char* name) {
     if (!py::isinstance<py::array>(obj))
-        throw TypeError(std::string(name) + " must be a numpy.ndarray, got " +
+        throw TypeError(std::string(name) + " must be a numpy.ndarray or a DLPack tensor, got " +
                         std::string(py::str(py::type::of(obj).attr("__name__"))));
     return py::reinterpret_borrow<py::array>(obj);
 }
@@ -42,6 +127,19 @@ TensorView base_view(const py::array& a, const char* name) {
     return v;
 }
 
+// numpy arrays and DLPack tensors alike.
+ArrayView array_view(const py::handle& obj, const char* name) {
+    if (is_dlpack(obj)) return dlpack_view(obj, name);
+    py::array a = as_array(obj, name);
+    ArrayView out;
+    out.view = base_view(a, name);
+    for (py::ssize_t i = 0; i < a.ndim(); ++i) {
+        out.shape.push_back(a.shape(i));
+        out.strides.push_back(element_stride(a, static_cast<int>(i), name));
+    }
+    return out;
+}
+
 }  // namespace
 
 Layout parse_layout(const std::string& layout) {
@@ -52,32 +150,30 @@ Layout parse_layout(const std::string& layout) {
 
 TensorView view_of(const py::handle& obj, const std::string& layout, const char* name) {
     const Layout l = parse_layout(layout);
-    py::array a = as_array(obj, name);
-    if (a.ndim() != 4)
+    ArrayView a = array_view(obj, name);
+    if (a.shape.size() != 4)
         throw std::invalid_argument(std::string(name) + " must be 4-D (" + layout + "), got " +
-                                    std::to_string(a.ndim()) + "-D");
-    TensorView v = base_view(a, name);
-    const int ax_c = l == Layout::NCHW ? 1 : 3, ax_h = l == Layout::NCHW ? 2 : 1,
-              ax_w = l == Layout::NCHW ? 3 : 2;
-    v.n = a.shape(0), v.c = a.shape(ax_c), v.h = a.shape(ax_h), v.w = a.shape(ax_w);
-    v.stride_n = element_stride(a, 0, name);
-    v.stride_c = element_stride(a, ax_c, name);
-    v.stride_h = element_stride(a, ax_h, name);
-    v.stride_w = element_stride(a, ax_w, name);
+                                    std::to_string(a.shape.size()) + "-D");
+    const int c = l == Layout::NCHW ? 1 : 3, h = l == Layout::NCHW ? 2 : 1,
+              w = l == Layout::NCHW ? 3 : 2;
+    TensorView& v = a.view;
+    v.n = a.shape[0], v.c = a.shape[c], v.h = a.shape[h], v.w = a.shape[w];
+    v.stride_n = a.strides[0], v.stride_c = a.strides[c], v.stride_h = a.strides[h],
+    v.stride_w = a.strides[w];
     return v;
 }
 
 TensorView view_of_shape(const py::handle& obj, int ndim, const char* name) {
-    py::array a = as_array(obj, name);
-    if (a.ndim() != ndim)
+    ArrayView a = array_view(obj, name);
+    if (static_cast<int>(a.shape.size()) != ndim)
         throw std::invalid_argument(std::string(name) + " must be " + std::to_string(ndim) +
-                                    "-D, got " + std::to_string(a.ndim()) + "-D");
-    TensorView v = base_view(a, name);
+                                    "-D, got " + std::to_string(a.shape.size()) + "-D");
     int64_t dims[4] = {1, 1, 1, 1}, strides[4] = {0, 0, 0, 0};
     for (int i = 0; i < ndim; ++i) {
-        dims[4 - ndim + i] = a.shape(i);
-        strides[4 - ndim + i] = element_stride(a, i, name);
+        dims[4 - ndim + i] = a.shape[i];
+        strides[4 - ndim + i] = a.strides[i];
     }
+    TensorView& v = a.view;
     v.n = dims[0], v.c = dims[1], v.h = dims[2], v.w = dims[3];
     v.stride_n = strides[0], v.stride_c = strides[1], v.stride_h = strides[2],
     v.stride_w = strides[3];

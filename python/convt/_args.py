@@ -65,8 +65,36 @@ def layout_1d(layout: str) -> str:
 
 def as_2d_view(array: object, layout_1d: str, name: str) -> object:
     """A (N, C, L) / (N, L, C) array viewed (never copied) as 4-D with a unit height."""
-    if not isinstance(array, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray, got {type(array).__name__}")
+    if not is_array(array):
+        raise TypeError(
+            f"{name} must be a numpy.ndarray or a DLPack tensor, got {type(array).__name__}"
+        )
     if array.ndim != 3:
         raise ValueError(f"{name} must be 3-D ({layout_1d}), got {array.ndim}-D")
     return array[:, :, None, :] if layout_1d == "NCL" else array[:, None, :, :]
+
+
+def is_array(value: object) -> bool:
+    """A numpy array, or a tensor that speaks DLPack (PyTorch, CuPy, JAX, ...)."""
+    return isinstance(value, np.ndarray) or (
+        hasattr(value, "__dlpack__") and hasattr(value, "__dlpack_device__")
+    )
+
+
+def empty_like_input(x: object, shape: tuple[int, ...], name: str, aligned: bool = False) -> object:
+    """An uninitialised array of ``shape`` in x's dtype, from x's own library and on x's device
+    (a CUDA tensor gives a CUDA tensor): numpy arrays give numpy arrays (page-aligned when
+    ``aligned``), PyTorch tensors ``x.new_empty``, array-API arrays (CuPy) ``xp.empty``."""
+    from .memory import empty_aligned
+
+    if isinstance(x, np.ndarray):
+        return empty_aligned(shape, x.dtype) if aligned else np.empty(shape, dtype=x.dtype)
+    if hasattr(x, "new_empty") and hasattr(x, "__dlpack__"):  # torch.Tensor
+        return x.new_empty(shape)
+    if hasattr(x, "__array_namespace__"):
+        xp = x.__array_namespace__()
+        return xp.empty(shape, dtype=x.dtype, device=x.device)
+    raise TypeError(
+        f"{name} must be a numpy.ndarray, a torch.Tensor or an array-API array to allocate the "
+        f"result like it, got {type(x).__name__}; pass out= instead"
+    )

@@ -6,7 +6,6 @@ import numpy as np
 
 from . import _args
 from ._core import Device, _ConvTransposeLayer
-from .memory import empty_aligned
 
 
 def _layer_2d(weight, bias, stride, padding, output_padding, groups, dilation, device):
@@ -23,7 +22,7 @@ def _layer_2d(weight, bias, stride, padding, output_padding, groups, dilation, d
 
 
 def _layer_1d(weight, bias, stride, padding, output_padding, groups, dilation, device):
-    if not isinstance(weight, np.ndarray):
+    if not _args.is_array(weight):
         raise TypeError(f"weight must be a numpy.ndarray, got {type(weight).__name__}")
     if weight.ndim != 3:
         raise ValueError(
@@ -45,9 +44,7 @@ def run_layer(layer, x, out, layout: str, output_size=None, copy: bool = True):
     """Runs a core layer on 4-D views; allocates ``out`` when None. Returns ``out``."""
     if out is None:
         shape = layer.output_shape(x, layout, output_size)
-        if not isinstance(x, np.ndarray):
-            raise TypeError(f"x must be a numpy.ndarray, got {type(x).__name__}")
-        out = np.empty(shape, dtype=x.dtype) if copy else empty_aligned(shape, x.dtype)
+        out = _args.empty_like_input(x, shape, "x", aligned=not copy)
     layer.forward(x, out, layout, output_size, copy)
     return out
 
@@ -70,7 +67,10 @@ def conv_transpose2d(
     """``torch.nn.functional.conv_transpose2d`` on numpy arrays.
 
     x: (N, Cin, H, W) for layout "NCHW" or (N, H, W, Cin) for "NHWC", float32 or float16, any
-    strides (read in place). weight: (Cin, Cout/groups, kH, kW), same dtype. bias: (Cout,) or None.
+    strides (read in place): a numpy array, or any DLPack tensor (PyTorch, CuPy), used without a
+    copy; on device "cuda" CUDA tensors stay on the GPU and numpy arrays are copied to it and back.
+    The result (when ``out`` is None) comes from x's library, on x's device.
+    weight: (Cin, Cout/groups, kH, kW), same dtype, host memory. bias: (Cout,) or None.
     Returns (N, Cout, Ho, Wo) (or NHWC) with Ho = (H-1)*stride - 2*padding + dilation*(kH-1) +
     output_padding + 1. ``out``, if given, is written in place and returned.
     ``copy=False`` forbids staging copies: on a device that needs page-aligned memory (Metal) an
@@ -110,7 +110,7 @@ def conv_transpose1d(
         shape = (
             (shape[0], shape[1], shape[3]) if layout == "NCL" else (shape[0], shape[2], shape[3])
         )
-        out = np.empty(shape, dtype=x.dtype) if copy else empty_aligned(shape, x.dtype)
+        out = _args.empty_like_input(x, shape, "x", aligned=not copy)
     layer.forward(x4, _args.as_2d_view(out, layout, "out"), layout2, None, copy)
     return out
 
@@ -120,11 +120,13 @@ def _backward(layer, x, grad_output, layout, output_mask, weight_shape, weight4_
     mask = tuple(bool(m) for m in output_mask)
     if len(mask) != 3:
         raise ValueError(f"output_mask must have 3 entries, got {output_mask!r}")
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"x must be a numpy.ndarray, got {type(x).__name__}")
-    grad_input = np.empty_like(x) if mask[0] else None
-    grad_weight = np.empty(weight_shape, dtype=x.dtype) if mask[1] else None
-    grad_bias = np.empty(layer.out_channels, dtype=x.dtype) if mask[2] else None
+    if not _args.is_array(x):
+        raise TypeError(f"x must be a numpy.ndarray or a DLPack tensor, got {type(x).__name__}")
+    # grad_input lives where x does; weight and bias gradients are finished on the host (numpy).
+    dtype = np.dtype(str(x.dtype).replace("torch.", ""))
+    grad_input = _args.empty_like_input(x, tuple(x.shape), "x") if mask[0] else None
+    grad_weight = np.empty(weight_shape, dtype=dtype) if mask[1] else None
+    grad_bias = np.empty(layer.out_channels, dtype=dtype) if mask[2] else None
     layer.backward(
         view(x, "x"),
         view(grad_output, "grad_output"),

@@ -1,8 +1,10 @@
 """PyTorch integration: an autograd Function and drop-in ConvTranspose1d/2d modules.
 
-Forward and backward run on convt's CPU kernels. Tensors cross to numpy and back without
-copies (``Tensor.numpy()`` / ``torch.from_numpy`` share memory). Only CPU tensors are accepted:
-convt never moves data between devices behind the caller's back.
+CPU tensors run on convt's CPU kernels and cross to numpy and back without copies
+(``Tensor.numpy()`` / ``torch.from_numpy`` share memory). CUDA tensors run on convt's ``cuda``
+device and pass through DLPack without copies; their weights and bias are prepared on the host
+(a weight-sized copy each call, and the weight/bias gradients come back the same way). Inputs
+never move between host and GPU behind the caller's back.
 """
 
 from __future__ import annotations
@@ -13,6 +15,23 @@ import torch
 from . import functional as _F
 
 _DTYPES = (torch.float32, torch.float16, torch.float64)
+
+
+def _host_weights(t: torch.Tensor | None, name: str) -> np.ndarray | None:
+    """Weights and bias as numpy: convt prepares them on the host, so CUDA ones are copied
+    (weight-sized, once per call; documented in the README)."""
+    if t is None:
+        return None
+    return _array(t.detach().cpu() if t.is_cuda else t, name)
+
+
+def _cuda_operand(t: torch.Tensor, name: str) -> torch.Tensor:
+    """A CUDA tensor passed to convt through DLPack, without a copy."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if not t.is_cuda:
+        raise ValueError(f"{name} must be on the same CUDA device as x, got {t.device}")
+    return t.detach()
 
 
 def _array(t: torch.Tensor, name: str) -> np.ndarray:
@@ -46,27 +65,40 @@ class ConvTransposeFunction(torch.autograd.Function):
         if x.dim() not in (3, 4):
             raise ValueError(f"x must be 3-D (N, C, L) or 4-D (N, C, H, W), got {x.dim()}-D")
         fn = _F.conv_transpose2d if x.dim() == 4 else _F.conv_transpose1d
-        b = None if bias is None else _array(bias, "bias")
+        cuda = isinstance(x, torch.Tensor) and x.is_cuda
         out = fn(
-            _array(x, "x"),
-            _array(weight, "weight"),
-            b,
+            _cuda_operand(x, "x") if cuda else _array(x, "x"),
+            _host_weights(weight, "weight"),
+            _host_weights(bias, "bias"),
             stride,
             padding,
             output_padding,
             groups,
             dilation,
+            device="cuda" if cuda else None,
         )
         ctx.save_for_backward(x, weight)
         ctx.geometry = (stride, padding, output_padding, groups, dilation)
         ctx.has_bias = bias is not None
-        return torch.from_numpy(out)
+        return out if cuda else torch.from_numpy(out)
 
     @staticmethod
     def backward(ctx, grad_output):
         x, weight = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         fn = _F.conv_transpose2d_backward if x.dim() == 4 else _F.conv_transpose1d_backward
+        if x.is_cuda:
+            gi, gw, gb = fn(
+                _cuda_operand(grad_output.contiguous(), "grad_output"),
+                _cuda_operand(x, "x"),
+                _host_weights(weight, "weight"),
+                *ctx.geometry,
+                output_mask=(need_x, need_w, need_b and ctx.has_bias),
+                device="cuda",
+            )
+            # Weight and bias gradients are finished on the host (weight-sized copies back).
+            gw, gb = (None if g is None else torch.from_numpy(g).to(x.device) for g in (gw, gb))
+            return gi, gw, gb, None, None, None, None, None
         gi, gw, gb = fn(
             _array(grad_output, "grad_output"),
             _array(x, "x"),

@@ -54,6 +54,11 @@ ConvTransposeLayer::ConvTransposeLayer(Device device, const TensorView& weight,
                                        const TensorView* bias, const ConvTransposeOptions& options)
     : device_(std::move(device)), options_(options) {
     validate_options(options);
+    if (weight.device_memory || (bias && bias->device_memory))
+        throw std::invalid_argument(
+            concat(weight.device_memory ? "weight" : "bias",
+                   " must be host memory (weights are prepared on the host once per layer), got "
+                   "CUDA memory; copy it to the host first (tensor.cpu(), cupy.asnumpy)"));
     if (weight.type != DataType::Float32 && weight.type != DataType::Float16 &&
         !(weight.type == DataType::Float64 && device_.backend()->supports_float64()))
         throw TypeError(concat("weight dtype must be float32 or float16",
