@@ -606,10 +606,11 @@ def markdown_section(report: Report) -> str:
     return "\n".join(lines)
 
 
-def write_markdown(path: Path, section: str) -> str:
-    """Replaces the '## CPU' section of ``path`` (up to the next '## '), else appends it."""
+def write_markdown(path: Path, section: str, title_re: re.Pattern = SECTION_RE) -> str:
+    """Replaces the section of ``path`` whose title matches ``title_re`` (default '## CPU', up
+    to the next '## '), else appends it."""
     old = path.read_text().splitlines() if path.exists() else []
-    start = next((i for i, line in enumerate(old) if SECTION_RE.match(line)), None)
+    start = next((i for i, line in enumerate(old) if title_re.match(line)), None)
     new = section.rstrip("\n").splitlines()
     if start is None:
         lines = old + ([""] if old and old[-1].strip() else []) + new

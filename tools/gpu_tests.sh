@@ -27,7 +27,7 @@ export PYTHONPATH=$PWD/python PYTHONUNBUFFERED=1
 python3 -c "import convt; print(convt.devices(), [d.name for d in convt.devices()])"
 status=0
 if [ "${1:-}" != "--sanitize-only" ]; then
-  python3 -m pytest -q -p no:cacheprovider -k "cuda" tests ${PYTEST_ARGS:-} 2>&1 \
+  python3 -m pytest -q -p no:cacheprovider -k "cuda or dlpack" tests ${PYTEST_ARGS:-} 2>&1 \
     | tee "$OUT/pytest-cuda.log" | tail -25
   status=${PIPESTATUS[0]}
 fi

@@ -8,7 +8,6 @@ import numpy as np
 
 from . import _args
 from ._core import Device, _ConvTransposeLayer
-from .memory import empty_aligned
 
 
 class _ConvTransposeNd:
@@ -126,7 +125,7 @@ class _ConvTransposeNd:
                     if self.layout == "NCL"
                     else (shape[0], shape[2], shape[3])
                 )
-            out = np.empty(shape, dtype=x.dtype) if copy else empty_aligned(shape, x.dtype)
+            out = _args.empty_like_input(x, shape, "x", aligned=not copy)
         self._layer.forward(x4, self._view(out, "out"), self._layout4, size, copy)
         return out
 
