@@ -72,7 +72,7 @@ def test_cuda_backward_through_dlpack(rng: np.random.Generator) -> None:
 
     dev = _cuda_device()
     x, w, _ = _problem(rng)
-    gy = rng.standard_normal((2, 3, 9, 11)).astype(np.float32)
+    gy = rng.standard_normal((2, 3, 9, 12)).astype(np.float32)
     gi, gw, gb = convt.conv_transpose2d_backward(
         torch.from_numpy(gy).cuda(), torch.from_numpy(x).cuda(), w, stride=2, padding=1, device=dev
     )

@@ -869,3 +869,21 @@ def test_gradients_are_deterministic(device: Any, rng: np.random.Generator) -> N
     )
     assert_close(runs[0][1], dw_ref, FP32_TOL, "dW")
     assert_close(runs[0][0], dx_ref, FP32_TOL, "dX")
+
+
+@pytest.mark.parametrize("spatial", [1, 2])
+def test_layer_backward_matches_functional(device, rng, spatial) -> None:
+    """Layer.backward (weights prepared once) gives the functional backward's gradients."""
+    import convt
+
+    Layer = convt.ConvTranspose2d if spatial == 2 else convt.ConvTranspose1d
+    backward = convt.conv_transpose2d_backward if spatial == 2 else convt.conv_transpose1d_backward
+    size = (5, 6) if spatial == 2 else (9,)
+    layer = Layer(7, 6, 3, stride=2, padding=1, groups=1, device=device, seed=3)
+    x = rng.standard_normal((2, 7, *size)).astype(np.float32)
+    gy = rng.standard_normal(layer(x).shape).astype(np.float32)
+    got = layer.backward(x, gy)
+    want = backward(gy, x, layer.weight, stride=2, padding=1, device=device)
+    for g, w, what in zip(got, want, ("grad_input", "grad_weight", "grad_bias")):
+        assert g.shape == w.shape
+        assert np.array_equal(g, w), what

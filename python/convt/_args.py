@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Union
 
 import numpy as np
@@ -84,7 +85,8 @@ def is_array(value: object) -> bool:
 def empty_like_input(x: object, shape: tuple[int, ...], name: str, aligned: bool = False) -> object:
     """An uninitialised array of ``shape`` in x's dtype, from x's own library and on x's device
     (a CUDA tensor gives a CUDA tensor): numpy arrays give numpy arrays (page-aligned when
-    ``aligned``), PyTorch tensors ``x.new_empty``, array-API arrays (CuPy) ``xp.empty``."""
+    ``aligned``), PyTorch tensors ``x.new_empty``, array-API arrays ``xp.empty``, and other
+    libraries (CuPy) their own top-level ``empty``."""
     from .memory import empty_aligned
 
     if isinstance(x, np.ndarray):
@@ -94,6 +96,9 @@ def empty_like_input(x: object, shape: tuple[int, ...], name: str, aligned: bool
     if hasattr(x, "__array_namespace__"):
         xp = x.__array_namespace__()
         return xp.empty(shape, dtype=x.dtype, device=x.device)
+    module = sys.modules.get(type(x).__module__.split(".")[0])
+    if module is not None and hasattr(module, "empty"):  # CuPy: cupy.empty on x's device
+        return module.empty(shape, dtype=x.dtype)
     raise TypeError(
         f"{name} must be a numpy.ndarray, a torch.Tensor or an array-API array to allocate the "
         f"result like it, got {type(x).__name__}; pass out= instead"

@@ -129,6 +129,30 @@ class _ConvTransposeNd:
         self._layer.forward(x4, self._view(out, "out"), self._layout4, size, copy)
         return out
 
+    def backward(self, x, grad_output, output_mask=(True, True, True)):
+        """Gradients ``(grad_input, grad_weight, grad_bias)`` of this layer's forward, with the
+        weights prepared once (unlike ``conv_transpose2d_backward``). grad_input is allocated like
+        x (on x's device); grad_weight (PyTorch layout) and grad_bias are numpy arrays. Entries
+        whose ``output_mask`` flag is False are None; grad_bias is None for a layer without bias.
+        """
+        from .functional import _backward
+
+        mask = tuple(output_mask)
+        if len(mask) == 3 and self._bias is None:
+            mask = (mask[0], mask[1], False)
+        return _backward(
+            self._layer,
+            x,
+            grad_output,
+            self._layout4,
+            mask,
+            self._weight.shape,
+            self._weight.shape
+            if self._spatial == 2
+            else (*self._weight.shape[:2], 1, self._weight.shape[2]),
+            self._view,
+        )
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}({self.in_channels}, {self.out_channels}, "
