@@ -1,5 +1,5 @@
 // dX (spec §5.3): an ordinary strided convolution of dY with the same weights. A threadgroup
-// owns an 8x8 tile of source pixels and 4 input channels; weights go through threadgroup
+// owns a tile of 64 source pixels (8x8, or 64x1 for one-row images) and 4 input channels; weights go through threadgroup
 // memory, 16 output channels at a time. `p` describes dX in the source role and dY in the
 // destination role.
 #include "convt_kernel.h"
@@ -7,7 +7,7 @@
 template <typename TY, typename TX, typename Tile>
 inline void convt_backward_data_impl(device const TY* dy, device TX* dx,
                                      device const float* weights, constant ConvtParams& p,
-                                     uint3 tg, uint3 t, Tile wtile) {
+                                     uint3 tg, uint3 t, uint3 tpg, Tile wtile) {
     const int sx = fc_stride_x, sy = fc_stride_y;
     const int kw = fc_kernel_w, kh = fc_kernel_h;
     const int ig = p.in_per_group, og = p.out_per_group;
@@ -17,9 +17,9 @@ inline void convt_backward_data_impl(device const TY* dy, device TX* dx,
     z /= uint(ic_blocks);
     const int g = int(z % uint(p.groups));
     const long n = long(z / uint(p.groups));
-    const long iy = long(tg.y) * CONVT_TILE + t.y, ix = long(tg.x) * CONVT_TILE + t.x;
+    const long iy = long(tg.y) * tpg.y + t.y, ix = long(tg.x) * tpg.x + t.x;
     const bool inside = iy < p.src_h && ix < p.src_w;
-    const int lid = int(t.y) * CONVT_TILE + int(t.x);
+    const int lid = int(t.y * tpg.x + t.x);  // tpg.x * tpg.y == CONVT_THREADS
     const int ic0 = ib * CONVT_CH_BLOCK;
     const long dy_img = p.dst_base + n * p.dst_stride_n + long(g) * og * p.dst_stride_c;
 
@@ -62,9 +62,10 @@ inline void convt_backward_data_impl(device const TY* dy, device TX* dx,
                      device const float* weights [[buffer(2)]],                                 \
                      constant ConvtParams& p [[buffer(3)]],                                     \
                      uint3 tg [[threadgroup_position_in_grid]],                                 \
-                     uint3 t [[thread_position_in_threadgroup]]) {                              \
+                     uint3 t [[thread_position_in_threadgroup]],                                \
+                     uint3 tpg [[threads_per_threadgroup]]) {                                   \
         threadgroup float wtile[CONVT_THREADS];                                                 \
-        convt_backward_data_impl<TY, TX>(dy, dx, weights, p, tg, t, wtile);                     \
+        convt_backward_data_impl<TY, TX>(dy, dx, weights, p, tg, t, tpg, wtile);                \
     }
 
 CONVT_BACKWARD_DATA_ENTRY(convt_backward_data_f32_f32, float, float)

@@ -1,5 +1,5 @@
-// Forward transposed convolution (spec §1.2), by phase decomposition: a threadgroup owns an
-// 8x8 tile of destination pixels that share one stride phase, so every thread of the group
+// Forward transposed convolution (spec §1.2), by phase decomposition: a threadgroup owns a tile
+// of 64 destination pixels that share one stride phase (8x8, or 64x1 for one-row images), so every thread of the group
 // visits exactly the taps that land on real source pixels, and 4 output channels. Weights are
 // staged through threadgroup memory, 16 input channels at a time.
 #include "convt_kernel.h"
@@ -7,7 +7,8 @@
 template <typename TS, typename TD, typename Tile>
 inline void convt_forward_impl(device const TS* src, device TD* dst, device const float* weights,
                                device const float* bias, device const float* slopes,
-                               constant ConvtParams& p, uint3 tg, uint3 t, Tile wtile) {
+                               constant ConvtParams& p, uint3 tg, uint3 t, uint3 tpg,
+                               Tile wtile) {
     const int sx = fc_stride_x, sy = fc_stride_y;
     const int kw = fc_kernel_w, kh = fc_kernel_h;
     const int ig = p.in_per_group, og = p.out_per_group;
@@ -20,10 +21,10 @@ inline void convt_forward_impl(device const TS* src, device TD* dst, device cons
     const int g = int(z % uint(p.groups));
     const long n = long(z / uint(p.groups));
     const int py = phase / sx, px = phase % sx;
-    const long j = long(tg.y) * CONVT_TILE + t.y, i = long(tg.x) * CONVT_TILE + t.x;
+    const long j = long(tg.y) * tpg.y + t.y, i = long(tg.x) * tpg.x + t.x;
     const long yy = py + long(sy) * j, xx = px + long(sx) * i;
     const bool inside = yy < p.clip_h && xx < p.clip_w;
-    const int lid = int(t.y) * CONVT_TILE + int(t.x);
+    const int lid = int(t.y * tpg.x + t.x);  // tpg.x * tpg.y == CONVT_THREADS
     const int oc0 = ob * CONVT_CH_BLOCK;
     const long src_img = p.src_base + n * p.src_stride_n + long(g) * ig * p.src_stride_c;
 
@@ -81,9 +82,10 @@ inline void convt_forward_impl(device const TS* src, device TD* dst, device cons
                      device const float* slopes [[buffer(4)]],                                  \
                      constant ConvtParams& p [[buffer(5)]],                                     \
                      uint3 tg [[threadgroup_position_in_grid]],                                 \
-                     uint3 t [[thread_position_in_threadgroup]]) {                              \
+                     uint3 t [[thread_position_in_threadgroup]],                                \
+                     uint3 tpg [[threads_per_threadgroup]]) {                                   \
         threadgroup float wtile[CONVT_THREADS];                                                 \
-        convt_forward_impl<TS, TD>(src, dst, weights, bias, slopes, p, tg, t, wtile);           \
+        convt_forward_impl<TS, TD>(src, dst, weights, bias, slopes, p, tg, t, tpg, wtile);      \
     }
 
 CONVT_FORWARD_ENTRY(convt_forward_f32_f32, float, float)

@@ -33,7 +33,8 @@ constant int fc_dilation_y [[function_constant(8)]];
 #define fc_dilation_y CONVT_FC(int, 8)
 #endif
 
-// Threadgroup shape shared by host code and kernels: 8x8 pixels, 4 channels per thread.
+// Threadgroup shape shared by host code and kernels: 64 pixels (8x8, or 64x1 when the image has
+// one row), 4 channels per thread.
 #define CONVT_TILE 8
 #define CONVT_THREADS (CONVT_TILE * CONVT_TILE)
 #define CONVT_CH_BLOCK 4

@@ -19,6 +19,8 @@ void bind_device(py::module_& m) {
         .def("__repr__", [](const Device& d) { return "Device('" + d.kind() + "')"; });
     m.def("devices", &devices, "Every device available in this build and on this machine.");
     m.def("default_device", &default_device);
+    m.def("built_device_kinds", &built_device_kinds,
+          "The device kinds compiled into this build, whether or not this machine can use them.");
     m.def("set_num_threads", &set_num_threads, py::arg("n"),
           "Threads used by the CPU backend, the caller included.");
     m.def("get_num_threads", &get_num_threads);

@@ -29,6 +29,9 @@ class Device {
 
 /// Every device available in this build and on this machine.
 std::vector<Device> devices();
+/// The device kinds compiled into this library, usable here or not ("cpu", "metal", "metal-sim",
+/// "cuda").
+std::vector<std::string> built_device_kinds();
 Device default_device();
 
 /// MTLCommandBuffer analogue: encodes are recorded, then run by commit().

@@ -80,6 +80,8 @@ std::vector<Device> devices() {
     return out;
 }
 
+std::vector<std::string> built_device_kinds() { return built_kinds(); }
+
 Device default_device() { return devices().front(); }
 
 CommandBuffer::CommandBuffer(Device device) : device_(std::move(device)) {

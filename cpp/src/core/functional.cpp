@@ -219,8 +219,8 @@ void ConvTransposeLayer::backward(const TensorView& input, const TensorView& gra
     detail::check_zero_copy(backend, grad_output, "grad_output");
     for (auto [name, v] : {std::pair{"grad_weight", grad_weight}, {"grad_bias", grad_bias}})
         if (v && v->device_memory)
-            throw std::invalid_argument(concat(
-                name, " must be host memory (it is finished on the host), got CUDA memory"));
+            throw std::invalid_argument(
+                concat(name, " must be host memory (it is finished on the host), got CUDA memory"));
     const detail::Placement pl = placement(options_, kernel_h_, kernel_w_);
     const auto& host = weights_->host;
     if (grad_input) {

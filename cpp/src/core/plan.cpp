@@ -8,9 +8,9 @@ namespace convt::detail {
 
 void check_zero_copy(const Backend& backend, const TensorView& view, const char* name) {
     if (view.device_memory && !backend.accepts_device_memory())
-        throw std::invalid_argument(concat(
-            name, " is CUDA device memory, and the ", backend.kind(),
-            " device reads host memory only; use device 'cuda' or copy it to the host"));
+        throw std::invalid_argument(
+            concat(name, " is CUDA device memory, and the ", backend.kind(),
+                   " device reads host memory only; use device 'cuda' or copy it to the host"));
     if (view.require_zero_copy && !backend.uses_in_place(view) && backend.accepts_device_memory())
         throw std::invalid_argument(
             concat(name, " is host memory, which the ", backend.kind(),

@@ -17,8 +17,8 @@
 namespace convt::detail {
 namespace {
 
-// Threadgroup shape, as in metal/convt_kernel.h.
-constexpr unsigned kTile = 8, kChannelBlock = 4, kSimd = 32;
+// Threadgroup shape, as in metal/convt_kernel.h: 64 pixels, 8x8, or 64x1 for one-row images.
+constexpr unsigned kTile = 8, kThreads = 64, kChannelBlock = 4, kSimd = 32;
 // CUDA's per-launch limits on gridDim.y and gridDim.z; larger dispatches go out in chunks.
 constexpr uint64_t kMaxGridYZ = 65535, kMaxGridX = 2147483647;
 
@@ -121,6 +121,8 @@ struct Grid {
     uint64_t x, y, z;
 };
 
+Grid pixel_tile(int64_t rows) { return rows == 1 ? Grid{kThreads, 1, 1} : Grid{kTile, kTile, 1}; }
+
 class CudaBackend : public Backend {
  public:
     CudaBackend() {
@@ -128,8 +130,8 @@ class CudaBackend : public Backend {
         const cudaError_t status = cudaGetDeviceCount(&count);
         if (status != cudaSuccess || count == 0) {
             cudaGetLastError();
-            throw std::runtime_error(concat("[cuda] no CUDA device is available (",
-                                            cudaGetErrorString(status), ")"));
+            throw std::runtime_error(
+                concat("[cuda] no CUDA device is available (", cudaGetErrorString(status), ")"));
         }
         check(cudaGetDevice(&device_), "cudaGetDevice");
         cudaDeviceProp prop{};
@@ -182,15 +184,16 @@ class CudaBackend : public Backend {
         const auto& w = static_cast<const CudaWeights&>(weights);
         const int64_t sx = params.stride_x, sy = params.stride_y;
         const int64_t blocks = (params.out_per_group + kChannelBlock - 1) / kChannelBlock;
+        const Grid tile = pixel_tile(static_cast<int64_t>(ceil_div(params.clip_h, sy)));
         Call call(*this);
         ConvtParams p = params;
         const void* s = call.bind(src, false, &p.src_base);
         const void* d = call.bind(dst, true, &p.dst_base);
-        run(std::string("convt_forward_") + suffix(p.src_type) + "_" + suffix(p.dst_type), p,
-            false, {s, d, w.weights.ptr, w.bias.ptr, w.slopes.ptr},
-            {ceil_div(ceil_div(p.clip_w, sx), kTile), ceil_div(ceil_div(p.clip_h, sy), kTile),
+        run(std::string("convt_forward_") + suffix(p.src_type) + "_" + suffix(p.dst_type), p, false,
+            {s, d, w.weights.ptr, w.bias.ptr, w.slopes.ptr},
+            {ceil_div(ceil_div(p.clip_w, sx), tile.x), ceil_div(ceil_div(p.clip_h, sy), tile.y),
              static_cast<uint64_t>(int64_t(p.num_images) * p.groups * blocks * sx * sy)},
-            {kTile, kTile, 1});
+            tile);
         call.done();
     }
 
@@ -199,15 +202,16 @@ class CudaBackend : public Backend {
         if (params.num_images == 0 || params.src_w == 0 || params.src_h == 0) return;
         const auto& w = static_cast<const CudaWeights&>(weights);
         const int64_t blocks = (params.in_per_group + kChannelBlock - 1) / kChannelBlock;
+        const Grid tile = pixel_tile(params.src_h);
         Call call(*this);
         ConvtParams p = params;
         const void* y = call.bind(dy, false, &p.dst_base);
         const void* x = call.bind(dx, true, &p.src_base);
-        run(std::string("convt_backward_data_") + suffix(p.dst_type) + "_" + suffix(p.src_type),
-            p, false, {y, x, w.weights.ptr},
-            {ceil_div(p.src_w, kTile), ceil_div(p.src_h, kTile),
+        run(std::string("convt_backward_data_") + suffix(p.dst_type) + "_" + suffix(p.src_type), p,
+            false, {y, x, w.weights.ptr},
+            {ceil_div(p.src_w, tile.x), ceil_div(p.src_h, tile.y),
              static_cast<uint64_t>(int64_t(p.num_images) * p.groups * blocks)},
-            {kTile, kTile, 1});
+            tile);
         call.done();
     }
 

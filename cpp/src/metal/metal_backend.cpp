@@ -23,8 +23,12 @@ extern const char* const convt_kernel_source;  // generated from metal/*.metal
 namespace convt::detail {
 namespace {
 
-// Threadgroup shape, as in metal/convt_kernel.h.
-constexpr NS::UInteger kTile = 8, kChannelBlock = 4, kSimd = 32;
+// Threadgroup shape, as in metal/convt_kernel.h: 64 pixels, 8x8, or 64x1 for one-row images.
+constexpr NS::UInteger kTile = 8, kThreads = 64, kChannelBlock = 4, kSimd = 32;
+
+MTL::Size pixel_tile(int64_t rows) {
+    return rows == 1 ? MTL::Size(kThreads, 1, 1) : MTL::Size(kTile, kTile, 1);
+}
 
 struct Release {
     void operator()(NS::Object* o) const {
@@ -208,6 +212,7 @@ class MetalBackend : public Backend {
         const auto& w = static_cast<const MetalWeights&>(weights);
         const int64_t sx = params.stride_x, sy = params.stride_y;
         const int64_t blocks = (params.out_per_group + kChannelBlock - 1) / kChannelBlock;
+        const MTL::Size tile = pixel_tile(ceil_div(params.clip_h, sy));
         Pool pool;
         Call call(*this);
         ConvtParams p = params;
@@ -216,9 +221,10 @@ class MetalBackend : public Backend {
         run(std::string("convt_forward_") + suffix(p.src_type) + "_" + suffix(p.dst_type),
             constants(p, false), {s, d, w.weights.get(), w.bias.get(), w.slopes.get()}, p,
             MTL::Size(
-                ceil_div(ceil_div(p.clip_w, sx), kTile), ceil_div(ceil_div(p.clip_h, sy), kTile),
+                ceil_div(ceil_div(p.clip_w, sx), tile.width),
+                ceil_div(ceil_div(p.clip_h, sy), tile.height),
                 static_cast<NS::UInteger>(int64_t(p.num_images) * p.groups * blocks * sx * sy)),
-            MTL::Size(kTile, kTile, 1));
+            tile);
         call.done();
     }
 
@@ -227,6 +233,7 @@ class MetalBackend : public Backend {
         if (params.num_images == 0 || params.src_w == 0 || params.src_h == 0) return;
         const auto& w = static_cast<const MetalWeights&>(weights);
         const int64_t blocks = (params.in_per_group + kChannelBlock - 1) / kChannelBlock;
+        const MTL::Size tile = pixel_tile(params.src_h);
         Pool pool;
         Call call(*this);
         ConvtParams p = params;
@@ -234,9 +241,9 @@ class MetalBackend : public Backend {
         MTL::Buffer* x = call.bind(dx, true, &p.src_base);
         run(std::string("convt_backward_data_") + suffix(p.dst_type) + "_" + suffix(p.src_type),
             constants(p, false), {y, x, w.weights.get()}, p,
-            MTL::Size(ceil_div(p.src_w, kTile), ceil_div(p.src_h, kTile),
+            MTL::Size(ceil_div(p.src_w, tile.width), ceil_div(p.src_h, tile.height),
                       static_cast<NS::UInteger>(int64_t(p.num_images) * p.groups * blocks)),
-            MTL::Size(kTile, kTile, 1));
+            tile);
         call.done();
     }
 
