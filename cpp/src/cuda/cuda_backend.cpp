@@ -19,6 +19,10 @@ namespace {
 
 // Threadgroup shape, as in metal/convt_kernel.h: 64 pixels, 8x8, or 64x1 for one-row images.
 constexpr unsigned kTile = 8, kThreads = 64, kChannelBlock = 4, kSimd = 32;
+// metal/convt_forward_gemm.metal: 64 pixels x 64 channels per 256-thread group, for layers with
+// at least kGemmMinOut output channels per group (narrower ones waste most of its tile).
+constexpr unsigned kGemmPixels = 64, kGemmChannels = 64, kGemmThreads = 256;
+constexpr int32_t kGemmMinOut = 32;
 // CUDA's per-launch limits on gridDim.y and gridDim.z; larger dispatches go out in chunks.
 constexpr uint64_t kMaxGridYZ = 65535, kMaxGridX = 2147483647;
 
@@ -189,8 +193,19 @@ class CudaBackend : public Backend {
         ConvtParams p = params;
         const void* s = call.bind(src, false, &p.src_base);
         const void* d = call.bind(dst, true, &p.dst_base);
-        run(std::string("convt_forward_") + suffix(p.src_type) + "_" + suffix(p.dst_type), p, false,
-            {s, d, w.weights.ptr, w.bias.ptr, w.slopes.ptr},
+        const std::string types = std::string(suffix(p.src_type)) + "_" + suffix(p.dst_type);
+        if (!p.accumulate_half && p.out_per_group >= kGemmMinOut) {
+            const auto phase_pixels =
+                static_cast<int64_t>(ceil_div(p.clip_w, sx) * ceil_div(p.clip_h, sy));
+            run("convt_forward_gemm_" + types, p, false,
+                {s, d, w.weights.ptr, w.bias.ptr, w.slopes.ptr},
+                {ceil_div(phase_pixels, kGemmPixels), ceil_div(p.out_per_group, kGemmChannels),
+                 static_cast<uint64_t>(int64_t(p.num_images) * p.groups * sx * sy)},
+                {kGemmThreads, 1, 1});
+            call.done();
+            return;
+        }
+        run("convt_forward_" + types, p, false, {s, d, w.weights.ptr, w.bias.ptr, w.slopes.ptr},
             {ceil_div(ceil_div(p.clip_w, sx), tile.x), ceil_div(ceil_div(p.clip_h, sy), tile.y),
              static_cast<uint64_t>(int64_t(p.num_images) * p.groups * blocks * sx * sy)},
             tile);

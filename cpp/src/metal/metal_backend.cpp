@@ -25,6 +25,10 @@ namespace {
 
 // Threadgroup shape, as in metal/convt_kernel.h: 64 pixels, 8x8, or 64x1 for one-row images.
 constexpr NS::UInteger kTile = 8, kThreads = 64, kChannelBlock = 4, kSimd = 32;
+// metal/convt_forward_gemm.metal: 64 pixels x 64 channels per 256-thread group, for layers with
+// at least kGemmMinOut output channels per group (narrower ones waste most of its tile).
+constexpr NS::UInteger kGemmPixels = 64, kGemmChannels = 64, kGemmThreads = 256;
+constexpr int32_t kGemmMinOut = 32;
 
 MTL::Size pixel_tile(int64_t rows) {
     return rows == 1 ? MTL::Size(kThreads, 1, 1) : MTL::Size(kTile, kTile, 1);
@@ -218,8 +222,20 @@ class MetalBackend : public Backend {
         ConvtParams p = params;
         MTL::Buffer* s = call.bind(src, false, &p.src_base);
         MTL::Buffer* d = call.bind(dst, true, &p.dst_base);
-        run(std::string("convt_forward_") + suffix(p.src_type) + "_" + suffix(p.dst_type),
-            constants(p, false), {s, d, w.weights.get(), w.bias.get(), w.slopes.get()}, p,
+        const std::string types = std::string(suffix(p.src_type)) + "_" + suffix(p.dst_type);
+        if (!p.accumulate_half && p.out_per_group >= kGemmMinOut) {
+            const int64_t phase_pixels = int64_t(ceil_div(p.clip_w, sx)) * ceil_div(p.clip_h, sy);
+            run("convt_forward_gemm_" + types, constants(p, false),
+                {s, d, w.weights.get(), w.bias.get(), w.slopes.get()}, p,
+                MTL::Size(ceil_div(phase_pixels, kGemmPixels),
+                          ceil_div(p.out_per_group, kGemmChannels),
+                          static_cast<NS::UInteger>(int64_t(p.num_images) * p.groups * sx * sy)),
+                MTL::Size(kGemmThreads, 1, 1));
+            call.done();
+            return;
+        }
+        run("convt_forward_" + types, constants(p, false),
+            {s, d, w.weights.get(), w.bias.get(), w.slopes.get()}, p,
             MTL::Size(
                 ceil_div(ceil_div(p.clip_w, sx), tile.width),
                 ceil_div(ceil_div(p.clip_h, sy), tile.height),
