@@ -4,12 +4,6 @@
 // source role and dY in the destination role. fc_accumulate adds to the buffer (batches).
 #include "convt_kernel.h"
 
-#if defined(__METAL_VERSION__)
-constant bool fc_accumulate [[function_constant(9)]];
-#else
-#define fc_accumulate CONVT_FC(bool, 9)
-#endif
-
 template <typename TX, typename TY>
 inline void convt_backward_weights_impl(device const TX* x, device const TY* dy, device float* dw,
                                         constant ConvtParams& p, uint3 tg, uint lane) {

@@ -21,6 +21,8 @@ constant int fc_stride_x [[function_constant(5)]];
 constant int fc_stride_y [[function_constant(6)]];
 constant int fc_dilation_x [[function_constant(7)]];
 constant int fc_dilation_y [[function_constant(8)]];
+constant bool fc_accumulate [[function_constant(9)]];  // gradients: add to what is there
+constant int fc_splits [[function_constant(10)]];      // gradients: K slices summed in order
 #else
 #define fc_neuron CONVT_FC(int, 0)
 #define fc_has_bias CONVT_FC(bool, 1)
@@ -31,6 +33,8 @@ constant int fc_dilation_y [[function_constant(8)]];
 #define fc_stride_y CONVT_FC(int, 6)
 #define fc_dilation_x CONVT_FC(int, 7)
 #define fc_dilation_y CONVT_FC(int, 8)
+#define fc_accumulate CONVT_FC(bool, 9)
+#define fc_splits CONVT_FC(int, 10)
 #endif
 
 // Threadgroup shape shared by host code and kernels: 64 pixels (8x8, or 64x1 when the image has

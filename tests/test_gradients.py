@@ -648,14 +648,17 @@ def test_neuron_is_not_differentiated(device: Any, rng: np.random.Generator) -> 
 
 
 @pytest.mark.parametrize("auto", [False, True], ids=["manual", "auto"])
+@pytest.mark.parametrize("wide", [False, True], ids=["narrow", "wide"])
 def test_encode_batch_sums_weight_gradients(
-    device: Any, rng: np.random.Generator, auto: bool
+    device: Any, rng: np.random.Generator, auto: bool, wide: bool
 ) -> None:
-    w = rng.uniform(-0.5, 0.5, (4, 3, 2, 3)).astype(np.float32)
+    # wide: 40 x 36 channels, where GPU backends reduce dW by GEMM over slices of K.
+    o, i = (40, 36) if wide else (4, 3)
+    w = rng.uniform(-0.5, 0.5, (o, 3, 2, i)).astype(np.float32)
     fwd, grad = build_transpose_pair(
         device, w, stride=2, dilation=(1, 2), kernel_weights_dtype="float32"
     )
-    xs = [rng.uniform(-1, 1, (1, 3, 3, 4)).astype(np.float32) for _ in range(3)]
+    xs = [rng.uniform(-1, 1, (1, i, 3, 4)).astype(np.float32) for _ in range(3)]
     x_imgs = [convt.Image(x) for x in xs]
     if auto:  # default policy: dst (3-1)*2+1 = 5 by (4-1)*2+1 + 0 = 7, T from the policy
         T = (
@@ -666,8 +669,8 @@ def test_encode_batch_sums_weight_gradients(
     else:
         set_total_offset(fwd, (0, -1))
         T, dst_hw = (0, -1), (6, 9)
-        dsts = [convt.Image(np.zeros((1, 4, *dst_hw), np.float32)) for _ in xs]
-    dys = [rng.uniform(-1, 1, (1, 4, *dst_hw)).astype(np.float32) for _ in xs]
+        dsts = [convt.Image(np.zeros((1, o, *dst_hw), np.float32)) for _ in xs]
+    dys = [rng.uniform(-1, 1, (1, o, *dst_hw)).astype(np.float32) for _ in xs]
     dx_dsts = [convt.Image(poison(np.empty_like(x))) for x in xs]
 
     def encode(cb: Any) -> Any:
@@ -682,7 +685,7 @@ def test_encode_batch_sums_weight_gradients(
 
     res, state = run_encoded(device, encode)
     assert len(res) == 3 and all(r is d for r, d in zip(res, dx_dsts))
-    dw_sum, db_sum = np.zeros(w.shape), np.zeros(4)
+    dw_sum, db_sum = np.zeros(w.shape), np.zeros(o)
     for i, (x, dy) in enumerate(zip(xs, dys)):
         dx_ref, dw_ref, db_ref = R.conv_transpose_mps_backward(dy, x, w, 2, (1, 2), 1, T, (3, 4))
         assert_close(dx_dsts[i].array, dx_ref, FP32_TOL, f"batch dX {i}")
@@ -693,7 +696,7 @@ def test_encode_batch_sums_weight_gradients(
 
     # Allocated dX images and a result_state_batch state.
     states = fwd.result_state_batch(
-        x_imgs, destination_images=dsts or [convt.Image(np.zeros((1, 4, *dst_hw), np.float32))] * 3
+        x_imgs, destination_images=dsts or [convt.Image(np.zeros((1, o, *dst_hw), np.float32))] * 3
     )
     assert len(states) == 3 and all(s is states[0] for s in states)
     outs = run_encoded(

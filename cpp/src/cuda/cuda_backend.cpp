@@ -12,17 +12,12 @@
 #include <vector>
 
 #include "../core/check.h"
+#include "../core/gpu_launch.h"
 #include "launch.h"
 
 namespace convt::detail {
 namespace {
 
-// Threadgroup shape, as in metal/convt_kernel.h: 64 pixels, 8x8, or 64x1 for one-row images.
-constexpr unsigned kTile = 8, kThreads = 64, kChannelBlock = 4, kSimd = 32;
-// metal/convt_forward_gemm.metal: 64 pixels x 64 channels per 256-thread group, for layers with
-// at least kGemmMinOut output channels per group (narrower ones waste most of its tile).
-constexpr unsigned kGemmPixels = 64, kGemmChannels = 64, kGemmThreads = 256;
-constexpr int32_t kGemmMinOut = 32;
 // CUDA's per-launch limits on gridDim.y and gridDim.z; larger dispatches go out in chunks.
 constexpr uint64_t kMaxGridYZ = 65535, kMaxGridX = 2147483647;
 
@@ -66,24 +61,35 @@ bool is_device_memory(const void* p) {
 // a device buffer (copied in now, copied back by finish() when written).
 class Binding {
  public:
-    Binding(const char* first, size_t bytes, bool written)
+    /// `read`: the work reads the memory's contents (written views are copied in too, since
+    /// kernels write only their region of them; outputs overwritten whole need no copy).
+    Binding(const char* first, size_t bytes, bool written, bool read = true)
         : host_(const_cast<char*>(first)), bytes_(bytes), written_(written) {
         if (bytes == 0 || is_device_memory(first)) {
             device_ = host_;
             return;
         }
         staging_ = std::make_unique<DeviceBuffer>(bytes);
-        // Written views are copied in too: kernels write only their region of them.
-        check(cudaMemcpy(staging_->ptr, first, bytes, cudaMemcpyHostToDevice), "copy to device");
+        if (read)
+            check(cudaMemcpy(staging_->ptr, first, bytes, cudaMemcpyHostToDevice),
+                  "copy to device");
+        device_ = static_cast<char*>(staging_->ptr);
+    }
+    /// Device-only scratch memory.
+    explicit Binding(size_t bytes)
+        : host_(nullptr),
+          bytes_(0),
+          written_(false),
+          staging_(std::make_unique<DeviceBuffer>(bytes)) {
         device_ = static_cast<char*>(staging_->ptr);
     }
     void finish() {
-        if (staging_ && written_)
+        if (staging_ && written_ && host_)
             check(cudaMemcpy(host_, staging_->ptr, bytes_, cudaMemcpyDeviceToHost),
                   "copy from device");
     }
     char* get() const { return device_; }
-    bool staged() const { return staging_ != nullptr; }
+    bool staged() const { return staging_ != nullptr && host_ != nullptr; }
     bool same_region(const char* first, size_t bytes) const {
         return first == host_ && bytes == bytes_;
     }
@@ -112,20 +118,29 @@ const char* suffix(int32_t type) {
     throw TypeError("the CUDA backend runs float32 and float16 images only, got float64");
 }
 
+// The gradient kernels' function constants (9 and 10).
+struct Constants {
+    bool accumulate = false;
+    int64_t splits = 1;
+};
+
 // Function constants, in the order of metal/convt_kernel.h.
-void set_constants(ConvtCudaLaunch& l, const ConvtParams& p, bool accumulate) {
-    const int32_t fc[] = {p.neuron,   p.has_bias, p.accumulate_half, p.kernel_w,   p.kernel_h,
-                          p.stride_x, p.stride_y, p.dilation_x,      p.dilation_y, accumulate};
+void set_constants(ConvtCudaLaunch& l, const ConvtParams& p, Constants c) {
+    const int32_t fc[] = {p.neuron,
+                          p.has_bias,
+                          p.accumulate_half,
+                          p.kernel_w,
+                          p.kernel_h,
+                          p.stride_x,
+                          p.stride_y,
+                          p.dilation_x,
+                          p.dilation_y,
+                          c.accumulate,
+                          static_cast<int32_t>(c.splits)};
     std::memcpy(l.constants, fc, sizeof(fc));
 }
 
-uint64_t ceil_div(int64_t a, int64_t b) { return static_cast<uint64_t>((a + b - 1) / b); }
-
-struct Grid {
-    uint64_t x, y, z;
-};
-
-Grid pixel_tile(int64_t rows) { return rows == 1 ? Grid{kThreads, 1, 1} : Grid{kTile, kTile, 1}; }
+std::string types(int32_t a, int32_t b) { return std::string(suffix(a)) + "_" + suffix(b); }
 
 class CudaBackend : public Backend {
  public:
@@ -186,29 +201,12 @@ class CudaBackend : public Backend {
                  const TensorView& dst) override {
         if (params.num_images == 0 || params.clip_w == 0 || params.clip_h == 0) return;
         const auto& w = static_cast<const CudaWeights&>(weights);
-        const int64_t sx = params.stride_x, sy = params.stride_y;
-        const int64_t blocks = (params.out_per_group + kChannelBlock - 1) / kChannelBlock;
-        const Grid tile = pixel_tile(static_cast<int64_t>(ceil_div(params.clip_h, sy)));
         Call call(*this);
         ConvtParams p = params;
         const void* s = call.bind(src, false, &p.src_base);
         const void* d = call.bind(dst, true, &p.dst_base);
-        const std::string types = std::string(suffix(p.src_type)) + "_" + suffix(p.dst_type);
-        if (!p.accumulate_half && p.out_per_group >= kGemmMinOut) {
-            const auto phase_pixels =
-                static_cast<int64_t>(ceil_div(p.clip_w, sx) * ceil_div(p.clip_h, sy));
-            run("convt_forward_gemm_" + types, p, false,
-                {s, d, w.weights.ptr, w.bias.ptr, w.slopes.ptr},
-                {ceil_div(phase_pixels, kGemmPixels), ceil_div(p.out_per_group, kGemmChannels),
-                 static_cast<uint64_t>(int64_t(p.num_images) * p.groups * sx * sy)},
-                {kGemmThreads, 1, 1});
-            call.done();
-            return;
-        }
-        run("convt_forward_" + types, p, false, {s, d, w.weights.ptr, w.bias.ptr, w.slopes.ptr},
-            {ceil_div(ceil_div(p.clip_w, sx), tile.x), ceil_div(ceil_div(p.clip_h, sy), tile.y),
-             static_cast<uint64_t>(int64_t(p.num_images) * p.groups * blocks * sx * sy)},
-            tile);
+        run(gpu::forward(p), types(p.src_type, p.dst_type), p, {},
+            {s, d, w.weights.ptr, w.bias.ptr, w.slopes.ptr});
         call.done();
     }
 
@@ -216,17 +214,11 @@ class CudaBackend : public Backend {
                        const TensorView& dy, const TensorView& dx) override {
         if (params.num_images == 0 || params.src_w == 0 || params.src_h == 0) return;
         const auto& w = static_cast<const CudaWeights&>(weights);
-        const int64_t blocks = (params.in_per_group + kChannelBlock - 1) / kChannelBlock;
-        const Grid tile = pixel_tile(params.src_h);
         Call call(*this);
         ConvtParams p = params;
         const void* y = call.bind(dy, false, &p.dst_base);
         const void* x = call.bind(dx, true, &p.src_base);
-        run(std::string("convt_backward_data_") + suffix(p.dst_type) + "_" + suffix(p.src_type), p,
-            false, {y, x, w.weights.ptr},
-            {ceil_div(p.src_w, tile.x), ceil_div(p.src_h, tile.y),
-             static_cast<uint64_t>(int64_t(p.num_images) * p.groups * blocks)},
-            tile);
+        run(gpu::backward_data(p), types(p.dst_type, p.src_type), p, {}, {y, x, w.weights.ptr});
         call.done();
     }
 
@@ -238,19 +230,36 @@ class CudaBackend : public Backend {
         ConvtParams p = params;
         const void* xs = call.bind(x, false, &p.src_base);
         const void* ys = call.bind(dy, false, &p.dst_base);
-        const int64_t count = int64_t(p.out_channels) * p.kernel_h * p.kernel_w * p.in_per_group;
+        const int64_t count = gpu::weight_count(p);
+        const std::string xy = types(p.src_type, p.dst_type), y = suffix(p.dst_type);
+        if (out.weights && gpu::weights_by_gemm(p)) {
+            // Slices of K write partial sums to scratch; one pass adds them in slice order.
+            p.has_bias = out.bias != nullptr;
+            const int64_t splits = gpu::weight_splits(p);
+            const int64_t total = count + (out.bias ? p.out_channels : 0);
+            const void* partial = call.scratch(static_cast<size_t>(splits * total) * sizeof(float));
+            const void* dw = call.bind_raw(out.weights, static_cast<size_t>(count) * sizeof(float),
+                                           out.accumulate);
+            const void* db = out.bias
+                                 ? call.bind_raw(out.bias, static_cast<size_t>(p.out_channels) * 4,
+                                                 out.accumulate)
+                                 : partial;
+            const Constants fc{out.accumulate, splits};
+            run(gpu::weights_gemm(p, splits), xy, p, fc, {xs, ys, partial});
+            if (out.bias) run(gpu::bias_partial(p, splits), y, p, fc, {ys, partial});
+            run(gpu::reduce_partials(total), "", p, fc, {partial, dw, db});
+            call.done();
+            return;
+        }
         if (out.weights) {
-            const void* dw = call.bind_raw(out.weights, static_cast<size_t>(count) * sizeof(float));
-            run(std::string("convt_backward_weights_") + suffix(p.src_type) + "_" +
-                    suffix(p.dst_type),
-                p, out.accumulate, {xs, ys, dw}, {static_cast<uint64_t>(count), 1, 1},
-                {kSimd, 1, 1});
+            const void* dw = call.bind_raw(out.weights, static_cast<size_t>(count) * sizeof(float),
+                                           out.accumulate);
+            run(gpu::weights_direct(p), xy, p, {out.accumulate, 1}, {xs, ys, dw});
         }
         if (out.bias) {
-            const void* db =
-                call.bind_raw(out.bias, static_cast<size_t>(p.out_channels) * sizeof(float));
-            run(std::string("convt_backward_bias_") + suffix(p.dst_type), p, out.accumulate,
-                {ys, db}, {static_cast<uint64_t>(p.out_channels), 1, 1}, {kSimd, 1, 1});
+            const void* db = call.bind_raw(
+                out.bias, static_cast<size_t>(p.out_channels) * sizeof(float), out.accumulate);
+            run(gpu::bias_direct(p), y, p, {out.accumulate, 1}, {ys, db});
         }
         call.done();
     }
@@ -280,8 +289,15 @@ class CudaBackend : public Backend {
                          static_cast<int64_t>(element_size(v.type));
             return region(first, static_cast<size_t>(last - first), written);
         }
-        const void* bind_raw(void* data, size_t bytes) {
-            return region(static_cast<const char*>(data), bytes, true);
+        /// A dense gradient buffer; `read` when the work adds to it.
+        const void* bind_raw(void* data, size_t bytes, bool read) {
+            return region(static_cast<const char*>(data), bytes, true, read);
+        }
+        /// Device scratch, alive until the work is done.
+        const void* scratch(size_t bytes) {
+            auto& list = batch_ ? batch_->bindings : own_;
+            list.push_back(std::make_unique<Binding>(bytes));
+            return list.back()->get();
         }
         /// Without a batch: staged results are copied back now (cudaMemcpy waits for the work);
         /// work on device memory alone stays queued on the stream, as CUDA libraries do.
@@ -294,7 +310,7 @@ class CudaBackend : public Backend {
         }
 
      private:
-        const void* region(const char* first, size_t bytes, bool written) {
+        const void* region(const char* first, size_t bytes, bool written, bool read = true) {
             if (batch_) {
                 for (auto& b : batch_->bindings)
                     if (b->same_region(first, bytes)) {
@@ -309,7 +325,7 @@ class CudaBackend : public Backend {
                     }
             }
             auto& list = batch_ ? batch_->bindings : own_;
-            list.push_back(std::make_unique<Binding>(first, bytes, written));
+            list.push_back(std::make_unique<Binding>(first, bytes, written, read));
             return list.back()->get();
         }
 
@@ -319,34 +335,36 @@ class CudaBackend : public Backend {
     };
 
     // One dispatch, split into launches that fit CUDA's grid limits.
-    void run(const std::string& name, const ConvtParams& p, bool accumulate,
-             std::initializer_list<const void*> buffers, Grid groups, Grid threads) {
-        if (groups.x == 0 || groups.y == 0 || groups.z == 0) return;
+    void run(const gpu::Launch& l, const std::string& types, const ConvtParams& p, Constants c,
+             std::initializer_list<const void*> buffers) {
+        const gpu::Dims& g = l.groups;
+        if (g.x <= 0 || g.y <= 0 || g.z <= 0) return;
+        const std::string name = l.kernel + types;
         const void* fn = convt_cuda_find_kernel(name.c_str());
         if (!fn) throw std::runtime_error("[cuda] no kernel named " + name);
-        if (groups.x > kMaxGridX)
-            throw std::invalid_argument(concat("[cuda] ", name, ": ", groups.x,
-                                               " threadgroups along x exceed CUDA's limit"));
+        if (uint64_t(g.x) > kMaxGridX)
+            throw std::invalid_argument(
+                concat("[cuda] ", name, ": ", g.x, " threadgroups along x exceed CUDA's limit"));
         ConvtCudaLaunch launch{};
         size_t i = 0;
         for (const void* b : buffers) launch.buffers[i++] = b;
-        set_constants(launch, p, accumulate);
+        set_constants(launch, p, c);
         static_assert(sizeof(ConvtParams) <= CONVT_CUDA_BYTES, "ConvtParams too large");
         std::memcpy(launch.bytes, &p, sizeof(p));
-        launch.grid[0] = static_cast<uint32_t>(groups.x);
-        launch.grid[1] = static_cast<uint32_t>(groups.y);
-        launch.grid[2] = static_cast<uint32_t>(groups.z);
-        const dim3 block(static_cast<unsigned>(threads.x), static_cast<unsigned>(threads.y),
-                         static_cast<unsigned>(threads.z));
+        launch.grid[0] = static_cast<uint32_t>(g.x);
+        launch.grid[1] = static_cast<uint32_t>(g.y);
+        launch.grid[2] = static_cast<uint32_t>(g.z);
+        const dim3 block(static_cast<unsigned>(l.threads.x), static_cast<unsigned>(l.threads.y),
+                         static_cast<unsigned>(l.threads.z));
         void* args[] = {&launch};
-        for (uint64_t z0 = 0; z0 < groups.z; z0 += kMaxGridYZ)
-            for (uint64_t y0 = 0; y0 < groups.y; y0 += kMaxGridYZ) {
-                launch.group_offset[0] = 0;
+        const uint64_t gy = uint64_t(g.y), gz = uint64_t(g.z);
+        for (uint64_t z0 = 0; z0 < gz; z0 += kMaxGridYZ)
+            for (uint64_t y0 = 0; y0 < gy; y0 += kMaxGridYZ) {
                 launch.group_offset[1] = static_cast<uint32_t>(y0);
                 launch.group_offset[2] = static_cast<uint32_t>(z0);
-                const dim3 grid(static_cast<unsigned>(groups.x),
-                                static_cast<unsigned>(std::min(kMaxGridYZ, groups.y - y0)),
-                                static_cast<unsigned>(std::min(kMaxGridYZ, groups.z - z0)));
+                const dim3 grid(static_cast<unsigned>(g.x),
+                                static_cast<unsigned>(std::min(kMaxGridYZ, gy - y0)),
+                                static_cast<unsigned>(std::min(kMaxGridYZ, gz - z0)));
                 check(cudaLaunchKernel(fn, grid, block, args, 0, stream()), name.c_str());
             }
         if (Batch* batch = current_batch()) batch->pending = true;

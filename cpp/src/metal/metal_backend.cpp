@@ -17,22 +17,12 @@
 #include <vector>
 
 #include "../core/check.h"
+#include "../core/gpu_launch.h"
 
 extern const char* const convt_kernel_source;  // generated from metal/*.metal
 
 namespace convt::detail {
 namespace {
-
-// Threadgroup shape, as in metal/convt_kernel.h: 64 pixels, 8x8, or 64x1 for one-row images.
-constexpr NS::UInteger kTile = 8, kThreads = 64, kChannelBlock = 4, kSimd = 32;
-// metal/convt_forward_gemm.metal: 64 pixels x 64 channels per 256-thread group, for layers with
-// at least kGemmMinOut output channels per group (narrower ones waste most of its tile).
-constexpr NS::UInteger kGemmPixels = 64, kGemmChannels = 64, kGemmThreads = 256;
-constexpr int32_t kGemmMinOut = 32;
-
-MTL::Size pixel_tile(int64_t rows) {
-    return rows == 1 ? MTL::Size(kThreads, 1, 1) : MTL::Size(kTile, kTile, 1);
-}
 
 struct Release {
     void operator()(NS::Object* o) const {
@@ -102,6 +92,13 @@ class Binding {
             throw std::runtime_error("[metal] could not create a buffer of " +
                                      std::to_string(length) + " bytes");
     }
+    /// Scratch memory of the given size, for the kernels alone.
+    Binding(MTL::Device* device, size_t bytes) : host_(nullptr), bytes_(0), written_(false) {
+        buffer_.reset(device->newBuffer(bytes ? bytes : 1, MTL::ResourceStorageModeShared));
+        if (!buffer_)
+            throw std::runtime_error("[metal] could not create a buffer of " +
+                                     std::to_string(bytes) + " bytes");
+    }
     /// After the work completed: staged results go back to the caller's memory.
     void finish() {
         if (staged_ && written_ && bytes_) std::memcpy(host_, buffer_->contents(), bytes_);
@@ -137,13 +134,33 @@ const char* suffix(int32_t type) {
     throw TypeError("the Metal backend runs float32 and float16 images only, got float64");
 }
 
+// The gradient kernels' function constants (9 and 10).
+struct Constants {
+    bool accumulate = false;
+    int64_t splits = 1;
+};
+
 // Function constants, in the order of metal/convt_kernel.h.
-std::vector<int> constants(const ConvtParams& p, bool accumulate) {
-    return {p.neuron,   p.has_bias, p.accumulate_half, p.kernel_w,   p.kernel_h,
-            p.stride_x, p.stride_y, p.dilation_x,      p.dilation_y, accumulate ? 1 : 0};
+std::vector<int> constants(const ConvtParams& p, Constants c) {
+    return {p.neuron,
+            p.has_bias,
+            p.accumulate_half,
+            p.kernel_w,
+            p.kernel_h,
+            p.stride_x,
+            p.stride_y,
+            p.dilation_x,
+            p.dilation_y,
+            c.accumulate ? 1 : 0,
+            static_cast<int>(c.splits)};
 }
 
-NS::UInteger ceil_div(int64_t a, int64_t b) { return static_cast<NS::UInteger>((a + b - 1) / b); }
+std::string types(int32_t a, int32_t b) { return std::string(suffix(a)) + "_" + suffix(b); }
+
+MTL::Size size(const gpu::Dims& d) {
+    return MTL::Size(static_cast<NS::UInteger>(d.x), static_cast<NS::UInteger>(d.y),
+                     static_cast<NS::UInteger>(d.z));
+}
 
 class MetalBackend : public Backend {
  public:
@@ -214,33 +231,13 @@ class MetalBackend : public Backend {
                  const TensorView& dst) override {
         if (params.num_images == 0 || params.clip_w == 0 || params.clip_h == 0) return;
         const auto& w = static_cast<const MetalWeights&>(weights);
-        const int64_t sx = params.stride_x, sy = params.stride_y;
-        const int64_t blocks = (params.out_per_group + kChannelBlock - 1) / kChannelBlock;
-        const MTL::Size tile = pixel_tile(ceil_div(params.clip_h, sy));
         Pool pool;
         Call call(*this);
         ConvtParams p = params;
         MTL::Buffer* s = call.bind(src, false, &p.src_base);
         MTL::Buffer* d = call.bind(dst, true, &p.dst_base);
-        const std::string types = std::string(suffix(p.src_type)) + "_" + suffix(p.dst_type);
-        if (!p.accumulate_half && p.out_per_group >= kGemmMinOut) {
-            const int64_t phase_pixels = int64_t(ceil_div(p.clip_w, sx)) * ceil_div(p.clip_h, sy);
-            run("convt_forward_gemm_" + types, constants(p, false),
-                {s, d, w.weights.get(), w.bias.get(), w.slopes.get()}, p,
-                MTL::Size(ceil_div(phase_pixels, kGemmPixels),
-                          ceil_div(p.out_per_group, kGemmChannels),
-                          static_cast<NS::UInteger>(int64_t(p.num_images) * p.groups * sx * sy)),
-                MTL::Size(kGemmThreads, 1, 1));
-            call.done();
-            return;
-        }
-        run("convt_forward_" + types, constants(p, false),
-            {s, d, w.weights.get(), w.bias.get(), w.slopes.get()}, p,
-            MTL::Size(
-                ceil_div(ceil_div(p.clip_w, sx), tile.width),
-                ceil_div(ceil_div(p.clip_h, sy), tile.height),
-                static_cast<NS::UInteger>(int64_t(p.num_images) * p.groups * blocks * sx * sy)),
-            tile);
+        run(gpu::forward(p), types(p.src_type, p.dst_type), p, {},
+            {s, d, w.weights.get(), w.bias.get(), w.slopes.get()});
         call.done();
     }
 
@@ -248,18 +245,12 @@ class MetalBackend : public Backend {
                        const TensorView& dy, const TensorView& dx) override {
         if (params.num_images == 0 || params.src_w == 0 || params.src_h == 0) return;
         const auto& w = static_cast<const MetalWeights&>(weights);
-        const int64_t blocks = (params.in_per_group + kChannelBlock - 1) / kChannelBlock;
-        const MTL::Size tile = pixel_tile(params.src_h);
         Pool pool;
         Call call(*this);
         ConvtParams p = params;
         MTL::Buffer* y = call.bind(dy, false, &p.dst_base);
         MTL::Buffer* x = call.bind(dx, true, &p.src_base);
-        run(std::string("convt_backward_data_") + suffix(p.dst_type) + "_" + suffix(p.src_type),
-            constants(p, false), {y, x, w.weights.get()}, p,
-            MTL::Size(ceil_div(p.src_w, tile.width), ceil_div(p.src_h, tile.height),
-                      static_cast<NS::UInteger>(int64_t(p.num_images) * p.groups * blocks)),
-            tile);
+        run(gpu::backward_data(p), types(p.dst_type, p.src_type), p, {}, {y, x, w.weights.get()});
         call.done();
     }
 
@@ -272,21 +263,36 @@ class MetalBackend : public Backend {
         ConvtParams p = params;
         MTL::Buffer* xs = call.bind(x, false, &p.src_base);
         MTL::Buffer* ys = call.bind(dy, false, &p.dst_base);
-        const int64_t count = int64_t(p.out_channels) * p.kernel_h * p.kernel_w * p.in_per_group;
+        const int64_t count = gpu::weight_count(p);
+        const std::string xy = types(p.src_type, p.dst_type), y = suffix(p.dst_type);
+        if (out.weights && gpu::weights_by_gemm(p)) {
+            // Slices of K write partial sums to scratch; one pass adds them in slice order.
+            p.has_bias = out.bias != nullptr;
+            const int64_t splits = gpu::weight_splits(p);
+            const int64_t total = count + (out.bias ? p.out_channels : 0);
+            MTL::Buffer* partial =
+                call.scratch(static_cast<size_t>(splits * total) * sizeof(float));
+            MTL::Buffer* dw =
+                call.bind_raw(out.weights, static_cast<size_t>(count) * sizeof(float));
+            MTL::Buffer* db = out.bias
+                                  ? call.bind_raw(out.bias, static_cast<size_t>(p.out_channels) * 4)
+                                  : partial;
+            const Constants fc{out.accumulate, splits};
+            run(gpu::weights_gemm(p, splits), xy, p, fc, {xs, ys, partial});
+            if (out.bias) run(gpu::bias_partial(p, splits), y, p, fc, {ys, partial});
+            run(gpu::reduce_partials(total), "", p, fc, {partial, dw, db});
+            call.done();
+            return;
+        }
         if (out.weights) {
             MTL::Buffer* dw =
                 call.bind_raw(out.weights, static_cast<size_t>(count) * sizeof(float));
-            run(std::string("convt_backward_weights_") + suffix(p.src_type) + "_" +
-                    suffix(p.dst_type),
-                constants(p, out.accumulate), {xs, ys, dw}, p,
-                MTL::Size(static_cast<NS::UInteger>(count), 1, 1), MTL::Size(kSimd, 1, 1));
+            run(gpu::weights_direct(p), xy, p, {out.accumulate, 1}, {xs, ys, dw});
         }
         if (out.bias) {
             MTL::Buffer* db =
                 call.bind_raw(out.bias, static_cast<size_t>(p.out_channels) * sizeof(float));
-            run(std::string("convt_backward_bias_") + suffix(p.dst_type),
-                constants(p, out.accumulate), {ys, db}, p,
-                MTL::Size(static_cast<NS::UInteger>(p.out_channels), 1, 1), MTL::Size(kSimd, 1, 1));
+            run(gpu::bias_direct(p), y, p, {out.accumulate, 1}, {ys, db});
         }
         call.done();
     }
@@ -348,6 +354,12 @@ class MetalBackend : public Backend {
         MTL::Buffer* bind_raw(void* data, size_t bytes) {
             return region(static_cast<const char*>(data), bytes, true);
         }
+        /// Device scratch, alive until the work is done.
+        MTL::Buffer* scratch(size_t bytes) {
+            auto& list = batch_ ? batch_->bindings : own_;
+            list.push_back(std::make_unique<Binding>(backend_.device_.get(), bytes));
+            return list.back()->get();
+        }
         void done() {
             if (!batch_)
                 for (auto& b : own_) b->finish();
@@ -385,11 +397,11 @@ class MetalBackend : public Backend {
     }
 
     // One dispatch: into the open batch's command buffer, or committed and checked at once.
-    void run(const std::string& name, const std::vector<int>& fc,
-             std::initializer_list<MTL::Buffer*> buffers, const ConvtParams& p, MTL::Size groups,
-             MTL::Size threads) {
-        if (groups.width == 0 || groups.height == 0 || groups.depth == 0) return;
-        MTL::ComputePipelineState* pso = pipeline(name, fc);
+    void run(const gpu::Launch& l, const std::string& types, const ConvtParams& p, Constants c,
+             std::initializer_list<MTL::Buffer*> buffers) {
+        if (l.groups.x <= 0 || l.groups.y <= 0 || l.groups.z <= 0) return;
+        const std::string name = l.kernel + types;
+        MTL::ComputePipelineState* pso = pipeline(name, constants(p, c));
         Batch* batch = current_batch();
         MTL::CommandBuffer* cb = nullptr;
         if (batch) {
@@ -404,7 +416,7 @@ class MetalBackend : public Backend {
         NS::UInteger index = 0;
         for (MTL::Buffer* b : buffers) encoder->setBuffer(b, 0, index++);
         encoder->setBytes(&p, sizeof(p), index);
-        encoder->dispatchThreadgroups(groups, threads);
+        encoder->dispatchThreadgroups(size(l.groups), size(l.threads));
         encoder->endEncoding();
         if (batch) return;
         cb->commit();

@@ -1,0 +1,157 @@
+// dW and dB (spec §5.3) for wide layers, as a GEMM per tap: dW[o][tap][c] sums dY(o) x X(c) over
+// K = every (image, destination pixel) the tap reaches. A 256-thread group owns 64 output x 64
+// input channels of one tap and one of fc_splits fixed slices of K, staging 8 K-positions of both
+// operands in threadgroup memory; each thread keeps a 4x4 register tile. Slices write partial
+// sums that convt_reduce_partials adds in slice order: results are the same run to run, with no
+// atomics. dB partials come from convt_backward_bias_partial, into the same scratch buffer after
+// the weights. `p` describes X in the source role and dY in the destination role.
+#include "convt_kernel.h"
+
+#define CONVT_DW_TILE 64  // output and input channels per group
+#define CONVT_DW_BK 8     // K positions per stage
+#define CONVT_DW_T 4      // register tile: 4 x 4
+#define CONVT_DW_THREADS 256
+
+inline long convt_dw_count(constant ConvtParams& p) {
+    return long(p.out_channels) * fc_kernel_h * fc_kernel_w * p.in_per_group;
+}
+
+// Scratch layout: slice s holds [count weights][out_channels biases if fc_has_bias].
+inline long convt_dw_total(constant ConvtParams& p) {
+    return convt_dw_count(p) + (fc_has_bias ? long(p.out_channels) : 0);
+}
+
+template <typename TX, typename TY, typename Tile>
+inline void convt_backward_weights_gemm_impl(device const TX* x, device const TY* dy,
+                                             device float* partial, constant ConvtParams& p,
+                                             uint3 tg, uint lid, Tile dyt, Tile xt) {
+    const int sx = fc_stride_x, sy = fc_stride_y;
+    const int kw = fc_kernel_w, kh = fc_kernel_h;
+    const int ig = p.in_per_group, og = p.out_per_group;
+    const long taps = long(kh) * kw;
+    const int c_tiles = (ig + CONVT_DW_TILE - 1) / CONVT_DW_TILE;
+    const int o0 = int(tg.x) / c_tiles * CONVT_DW_TILE, c0 = int(tg.x) % c_tiles * CONVT_DW_TILE;
+    const int tap = int(long(tg.y) % taps), g = int(long(tg.y) / taps);
+    const int ky = tap / kw, kx = tap % kw;
+    // Destination rows/columns this tap reaches: a phase of the stride.
+    const long ey = long(p.first_tap_y) + long(fc_dilation_y) * ky;
+    const long ex = long(p.first_tap_x) + long(fc_dilation_x) * kx;
+    const long yy0 = convt_first_phase(ey, sy), xx0 = convt_first_phase(ex, sx);
+    const long rows = yy0 < p.clip_h ? (p.clip_h - yy0 + sy - 1) / sy : 0;
+    const long cols = xx0 < p.clip_w ? (p.clip_w - xx0 + sx - 1) / sx : 0;
+    const long per_image = rows * cols, k_total = long(p.num_images) * per_image;
+    const long k_begin = k_total * long(tg.z) / fc_splits;
+    const long k_end = k_total * (long(tg.z) + 1) / fc_splits;
+    const int lk = int(lid % CONVT_DW_BK), lr = int(lid / CONVT_DW_BK);  // staging position
+    const int tm = int(lid % 16), tn = int(lid / 16);                     // register tile
+
+    float acc[CONVT_DW_T][CONVT_DW_T];
+    for (int a = 0; a < CONVT_DW_T; ++a)
+        for (int b = 0; b < CONVT_DW_T; ++b) acc[a][b] = 0.0f;
+    for (long k0 = k_begin; k0 < k_end; k0 += CONVT_DW_BK) {
+        const long kk = k0 + lk;
+        long dy_px = 0, x_px = 0;
+        bool valid = kk < k_end;
+        if (valid) {
+            const long n = kk / per_image, q = kk % per_image;
+            const long yy = yy0 + (q / cols) * sy, xx = xx0 + (q % cols) * sx;
+            const long iy = (ey + yy) / sy, ix = (ex + xx) / sx;
+            valid = iy < p.src_h && ix < p.src_w;
+            dy_px = p.dst_base + n * p.dst_stride_n + (p.clip_y + yy) * p.dst_stride_h +
+                    (p.clip_x + xx) * p.dst_stride_w;
+            x_px = p.src_base + n * p.src_stride_n + iy * p.src_stride_h + ix * p.src_stride_w;
+        }
+        for (int r = 0; r < CONVT_DW_TILE; r += CONVT_DW_THREADS / CONVT_DW_BK) {
+            const int o = o0 + lr + r, c = c0 + lr + r;
+            dyt[lk * CONVT_DW_TILE + lr + r] =
+                (valid && o < og) ? float(dy[dy_px + long(g * og + o) * p.dst_stride_c]) : 0.0f;
+            xt[lk * CONVT_DW_TILE + lr + r] =
+                (valid && c < ig) ? float(x[x_px + long(g * ig + c) * p.src_stride_c]) : 0.0f;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        for (int k = 0; k < CONVT_DW_BK; ++k) {
+            float av[CONVT_DW_T], bv[CONVT_DW_T];
+            for (int a = 0; a < CONVT_DW_T; ++a) av[a] = dyt[k * CONVT_DW_TILE + tm + 16 * a];
+            for (int b = 0; b < CONVT_DW_T; ++b) bv[b] = xt[k * CONVT_DW_TILE + tn + 16 * b];
+            for (int a = 0; a < CONVT_DW_T; ++a)
+                for (int b = 0; b < CONVT_DW_T; ++b) acc[a][b] = fma(av[a], bv[b], acc[a][b]);
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+    }
+    device float* out = partial + long(tg.z) * convt_dw_total(p);
+    for (int a = 0; a < CONVT_DW_T; ++a) {
+        const int o = o0 + tm + 16 * a;
+        if (o >= og) break;
+        for (int b = 0; b < CONVT_DW_T; ++b) {
+            const int c = c0 + tn + 16 * b;
+            if (c >= ig) break;
+            out[(long(g * og + o) * taps + tap) * ig + c] = acc[a][b];
+        }
+    }
+}
+
+// One SIMD-group per (output channel, slice): lane l sums positions l, l + 32, ... of the slice.
+template <typename TY>
+inline void convt_backward_bias_partial_impl(device const TY* dy, device float* partial,
+                                             constant ConvtParams& p, uint3 tg, uint lane) {
+    const long oc = long(tg.x);
+    const long per_image = long(p.clip_h) * p.clip_w, k_total = long(p.num_images) * per_image;
+    const long k_begin = k_total * long(tg.z) / fc_splits;
+    const long k_end = k_total * (long(tg.z) + 1) / fc_splits;
+    float sum = 0.0f;
+    for (long kk = k_begin + lane; kk < k_end; kk += CONVT_SIMD) {
+        const long n = kk / per_image, q = kk % per_image;
+        sum += float(dy[p.dst_base + n * p.dst_stride_n + oc * p.dst_stride_c +
+                        (p.clip_y + q / p.clip_w) * p.dst_stride_h +
+                        (p.clip_x + q % p.clip_w) * p.dst_stride_w]);
+    }
+    sum = simd_sum(sum);
+    if (lane == 0) partial[long(tg.z) * convt_dw_total(p) + convt_dw_count(p) + oc] = sum;
+}
+
+// dW (then dB) = the slices' partial sums, added in slice order (to what is there when
+// fc_accumulate).
+inline void convt_reduce_partials_impl(device const float* partial, device float* dw,
+                                       device float* db, constant ConvtParams& p, uint3 tg,
+                                       uint lid) {
+    const long e = long(tg.x) * CONVT_DW_THREADS + lid, total = convt_dw_total(p);
+    if (e >= total) return;
+    float sum = 0.0f;
+    for (int s = 0; s < fc_splits; ++s) sum += partial[long(s) * total + e];
+    const long count = convt_dw_count(p);
+    device float* out = e < count ? dw + e : db + (e - count);
+    *out = fc_accumulate ? *out + sum : sum;
+}
+
+#define CONVT_BACKWARD_WEIGHTS_GEMM_ENTRY(NAME, TX, TY)                                         \
+    kernel void NAME(device const TX* x [[buffer(0)]], device const TY* dy [[buffer(1)]],      \
+                     device float* partial [[buffer(2)]], constant ConvtParams& p [[buffer(3)]], \
+                     uint3 tg [[threadgroup_position_in_grid]],                                 \
+                     uint lid [[thread_index_in_threadgroup]]) {                                \
+        threadgroup float dyt[CONVT_DW_BK * CONVT_DW_TILE];                                     \
+        threadgroup float xt[CONVT_DW_BK * CONVT_DW_TILE];                                      \
+        convt_backward_weights_gemm_impl<TX, TY>(x, dy, partial, p, tg, lid, dyt, xt);          \
+    }
+
+#define CONVT_BACKWARD_BIAS_PARTIAL_ENTRY(NAME, TY)                                             \
+    kernel void NAME(device const TY* dy [[buffer(0)]], device float* partial [[buffer(1)]],   \
+                     constant ConvtParams& p [[buffer(2)]],                                     \
+                     uint3 tg [[threadgroup_position_in_grid]],                                 \
+                     uint lane [[thread_index_in_simdgroup]]) {                                 \
+        convt_backward_bias_partial_impl<TY>(dy, partial, p, tg, lane);                         \
+    }
+
+CONVT_BACKWARD_WEIGHTS_GEMM_ENTRY(convt_backward_weights_gemm_f32_f32, float, float)
+CONVT_BACKWARD_WEIGHTS_GEMM_ENTRY(convt_backward_weights_gemm_f32_f16, float, half)
+CONVT_BACKWARD_WEIGHTS_GEMM_ENTRY(convt_backward_weights_gemm_f16_f32, half, float)
+CONVT_BACKWARD_WEIGHTS_GEMM_ENTRY(convt_backward_weights_gemm_f16_f16, half, half)
+CONVT_BACKWARD_BIAS_PARTIAL_ENTRY(convt_backward_bias_partial_f32, float)
+CONVT_BACKWARD_BIAS_PARTIAL_ENTRY(convt_backward_bias_partial_f16, half)
+
+kernel void convt_reduce_partials(device const float* partial [[buffer(0)]],
+                                  device float* dw [[buffer(1)]], device float* db [[buffer(2)]],
+                                  constant ConvtParams& p [[buffer(3)]],
+                                  uint3 tg [[threadgroup_position_in_grid]],
+                                  uint lid [[thread_index_in_threadgroup]]) {
+    convt_reduce_partials_impl(partial, dw, db, p, tg, lid);
+}
