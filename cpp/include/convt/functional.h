@@ -51,6 +51,8 @@ class ConvTransposeLayer {
 
  private:
     void check_grad_output(const TensorView& input, const TensorView& grad_output) const;
+    template <typename T>
+    void store_weight_gradient(const T* dw, const TensorView& gw, int64_t og, int64_t ig) const;
 
     Device device_;
     ConvTransposeOptions options_;

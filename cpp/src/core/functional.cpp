@@ -1,5 +1,6 @@
 #include "convt/functional.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "check.h"
@@ -235,7 +236,6 @@ void ConvTransposeLayer::backward(const TensorView& input, const TensorView& gra
     }
     if (!grad_weight && !grad_bias) return;
     const int64_t ig = host.in_per_group, og = host.out_channels / host.groups;
-    const int64_t taps = kernel_h_ * kernel_w_;
     if (grad_weight)
         require_output("grad_weight", *grad_weight, dtype_,
                        {in_channels_, og, kernel_h_, kernel_w_});
@@ -244,33 +244,61 @@ void ConvTransposeLayer::backward(const TensorView& input, const TensorView& gra
         detail::make_params(host, pl, input, grad_output, {"x", "grad_output", false});
     // Gradients land in float32 (float64 for float64 layers) before taking the weight's dtype.
     const bool f64 = dtype_ == DataType::Float64;
-    std::vector<double> dw(grad_weight ? host.values.size() : 0), db(grad_bias ? out_channels_ : 0);
-    std::vector<float> dw32(f64 ? 0 : dw.size()), db32(f64 ? 0 : db.size());
+    const size_t nw = grad_weight ? host.values.size() : 0, nb = grad_bias ? out_channels_ : 0;
+    std::vector<double> dw(f64 ? nw : 0), db(f64 ? nb : 0);
+    std::vector<float> dw32(f64 ? 0 : nw), db32(f64 ? 0 : nb);
     device_.backend()->backward_weights(
         p, input, grad_output,
         {grad_weight ? (f64 ? static_cast<void*>(dw.data()) : dw32.data()) : nullptr,
          grad_bias ? (f64 ? static_cast<void*>(db.data()) : db32.data()) : nullptr,
          f64 ? DataType::Float64 : DataType::Float32, false});
-    if (!f64) {
-        dw.assign(dw32.begin(), dw32.end());
-        db.assign(db32.begin(), db32.end());
-    }
-    if (grad_weight) {  // OHWI -> PyTorch's [Cin][Cout/groups][kH][kW], flipped back
-        const TensorView& gw = *grad_weight;
-        for (int64_t oc = 0; oc < out_channels_; ++oc)
-            for (int64_t t = 0; t < taps; ++t)
-                for (int64_t icl = 0; icl < ig; ++icl) {
-                    const int64_t g = oc / og, ky = t / kernel_w_, kx = t % kernel_w_;
-                    store_value(gw,
-                                (g * ig + icl) * gw.stride_n + (oc % og) * gw.stride_c +
-                                    (kernel_h_ - 1 - ky) * gw.stride_h +
-                                    (kernel_w_ - 1 - kx) * gw.stride_w,
-                                dw[(oc * taps + t) * ig + icl]);
-                }
+    if (grad_weight) {
+        if (f64)
+            store_weight_gradient(dw.data(), *grad_weight, og, ig);
+        else
+            store_weight_gradient(dw32.data(), *grad_weight, og, ig);
     }
     if (grad_bias)
         for (int64_t oc = 0; oc < out_channels_; ++oc)
-            store_value(*grad_bias, oc * grad_bias->stride_c, db[oc]);
+            store_value(*grad_bias, oc * grad_bias->stride_c, f64 ? db[oc] : db32[oc]);
+}
+
+template <typename T>
+void ConvTransposeLayer::store_weight_gradient(const T* dw, const TensorView& gw, int64_t og,
+                                               int64_t ig) const {
+    // OHWI -> PyTorch's [Cin][Cout/groups][kH][kW], flipped back: per group a transpose of the
+    // (og * taps) x ig matrix, done in cache-sized blocks (element-wise scattered stores cost
+    // ~20 ns each on 2M-weight layers).
+    const int64_t taps = kernel_h_ * kernel_w_, rows = og * taps;
+    std::vector<int64_t> column(static_cast<size_t>(rows));
+    for (int64_t ocl = 0; ocl < og; ++ocl)
+        for (int64_t t = 0; t < taps; ++t)
+            column[ocl * taps + t] = ocl * gw.stride_c +
+                                     (kernel_h_ - 1 - t / kernel_w_) * gw.stride_h +
+                                     (kernel_w_ - 1 - t % kernel_w_) * gw.stride_w;
+    auto transpose = [&](auto* out, auto convert) {
+        constexpr int64_t kBlock = 32;
+        for (int64_t g = 0; g < out_channels_ / og; ++g)
+            for (int64_t i0 = 0; i0 < ig; i0 += kBlock)
+                for (int64_t j0 = 0; j0 < rows; j0 += kBlock)
+                    for (int64_t i = i0; i < std::min(ig, i0 + kBlock); ++i) {
+                        const int64_t base = (g * ig + i) * gw.stride_n;
+                        const T* src = dw + (g * rows) * ig + i;
+                        for (int64_t j = j0; j < std::min(rows, j0 + kBlock); ++j)
+                            out[base + column[j]] = convert(src[j * ig]);
+                    }
+    };
+    switch (gw.type) {
+        case DataType::Float16:
+            transpose(static_cast<uint16_t*>(gw.data),
+                      [](T v) { return detail::float_to_half(static_cast<float>(v)); });
+            break;
+        case DataType::Float64:
+            transpose(static_cast<double*>(gw.data), [](T v) { return static_cast<double>(v); });
+            break;
+        default:
+            transpose(static_cast<float*>(gw.data), [](T v) { return static_cast<float>(v); });
+    }
 }
 
 }  // namespace convt
