@@ -25,8 +25,10 @@ struct Launch {
 constexpr int64_t kTile = 8, kThreads = 64, kChannelBlock = 4, kSimd = 32;
 // GEMM kernels: 64 x 64 tiles, 256 threads. The forward one serves layers with at least
 // kGemmMinOut output channels per group (narrower ones waste most of its tile), dW the layers
-// whose per-group channel product reaches kDwMinProduct.
-constexpr int64_t kGemmTile = 64, kGemmThreads = 256, kGemmMinOut = 32, kDwMinProduct = 1024;
+// whose per-group channel product reaches kDwMinProduct: measured on an H200 (bench_gpu, N=8),
+// GEMM dW beat the direct kernel from 3 x 128 channels up (dcgan_out 0.88 -> 0.56 ms, fcn8s
+// 15.5 -> 8.6 ms, fsrcnn 22 -> 14 ms) but lost 10x on depthwise (2.9 -> 27 ms).
+constexpr int64_t kGemmTile = 64, kGemmThreads = 256, kGemmMinOut = 32, kDwMinProduct = 16;
 // dW splits K into slices until about this many threadgroups run, each slice >= kDwMinSlice.
 constexpr int64_t kDwTargetGroups = 512, kDwMinSlice = 256, kDwMaxSplits = 64;
 
