@@ -121,15 +121,22 @@ def bench_case(
     def c_bwd(i: int) -> None:
         layer.backward(xs[i % copies], gys[i % copies])
 
-    def t_bwd(i: int) -> None:
+    def t_bwd(i: int, mask=(True, True, True)) -> None:
         torch.ops.aten.convolution_backward(
             gys[i % copies], xs[i % copies], w, [shape.cout],
             [shape.s] * len(kernel), [shape.p] * len(kernel), [shape.dilation] * len(kernel),
-            True, [shape.op] * len(kernel), shape.groups, [True, True, True],
+            True, [shape.op] * len(kernel), shape.groups, list(mask),
         )  # fmt: skip
+
+    def c_dx(i: int) -> None:
+        layer.backward(xs[i % copies], gys[i % copies], (True, False, False))
+
+    def t_dx(i: int) -> None:
+        t_bwd(i, (True, False, False))
 
     fwd = time_interleaved({"convt": c_fwd, "torch": t_fwd}, warmup, repeats)
     bwd = time_interleaved({"convt": c_bwd, "torch": t_bwd}, max(2, warmup // 2), repeats)
+    dx = time_interleaved({"convt": c_dx, "torch": t_dx}, warmup, repeats)
     flops = 2 * shape.macs(batch)
     return {
         "shape": shape.name,
@@ -140,6 +147,8 @@ def bench_case(
         "copies": copies,
         "fwd_ms": fwd,
         "bwd_ms": bwd,
+        "dx_ms": dx,
+        "dx_ratio": dx["torch"] / dx["convt"],
         "fwd_ratio": fwd["torch"] / fwd["convt"],
         "bwd_ratio": bwd["torch"] / bwd["convt"],
         "fwd_tflops": {k: flops / (v * 1e9) for k, v in fwd.items()},
@@ -163,15 +172,17 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "the host on every call).",
         "",
         "| shape | N | prec | GFLOP | fwd convt ms | fwd torch ms | fwd ratio | convt TFLOP/s "
-        "| bwd convt ms | bwd torch ms | bwd ratio | fwd rel err |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| bwd convt ms | bwd torch ms | bwd ratio | dX convt ms | dX torch ms | dX ratio "
+        "| fwd rel err |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['shape']} | {r['batch']} | {r['precision']} | {r['gflop']:.2f} "
             f"| {r['fwd_ms']['convt']:.3f} | {r['fwd_ms']['torch']:.3f} | {r['fwd_ratio']:.2f} "
             f"| {r['fwd_tflops']['convt']:.2f} | {r['bwd_ms']['convt']:.3f} "
-            f"| {r['bwd_ms']['torch']:.3f} | {r['bwd_ratio']:.2f} | {r['rel_err_fwd']:.1e} |"
+            f"| {r['bwd_ms']['torch']:.3f} | {r['bwd_ratio']:.2f} | {r['dx_ms']['convt']:.3f} "
+            f"| {r['dx_ms']['torch']:.3f} | {r['dx_ratio']:.2f} | {r['rel_err_fwd']:.1e} |"
         )
     lines.append("")
     for prec in sorted({r["precision"] for r in rows}):
@@ -181,7 +192,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                 lines.append(
                     f"- {prec}, N={batch}: geomean ratio forward "
                     f"{geomean([r['fwd_ratio'] for r in sel]):.2f}, backward "
-                    f"{geomean([r['bwd_ratio'] for r in sel]):.2f} over {len(sel)} shapes."
+                    f"{geomean([r['bwd_ratio'] for r in sel]):.2f}, dX alone "
+                    f"{geomean([r['dx_ratio'] for r in sel]):.2f} over {len(sel)} shapes."
                 )
     lines.append("")
     return "\n".join(lines)

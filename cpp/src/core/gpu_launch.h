@@ -42,6 +42,10 @@ inline Dims pixel_tile(int64_t rows) {
 inline Launch forward(const ConvtParams& p) {
     const int64_t sx = p.stride_x, sy = p.stride_y;
     const int64_t cols = ceil_div(p.clip_w, sx), rows = ceil_div(p.clip_h, sy);
+    if (p.out_per_group == 1 && p.in_per_group == 1)  // depthwise: a thread per pixel
+        return {"convt_forward_depthwise_",
+                {ceil_div(p.clip_w, kThreads), p.clip_h, int64_t(p.num_images) * p.groups},
+                {kThreads, 1, 1}};
     const int64_t images = int64_t(p.num_images) * p.groups * sx * sy;
     if (!p.accumulate_half && p.out_per_group >= kGemmMinOut)
         return {"convt_forward_gemm_",

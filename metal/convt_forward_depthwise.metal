@@ -1,0 +1,56 @@
+// Forward transposed convolution for depthwise layers (one input and one output channel per
+// group): one thread per destination pixel, a row of 64 pixels per threadgroup, weights read
+// directly (a few taps, shared by the whole group through the cache). No threadgroup memory and
+// no barriers: the shape is bound by memory traffic, not arithmetic. Same tap order and rounding
+// as convt_forward.metal, so results match it exactly.
+#include "convt_kernel.h"
+
+template <typename TS, typename TD>
+inline void convt_forward_depthwise_impl(device const TS* src, device TD* dst,
+                                         device const float* weights, device const float* bias,
+                                         device const float* slopes, constant ConvtParams& p,
+                                         uint3 tg, uint3 t, uint3 tpg) {
+    const int sx = fc_stride_x, sy = fc_stride_y;
+    const int kw = fc_kernel_w, kh = fc_kernel_h;
+    const long xx = long(tg.x) * tpg.x + t.x, yy = long(tg.y);
+    if (xx >= p.clip_w) return;  // no barriers below
+    const int g = int(tg.z % uint(p.groups));
+    const long n = long(tg.z / uint(p.groups));
+    const long src_img = p.src_base + n * p.src_stride_n + long(g) * p.src_stride_c;
+    const float b = fc_has_bias ? bias[g] : 0.0f;
+    float acc = fc_half_acc ? float(half(b)) : b;
+    for (int ky = 0; ky < kh; ++ky) {
+        const long ey = long(p.first_tap_y) + long(fc_dilation_y) * ky + yy;
+        const long iy = convt_floor_div(ey, sy);
+        if (ey - iy * sy != 0 || iy < 0 || iy >= p.src_h) continue;
+        for (int kx = 0; kx < kw; ++kx) {
+            const long ex = long(p.first_tap_x) + long(fc_dilation_x) * kx + xx;
+            const long ix = convt_floor_div(ex, sx);
+            if (ex - ix * sx != 0 || ix < 0 || ix >= p.src_w) continue;
+            const float v = float(src[src_img + iy * p.src_stride_h + ix * p.src_stride_w]);
+            const float w = weights[(long(g) * kh + ky) * kw + kx];
+            acc = fc_half_acc ? float(half(fma(v, w, acc))) : fma(v, w, acc);
+        }
+    }
+    const float slope = fc_neuron == CONVT_NEURON_PRELU ? slopes[g] : 0.0f;
+    dst[p.dst_base + n * p.dst_stride_n + long(g) * p.dst_stride_c +
+        (p.clip_y + yy) * p.dst_stride_h + (p.clip_x + xx) * p.dst_stride_w] =
+        TD(convt_neuron(fc_neuron, acc, p.neuron_a, p.neuron_b, p.neuron_c, slope));
+}
+
+#define CONVT_FORWARD_DEPTHWISE_ENTRY(NAME, TS, TD)                                            \
+    kernel void NAME(device const TS* src [[buffer(0)]], device TD* dst [[buffer(1)]],         \
+                     device const float* weights [[buffer(2)]],                                 \
+                     device const float* bias [[buffer(3)]],                                    \
+                     device const float* slopes [[buffer(4)]],                                  \
+                     constant ConvtParams& p [[buffer(5)]],                                     \
+                     uint3 tg [[threadgroup_position_in_grid]],                                 \
+                     uint3 t [[thread_position_in_threadgroup]],                                \
+                     uint3 tpg [[threads_per_threadgroup]]) {                                   \
+        convt_forward_depthwise_impl<TS, TD>(src, dst, weights, bias, slopes, p, tg, t, tpg);   \
+    }
+
+CONVT_FORWARD_DEPTHWISE_ENTRY(convt_forward_depthwise_f32_f32, float, float)
+CONVT_FORWARD_DEPTHWISE_ENTRY(convt_forward_depthwise_f32_f16, float, half)
+CONVT_FORWARD_DEPTHWISE_ENTRY(convt_forward_depthwise_f16_f32, half, float)
+CONVT_FORWARD_DEPTHWISE_ENTRY(convt_forward_depthwise_f16_f16, half, half)
