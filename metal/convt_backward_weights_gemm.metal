@@ -53,9 +53,10 @@ inline void convt_backward_weights_gemm_impl(device const TX* x, device const TY
         long dy_px = 0, x_px = 0;
         bool valid = kk < k_end;
         if (valid) {
-            const long n = kk / per_image, q = kk % per_image;
-            const long yy = yy0 + (q / cols) * sy, xx = xx0 + (q % cols) * sx;
-            const long iy = (ey + yy) / sy, ix = (ex + xx) / sx;
+            const long n = convt_div(kk, per_image), q = kk - n * per_image;
+            const long row = convt_div(q, cols);
+            const long yy = yy0 + row * sy, xx = xx0 + (q - row * cols) * sx;
+            const long iy = convt_div(ey + yy, sy), ix = convt_div(ex + xx, sx);
             valid = iy < p.src_h && ix < p.src_w;
             dy_px = p.dst_base + n * p.dst_stride_n + (p.clip_y + yy) * p.dst_stride_h +
                     (p.clip_x + xx) * p.dst_stride_w;
@@ -100,10 +101,11 @@ inline void convt_backward_bias_partial_impl(device const TY* dy, device float* 
     const long k_end = k_total * (long(tg.z) + 1) / fc_splits;
     float sum = 0.0f;
     for (long kk = k_begin + lane; kk < k_end; kk += CONVT_SIMD) {
-        const long n = kk / per_image, q = kk % per_image;
+        const long n = convt_div(kk, per_image), q = kk - n * per_image;
+        const long row = convt_div(q, p.clip_w);
         sum += float(dy[p.dst_base + n * p.dst_stride_n + oc * p.dst_stride_c +
-                        (p.clip_y + q / p.clip_w) * p.dst_stride_h +
-                        (p.clip_x + q % p.clip_w) * p.dst_stride_w]);
+                        (p.clip_y + row) * p.dst_stride_h +
+                        (p.clip_x + q - row * p.clip_w) * p.dst_stride_w]);
     }
     sum = simd_sum(sum);
     if (lane == 0) partial[long(tg.z) * convt_dw_total(p) + convt_dw_count(p) + oc] = sum;

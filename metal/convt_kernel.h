@@ -98,8 +98,16 @@ inline float convt_neuron(int type, float v, float a, float b, float c, float sl
     }
 }
 
+// Quotient of a >= 0 by b > 0: a 32-bit division when both fit (64-bit division is a long
+// instruction sequence on GPUs, and these sit in inner loops).
+inline long convt_div(long a, long b) {
+    return ((a | b) >> 31) == 0 ? long(uint(a) / uint(b)) : a / b;
+}
+
 // Floor division for a positive divisor.
-inline long convt_floor_div(long a, long b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+inline long convt_floor_div(long a, long b) {
+    return a >= 0 ? convt_div(a, b) : -convt_div(-a + b - 1, b);
+}
 
 // Smallest q >= 0 such that e + q is a non-negative multiple of s: the first destination
 // row/column (relative to the clip) that a tap whose first expanded coordinate is e reaches.

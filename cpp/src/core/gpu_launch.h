@@ -59,6 +59,11 @@ inline Launch forward(const ConvtParams& p) {
 }
 
 inline Launch backward_data(const ConvtParams& p) {
+    if (p.in_per_group >= kGemmMinOut)  // GEMM: 64 source pixels x 64 input channels
+        return {"convt_backward_data_gemm_",
+                {ceil_div(int64_t(p.src_h) * p.src_w, kGemmTile),
+                 ceil_div(p.in_per_group, kGemmTile), int64_t(p.num_images) * p.groups},
+                {kGemmThreads, 1, 1}};
     const Dims tile = pixel_tile(p.src_h);
     return {"convt_backward_data_",
             {ceil_div(p.src_w, tile.x), ceil_div(p.src_h, tile.y),
