@@ -146,3 +146,21 @@ def test_wide_backward_weights_only_and_accumulated(device: Any, rng: np.random.
     )
     assert gw is None
     assert_close(gb, rb, FP32_TOL, "grad_bias alone")
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_wide_backward_data_many_tiles(device: Any, rng: np.random.Generator, layout) -> None:
+    """Enough source pixels x input channels for GPU backends' GEMM dX kernel (128 tiles of
+    64 pixels x 64 channels or more), with pixel and channel tails."""
+    import convt
+
+    x = rng.standard_normal((2, 45, 63, 67)).astype(np.float32)
+    w = rng.standard_normal((45, 6, 3, 3)).astype(np.float32)
+    ref_y = R.conv_transpose_torch_ref(x, w, None, 2, 1, 1)
+    gy = rng.standard_normal(ref_y.shape).astype(np.float32)
+    ri, _, _ = R.conv_transpose_torch_backward(gy, x, w, 2, 1, 1)
+    gi, _, _ = convt.conv_transpose2d_backward(
+        from_nchw(gy, layout), from_nchw(x, layout), w, 2, 1, 1,
+        output_mask=(True, False, False), layout=layout, device=device,
+    )  # fmt: skip
+    assert_close(gi if layout == "NCHW" else np.moveaxis(gi, -1, 1), ri, FP32_TOL, "grad_input")
