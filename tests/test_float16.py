@@ -146,7 +146,9 @@ def test_mps_fp16_weight_storage_overflows(device: Any, rng: np.random.Generator
         dst = poison(np.empty((1, 2, 2, 3), np.float32))
         run_encoded(
             device,
-            lambda cb: conv.encode(cb, convt.Image(src), destination_image=convt.Image(dst)),
+            lambda cb, conv=conv, dst=dst: conv.encode(
+                cb, convt.Image(src), destination_image=convt.Image(dst)
+            ),
         )
         expect0 = np.inf if first == np.inf else src[0, 0] * np.float32(1e5)
         np.testing.assert_allclose(dst[0, 0], expect0, rtol=1e-6)

@@ -65,7 +65,7 @@ def test_forward_propagates_nonfinite_input(
     sprinkle(rng, x, values, 6)
     w = rng.uniform(0.1, 1, (7, 5, 3, 3)) * rng.choice([-1, 1], (7, 5, 3, 3))  # no zero weight
     w = w.astype(dtype)
-    b = rng.uniform(-0.5, 0.5, 5).astype(dtype)
+    b = rng.uniform(-0.5, 0.5, 5 * groups).astype(dtype)
     ref = R.conv_transpose_torch_ref(x, w, b, stride, padding, 0, groups, dilation)
     out = poison(np.empty(ref.shape, dtype))
     got = convt.conv_transpose2d(
