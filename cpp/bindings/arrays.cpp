@@ -42,7 +42,26 @@ TensorView base_view(const py::array& a, const char* name) {
     return v;
 }
 
+// numpy's as_strided can describe views no memory could hold; their address arithmetic would
+// overflow, so they are refused before anything compares or walks them.
+void check_span(const TensorView& v, const char* name) {
+    if (!v.span_fits())
+        throw std::invalid_argument(std::string(name) + " strides must span less than 2^62 bytes");
+}
+
 }  // namespace
+
+void check_array_span(const py::array& a, const char* name) {
+    __int128 span = 0;
+    for (py::ssize_t i = 0; i < a.ndim(); ++i) {
+        if (a.shape(i) == 0) return;
+        const __int128 stride = a.strides(i) < 0 ? -static_cast<__int128>(a.strides(i))
+                                                 : static_cast<__int128>(a.strides(i));
+        span += (a.shape(i) - 1) * stride;
+    }
+    if (span + a.itemsize() > (__int128{1} << 62))
+        throw std::invalid_argument(std::string(name) + " strides must span less than 2^62 bytes");
+}
 
 Layout parse_layout(const std::string& layout) {
     if (layout == "NCHW") return Layout::NCHW;
@@ -64,6 +83,7 @@ TensorView view_of(const py::handle& obj, const std::string& layout, const char*
     v.stride_c = element_stride(a, ax_c, name);
     v.stride_h = element_stride(a, ax_h, name);
     v.stride_w = element_stride(a, ax_w, name);
+    check_span(v, name);
     return v;
 }
 
@@ -81,6 +101,7 @@ TensorView view_of_shape(const py::handle& obj, int ndim, const char* name) {
     v.n = dims[0], v.c = dims[1], v.h = dims[2], v.w = dims[3];
     v.stride_n = strides[0], v.stride_c = strides[1], v.stride_h = strides[2],
     v.stride_w = strides[3];
+    check_span(v, name);
     return v;
 }
 

@@ -117,11 +117,13 @@ def conv_transpose1d(
 
 def _backward(layer, x, grad_output, layout, output_mask, weight_shape, weight4_shape, view):
     """Allocates the requested gradients and runs the core backward on 4-D views."""
-    mask = tuple(bool(m) for m in output_mask)
+    try:
+        mask = tuple(bool(m) for m in output_mask)
+    except TypeError:
+        raise TypeError(f"output_mask must be 3 booleans, got {output_mask!r}") from None
     if len(mask) != 3:
         raise ValueError(f"output_mask must have 3 entries, got {output_mask!r}")
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"x must be a numpy.ndarray, got {type(x).__name__}")
+    layer.output_shape(view(x, "x"), layout)  # validates x before grad_input is allocated
     grad_input = np.empty_like(x) if mask[0] else None
     grad_weight = np.empty(weight_shape, dtype=x.dtype) if mask[1] else None
     grad_bias = np.empty(layer.out_channels, dtype=x.dtype) if mask[2] else None
