@@ -121,7 +121,9 @@ class _ConvTransposeNd:
             try:
                 size = tuple(_args.integer(v, "output_size") for v in output_size)
             except TypeError:
-                raise TypeError(f"output_size must be a sequence of ints, got {output_size!r}")
+                raise TypeError(
+                    f"output_size must be a sequence of ints, got {output_size!r}"
+                ) from None
             size = size[-self._spatial :]
             if len(size) != self._spatial:
                 raise ValueError(
