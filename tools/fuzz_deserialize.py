@@ -3,6 +3,8 @@
 
     python tools/fuzz_deserialize.py [--cases 100000] [--seed 1] [--chunk 2000] [--device cpu]
 
+(convt is imported as installed, or from PYTHONPATH=python in a development tree.)
+
 Inputs are mutations of valid ``to_bytes()`` blobs of several kernels (forward and gradient,
 float32/float16/uint8 weights, batch norm, PReLU): bit flips, byte overwrites, truncations,
 insertions, deletions, extreme values written over length/count fields, splices of two blobs and
@@ -22,7 +24,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
 import random
 import struct
 import subprocess
@@ -260,5 +261,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
     sys.exit(main())
