@@ -24,7 +24,10 @@ case "$mode" in
   thread)
     preset=tsan
     runtime="$(gcc -print-file-name=libtsan.so)"
-    default_tests=(tests/test_threads.py tests/test_limits.py)
+    # The cpu device only: metal-sim runs kernel threads as ucontext fibers, and GCC 12's
+    # ThreadSanitizer crashes inside __tsan_switch_to_fiber when told about them (and reports
+    # nonsense when not told), so it is not checked here.
+    default_tests=(tests/test_threads.py tests/test_limits.py -k "not metal-sim")
     ;;
   *)
     echo "usage: $0 address|thread [pytest args]" >&2
@@ -33,8 +36,11 @@ case "$mode" in
 esac
 build="_build-$preset"
 
-python3 -c "import pybind11" 2>/dev/null || { echo "pip install pybind11 first" >&2; exit 2; }
-cmake --preset "$preset" -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" >/dev/null
+# The interpreter itself, not a wrapper script (pyenv shims are bash, which must not get the
+# sanitizer runtime preloaded).
+py=$(python3 -c "import sys; print(sys.executable)")
+"$py" -c "import pybind11" 2>/dev/null || { echo "pip install pybind11 first" >&2; exit 2; }
+cmake --preset "$preset" -Dpybind11_DIR="$("$py" -m pybind11 --cmakedir)" >/dev/null
 nice ninja -C "$build" -j"${JOBS:-1}" _core
 
 # A package directory whose extension is the sanitized one (the sources are linked, not copied).
@@ -55,7 +61,7 @@ env LD_PRELOAD="$runtime" PYTHONPATH="$build/py" PYTHONMALLOC=malloc \
   UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
   TSAN_OPTIONS="halt_on_error=0:second_deadlock_stack=1:report_signal_unsafe=0" \
   CONVT_HYPOTHESIS_PROFILE="${CONVT_HYPOTHESIS_PROFILE:-ci}" \
-  python3 -m pytest -q -p no:cacheprovider "${tests[@]}" 2>&1 | tee "$log"
+  "$py" -m pytest -q -p no:cacheprovider "${tests[@]}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 findings=$(grep -cE "ERROR: AddressSanitizer|runtime error:|WARNING: ThreadSanitizer" "$log" || true)

@@ -10,32 +10,8 @@
 
 #include "../cpu/thread_pool.h"
 
-// ThreadSanitizer must be told about fiber switches, or it sees one thread's stack change under
-// it (false races, crashes). No-ops in other builds.
-#if defined(__SANITIZE_THREAD__)
-extern "C" {
-void* __tsan_get_current_fiber(void);
-void* __tsan_create_fiber(unsigned flags);
-void __tsan_destroy_fiber(void* fiber);
-void __tsan_switch_to_fiber(void* fiber, unsigned flags);
-}
-#define CONVT_TSAN_FIBERS 1
-#endif
-
 namespace convt_sim {
 namespace {
-
-#ifdef CONVT_TSAN_FIBERS
-void* tsan_current() { return __tsan_get_current_fiber(); }
-void* tsan_create() { return __tsan_create_fiber(0); }
-void tsan_destroy(void* f) { __tsan_destroy_fiber(f); }
-void tsan_switch(void* f) { __tsan_switch_to_fiber(f, 0); }
-#else
-void* tsan_current() { return nullptr; }
-void* tsan_create() { return nullptr; }
-void tsan_destroy(void*) {}
-void tsan_switch(void*) {}
-#endif
 
 constexpr size_t kStackBytes = 64 * 1024;
 constexpr uint32_t kSimdWidth = 32;
@@ -52,7 +28,6 @@ struct Fiber {
     SimdOp op = SimdOp::Sum;
     float value = 0.f, result = 0.f;
     uint32_t lane = 0;
-    void* tsan = nullptr;
 };
 
 struct Group {
@@ -61,11 +36,6 @@ struct Group {
     size_t current = 0;
     KernelEntry entry = nullptr;
     const FunctionConstants* constants = nullptr;
-    void* tsan_scheduler = nullptr;
-    ~Group() {
-        for (Fiber& f : fibers)
-            if (f.tsan) tsan_destroy(f.tsan);
-    }
 };
 
 thread_local Group* tl_group = nullptr;
@@ -76,7 +46,6 @@ void fiber_main() {
     Fiber& f = g->fibers[g->current];
     g->entry(f.args);
     f.state = FiberState::Done;
-    tsan_switch(g->tsan_scheduler);
     // uc_link returns to the scheduler.
 }
 
@@ -85,10 +54,7 @@ Fiber& current_fiber() {
     return tl_group->fibers[tl_group->current];
 }
 
-void yield(Fiber& f) {
-    tsan_switch(tl_group->tsan_scheduler);
-    swapcontext(&f.context, &tl_group->scheduler);
-}
+void yield(Fiber& f) { swapcontext(&f.context, &tl_group->scheduler); }
 
 [[noreturn]] void fail(const std::string& kernel, const std::string& what) {
     throw KernelError("[metal-sim] kernel " + kernel + ": " + what);
@@ -200,14 +166,11 @@ void run_group(const Dispatch& d, uint3v tg) {
         f.context.uc_stack.ss_size = kStackBytes;
         f.context.uc_link = &g.scheduler;
         makecontext(&f.context, fiber_main, 0);
-        f.tsan = tsan_create();
     }
-    g.tsan_scheduler = tsan_current();
     for (;;) {
         for (size_t i = 0; i < n; ++i)
             if (g.fibers[i].state == FiberState::Ready) {
                 g.current = i;
-                tsan_switch(g.fibers[i].tsan);
                 swapcontext(&g.scheduler, &g.fibers[i].context);
             }
         bool any_barrier = false, any_simd = false, all_done = true;
