@@ -50,6 +50,10 @@ for f in python/convt/*.py; do ln -sf "$PWD/$f" "$pkg/"; done
 ln -sf "$PWD/$(ls "$build"/_core*.so)" "$pkg/"
 
 log="$build/sanitize-$mode.log"
+# Reports go to files: pytest captures fd 2, so a report from a passing test would be lost.
+reports="$PWD/$build/reports"
+rm -rf "$reports"
+mkdir -p "$reports"
 tests=("$@")
 [ ${#tests[@]} -eq 0 ] && tests=("${default_tests[@]}")
 echo "== $mode sanitizer: ${tests[*]} (log: $log)"
@@ -57,13 +61,17 @@ set +e
 # detect_leaks=0: CPython and numpy keep allocations alive at exit by design; tests/test_leaks.py
 # checks convt's own growth instead. Python's allocator is bypassed so ASan sees every block.
 env LD_PRELOAD="$runtime" PYTHONPATH="$build/py" PYTHONMALLOC=malloc \
-  ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:allow_user_poisoning=1:detect_stack_use_after_return=0" \
-  UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
-  TSAN_OPTIONS="halt_on_error=0:second_deadlock_stack=1:report_signal_unsafe=0" \
+  ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:detect_stack_use_after_return=0:log_path=$reports/asan" \
+  UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$reports/ubsan" \
+  TSAN_OPTIONS="halt_on_error=0:second_deadlock_stack=1:suppressions=$PWD/tools/tsan.supp:print_suppressions=1:log_path=$reports/tsan" \
   CONVT_HYPOTHESIS_PROFILE="${CONVT_HYPOTHESIS_PROFILE:-ci}" \
   "$py" -m pytest -q -p no:cacheprovider "${tests[@]}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
-findings=$(grep -cE "ERROR: AddressSanitizer|runtime error:|WARNING: ThreadSanitizer" "$log" || true)
+findings=$(cat "$log" "$reports"/* 2>/dev/null |
+  grep -cE "ERROR: AddressSanitizer|runtime error:|WARNING: ThreadSanitizer" || true)
+suppressed=$(cat "$reports"/* 2>/dev/null | grep -E "^ *[0-9]+ race:" || true)
+[ -n "$suppressed" ] && echo "== suppressed (tools/tsan.supp): $suppressed"
+[ "$findings" -eq 0 ] || cat "$reports"/* 2>/dev/null | head -200
 echo "== $mode sanitizer: pytest exit status $status, findings $findings"
 [ "$status" -eq 0 ] && [ "$findings" -eq 0 ]
