@@ -76,19 +76,26 @@ inline float convt_erf(float x) {
     return x < 0.0f ? -r : r;
 }
 
+// x clamped to [0, 1]; a NaN x is returned unchanged.
+inline float convt_clamp01(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
+// min(x, hi) that returns a NaN x unchanged.
+inline float convt_min_keep_nan(float x, float hi) { return x > hi ? hi : x; }
+
 inline float convt_neuron(int type, float v, float a, float b, float c, float slope) {
     switch (type) {
         case CONVT_NEURON_RELU: return v >= 0.0f ? v : a * v;
         case CONVT_NEURON_LINEAR: return a * v + b;
         case CONVT_NEURON_SIGMOID: return 1.0f / (1.0f + exp(-v));
-        case CONVT_NEURON_HARD_SIGMOID: return clamp(a * v + b, 0.0f, 1.0f);
+        // Comparisons instead of clamp/min: MSL leaves min/clamp of a NaN undefined, and NaN must
+        // stay NaN (the reference's np.clip/np.minimum propagate it).
+        case CONVT_NEURON_HARD_SIGMOID: return convt_clamp01(a * v + b);
         case CONVT_NEURON_TANH: return a * tanh(b * v);
         case CONVT_NEURON_ABS: return fabs(v);
         case CONVT_NEURON_SOFTPLUS: return a * log(1.0f + exp(b * v));
         case CONVT_NEURON_SOFTSIGN: return v / (1.0f + fabs(v));
         case CONVT_NEURON_ELU: return v >= 0.0f ? v : a * (exp(v) - 1.0f);
         case CONVT_NEURON_PRELU: return v >= 0.0f ? v : slope * v;
-        case CONVT_NEURON_RELUN: return min(v >= 0.0f ? v : a * v, b);
+        case CONVT_NEURON_RELUN: return convt_min_keep_nan(v >= 0.0f ? v : a * v, b);
         case CONVT_NEURON_POWER: return pow(a * v + b, c);
         case CONVT_NEURON_EXPONENTIAL: return c == -1.0f ? exp(a * v + b) : pow(c, a * v + b);
         case CONVT_NEURON_LOGARITHM:

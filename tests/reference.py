@@ -420,7 +420,9 @@ def conv_transpose_mps(
             real = ry[:, None] & rx[None, :]
             if not real.any():
                 continue
-            taps = x[:, :, :, iy[:, None], ix[None, :]] * real  # (n, G, Ig, rows, cols)
+            # np.where, not "* real": a NaN/Inf at the substituted index 0 must not leak into
+            # positions that read an inserted zero (NaN * 0 is NaN).
+            taps = np.where(real, x[:, :, :, iy[:, None], ix[None, :]], 0.0)  # (n,G,Ig,rows,cols)
             wk = wg[:, :, ky, kx, :]  # (G, Og, Ig)
             if accumulator == "float":
                 acc += np.einsum("ngihw,goi->ngohw", taps, wk)

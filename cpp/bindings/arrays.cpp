@@ -127,6 +127,13 @@ TensorView base_view(const py::array& a, const char* name) {
     return v;
 }
 
+// numpy's as_strided can describe views no memory could hold; their address arithmetic would
+// overflow, so they are refused before anything compares or walks them.
+void check_span(const TensorView& v, const char* name) {
+    if (!v.span_fits())
+        throw std::invalid_argument(std::string(name) + " strides must span less than 2^62 bytes");
+}
+
 // numpy arrays and DLPack tensors alike.
 ArrayView array_view(const py::handle& obj, const char* name) {
     if (is_dlpack(obj)) return dlpack_view(obj, name);
@@ -141,6 +148,18 @@ ArrayView array_view(const py::handle& obj, const char* name) {
 }
 
 }  // namespace
+
+void check_array_span(const py::array& a, const char* name) {
+    __int128 span = 0;
+    for (py::ssize_t i = 0; i < a.ndim(); ++i) {
+        if (a.shape(i) == 0) return;
+        const __int128 stride = a.strides(i) < 0 ? -static_cast<__int128>(a.strides(i))
+                                                 : static_cast<__int128>(a.strides(i));
+        span += (a.shape(i) - 1) * stride;
+    }
+    if (span + a.itemsize() > (__int128{1} << 62))
+        throw std::invalid_argument(std::string(name) + " strides must span less than 2^62 bytes");
+}
 
 Layout parse_layout(const std::string& layout) {
     if (layout == "NCHW") return Layout::NCHW;
@@ -160,6 +179,7 @@ TensorView view_of(const py::handle& obj, const std::string& layout, const char*
     v.n = a.shape[0], v.c = a.shape[c], v.h = a.shape[h], v.w = a.shape[w];
     v.stride_n = a.strides[0], v.stride_c = a.strides[c], v.stride_h = a.strides[h],
     v.stride_w = a.strides[w];
+    check_span(v, name);
     return v;
 }
 
@@ -177,6 +197,7 @@ TensorView view_of_shape(const py::handle& obj, int ndim, const char* name) {
     v.n = dims[0], v.c = dims[1], v.h = dims[2], v.w = dims[3];
     v.stride_n = strides[0], v.stride_c = strides[1], v.stride_h = strides[2],
     v.stride_w = strides[3];
+    check_span(v, name);
     return v;
 }
 

@@ -2,6 +2,9 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <optional>
+
+#include "arrays.h"
 #include "convt/data_source.h"
 
 namespace py = pybind11;
@@ -26,9 +29,9 @@ py::dtype numpy_dtype(DataType t) {
 class PyDataSource : public DataSource {
  public:
     ConvolutionDescriptor descriptor() override {
-        PYBIND11_OVERRIDE_PURE(ConvolutionDescriptor, DataSource, descriptor, );
+        return returned<ConvolutionDescriptor>("descriptor", "a convt.ConvolutionDescriptor");
     }
-    DataType data_type() override { PYBIND11_OVERRIDE_PURE(DataType, DataSource, data_type, ); }
+    DataType data_type() override { return returned<DataType>("data_type", "a convt.DataType"); }
     bool load() override {
         py::gil_scoped_acquire gil;
         py::object ok = call("load", false);
@@ -39,12 +42,16 @@ class PyDataSource : public DataSource {
         if (py::function f = py::get_override(this, "purge")) f();
         kept_ = py::list();
     }
-    std::string label() override { PYBIND11_OVERRIDE(std::string, DataSource, label, ); }
+    std::string label() override {
+        return returned<std::string>("label", "a str", DataSource::label());
+    }
     DataType kernel_weights_data_type() override {
-        PYBIND11_OVERRIDE(DataType, DataSource, kernel_weights_data_type, );
+        return returned<DataType>("kernel_weights_data_type", "a convt.DataType",
+                                  DataSource::kernel_weights_data_type());
     }
     QuantizationType weights_quantization_type() override {
-        PYBIND11_OVERRIDE(QuantizationType, DataSource, weights_quantization_type, );
+        return returned<QuantizationType>("weights_quantization_type", "a convt.QuantizationType",
+                                          DataSource::weights_quantization_type());
     }
 
     const void* weights() override {
@@ -90,6 +97,24 @@ class PyDataSource : public DataSource {
         return f();
     }
 
+    // What a Python override returned, as T; a wrong type raises TypeError naming the method
+    // (pybind11's own cast error is a RuntimeError that names nothing). `fallback` is the C++
+    // default of an optional method.
+    template <typename T>
+    T returned(const char* method, const char* expected, std::optional<T> fallback = {}) {
+        py::gil_scoped_acquire gil;
+        py::function f = py::get_override(this, method);
+        if (!f && fallback) return *fallback;
+        py::object o = call(method, true);
+        try {
+            return o.cast<T>();
+        } catch (const py::cast_error&) {
+        } catch (const py::reference_cast_error&) {  // None for a value type
+        }
+        throw TypeError(std::string("DataSource.") + method + "() must return " + expected +
+                        ", got " + type_name(o));
+    }
+
     // Checks an array returned by Python and keeps it alive until purge().
     const void* keep(const char* what, const py::object& obj, const py::dtype& dtype, int64_t count,
                      const char* rule) {
@@ -104,6 +129,7 @@ class PyDataSource : public DataSource {
             throw std::invalid_argument(std::string(what) + "() size must be " + rule + " = " +
                                         std::to_string(count) + ", got " +
                                         std::to_string(a.size()));
+        check_array_span(a, (std::string(what) + "()").c_str());
         a = py::array::ensure(a, py::array::c_style);
         kept_.append(a);
         return a.data();

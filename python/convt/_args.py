@@ -12,16 +12,28 @@ from ._core import Device, default_device
 IntOrPair = Union[int, tuple[int, int]]
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _int64(value: object, name: str) -> int:
+    """int(value), refused by name when the core's 64-bit integers cannot hold it."""
+    v = int(value)  # type: ignore[call-overload]
+    if not INT64_MIN <= v <= INT64_MAX:
+        raise ValueError(f"{name} must fit in a signed 64-bit integer, got {v}")
+    return v
+
+
 def pair(value: IntOrPair, name: str) -> tuple[int, int]:
     """An int or a pair of ints as (height, width)."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return int(value), int(value)
-    if (
-        isinstance(value, (tuple, list))
-        and len(value) == 2
-        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
-    ):
-        return int(value[0]), int(value[1])
+    if _is_int(value):
+        v = _int64(value, name)
+        return v, v
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_int(v) for v in value):
+        return _int64(value[0], name), _int64(value[1], name)
     raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
 
 
@@ -29,15 +41,34 @@ def single(value: int | tuple[int], name: str) -> int:
     """An int or a 1-tuple of an int (conv_transpose1d's parameters)."""
     if isinstance(value, (tuple, list)) and len(value) == 1:
         value = value[0]
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return int(value)
+    if _is_int(value):
+        return _int64(value, name)
     raise TypeError(f"{name} must be an int, got {value!r}")
 
 
 def integer(value: object, name: str) -> int:
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return int(value)
+    if _is_int(value):
+        return _int64(value, name)
     raise TypeError(f"{name} must be an int, got {value!r}")
+
+
+def name_setter_errors(cls: type, names: dict[str, str]) -> None:
+    """Makes the pybind11 property setters of ``cls`` raise a TypeError that names the property
+    (pybind11's own message says only "incompatible function arguments ... arg0").
+    ``names`` maps each property to what it accepts, for the message."""
+    for name, accepts in names.items():
+        owner = next(c for c in cls.__mro__ if name in c.__dict__)
+        prop = owner.__dict__[name]
+
+        def fset(self, value, _set=prop.fset, _name=name, _accepts=accepts):
+            try:
+                _set(self, value)
+            except TypeError as e:
+                if _name in str(e):
+                    raise
+                raise TypeError(f"{_name} must be {_accepts}, got {value!r}") from None
+
+        setattr(owner, name, property(prop.fget, fset, doc=prop.__doc__))
 
 
 def device(value: Device | None) -> Device:

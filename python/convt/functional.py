@@ -117,11 +117,15 @@ def conv_transpose1d(
 
 def _backward(layer, x, grad_output, layout, output_mask, weight_shape, weight4_shape, view):
     """Allocates the requested gradients and runs the core backward on 4-D views."""
-    mask = tuple(bool(m) for m in output_mask)
+    try:
+        mask = tuple(bool(m) for m in output_mask)
+    except TypeError:
+        raise TypeError(f"output_mask must be 3 booleans, got {output_mask!r}") from None
     if len(mask) != 3:
         raise ValueError(f"output_mask must have 3 entries, got {output_mask!r}")
     if not _args.is_array(x):
         raise TypeError(f"x must be a numpy.ndarray or a DLPack tensor, got {type(x).__name__}")
+    layer.output_shape(view(x, "x"), layout)  # validates x before grad_input is allocated
     # grad_input lives where x does; weight and bias gradients are finished on the host (numpy).
     dtype = np.dtype(str(x.dtype).replace("torch.", ""))
     grad_input = _args.empty_like_input(x, tuple(x.shape), "x") if mask[0] else None

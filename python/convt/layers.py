@@ -42,7 +42,10 @@ class _ConvTransposeNd:
         self.output_padding = norm(output_padding, "output_padding")
         self.dilation = norm(dilation, "dilation")
         self.device = _args.device(device)
-        self.dtype = np.dtype(dtype)
+        try:
+            self.dtype = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"dtype must be float32 or float16, got {dtype!r}") from None
         if self.dtype not in (np.float32, np.float16):
             raise TypeError(f"dtype must be float32 or float16, got {self.dtype}")
         self.layout = self._default_layout if layout is None else layout
@@ -57,6 +60,10 @@ class _ConvTransposeNd:
             )
         if any(k < 1 for k in self.kernel_size):
             raise ValueError(f"kernel_size must be >= 1, got {self.kernel_size}")
+        # Checked before the weights are allocated (the core rejects the same sizes later).
+        for name in ("in_channels", "out_channels", "kernel_size"):
+            if any(v > 2**31 - 1 for v in np.atleast_1d(getattr(self, name))):
+                raise ValueError(f"{name} must be <= 2^31-1, got {getattr(self, name)}")
         # PyTorch's default initialisation: U(-b, b), b = 1/sqrt(fan_in), fan_in = Cout/g * prod(k).
         rng = np.random.default_rng(seed)
         shape = (self.in_channels, self.out_channels // self.groups, *self.kernel_size)
@@ -110,7 +117,13 @@ class _ConvTransposeNd:
         """
         size = None
         if output_size is not None:
-            size = tuple(int(v) for v in output_size)[-self._spatial :]
+            try:
+                size = tuple(_args.integer(v, "output_size") for v in output_size)
+            except TypeError:
+                raise TypeError(
+                    f"output_size must be a sequence of ints, got {output_size!r}"
+                ) from None
+            size = size[-self._spatial :]
             if len(size) != self._spatial:
                 raise ValueError(
                     f"output_size must give {self._spatial} spatial sizes, got {output_size!r}"

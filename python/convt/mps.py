@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import _core
+from . import _args, _core
 from ._core import (
     CommandBuffer,
     ConvolutionDescriptor,
@@ -109,6 +109,8 @@ class Padding:
     def __init__(self, method: int = PaddingMethod.DEFAULT) -> None:
         if not isinstance(method, int) or isinstance(method, bool):
             raise TypeError(f"method must be an int of PaddingMethod bits, got {method!r}")
+        if not 0 <= method < 2**32:
+            raise ValueError(f"method must be 32 bits of PaddingMethod flags, got {method!r}")
         self.padding_method = method
 
     def destination_image_descriptor(self, descriptor: ImageDescriptor) -> None:
@@ -447,3 +449,43 @@ def _check_command_buffer(command_buffer: object) -> None:
         raise TypeError(
             f"command_buffer must be a convt.CommandBuffer, got {type(command_buffer).__name__}"
         )
+
+
+_INT = "an int in [-2^63, 2^63)"
+_args.name_setter_errors(
+    _core._ConvolutionTranspose,
+    {
+        "kernel_offset_x": _INT,
+        "kernel_offset_y": _INT,
+        "offset": "a tuple (x, y, z) of ints",
+        "clip_rect": "a convt.Region",
+        "edge_mode": "a convt.EdgeMode",
+        "accumulator_precision": "a convt.AccumulatorPrecision",
+        "source_feature_channel_offset": _INT,
+        "source_feature_channel_max_count": _INT,
+        "destination_feature_channel_offset": _INT,
+        "label": "a str",
+    },
+)
+_args.name_setter_errors(
+    ConvolutionDescriptor,
+    {
+        name: _INT
+        for name in (
+            "kernel_width",
+            "kernel_height",
+            "input_feature_channels",
+            "output_feature_channels",
+            "stride_in_pixels_x",
+            "stride_in_pixels_y",
+            "dilation_rate_x",
+            "dilation_rate_y",
+            "groups",
+        )
+    }
+    | {"fused_neuron_descriptor": "a convt.NeuronDescriptor or None"},
+)
+_args.name_setter_errors(
+    _core.NeuronDescriptor,
+    {"type": "a convt.NeuronType", "a": "a float", "b": "a float", "c": "a float"},
+)

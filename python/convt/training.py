@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from . import _core
+from . import _args, _core
 from ._core import (
     CommandBuffer,
     ConvolutionTransposeGradientState,
@@ -170,3 +170,8 @@ def apply_data_source_update(
     for k in kernels:
         k.reload_weights_and_biases_from_data_source()
     return True
+
+
+_args.name_setter_errors(
+    _core._ConvolutionTransposeGradient, {"gradient_option": "a convt.GradientOption"}
+)

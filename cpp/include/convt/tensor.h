@@ -30,6 +30,13 @@ struct TensorView {
     void byte_extent(const char** first, const char** last) const;
     /// True when the byte ranges of the two views overlap (conservative).
     bool may_overlap(const TensorView& other) const;
+    /// False when the strides reach further than 2^62 bytes from data (hostile views, e.g. from
+    /// numpy's as_strided): address arithmetic on such a view would overflow.
+    bool span_fits() const;
+    /// True when two elements may share memory (e.g. a zero stride on an axis longer than 1):
+    /// writing such a view is ill-defined. Conservative: sorted by |stride|, every axis must
+    /// step past the extent of the smaller ones.
+    bool self_overlaps() const;
     /// A dense view of `data` in `layout`.
     static TensorView dense(void* data, DataType type, int64_t n, int64_t c, int64_t h, int64_t w,
                             Layout layout = Layout::NCHW);

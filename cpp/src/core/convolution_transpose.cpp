@@ -59,6 +59,21 @@ ImageDescriptor ConvolutionTranspose::destination_image_descriptor(
     return d;
 }
 
+namespace {
+
+// offset * stride + kernel_offset, computed without overflow (both are arbitrary int64 values).
+int64_t total_offset(const char* axis, int64_t offset, int64_t stride, int64_t kernel_offset) {
+    const __int128 t = static_cast<__int128>(offset) * stride + kernel_offset;
+    if (t < INT32_MIN || t > INT32_MAX)
+        throw std::invalid_argument(detail::concat(
+            "total offset ", axis, " (offset.", axis, " * stride + kernel_offset_", axis,
+            ") must be representable in 32 bits, got offset.", axis, " = ", offset,
+            ", stride = ", stride, ", kernel_offset_", axis, " = ", kernel_offset));
+    return static_cast<int64_t>(t);
+}
+
+}  // namespace
+
 detail::Placement ConvolutionTranspose::placement() const {
     if (edge_mode != EdgeMode::Zero)
         throw std::invalid_argument(
@@ -67,8 +82,8 @@ detail::Placement ConvolutionTranspose::placement() const {
     detail::Placement pl;
     pl.stride_x = desc.stride_in_pixels_x, pl.stride_y = desc.stride_in_pixels_y;
     pl.dilation_x = desc.dilation_rate_x, pl.dilation_y = desc.dilation_rate_y;
-    pl.total_offset_x = offset.x * pl.stride_x + kernel_offset_x;
-    pl.total_offset_y = offset.y * pl.stride_y + kernel_offset_y;
+    pl.total_offset_x = total_offset("x", offset.x, pl.stride_x, kernel_offset_x);
+    pl.total_offset_y = total_offset("y", offset.y, pl.stride_y, kernel_offset_y);
     pl.clip = clip_rect;
     pl.source_image = offset.z;
     pl.source_channel_offset = source_feature_channel_offset;

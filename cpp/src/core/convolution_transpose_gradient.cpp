@@ -85,9 +85,7 @@ void ConvolutionTransposeGradient::encode(
                 "destination_gradient must be given when gradient_option includes data");
         const TensorView& d = *destination_gradient;
         require_same_shape("destination_gradient", d, snap.source, "forward source");
-        if (!d.writable)
-            throw std::invalid_argument(
-                "destination_gradient must be writable, got a read-only array");
+        detail::check_destination_view("destination_gradient", d);
         if (d.may_overlap(source_gradient) || d.may_overlap(source_image))
             throw std::invalid_argument(
                 "destination_gradient must not share memory with source_gradient or source_image");

@@ -81,6 +81,15 @@ void ConvolutionDescriptor::validate() const {
                   dilation_rate_x * (kernel_width - 1) + 1);
     require_int32("dilation_rate_y * (kernel_height - 1) + 1",
                   dilation_rate_y * (kernel_height - 1) + 1);
+    // Every factor is < 2^31, so the product fits in 128 bits; weight_count() must fit in 64.
+    const __int128 count = static_cast<__int128>(output_feature_channels) * kernel_height *
+                           kernel_width * (input_feature_channels / groups);
+    if (count > (__int128{1} << 40))
+        throw std::invalid_argument(detail::concat(
+            "kernel weight count output_feature_channels * kernel_height * kernel_width * "
+            "input_feature_channels / groups must be <= 2^40, got ",
+            output_feature_channels, " * ", kernel_height, " * ", kernel_width, " * ",
+            input_feature_channels / groups));
     auto nt = static_cast<int>(fused_neuron_descriptor.type);
     detail::require(nt >= 0 && nt <= static_cast<int>(NeuronType::GELU),
                     "fused_neuron_descriptor.type", nt, "a NeuronType");

@@ -72,6 +72,11 @@ ConvTransposeLayer::ConvTransposeLayer(Device device, const TensorView& weight,
         detail::require_positive(name, v);
         detail::require_int32(name, v);
     }
+    // Each dimension is < 2^31; their product (the weights the layer copies) must stay sane.
+    if (static_cast<__int128>(weight.n) * weight.c * weight.h * weight.w > (__int128{1} << 40))
+        throw std::invalid_argument(concat("weight must have <= 2^40 elements, got shape (",
+                                           weight.n, ", ", weight.c, ", ", weight.h, ", ",
+                                           weight.w, ")"));
     if (weight.n % options.groups != 0)
         throw std::invalid_argument(
             concat("weight.shape[0] (in_channels=", weight.n,
@@ -200,8 +205,7 @@ void require_output(const char* name, const TensorView& v, DataType type,
         throw std::invalid_argument(concat(name, " must have shape (", shape[0], ", ", shape[1],
                                            ", ", shape[2], ", ", shape[3], "), got (", v.n, ", ",
                                            v.c, ", ", v.h, ", ", v.w, ")"));
-    if (!v.writable)
-        throw std::invalid_argument(concat(name, " must be writable, got a read-only array"));
+    detail::check_destination_view(name, v);
 }
 
 }  // namespace

@@ -35,6 +35,19 @@ void check_image_view(const char* name, const TensorView& view) {
         require_int32(concat(name, " ", axis).c_str(), v);
     if (view.numel() > 0 && view.data == nullptr)
         throw std::invalid_argument(concat(name, " data must not be null"));
+    if (!view.span_fits())
+        throw std::invalid_argument(concat(name, " strides must span less than 2^62 bytes"));
+}
+
+void check_destination_view(const char* name, const TensorView& view) {
+    if (!view.writable)
+        throw std::invalid_argument(concat(name, " must be writable, got a read-only array"));
+    if (view.self_overlaps())
+        throw std::invalid_argument(
+            concat(name, " must not have elements that share memory (zero or overlapping "
+                         "strides), got strides (",
+                   view.stride_n, ", ", view.stride_c, ", ", view.stride_h, ", ", view.stride_w,
+                   ") for shape (", view.n, ", ", view.c, ", ", view.h, ", ", view.w, ")"));
 }
 
 namespace {
@@ -62,9 +75,7 @@ ConvtParams make_params(const PreparedWeights& w, const Placement& pl, const Ten
     check_image_view(roles.source, src);
     check_image_view(roles.destination, dst);
     if (roles.destination_written) {
-        if (!dst.writable)
-            throw std::invalid_argument(
-                concat(roles.destination, " must be writable, got a read-only array"));
+        check_destination_view(roles.destination, dst);
         if (dst.may_overlap(src))
             throw std::invalid_argument(concat(roles.destination, " must not share memory with ",
                                                roles.source, ", got overlapping arrays"));
@@ -85,7 +96,7 @@ ConvtParams make_params(const PreparedWeights& w, const Placement& pl, const Ten
                    slice, " (source feature channels ", src.c, ", source_feature_channel_offset ",
                    pl.source_channel_offset, ", source_feature_channel_max_count ",
                    pl.source_channel_max_count, ")"));
-    if (pl.destination_channel_offset + O > dst.c)
+    if (pl.destination_channel_offset > dst.c - O)  // not dfo + O: that can overflow
         throw std::invalid_argument(
             concat("destination feature channels must be >= destination_feature_channel_offset + "
                    "output_feature_channels (",

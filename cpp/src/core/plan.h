@@ -32,5 +32,7 @@ ConvtParams make_params(const PreparedWeights& weights, const Placement& placeme
 
 /// A source or destination must be a float32/float16/float64 view with sizes below 2^31.
 void check_image_view(const char* name, const TensorView& view);
+/// A view convt writes: writable, and no two elements share memory.
+void check_destination_view(const char* name, const TensorView& view);
 
 }  // namespace convt::detail

@@ -1,5 +1,7 @@
 #include "convt/tensor.h"
 
+#include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <cstring>
 
@@ -29,6 +31,34 @@ bool TensorView::may_overlap(const TensorView& other) const {
     byte_extent(&a0, &a1);
     other.byte_extent(&b0, &b1);
     return a0 < a1 && b0 < b1 && a0 < b1 && b0 < a1;
+}
+
+bool TensorView::span_fits() const {
+    if (numel() == 0) return true;
+    __int128 span = 0;
+    for (auto [size, stride] :
+         {std::pair{n, stride_n}, {c, stride_c}, {h, stride_h}, {w, stride_w}}) {
+        if (size < 0) return false;
+        span += static_cast<__int128>(size - 1) * (stride < 0 ? -static_cast<__int128>(stride)
+                                                               : static_cast<__int128>(stride));
+    }
+    return (span + 1) * static_cast<__int128>(element_size(type)) <= (__int128{1} << 62);
+}
+
+bool TensorView::self_overlaps() const {
+    if (numel() <= 1) return false;
+    std::array<std::pair<__int128, int64_t>, 4> axes{{{stride_n, n}, {stride_c, c},
+                                                      {stride_h, h}, {stride_w, w}}};
+    for (auto& [stride, size] : axes) stride = stride < 0 ? -stride : stride;
+    std::sort(axes.begin(), axes.end(),
+              [](const auto& a, const auto& b) { return a.first < b.first; });
+    __int128 extent = 0;  // elements spanned by the smaller axes, minus one
+    for (const auto& [stride, size] : axes) {
+        if (size == 1) continue;
+        if (stride <= extent) return true;
+        extent += (size - 1) * stride;
+    }
+    return false;
 }
 
 TensorView TensorView::dense(void* data, DataType type, int64_t n, int64_t c, int64_t h, int64_t w,

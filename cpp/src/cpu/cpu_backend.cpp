@@ -286,7 +286,7 @@ void forward_row_narrow(const ConvtParams& p, const Packed<float>& w, const void
     const int64_t n = task / p.clip_h, yy = task % p.clip_h;
     const int ig = p.in_per_group, og = p.out_per_group, sx = p.stride_x;
     const int64_t taps = static_cast<int64_t>(p.kernel_h) * p.kernel_w;
-    const int64_t jn = (p.clip_w + sx - 1) / sx;  // columns per phase, at most
+    const int64_t jn = (int64_t(p.clip_w) + sx - 1) / sx;  // columns per phase, at most
     acc.resize(static_cast<size_t>(sx) * og * jn);
     row.resize(static_cast<size_t>(ig) * p.src_w);
     const auto ntype = static_cast<NeuronType>(p.neuron);
@@ -574,7 +574,8 @@ class CpuBackend : public detail::Backend {
         if (tasks == 0 || p.clip_w == 0) return;
         // Few output channels and a wide row: make the pixels the GEMM's wide side.
         const bool narrow =
-            !p.accumulate_half && p.out_per_group < kNarrow && p.clip_w >= 16 * p.stride_x;
+            !p.accumulate_half && p.out_per_group < kNarrow &&
+            p.clip_w >= int64_t(16) * p.stride_x;  // 64-bit: 16 * a 2^30 stride overflows int
         ThreadPool::instance().parallel_for(tasks, [&](int64_t t) {
             if (w.is_double) {
                 thread_local std::vector<double> acc, row;

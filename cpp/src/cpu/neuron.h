@@ -18,8 +18,11 @@ inline float apply_neuron(NeuronType type, float v, float a, float b, float c, f
             return a * v + b;
         case NeuronType::Sigmoid:
             return 1.f / (1.f + std::exp(-v));
-        case NeuronType::HardSigmoid:
-            return std::min(1.f, std::max(0.f, a * v + b));
+        case NeuronType::HardSigmoid: {
+            // Comparisons, not std::min/max, so that NaN stays NaN (std::max(0, NaN) is 0).
+            const float h = a * v + b;
+            return h < 0.f ? 0.f : (h > 1.f ? 1.f : h);
+        }
         case NeuronType::TanH:
             return a * std::tanh(b * v);
         case NeuronType::Absolute:
@@ -32,8 +35,10 @@ inline float apply_neuron(NeuronType type, float v, float a, float b, float c, f
             return v >= 0.f ? v : a * std::expm1(v);
         case NeuronType::PReLU:
             return v >= 0.f ? v : slope * v;
-        case NeuronType::ReLUN:
-            return std::min(v >= 0.f ? v : a * v, b);
+        case NeuronType::ReLUN: {
+            const float r = v >= 0.f ? v : a * v;
+            return r > b ? b : r;  // NaN stays NaN
+        }
         case NeuronType::Power:
             return std::pow(a * v + b, c);
         case NeuronType::Exponential:

@@ -1,0 +1,182 @@
+"""NaN and Inf: they propagate exactly where the float64 reference puts them, and no fused
+neuron turns a NaN into a number unless the reference's formula does (pow(NaN, 0) is 1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import convt
+import numpy as np
+import pytest
+import reference as R
+from _helpers import FP16_TOL, FP32_TOL, build_transpose, poison, run_encoded
+
+# The float64 reference itself computes inf - inf and NaN sums here, on purpose.
+pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+
+
+def assert_same_nonfinite(got: np.ndarray, ref: np.ndarray, tol: float, what: str) -> None:
+    """NaN, +Inf and -Inf at exactly the reference's positions; finite values within tol."""
+    got = np.asarray(got, np.float64)
+    ref = np.asarray(ref, np.float64)
+    assert got.shape == ref.shape, what
+    for name, test in (("NaN", np.isnan), ("+Inf", np.isposinf), ("-Inf", np.isneginf)):
+        diff = test(got) != test(ref)
+        assert not diff.any(), (
+            f"{what}: {name} differs at {int(diff.sum())} element(s), first at "
+            f"{np.argwhere(diff)[0].tolist()}: got {got[diff][0]}, reference {ref[diff][0]}"
+        )
+    fin = np.isfinite(ref)
+    if fin.any():
+        scale = max(float(np.max(np.abs(ref[fin]))), 1e-12)
+        err = float(np.max(np.abs(got[fin] - ref[fin]))) / scale
+        assert err <= tol, f"{what}: finite values rel err {err:.3g} > {tol:g}"
+
+
+def sprinkle(rng: np.random.Generator, a: np.ndarray, values: tuple, count: int) -> np.ndarray:
+    """Sets ``count`` random elements of ``a`` (in place) to values drawn from ``values``."""
+    flat = a.reshape(-1)
+    idx = rng.choice(flat.size, size=min(count, flat.size), replace=False)
+    flat[idx] = rng.choice(np.array(values, np.float64), size=idx.size)
+    return a
+
+
+# ---- the functional API ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize(
+    "values", [(np.nan,), (np.inf, -np.inf), (np.nan, np.inf, -np.inf)], ids=["nan", "inf", "mix"]
+)
+@pytest.mark.parametrize(
+    "stride, padding, dilation, groups", [(1, 0, 1, 1), (2, 1, 2, 1), (3, 2, 1, 1)]
+)
+def test_forward_propagates_nonfinite_input(
+    device: Any,
+    rng: np.random.Generator,
+    dtype: str,
+    values: tuple,
+    stride: int,
+    padding: int,
+    dilation: int,
+    groups: int,
+) -> None:
+    x = rng.uniform(-1, 1, (2, 7, 5, 6)).astype(dtype)
+    sprinkle(rng, x, values, 6)
+    w = rng.uniform(0.1, 1, (7, 5, 3, 3)) * rng.choice([-1, 1], (7, 5, 3, 3))  # no zero weight
+    w = w.astype(dtype)
+    b = rng.uniform(-0.5, 0.5, 5 * groups).astype(dtype)
+    ref = R.conv_transpose_torch_ref(x, w, b, stride, padding, 0, groups, dilation)
+    out = poison(np.empty(ref.shape, dtype))
+    got = convt.conv_transpose2d(
+        x, w, b, stride, padding, 0, groups, dilation, out=out, device=device
+    )
+    assert np.isnan(ref).any() or np.isinf(ref).any()  # the case really has non-finite outputs
+    assert np.isfinite(ref).any()  # ... and finite ones that must stay finite
+    tol = FP16_TOL if dtype == "float16" else FP32_TOL
+    assert_same_nonfinite(got, ref.astype(dtype), tol, f"forward {values}")
+
+
+def test_forward_nonfinite_weight_and_bias(device: Any, rng: np.random.Generator) -> None:
+    x = rng.uniform(-1, 1, (1, 3, 4, 5)).astype(np.float32)
+    w = rng.uniform(-1, 1, (3, 2, 2, 2)).astype(np.float32)
+    w[1, 0, 1, 0] = np.nan
+    w[2, 1, 0, 1] = np.inf
+    b = np.array([0.25, np.nan], np.float32)
+    ref = R.conv_transpose_torch_ref(x, w, b, stride=2)
+    got = convt.conv_transpose2d(x, w, b, stride=2, device=device)
+    assert_same_nonfinite(got, ref.astype(np.float32), FP32_TOL, "nonfinite weight/bias")
+
+
+@pytest.mark.parametrize("where", ["grad_output", "x"])
+def test_backward_propagates_nan(device: Any, rng: np.random.Generator, where: str) -> None:
+    x = rng.uniform(-1, 1, (2, 6, 4, 5)).astype(np.float32)
+    w = rng.uniform(-1, 1, (6, 7, 3, 2)).astype(np.float32)
+    kw = dict(stride=2, padding=1, output_padding=1, groups=2 if where == "x" else 1)
+    if kw["groups"] == 2:
+        w = w[:, :3].copy()
+    fwd = R.conv_transpose_torch_ref(x, w, None, **kw)
+    g = rng.uniform(-1, 1, fwd.shape).astype(np.float32)
+    sprinkle(rng, x if where == "x" else g, (np.nan,), 3)
+    ref = R.conv_transpose_torch_backward(g, x, w, **kw)
+    got = convt.conv_transpose2d_backward(g, x, w, **kw, device=device)
+    for name, a, r in zip(("grad_input", "grad_weight", "grad_bias"), got, ref):
+        assert_same_nonfinite(a, r.astype(np.float32), FP32_TOL, f"{name}, NaN in {where}")
+    assert np.isnan(ref[1]).any(), "the case must make some of grad_weight NaN"
+
+
+# ---- the MPS-style API: inserted zeros and neurons -------------------------------------------
+
+
+def test_mps_nan_does_not_leak_into_inserted_zeros(device: Any, rng: np.random.Generator) -> None:
+    """A NaN source pixel reaches only the destination pixels whose taps read it."""
+    w = rng.uniform(0.1, 1, (3, 3, 3, 2)).astype(np.float32)
+    conv = build_transpose(device, w, stride=3, kernel_weights_dtype="float32")
+    src = rng.uniform(-1, 1, (1, 2, 4, 4)).astype(np.float32)
+    src[0, 1, 0, 0] = np.nan
+    src[0, 0, 2, 3] = np.inf
+    dst = run_encoded(device, lambda cb: conv.encode(cb, convt.Image(src)))
+    ref = R.conv_transpose_mps(src, w, stride=3, T=(0, 0), dst_hw=dst.array.shape[2:])
+    assert np.isnan(ref).sum() < ref.size // 4  # NaN stays local
+    assert_same_nonfinite(dst.array, ref.astype(np.float32), FP32_TOL, "MPS stride 3")
+
+
+# (type, parameters): defaults and parameter sets that map NaN, Inf and large values differently.
+NEURONS = [
+    ("none", {}),
+    ("relu", {}),
+    ("relu", {"a": 0.1}),
+    ("linear", {"a": 1.5, "b": -0.25}),
+    ("sigmoid", {}),
+    ("hard_sigmoid", {}),
+    ("hard_sigmoid", {"a": 0.3, "b": 0.4}),
+    ("tanh", {"a": 0.8, "b": 1.3}),
+    ("abs", {}),
+    ("softplus", {}),
+    ("softsign", {}),
+    ("elu", {"a": 0.6}),
+    ("prelu", {}),
+    ("relun", {}),
+    ("relun", {"a": 0.1, "b": 0.5}),
+    ("power", {}),
+    ("power", {"a": 0.5, "b": 2.0, "c": 2.0}),
+    ("power", {"a": 1.0, "b": 0.0, "c": 0.0}),  # pow(NaN, 0) == 1 in C and in numpy
+    ("exponential", {}),
+    ("exponential", {"a": 0.25, "c": 2.0}),
+    ("logarithm", {}),
+    ("logarithm", {"a": 0.05, "b": 2.0, "c": 10.0}),
+    ("gelu", {}),
+]
+SPECIAL = [np.nan, np.inf, -np.inf, 1e30, -1e30, 0.0, 1.0, -1.0, 3.5, -2.25]
+
+
+def test_every_neuron_type_is_covered() -> None:
+    assert {n for n, _ in NEURONS} == set(R.NEURON_TYPES)
+    assert len(R.NEURON_TYPES) == 16
+
+
+@pytest.mark.parametrize(
+    "neuron, params", NEURONS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(NEURONS)]
+)
+def test_neuron_keeps_nan(device: Any, rng: np.random.Generator, neuron: str, params: dict) -> None:
+    """Depthwise 1x1 unit weights, so the neuron sees exactly the special values (a dense
+    identity would multiply each NaN by the zero weights of the other channels)."""
+    channels = 3
+    if neuron == "prelu":
+        params = {"data": rng.uniform(-0.5, 0.5, channels).astype(np.float32)}
+    n = R.Neuron(neuron, **params)
+    w = np.ones((channels, 1, 1, 1), np.float32)
+    conv = build_transpose(device, w, groups=channels, neuron=n, kernel_weights_dtype="float32")
+    values = np.concatenate([SPECIAL, rng.uniform(-4, 4, 3 * 7 * 5 - len(SPECIAL))])
+    src = rng.permutation(values).reshape(1, channels, 7, 5).astype(np.float32)
+    dst = poison(np.empty_like(src))
+    run_encoded(
+        device,
+        lambda cb: conv.encode(cb, convt.Image(src), destination_image=convt.Image(dst)),
+    )
+    with np.errstate(all="ignore"):
+        ref = R.apply_neuron(src, n.type, n.a, n.b, n.c, n.data).astype(np.float32)
+    assert_same_nonfinite(dst, ref, FP32_TOL, f"neuron {neuron} {params}")
+    # The point of the test: NaN in, NaN out, unless the formula's own maths says otherwise.
+    keeps_nan = not (neuron == "power" and params.get("c") == 0.0)
+    assert np.isnan(dst[np.isnan(src)]).all() == keeps_nan
