@@ -127,8 +127,8 @@ def array_variants(good: np.ndarray, *, huge_axis: int, output: bool) -> dict[st
         others = int(np.prod(shape)) // shape[huge_axis]
         shape[huge_axis] = (2**63 - 1) // (good.itemsize * others)
         v["bytes-near-2^63"] = fake(tuple(shape))
-    if torch is not None:
-        v["torch-tensor"] = torch.from_numpy(good.copy())
+    if torch is not None:  # float tensors are valid (DLPack, tests/test_dlpack.py); int ones not
+        v["torch-int32-tensor"] = torch.from_numpy(good.astype(np.int32))
     if output:
         v["read-only"] = read_only(good.shape, good.dtype)
         v["self-overlapping"] = self_overlapping(good.shape, good.dtype)
