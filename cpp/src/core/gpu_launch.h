@@ -9,6 +9,8 @@
 #include <string>
 
 #include "../../../metal/convt_params.h"
+#include "backend.h"
+#include "check.h"
 
 namespace convt::detail::gpu {
 
@@ -113,6 +115,55 @@ inline Launch weights_direct(const ConvtParams& p) {
 
 inline Launch bias_direct(const ConvtParams& p) {
     return {"convt_backward_bias_", {p.out_channels, 1, 1}, {kSimd, 1, 1}};
+}
+
+/// The gradient kernels' function constants (9: accumulate, 10: K slices).
+struct Constants {
+    bool accumulate = false;
+    int64_t splits = 1;
+};
+
+/// A kernel's type suffix ("f32", "f16"); GPUs run no float64 images.
+inline const char* type_suffix(int32_t type, const char* backend) {
+    if (type == CONVT_TYPE_F16) return "f16";
+    if (type == CONVT_TYPE_F32) return "f32";
+    throw TypeError(
+        concat("the ", backend, " backend runs float32 and float16 images only, got float64"));
+}
+
+/// dW and dB, the same sequence on every GPU backend. `call` binds memory (`bind_raw(data, bytes,
+/// read)`, `scratch(bytes)`) and returns the backend's buffer handle; `run(launch, types, params,
+/// constants, {buffers})` encodes one launch. `xs` and `ys` are X and dY, already bound.
+template <typename Buffer, typename Call, typename Run>
+void backward_weights(ConvtParams p, Buffer xs, Buffer ys, const GradientOutput& out, Call& call,
+                      Run&& run, const char* backend) {
+    const int64_t count = weight_count(p);
+    const std::string y = type_suffix(p.dst_type, backend);
+    const std::string xy = std::string(type_suffix(p.src_type, backend)) + "_" + y;
+    const auto bytes = [](int64_t n) { return static_cast<size_t>(n) * sizeof(float); };
+    if (out.weights && weights_by_gemm(p)) {
+        // Slices of K write partial sums to scratch; one pass adds them in slice order.
+        p.has_bias = out.bias != nullptr;
+        const int64_t splits = weight_splits(p);
+        const int64_t total = count + (out.bias ? p.out_channels : 0);
+        Buffer partial = call.scratch(bytes(splits * total));
+        Buffer dw = call.bind_raw(out.weights, bytes(count), out.accumulate);
+        Buffer db =
+            out.bias ? call.bind_raw(out.bias, bytes(p.out_channels), out.accumulate) : partial;
+        const Constants fc{out.accumulate, splits};
+        run(weights_gemm(p, splits), xy, p, fc, {xs, ys, partial});
+        if (out.bias) run(bias_partial(p, splits), y, p, fc, {ys, partial});
+        run(reduce_partials(total), "", p, fc, {partial, dw, db});
+        return;
+    }
+    if (out.weights) {
+        Buffer dw = call.bind_raw(out.weights, bytes(count), out.accumulate);
+        run(weights_direct(p), xy, p, {out.accumulate, 1}, {xs, ys, dw});
+    }
+    if (out.bias) {
+        Buffer db = call.bind_raw(out.bias, bytes(p.out_channels), out.accumulate);
+        run(bias_direct(p), y, p, {out.accumulate, 1}, {ys, db});
+    }
 }
 
 }  // namespace convt::detail::gpu

@@ -112,17 +112,7 @@ struct Batch {
     bool pending = false;  // work enqueued since the last flush
 };
 
-const char* suffix(int32_t type) {
-    if (type == CONVT_TYPE_F16) return "f16";
-    if (type == CONVT_TYPE_F32) return "f32";
-    throw TypeError("the CUDA backend runs float32 and float16 images only, got float64");
-}
-
-// The gradient kernels' function constants (9 and 10).
-struct Constants {
-    bool accumulate = false;
-    int64_t splits = 1;
-};
+using gpu::Constants;
 
 // Function constants, in the order of metal/convt_kernel.h.
 void set_constants(ConvtCudaLaunch& l, const ConvtParams& p, Constants c) {
@@ -140,7 +130,9 @@ void set_constants(ConvtCudaLaunch& l, const ConvtParams& p, Constants c) {
     std::memcpy(l.constants, fc, sizeof(fc));
 }
 
-std::string types(int32_t a, int32_t b) { return std::string(suffix(a)) + "_" + suffix(b); }
+std::string types(int32_t a, int32_t b) {
+    return std::string(gpu::type_suffix(a, "CUDA")) + "_" + gpu::type_suffix(b, "CUDA");
+}
 
 class CudaBackend : public Backend {
  public:
@@ -230,37 +222,11 @@ class CudaBackend : public Backend {
         ConvtParams p = params;
         const void* xs = call.bind(x, false, &p.src_base);
         const void* ys = call.bind(dy, false, &p.dst_base);
-        const int64_t count = gpu::weight_count(p);
-        const std::string xy = types(p.src_type, p.dst_type), y = suffix(p.dst_type);
-        if (out.weights && gpu::weights_by_gemm(p)) {
-            // Slices of K write partial sums to scratch; one pass adds them in slice order.
-            p.has_bias = out.bias != nullptr;
-            const int64_t splits = gpu::weight_splits(p);
-            const int64_t total = count + (out.bias ? p.out_channels : 0);
-            const void* partial = call.scratch(static_cast<size_t>(splits * total) * sizeof(float));
-            const void* dw = call.bind_raw(out.weights, static_cast<size_t>(count) * sizeof(float),
-                                           out.accumulate);
-            const void* db = out.bias
-                                 ? call.bind_raw(out.bias, static_cast<size_t>(p.out_channels) * 4,
-                                                 out.accumulate)
-                                 : partial;
-            const Constants fc{out.accumulate, splits};
-            run(gpu::weights_gemm(p, splits), xy, p, fc, {xs, ys, partial});
-            if (out.bias) run(gpu::bias_partial(p, splits), y, p, fc, {ys, partial});
-            run(gpu::reduce_partials(total), "", p, fc, {partial, dw, db});
-            call.done();
-            return;
-        }
-        if (out.weights) {
-            const void* dw = call.bind_raw(out.weights, static_cast<size_t>(count) * sizeof(float),
-                                           out.accumulate);
-            run(gpu::weights_direct(p), xy, p, {out.accumulate, 1}, {xs, ys, dw});
-        }
-        if (out.bias) {
-            const void* db = call.bind_raw(
-                out.bias, static_cast<size_t>(p.out_channels) * sizeof(float), out.accumulate);
-            run(gpu::bias_direct(p), y, p, {out.accumulate, 1}, {ys, db});
-        }
+        gpu::backward_weights<const void*>(
+            p, xs, ys, out, call,
+            [this](const gpu::Launch& l, const std::string& t, const ConvtParams& q, Constants c,
+                   std::initializer_list<const void*> b) { run(l, t, q, c, b); },
+            "CUDA");
         call.done();
     }
 

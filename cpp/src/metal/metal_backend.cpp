@@ -128,17 +128,7 @@ struct Batch {
     std::vector<std::unique_ptr<Binding>> bindings;
 };
 
-const char* suffix(int32_t type) {
-    if (type == CONVT_TYPE_F16) return "f16";
-    if (type == CONVT_TYPE_F32) return "f32";
-    throw TypeError("the Metal backend runs float32 and float16 images only, got float64");
-}
-
-// The gradient kernels' function constants (9 and 10).
-struct Constants {
-    bool accumulate = false;
-    int64_t splits = 1;
-};
+using gpu::Constants;
 
 // Function constants, in the order of metal/convt_kernel.h.
 std::vector<int> constants(const ConvtParams& p, Constants c) {
@@ -155,7 +145,9 @@ std::vector<int> constants(const ConvtParams& p, Constants c) {
             static_cast<int>(c.splits)};
 }
 
-std::string types(int32_t a, int32_t b) { return std::string(suffix(a)) + "_" + suffix(b); }
+std::string types(int32_t a, int32_t b) {
+    return std::string(gpu::type_suffix(a, "Metal")) + "_" + gpu::type_suffix(b, "Metal");
+}
 
 MTL::Size size(const gpu::Dims& d) {
     return MTL::Size(static_cast<NS::UInteger>(d.x), static_cast<NS::UInteger>(d.y),
@@ -263,37 +255,11 @@ class MetalBackend : public Backend {
         ConvtParams p = params;
         MTL::Buffer* xs = call.bind(x, false, &p.src_base);
         MTL::Buffer* ys = call.bind(dy, false, &p.dst_base);
-        const int64_t count = gpu::weight_count(p);
-        const std::string xy = types(p.src_type, p.dst_type), y = suffix(p.dst_type);
-        if (out.weights && gpu::weights_by_gemm(p)) {
-            // Slices of K write partial sums to scratch; one pass adds them in slice order.
-            p.has_bias = out.bias != nullptr;
-            const int64_t splits = gpu::weight_splits(p);
-            const int64_t total = count + (out.bias ? p.out_channels : 0);
-            MTL::Buffer* partial =
-                call.scratch(static_cast<size_t>(splits * total) * sizeof(float));
-            MTL::Buffer* dw =
-                call.bind_raw(out.weights, static_cast<size_t>(count) * sizeof(float));
-            MTL::Buffer* db = out.bias
-                                  ? call.bind_raw(out.bias, static_cast<size_t>(p.out_channels) * 4)
-                                  : partial;
-            const Constants fc{out.accumulate, splits};
-            run(gpu::weights_gemm(p, splits), xy, p, fc, {xs, ys, partial});
-            if (out.bias) run(gpu::bias_partial(p, splits), y, p, fc, {ys, partial});
-            run(gpu::reduce_partials(total), "", p, fc, {partial, dw, db});
-            call.done();
-            return;
-        }
-        if (out.weights) {
-            MTL::Buffer* dw =
-                call.bind_raw(out.weights, static_cast<size_t>(count) * sizeof(float));
-            run(gpu::weights_direct(p), xy, p, {out.accumulate, 1}, {xs, ys, dw});
-        }
-        if (out.bias) {
-            MTL::Buffer* db =
-                call.bind_raw(out.bias, static_cast<size_t>(p.out_channels) * sizeof(float));
-            run(gpu::bias_direct(p), y, p, {out.accumulate, 1}, {ys, db});
-        }
+        gpu::backward_weights<MTL::Buffer*>(
+            p, xs, ys, out, call,
+            [this](const gpu::Launch& l, const std::string& t, const ConvtParams& q, Constants c,
+                   std::initializer_list<MTL::Buffer*> b) { run(l, t, q, c, b); },
+            "Metal");
         call.done();
     }
 
@@ -351,7 +317,9 @@ class MetalBackend : public Backend {
                          static_cast<int64_t>(element_size(v.type));
             return region(first, static_cast<size_t>(last - first), written);
         }
-        MTL::Buffer* bind_raw(void* data, size_t bytes) {
+        /// A dense gradient buffer (staged copies are copied in whether or not the work reads
+        /// them: they are small).
+        MTL::Buffer* bind_raw(void* data, size_t bytes, bool /*read*/) {
             return region(static_cast<const char*>(data), bytes, true);
         }
         /// Device scratch, alive until the work is done.
