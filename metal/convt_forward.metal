@@ -13,14 +13,17 @@ inline void convt_forward_impl(device const TS* src, device TD* dst, device cons
     const int kw = fc_kernel_w, kh = fc_kernel_h;
     const int ig = p.in_per_group, og = p.out_per_group;
     const int oc_blocks = (og + CONVT_CH_BLOCK - 1) / CONVT_CH_BLOCK;
+    // Only phases that reach the clip get threadgroups: a huge stride makes no empty ones.
+    const int nx = int(convt_phases(sx, p.clip_w)), ny = int(convt_phases(sy, p.clip_h));
+    const uint phases = uint(nx) * uint(ny);
     uint z = tg.z;
-    const int phase = int(z % uint(sx * sy));
-    z /= uint(sx * sy);
+    const int phase = int(z % phases);
+    z /= phases;
     const int ob = int(z % uint(oc_blocks));
     z /= uint(oc_blocks);
     const int g = int(z % uint(p.groups));
     const long n = long(z / uint(p.groups));
-    const int py = phase / sx, px = phase % sx;
+    const int py = phase / nx, px = phase % nx;
     const long j = long(tg.y) * tpg.y + t.y, i = long(tg.x) * tpg.x + t.x;
     const long yy = py + long(sy) * j, xx = px + long(sx) * i;
     const bool inside = yy < p.clip_h && xx < p.clip_w;

@@ -20,12 +20,15 @@ inline void convt_forward_gemm_impl(device const TS* src, device TD* dst,
     const int sx = fc_stride_x, sy = fc_stride_y;
     const int kw = fc_kernel_w, kh = fc_kernel_h;
     const int ig = p.in_per_group, og = p.out_per_group;
+    // Only phases that reach the clip get threadgroups: a huge stride makes no empty ones.
+    const int nx = int(convt_phases(sx, p.clip_w)), ny = int(convt_phases(sy, p.clip_h));
+    const uint phases = uint(nx) * uint(ny);
     uint z = tg.z;
-    const int phase = int(z % uint(sx * sy));
-    z /= uint(sx * sy);
+    const int phase = int(z % phases);
+    z /= phases;
     const int g = int(z % uint(p.groups));
     const long n = long(z / uint(p.groups));
-    const int py = phase / sx, px = phase % sx;
+    const int py = phase / nx, px = phase % nx;
     // This phase's destination grid (relative to the clip): rows x cols pixels.
     const long rows = py < p.clip_h ? (p.clip_h - py + sy - 1) / sy : 0;
     const long cols = px < p.clip_w ? (p.clip_w - px + sx - 1) / sx : 0;

@@ -111,6 +111,9 @@ inline long convt_div(long a, long b) {
     return ((a | b) >> 31) == 0 ? long(uint(a) / uint(b)) : a / b;
 }
 
+// Stride phases of an axis that land inside a clip of `size` pixels: min(stride, size).
+inline long convt_phases(long stride, long size) { return stride < size ? stride : size; }
+
 // Floor division for a positive divisor.
 inline long convt_floor_div(long a, long b) {
     return a >= 0 ? convt_div(a, b) : -convt_div(-a + b - 1, b);

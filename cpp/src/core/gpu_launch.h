@@ -49,7 +49,9 @@ inline Launch forward(const ConvtParams& p) {
         return {"convt_forward_depthwise_",
                 {ceil_div(p.clip_w, kThreads), p.clip_h, int64_t(p.num_images) * p.groups},
                 {kThreads, 1, 1}};
-    const int64_t images = int64_t(p.num_images) * p.groups * sx * sy;
+    // Only phases that reach the clip (convt_phases in metal/convt_kernel.h).
+    const int64_t images = int64_t(p.num_images) * p.groups * std::min<int64_t>(sx, p.clip_w) *
+                           std::min<int64_t>(sy, p.clip_h);
     if (!p.accumulate_half && p.out_per_group >= kGemmMinOut)
         return {"convt_forward_gemm_",
                 {ceil_div(rows * cols, kGemmTile), ceil_div(p.out_per_group, kGemmTile), images},
