@@ -67,6 +67,22 @@ def test_cuda_tensors_zero_copy(rng: np.random.Generator) -> None:
     assert_close(ys.cpu().numpy(), ref, FP32_TOL, "channels-last view")
 
 
+def test_cuda_side_stream_is_ordered(rng: np.random.Generator) -> None:
+    """Data produced on a non-default torch stream is complete before convt reads it (convt asks
+    the producer to order it through DLPack's stream handshake)."""
+    import convt
+
+    dev = _cuda_device()
+    x, w, b = _problem(rng)
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        big = torch.from_numpy(x).cuda().repeat(1, 1, 64, 64)  # work queued on the side stream
+        xt = big[:, :, :5, :6].clone() * 1.0
+        y = convt.conv_transpose2d(xt, w, b, stride=2, padding=1, device=dev)
+    torch.cuda.synchronize()
+    assert_close(y.cpu().numpy(), R.conv_transpose_torch_ref(x, w, b, 2, 1), FP32_TOL, "side")
+
+
 def test_cuda_backward_through_dlpack(rng: np.random.Generator) -> None:
     import convt
 
