@@ -1,8 +1,8 @@
 """CPU benchmark of convt against PyTorch over the suite in ``shapes.py`` (issue 5).
 
 For every suite shape it times convt's forward (a ``convt.ConvTranspose1d/2d`` layer, weights
-prepared once, called with a preallocated ``out=``) and backward
-(``convt.conv_transpose{1,2}d_backward``, all three gradients) against PyTorch's
+prepared once, called with a preallocated ``out=``) and backward (the same layer's
+``backward``, all three gradients) against PyTorch's
 ``torch.nn.functional.conv_transpose{1,2}d`` and ``aten.convolution_backward`` (all three
 gradients), in one process, interleaved: convt and torch repetitions alternate, and which of
 the two goes first alternates too. It reports the median time, GFLOP/s, % of a measured fp32
@@ -261,13 +261,12 @@ def build_case(shape: Shape, batch: int, dtype: np.dtype, with_torch: bool, seed
     grad_out = rng.standard_normal(out.shape, dtype=np.float32).astype(dtype)
     weight = layer.weight
     geometry = (shape.s, shape.p, shape.op, shape.groups, shape.dilation)
-    backward = convt.conv_transpose2d_backward if dims == 2 else convt.conv_transpose1d_backward
 
     def convt_forward() -> object:
         return layer(x, out=out)
 
-    def convt_backward() -> object:
-        return backward(grad_out, x, weight, *geometry)
+    def convt_backward() -> object:  # the layer's weights, prepared once, as in the forward
+        return layer.backward(x, grad_out)
 
     macs = shape.macs(batch)
     case = Case(
@@ -553,8 +552,8 @@ def markdown_section(report: Report) -> str:
         "by padding included, so an implementation that skips them can pass 100% of peak); "
         "backward computes dX and dW, 2 x 2 x MACs (dB not counted).",
         "- convt forward: a ConvTranspose1d/2d layer (weights prepared once) called with a "
-        "preallocated out=; convt backward: convt.conv_transpose{1,2}d_backward (all three "
-        "gradients; prepares the weights and allocates the gradients in every call). torch "
+        "preallocated out=; convt backward: the same layer's backward() (all three gradients, "
+        "allocated in every call; weights prepared once). torch "
         "forward: F.conv_transpose{1,2}d; torch backward: "
         f"{m['torch_backward']} (all three gradients).",
     ]
