@@ -265,8 +265,8 @@ class CudaBackend : public Backend {
             list.push_back(std::make_unique<Binding>(bytes));
             return list.back()->get();
         }
-        /// Without a batch: staged results are copied back now (cudaMemcpy waits for the work);
-        /// work on device memory alone stays queued on the stream, as CUDA libraries do.
+        /// Without a batch: work that staged memory is waited for and its results copied back
+        /// now; work on device memory alone stays queued on the stream, as CUDA libraries do.
         void done() {
             if (batch_) return;
             bool staged = false;
