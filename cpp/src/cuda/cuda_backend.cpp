@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "../core/check.h"
+#include "../core/gpu_bindings.h"
 #include "../core/gpu_launch.h"
 #include "launch.h"
 
@@ -243,17 +244,17 @@ class CudaBackend : public Backend {
         return it == batches().end() ? nullptr : it->second.get();
     }
 
-    // The bindings of one call: kept by the open batch, or finished when the call returns.
+    // The bindings of one call (cpp/src/core/gpu_bindings.h).
     class Call {
      public:
-        explicit Call(CudaBackend& backend) : backend_(backend), batch_(backend.current_batch()) {}
+        explicit Call(CudaBackend& backend)
+            : backend_(backend), bindings_(batch_list(backend.current_batch())) {}
+        /// Binds a view; adds the element offset of its origin to `base`.
         const void* bind(const TensorView& v, bool written, int64_t* base) {
-            const char *first, *last;
-            v.byte_extent(&first, &last);
-            if (v.numel())
-                *base += (static_cast<const char*>(v.data) - first) /
-                         static_cast<int64_t>(element_size(v.type));
-            return region(first, static_cast<size_t>(last - first), written);
+            const char* first;
+            size_t bytes;
+            Bindings::extent(v, &first, &bytes, base);
+            return region(first, bytes, written, true);
         }
         /// A dense gradient buffer; `read` when the work adds to it.
         const void* bind_raw(void* data, size_t bytes, bool read) {
@@ -261,43 +262,32 @@ class CudaBackend : public Backend {
         }
         /// Device scratch, alive until the work is done.
         const void* scratch(size_t bytes) {
-            auto& list = batch_ ? batch_->bindings : own_;
-            list.push_back(std::make_unique<Binding>(bytes));
-            return list.back()->get();
+            return bindings_.add(std::make_unique<Binding>(bytes));
         }
         /// Without a batch: work that staged memory is waited for and its results copied back
         /// now; work on device memory alone stays queued on the stream, as CUDA libraries do.
         void done() {
-            if (batch_) return;
+            if (bindings_.batched()) return;
             bool staged = false;
-            for (auto& b : own_) staged = staged || b->staged();
+            for (auto& b : bindings_.own()) staged = staged || b->staged();
             if (staged) check(cudaStreamSynchronize(stream()), "dispatch");
-            for (auto& b : own_) b->finish();
+            for (auto& b : bindings_.own()) b->finish();
         }
 
      private:
-        const void* region(const char* first, size_t bytes, bool written, bool read = true) {
-            if (batch_) {
-                for (auto& b : batch_->bindings)
-                    if (b->same_region(first, bytes)) {
-                        if (written) b->mark_written();
-                        return b->get();
-                    }
-                // Memory staged by earlier work of the batch must land before it is bound anew.
-                for (auto& b : batch_->bindings)
-                    if (b->overlaps(first, bytes) && b->staged()) {
-                        backend_.flush();
-                        break;
-                    }
-            }
-            auto& list = batch_ ? batch_->bindings : own_;
-            list.push_back(std::make_unique<Binding>(first, bytes, written, read));
-            return list.back()->get();
+        using Bindings = gpu::CallBindings<Binding>;
+        static Bindings::List* batch_list(Batch* batch) {
+            return batch ? &batch->bindings : nullptr;
+        }
+        const void* region(const char* first, size_t bytes, bool written, bool read) {
+            return bindings_.region(
+                first, bytes, written,
+                [&] { return std::make_unique<Binding>(first, bytes, written, read); },
+                [&] { backend_.flush(); });
         }
 
         CudaBackend& backend_;
-        Batch* batch_;
-        std::vector<std::unique_ptr<Binding>> own_;
+        Bindings bindings_;
     };
 
     // One dispatch, split into launches that fit CUDA's grid limits.

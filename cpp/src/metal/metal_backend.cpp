@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "../core/check.h"
+#include "../core/gpu_bindings.h"
 #include "../core/gpu_launch.h"
 
 extern const char* const convt_kernel_source;  // generated from metal/*.metal
@@ -304,18 +305,17 @@ class MetalBackend : public Backend {
         return it == batches().end() ? nullptr : it->second.get();
     }
 
-    // The bindings of one call: kept by the open batch, or finished when the call returns.
+    // The bindings of one call (cpp/src/core/gpu_bindings.h).
     class Call {
      public:
-        explicit Call(MetalBackend& backend) : backend_(backend), batch_(backend.current_batch()) {}
+        explicit Call(MetalBackend& backend)
+            : backend_(backend), bindings_(batch_list(backend.current_batch())) {}
         /// Binds a view; adds the element offset of its origin to `base`.
         MTL::Buffer* bind(const TensorView& v, bool written, int64_t* base) {
-            const char *first, *last;
-            v.byte_extent(&first, &last);
-            if (v.numel())
-                *base += (static_cast<const char*>(v.data) - first) /
-                         static_cast<int64_t>(element_size(v.type));
-            return region(first, static_cast<size_t>(last - first), written);
+            const char* first;
+            size_t bytes;
+            Bindings::extent(v, &first, &bytes, base);
+            return region(first, bytes, written);
         }
         /// A dense gradient buffer (staged copies are copied in whether or not the work reads
         /// them: they are small).
@@ -324,39 +324,29 @@ class MetalBackend : public Backend {
         }
         /// Device scratch, alive until the work is done.
         MTL::Buffer* scratch(size_t bytes) {
-            auto& list = batch_ ? batch_->bindings : own_;
-            list.push_back(std::make_unique<Binding>(backend_.device_.get(), bytes));
-            return list.back()->get();
+            return bindings_.add(std::make_unique<Binding>(backend_.device_.get(), bytes));
         }
         void done() {
-            if (!batch_)
-                for (auto& b : own_) b->finish();
+            if (!bindings_.batched())
+                for (auto& b : bindings_.own()) b->finish();
         }
 
      private:
+        using Bindings = gpu::CallBindings<Binding>;
+        static Bindings::List* batch_list(Batch* batch) {
+            return batch ? &batch->bindings : nullptr;
+        }
         MTL::Buffer* region(const char* first, size_t bytes, bool written) {
-            if (batch_) {
-                for (auto& b : batch_->bindings)
-                    if (b->same_region(first, bytes)) {
-                        if (written) b->mark_written();
-                        return b->get();
-                    }
-                // Memory staged by earlier work of the batch must land before it is bound anew.
-                for (auto& b : batch_->bindings)
-                    if (b->overlaps(first, bytes) && b->staged()) {
-                        backend_.flush();
-                        break;
-                    }
-            }
-            auto& list = batch_ ? batch_->bindings : own_;
-            list.push_back(
-                std::make_unique<Binding>(backend_.device_.get(), first, bytes, written));
-            return list.back()->get();
+            return bindings_.region(
+                first, bytes, written,
+                [&] {
+                    return std::make_unique<Binding>(backend_.device_.get(), first, bytes, written);
+                },
+                [&] { backend_.flush(); });
         }
 
         MetalBackend& backend_;
-        Batch* batch_;
-        std::vector<std::unique_ptr<Binding>> own_;
+        Bindings bindings_;
     };
 
     void check(MTL::CommandBuffer* cb, const std::string& what) {
