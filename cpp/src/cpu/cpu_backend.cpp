@@ -12,8 +12,9 @@
 #include <vector>
 
 #include "../core/backend.h"
-#include "../core/half.h"
+#include "conv_gemm.h"
 #include "convt/device.h"
+#include "elements.h"
 #include "neuron.h"
 #include "thread_pool.h"
 
@@ -38,35 +39,10 @@ struct Packed {
 
 struct CpuWeights : DeviceWeights {
     bool is_double = false;
+    GemmWeights gemm;  // float layers
     Packed<float> f;
     Packed<double> d;
 };
-
-template <typename T>
-inline T load(const void* base, int32_t type, int64_t i) {
-    switch (type) {
-        case CONVT_TYPE_F16:
-            return static_cast<T>(detail::half_to_float(static_cast<const uint16_t*>(base)[i]));
-        case CONVT_TYPE_F64:
-            return static_cast<T>(static_cast<const double*>(base)[i]);
-        default:
-            return static_cast<T>(static_cast<const float*>(base)[i]);
-    }
-}
-
-template <typename T>
-inline void store(void* base, int32_t type, int64_t i, T v) {
-    switch (type) {
-        case CONVT_TYPE_F16:
-            static_cast<uint16_t*>(base)[i] = detail::float_to_half(static_cast<float>(v));
-            break;
-        case CONVT_TYPE_F64:
-            static_cast<double*>(base)[i] = static_cast<double>(v);
-            break;
-        default:
-            static_cast<float*>(base)[i] = static_cast<float>(v);
-    }
-}
 
 inline int64_t floor_div(int64_t a, int64_t b) { return a / b - ((a % b != 0) && (a < 0)); }
 
@@ -513,14 +489,25 @@ void backward_weights_image_narrow(const ConvtParams& p, const void* x, const vo
         }
 }
 
+// dB[oc]: eight running sums over a row's columns (column xx feeds sum xx % 8), added pairwise
+// at the end; the same order for every layout and thread count.
 template <typename T>
 T bias_gradient(const ConvtParams& p, const void* dy, int64_t oc) {
-    T sum = 0;
+    T lanes[8] = {};
     for (int64_t n = 0; n < p.num_images; ++n)
-        for (int64_t yy = 0; yy < p.clip_h; ++yy)
-            for (int64_t xx = 0; xx < p.clip_w; ++xx)
-                sum += load<T>(dy, p.dst_type, dst_index(p, n, oc, yy, xx));
-    return sum;
+        for (int64_t yy = 0; yy < p.clip_h; ++yy) {
+            const int64_t row = dst_index(p, n, oc, yy, 0);
+            int64_t xx = 0;
+            if (p.dst_type == CONVT_TYPE_F32 && p.dst_stride_w == 1) {
+                const float* r = static_cast<const float*>(dy) + row;
+                for (; xx + 8 <= p.clip_w; xx += 8)
+                    for (int l = 0; l < 8; ++l) lanes[l] += static_cast<T>(r[xx + l]);
+            }
+            for (; xx < p.clip_w; ++xx)
+                lanes[xx % 8] += load<T>(dy, p.dst_type, row + xx * p.dst_stride_w);
+        }
+    return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) +
+           ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
 }
 
 template <typename T>
@@ -560,8 +547,10 @@ class CpuBackend : public detail::Backend {
         w->is_double = pw.type == DataType::Float64;
         if (w->is_double)
             pack(pw, w->d);
-        else
+        else {
             pack(pw, w->f);
+            pack_gemm_weights(pw, w->gemm);
+        }
         return w;
     }
 
@@ -572,6 +561,7 @@ class CpuBackend : public detail::Backend {
         const auto& w = static_cast<const CpuWeights&>(weights);
         const int64_t tasks = static_cast<int64_t>(p.num_images) * p.clip_h;
         if (tasks == 0 || p.clip_w == 0) return;
+        if (!w.is_double && forward_gemm_fits(p)) return forward_gemm(p, w.gemm, src, dst);
         // Few output channels and a wide row: make the pixels the GEMM's wide side.
         const bool narrow =
             !p.accumulate_half && p.out_per_group < kNarrow &&
@@ -599,6 +589,8 @@ class CpuBackend : public detail::Backend {
         const auto& w = static_cast<const CpuWeights&>(weights);
         const int64_t tasks = static_cast<int64_t>(p.num_images) * p.src_h;
         if (tasks == 0 || p.src_w == 0) return;
+        if (!w.is_double && backward_data_gemm_fits(p))
+            return backward_data_gemm(p, w.gemm, dy, dx);
         const bool narrow = !w.f.by_input.empty() && p.src_w >= 16;
         ThreadPool::instance().parallel_for(tasks, [&](int64_t t) {
             if (w.is_double) {
@@ -621,8 +613,10 @@ class CpuBackend : public detail::Backend {
         auto& pool = ThreadPool::instance();
         const bool dbl = out.type == DataType::Float64;
         const int64_t count = int64_t(p.out_channels) * p.kernel_h * p.kernel_w * p.in_per_group;
-        if (out.weights && !dbl && p.out_per_group < kNarrow &&
-            int64_t(p.num_images) * count <= (int64_t(1) << 22)) {
+        if (out.weights && !dbl && backward_weights_gemm_fits(p)) {
+            backward_weights_gemm(p, x, dy, out);
+        } else if (out.weights && !dbl && p.out_per_group < kNarrow &&
+                   int64_t(p.num_images) * count <= (int64_t(1) << 22)) {
             // Partials laid out [image][OHWI]; summed in image order.
             std::vector<float> partials(static_cast<size_t>(p.num_images) * count, 0.f);
             pool.parallel_for(p.num_images, [&](int64_t n) {

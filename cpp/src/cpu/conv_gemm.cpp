@@ -1,0 +1,445 @@
+#include "conv_gemm.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+#include "elements.h"
+#include "micro_kernel.h"
+#include "neuron.h"
+#include "thread_pool.h"
+
+namespace convt::cpu {
+namespace {
+
+constexpr int kKc = 256;        // depth of one packed slice: a kMr x kKc weight panel fits L1
+constexpr int kMaxBlock = 128;  // pixels per forward/dX task: 8 register columns
+// dW slices: as many pixels as keep both packed operands within this many bytes (L2-resident);
+// long slices give the hardware prefetcher long runs along each channel.
+constexpr int64_t kWeightSliceBytes = 512 * 1024;
+
+inline int64_t floor_div(int64_t a, int64_t b) { return a / b - ((a % b != 0) && (a < 0)); }
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t pos_mod(int64_t a, int64_t b) {
+    const int64_t r = a % b;
+    return r < 0 ? r + b : r;
+}
+// Offsets are relative to a view's first element and may be negative (reversed strides).
+constexpr int64_t kMissing = INT64_MIN;  // a tap that reaches no pixel: reads zero
+
+inline int tiles_of(int n, int tile) { return static_cast<int>(ceil_div(n, tile)); }
+
+// A tensor read as a GEMM operand: channel c of pixel j is element offset[j] + c * channel_stride.
+struct Gathered {
+    const void* base;
+    int32_t type;
+    int64_t channel_stride;
+};
+
+template <typename E>
+inline float to_float(E v) {
+    if constexpr (std::is_same_v<E, uint16_t>)
+        return detail::half_to_float(v);
+    else
+        return v;
+}
+
+// Channels [c0, c0 + depth) of kNr pixels, packed [depth][kNr]; kMissing reads zeros.
+template <typename E>
+void pack_columns_typed(const E* base, int64_t cs, const int64_t* off, int c0, int depth,
+                        float* out) {
+    bool uniform = off[0] != kMissing && off[1] != kMissing;
+    const int64_t step = uniform ? off[1] - off[0] : 0;
+    for (int j = 2; j < kNr && uniform; ++j)
+        uniform = off[j] != kMissing && off[j] == off[0] + j * step;
+    if (uniform && step == 1) {  // NCHW rows: a contiguous run per channel
+        for (int c = 0; c < depth; ++c) {
+            const E* s = base + off[0] + int64_t(c0 + c) * cs;
+            float* o = out + c * kNr;
+            for (int j = 0; j < kNr; ++j) o[j] = to_float(s[j]);
+        }
+    } else if (uniform) {
+        for (int c = 0; c < depth; ++c) {
+            const E* s = base + off[0] + int64_t(c0 + c) * cs;
+            float* o = out + c * kNr;
+            for (int j = 0; j < kNr; ++j) o[j] = to_float(s[j * step]);
+        }
+    } else {
+        for (int c = 0; c < depth; ++c) {
+            float* o = out + c * kNr;
+            const int64_t co = int64_t(c0 + c) * cs;
+            for (int j = 0; j < kNr; ++j)
+                o[j] = off[j] == kMissing ? 0.f : to_float(base[off[j] + co]);
+        }
+    }
+}
+
+void pack_columns(const Gathered& g, const int64_t* off, int c0, int depth, float* out) {
+    if (g.type == CONVT_TYPE_F16)
+        pack_columns_typed(static_cast<const uint16_t*>(g.base), g.channel_stride, off, c0, depth,
+                           out);
+    else
+        pack_columns_typed(static_cast<const float*>(g.base), g.channel_stride, off, c0, depth,
+                           out);
+}
+
+// c[tiles * kMr][cols] += sum over the listed taps of A(tap) x B(tap). B(tap) is gathered from
+// `src` at offsets[t * cols + j] in kKc-deep slices; A(tap) = a + tap * a_tap_step is packed
+// [tile][depth][kMr]. Taps that reach no column are skipped.
+void accumulate_taps(const Gathered& src, const std::vector<int>& taps, const int64_t* offsets,
+                     int cols, int depth, const float* a, int64_t a_tap_step, int tiles, float* c,
+                     std::vector<float>& packed) {
+    const MicroKernel uk = micro_kernel();
+    const int panels = cols / kNr;
+    packed.resize(static_cast<size_t>(std::min(depth, kKc)) * cols);
+    for (size_t t = 0; t < taps.size(); ++t) {
+        const int64_t* off = offsets + t * cols;
+        if (std::all_of(off, off + cols, [](int64_t o) { return o == kMissing; })) continue;
+        for (int c0 = 0; c0 < depth; c0 += kKc) {
+            const int kc = std::min(kKc, depth - c0);
+            for (int j = 0; j < panels; ++j)
+                pack_columns(src, off + j * kNr, c0, kc, packed.data() + int64_t(j) * kc * kNr);
+            const float* at = a + taps[t] * a_tap_step + int64_t(c0) * kMr;
+            for (int o = 0; o < tiles; ++o) {
+                const float* ao = at + int64_t(o) * depth * kMr;
+                float* co = c + int64_t(o) * kMr * cols;
+                for (int j = 0; j < panels; ++j)
+                    uk(kc, ao, packed.data() + int64_t(j) * kc * kNr, co + j * kNr, cols);
+            }
+        }
+    }
+}
+
+// Pixels per task: the largest register-column multiple up to kMaxBlock that still gives every
+// thread a few tasks.
+template <typename TasksFor>
+int block_columns(const TasksFor& tasks_for) {
+    const int64_t want = 4 * int64_t(ThreadPool::instance().num_threads());
+    int cols = kMaxBlock;
+    while (cols > kNr && tasks_for(cols) < want) cols /= 2;
+    return cols;
+}
+
+// Walks pixels (n, y, x) of an h x w box image by image, row by row, from flat index `first`:
+// one division to start, increments after (divisions per pixel cost more than the packing).
+struct PixelCursor {
+    int64_t h, w, n, y, x;
+    PixelCursor(int64_t first, int64_t h_, int64_t w_) : h(h_), w(w_) {
+        n = first / (h * w);
+        y = (first / w) % h;
+        x = first % w;
+    }
+    void next() {
+        if (++x < w) return;
+        x = 0;
+        if (++y < h) return;
+        y = 0;
+        ++n;
+    }
+};
+
+// The destination rows (or columns) r, r + s, ... of the clip: the taps that land on source
+// pixels there, each with its source index at the first of them (+1 per step of the phase).
+struct Phase {
+    int64_t r = 0, count = 0;
+    std::vector<int> taps;
+    std::vector<int64_t> first_source;
+};
+
+Phase phase_of(int64_t r, int64_t s, int64_t clip, int64_t first_tap, int64_t dilation,
+               int kernel) {
+    Phase ph;
+    ph.r = r;
+    ph.count = ceil_div(clip - r, s);
+    for (int k = 0; k < kernel; ++k) {
+        const int64_t e = first_tap + r + dilation * k;
+        if (pos_mod(e, s) != 0) continue;
+        ph.taps.push_back(k);
+        ph.first_source.push_back(floor_div(e, s));
+    }
+    return ph;
+}
+
+void write_gradient_row(float* out, const float* c, int n, bool accumulate) {
+    for (int i = 0; i < n; ++i) out[i] = accumulate ? out[i] + c[i] : c[i];
+}
+
+// dW operand packing: channels [ch0, ch1) of `count` pixels -> out[tile][pixel][ch % width];
+// channels past `channels` give zeros.
+void pack_rows(const Gathered& src, const int64_t* off, int count, int ch0, int ch1, int channels,
+               int width, float* out) {
+    for (int ch = ch0; ch < ch1; ++ch) {
+        float* o = out + int64_t((ch - ch0) / width) * count * width + (ch - ch0) % width;
+        if (ch >= channels) {
+            for (int k = 0; k < count; ++k) o[k * width] = 0.f;
+            continue;
+        }
+        const int64_t co = ch * src.channel_stride;
+        if (src.type == CONVT_TYPE_F16) {
+            const auto* s = static_cast<const uint16_t*>(src.base);
+            for (int k = 0; k < count; ++k) o[k * width] = detail::half_to_float(s[off[k] + co]);
+        } else {
+            const auto* s = static_cast<const float*>(src.base);
+            for (int k = 0; k < count; ++k) o[k * width] = s[off[k] + co];
+        }
+    }
+}
+
+}  // namespace
+
+void pack_gemm_weights(const detail::PreparedWeights& pw, GemmWeights& out) {
+    const int og = static_cast<int>(pw.out_channels / pw.groups);
+    const int ig = static_cast<int>(pw.in_per_group);
+    const int taps = static_cast<int>(pw.kernel_h * pw.kernel_w);
+    out.groups = static_cast<int>(pw.groups);
+    out.taps = taps;
+    out.in_per_group = ig;
+    out.out_per_group = og;
+    out.out_tiles = tiles_of(og, kMr);
+    out.in_tiles = tiles_of(ig, kMr);
+    out.forward.assign(size_t(out.groups) * taps * out.out_tiles * kMr * ig, 0.f);
+    out.backward.assign(size_t(out.groups) * taps * out.in_tiles * kMr * og, 0.f);
+    for (int64_t oc = 0; oc < pw.out_channels; ++oc) {
+        const int64_t g = oc / og, ocl = oc % og;
+        for (int64_t t = 0; t < taps; ++t)
+            for (int64_t icl = 0; icl < ig; ++icl) {
+                const auto v = static_cast<float>(pw.values[(oc * taps + t) * ig + icl]);
+                const int64_t fwd = (((g * taps + t) * out.out_tiles + ocl / kMr) * ig + icl);
+                out.forward[fwd * kMr + ocl % kMr] = v;
+                const int64_t bwd = (((g * taps + t) * out.in_tiles + icl / kMr) * og + ocl);
+                out.backward[bwd * kMr + icl % kMr] = v;
+            }
+    }
+    out.bias.assign(static_cast<size_t>(pw.out_channels), 0.f);
+    for (size_t i = 0; i < pw.bias.size(); ++i) out.bias[i] = static_cast<float>(pw.bias[i]);
+    out.slopes.clear();
+    if (pw.neuron.type == NeuronType::PReLU)
+        out.slopes.assign(pw.neuron.data.begin(), pw.neuron.data.end());
+}
+
+namespace {
+bool float_images(const ConvtParams& p) {
+    return p.src_type != CONVT_TYPE_F64 && p.dst_type != CONVT_TYPE_F64 && !p.accumulate_half;
+}
+}  // namespace
+
+// Below these channel counts a register tile is mostly padding; the row paths serve them.
+bool forward_gemm_fits(const ConvtParams& p) { return float_images(p) && p.out_per_group >= 8; }
+bool backward_data_gemm_fits(const ConvtParams& p) {
+    return float_images(p) && p.in_per_group >= 8;
+}
+bool backward_weights_gemm_fits(const ConvtParams& p) {
+    return float_images(p) && p.out_per_group >= 4 && p.in_per_group >= 8;
+}
+
+void forward_gemm(const ConvtParams& p, const GemmWeights& w, const void* src, void* dst) {
+    const int og = p.out_per_group, ig = p.in_per_group, tiles = w.out_tiles;
+    const int64_t n_images = p.num_images;
+    std::vector<Phase> ys, xs;
+    for (int64_t r = 0; r < std::min<int64_t>(p.stride_y, p.clip_h); ++r)
+        ys.push_back(phase_of(r, p.stride_y, p.clip_h, p.first_tap_y, p.dilation_y, p.kernel_h));
+    for (int64_t r = 0; r < std::min<int64_t>(p.stride_x, p.clip_w); ++r)
+        xs.push_back(phase_of(r, p.stride_x, p.clip_w, p.first_tap_x, p.dilation_x, p.kernel_w));
+    if (ys.empty() || xs.empty() || n_images == 0) return;
+
+    auto tasks_for = [&](int cols) {
+        int64_t t = 0;
+        for (const Phase& y : ys)
+            for (const Phase& x : xs) t += ceil_div(n_images * y.count * x.count, cols);
+        return t * p.groups;
+    };
+    const int cols = block_columns(tasks_for);
+    struct Task {
+        int g, ry, rx;
+        int64_t first;
+    };
+    // Block f of every phase covers about the same destination rows: running the phases of a
+    // block one after another writes each cache line of the result while it is still cached.
+    std::vector<Task> tasks;
+    const int64_t most = n_images * ys[0].count * xs[0].count;  // phase 0 is the largest
+    for (int g = 0; g < p.groups; ++g)
+        for (int64_t f = 0; f < most; f += cols)
+            for (size_t ry = 0; ry < ys.size(); ++ry)
+                for (size_t rx = 0; rx < xs.size(); ++rx)
+                    if (f < n_images * ys[ry].count * xs[rx].count)
+                        tasks.push_back({g, int(ry), int(rx), f});
+
+    const Gathered source{src, p.src_type, p.src_stride_c};
+    const auto ntype = static_cast<NeuronType>(p.neuron);
+    const int64_t group_weights = int64_t(w.taps) * tiles * ig * kMr;
+    ThreadPool::instance().parallel_for(int64_t(tasks.size()), [&](int64_t ti) {
+        const Task& t = tasks[ti];
+        const Phase& py = ys[t.ry];
+        const Phase& px = xs[t.rx];
+        const int real =
+            static_cast<int>(std::min<int64_t>(cols, n_images * py.count * px.count - t.first));
+        thread_local std::vector<int> taps;
+        thread_local std::vector<int64_t> offsets, dst_offsets;
+        thread_local std::vector<float> c, packed;
+        taps.clear();
+        for (int ky : py.taps)
+            for (int kx : px.taps) taps.push_back(ky * p.kernel_w + kx);
+        offsets.assign(taps.size() * cols, kMissing);
+        dst_offsets.assign(cols, 0);
+        PixelCursor at(t.first, py.count, px.count);
+        for (int j = 0; j < real; ++j, at.next()) {
+            const int64_t n = at.n, qy = at.y, qx = at.x;
+            dst_offsets[j] = p.dst_base + n * p.dst_stride_n + int64_t(t.g) * og * p.dst_stride_c +
+                             (p.clip_y + py.r + int64_t(p.stride_y) * qy) * p.dst_stride_h +
+                             (p.clip_x + px.r + int64_t(p.stride_x) * qx) * p.dst_stride_w;
+            const int64_t pixel0 =
+                p.src_base + n * p.src_stride_n + int64_t(t.g) * ig * p.src_stride_c;
+            size_t k = 0;
+            for (size_t a = 0; a < py.taps.size(); ++a) {
+                const int64_t iy = py.first_source[a] + qy;
+                for (size_t b = 0; b < px.taps.size(); ++b, ++k) {
+                    const int64_t ix = px.first_source[b] + qx;
+                    if (iy >= 0 && iy < p.src_h && ix >= 0 && ix < p.src_w)
+                        offsets[k * cols + j] = pixel0 + iy * p.src_stride_h + ix * p.src_stride_w;
+                }
+            }
+        }
+        c.resize(size_t(tiles) * kMr * cols);
+        for (int oc = 0; oc < tiles * kMr; ++oc)
+            std::fill_n(c.data() + int64_t(oc) * cols, cols,
+                        oc < og ? w.bias[int64_t(t.g) * og + oc] : 0.f);
+        accumulate_taps(source, taps, offsets.data(), cols, ig,
+                        w.forward.data() + t.g * group_weights, int64_t(tiles) * ig * kMr, tiles,
+                        c.data(), packed);
+        for (int oc = 0; oc < og; ++oc) {
+            const int64_t ch = int64_t(t.g) * og + oc;
+            const float slope = w.slopes.empty() ? 0.f : w.slopes[ch];
+            const float* row = c.data() + int64_t(oc) * cols;
+            const int64_t co = int64_t(oc) * p.dst_stride_c;
+            if (ntype == NeuronType::None && p.dst_type == CONVT_TYPE_F32) {
+                float* d = static_cast<float*>(dst);
+                for (int j = 0; j < real; ++j) d[dst_offsets[j] + co] = row[j];
+            } else {
+                for (int j = 0; j < real; ++j)
+                    store<float>(
+                        dst, p.dst_type, dst_offsets[j] + co,
+                        apply_neuron(ntype, row[j], p.neuron_a, p.neuron_b, p.neuron_c, slope));
+            }
+        }
+    });
+}
+
+void backward_data_gemm(const ConvtParams& p, const GemmWeights& w, const void* dy, void* dx) {
+    const int og = p.out_per_group, ig = p.in_per_group, tiles = w.in_tiles;
+    const int64_t per_image = int64_t(p.src_h) * p.src_w;
+    const int64_t pixels = int64_t(p.num_images) * per_image;
+    if (pixels == 0) return;
+    const int cols = block_columns([&](int b) { return ceil_div(pixels, b) * p.groups; });
+    const int64_t blocks = ceil_div(pixels, cols);
+    std::vector<int> all_taps(static_cast<size_t>(w.taps));
+    for (int t = 0; t < w.taps; ++t) all_taps[t] = t;
+    const Gathered grad{dy, p.dst_type, p.dst_stride_c};
+    const int64_t group_weights = int64_t(w.taps) * tiles * og * kMr;
+    ThreadPool::instance().parallel_for(blocks * p.groups, [&](int64_t ti) {
+        const int g = static_cast<int>(ti / blocks);
+        const int64_t first = (ti % blocks) * cols;
+        const int real = static_cast<int>(std::min<int64_t>(cols, pixels - first));
+        thread_local std::vector<int64_t> offsets, dx_offsets;
+        thread_local std::vector<float> c, packed;
+        offsets.assign(all_taps.size() * cols, kMissing);
+        dx_offsets.assign(cols, 0);
+        PixelCursor at(first, p.src_h, p.src_w);
+        for (int j = 0; j < real; ++j, at.next()) {
+            const int64_t n = at.n, iy = at.y, ix = at.x;
+            dx_offsets[j] = p.src_base + n * p.src_stride_n + int64_t(g) * ig * p.src_stride_c +
+                            iy * p.src_stride_h + ix * p.src_stride_w;
+            const int64_t pixel0 =
+                p.dst_base + n * p.dst_stride_n + int64_t(g) * og * p.dst_stride_c;
+            for (int ky = 0; ky < p.kernel_h; ++ky) {
+                const int64_t yy = iy * p.stride_y - p.first_tap_y - int64_t(p.dilation_y) * ky;
+                if (yy < 0 || yy >= p.clip_h) continue;
+                for (int kx = 0; kx < p.kernel_w; ++kx) {
+                    const int64_t xx = ix * p.stride_x - p.first_tap_x - int64_t(p.dilation_x) * kx;
+                    if (xx < 0 || xx >= p.clip_w) continue;
+                    offsets[int64_t(ky * p.kernel_w + kx) * cols + j] =
+                        pixel0 + (p.clip_y + yy) * p.dst_stride_h +
+                        (p.clip_x + xx) * p.dst_stride_w;
+                }
+            }
+        }
+        c.assign(size_t(tiles) * kMr * cols, 0.f);
+        accumulate_taps(grad, all_taps, offsets.data(), cols, og,
+                        w.backward.data() + g * group_weights, int64_t(tiles) * og * kMr, tiles,
+                        c.data(), packed);
+        for (int icl = 0; icl < ig; ++icl) {
+            const float* row = c.data() + int64_t(icl) * cols;
+            const int64_t co = int64_t(icl) * p.src_stride_c;
+            for (int j = 0; j < real; ++j) store<float>(dx, p.src_type, dx_offsets[j] + co, row[j]);
+        }
+    });
+}
+
+void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
+                           const detail::GradientOutput& out) {
+    const int og = p.out_per_group, ig = p.in_per_group;
+    const int taps = p.kernel_h * p.kernel_w;
+    const int out_tiles = tiles_of(og, kMr), in_panels = tiles_of(ig, kNr);
+    const int ldc = in_panels * kNr;
+    // Split a tap's output channels when taps alone leave threads idle.
+    const int64_t want = 4 * int64_t(ThreadPool::instance().num_threads());
+    const int splits = static_cast<int>(
+        std::clamp<int64_t>(ceil_div(want, int64_t(p.groups) * taps), 1, out_tiles));
+    const int tiles_per_split = tiles_of(out_tiles, splits);
+    const Gathered xs{x, p.src_type, p.src_stride_c};
+    const Gathered ds{dy, p.dst_type, p.dst_stride_c};
+    ThreadPool::instance().parallel_for(int64_t(p.groups) * taps * splits, [&](int64_t ti) {
+        const int g = static_cast<int>(ti / (int64_t(taps) * splits));
+        const int tap = static_cast<int>((ti / splits) % taps);
+        const int o0 = static_cast<int>(ti % splits) * tiles_per_split;
+        const int o1 = std::min(out_tiles, o0 + tiles_per_split);
+        if (o0 >= o1) return;
+        const int ky = tap / p.kernel_w, kx = tap % p.kernel_w;
+        const int64_t cy = p.first_tap_y + int64_t(p.dilation_y) * ky;
+        const int64_t cx = p.first_tap_x + int64_t(p.dilation_x) * kx;
+        const int64_t y_lo = std::max<int64_t>(0, -floor_div(-cy, p.stride_y));
+        const int64_t y_hi =
+            std::min<int64_t>(p.src_h - 1, floor_div(p.clip_h - 1 + cy, p.stride_y));
+        const int64_t x_lo = std::max<int64_t>(0, -floor_div(-cx, p.stride_x));
+        const int64_t x_hi =
+            std::min<int64_t>(p.src_w - 1, floor_div(p.clip_w - 1 + cx, p.stride_x));
+        const int64_t rows = std::max<int64_t>(0, y_hi - y_lo + 1);
+        const int64_t row_len = std::max<int64_t>(0, x_hi - x_lo + 1);
+        const int64_t pixels = int64_t(p.num_images) * rows * row_len;
+        thread_local std::vector<int64_t> xo, yo;
+        thread_local std::vector<float> a, b, c;
+        const int slice = static_cast<int>(std::clamp<int64_t>(
+            kWeightSliceBytes / (int64_t(sizeof(float)) * ((o1 - o0) * kMr + ldc)) / 64 * 64, 64,
+            2048));
+        xo.resize(slice);
+        yo.resize(slice);
+        a.resize(size_t(o1 - o0) * kMr * slice);
+        b.resize(size_t(ldc) * slice);
+        c.assign(size_t(o1 - o0) * kMr * ldc, 0.f);
+        const MicroKernel uk = micro_kernel();
+        for (int64_t k0 = 0; k0 < pixels; k0 += slice) {
+            const int count = static_cast<int>(std::min<int64_t>(slice, pixels - k0));
+            PixelCursor at(k0, rows, row_len);
+            for (int k = 0; k < count; ++k, at.next()) {
+                const int64_t n = at.n, iy = y_lo + at.y, ix = x_lo + at.x;
+                xo[k] = p.src_base + n * p.src_stride_n + int64_t(g) * ig * p.src_stride_c +
+                        iy * p.src_stride_h + ix * p.src_stride_w;
+                yo[k] = p.dst_base + n * p.dst_stride_n + int64_t(g) * og * p.dst_stride_c +
+                        (p.clip_y + iy * p.stride_y - cy) * p.dst_stride_h +
+                        (p.clip_x + ix * p.stride_x - cx) * p.dst_stride_w;
+            }
+            pack_rows(ds, yo.data(), count, o0 * kMr, o1 * kMr, og, kMr, a.data());
+            pack_rows(xs, xo.data(), count, 0, ldc, ig, kNr, b.data());
+            for (int o = 0; o < o1 - o0; ++o)
+                for (int j = 0; j < in_panels; ++j)
+                    uk(count, a.data() + int64_t(o) * count * kMr,
+                       b.data() + int64_t(j) * count * kNr,
+                       c.data() + int64_t(o) * kMr * ldc + j * kNr, ldc);
+        }
+        auto* dw = static_cast<float*>(out.weights);
+        for (int oc = o0 * kMr; oc < std::min(og, o1 * kMr); ++oc)
+            write_gradient_row(dw + ((int64_t(g) * og + oc) * taps + tap) * ig,
+                               c.data() + int64_t(oc - o0 * kMr) * ldc, ig, out.accumulate);
+    });
+}
+
+}  // namespace convt::cpu

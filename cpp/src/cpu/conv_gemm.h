@@ -1,0 +1,42 @@
+// The CPU's blocked GEMM paths (float accumulation): forward, dX and dW as implicit GEMMs whose
+// wide side is the pixels, gathered tile by tile from the tensors in place (no im2col/col2im
+// buffer), against weights packed once per layer.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "../../../metal/convt_params.h"
+#include "../core/backend.h"
+
+namespace convt::cpu {
+
+/// A layer's float weights in the micro-kernel's panel order. Channels are padded with zero
+/// weights to whole register tiles.
+struct GemmWeights {
+    int groups = 0, taps = 0, in_per_group = 0, out_per_group = 0;
+    int out_tiles = 0, in_tiles = 0;  // register tiles over O/groups and I/groups
+    std::vector<float> forward;       // [g][tap][out tile][icl][kMr]
+    std::vector<float> backward;      // [g][tap][in tile][ocl][kMr]
+    std::vector<float> bias;          // [O], zeros when the layer has none
+    std::vector<float> slopes;        // [O] PReLU slopes, else empty
+};
+
+void pack_gemm_weights(const detail::PreparedWeights& weights, GemmWeights& out);
+
+/// Whether the GEMM paths serve this dispatch (float accumulation, enough channels).
+bool forward_gemm_fits(const ConvtParams& p);
+bool backward_data_gemm_fits(const ConvtParams& p);
+bool backward_weights_gemm_fits(const ConvtParams& p);
+
+/// The forward: phase by phase, C[oc][pixel] = bias + sum over the phase's taps and icl of
+/// W * X, then the neuron, stored to dst.
+void forward_gemm(const ConvtParams& p, const GemmWeights& w, const void* src, void* dst);
+/// dX[icl][pixel] = sum over taps and ocl of W * dY (an ordinary strided convolution of dY).
+void backward_data_gemm(const ConvtParams& p, const GemmWeights& w, const void* dy, void* dx);
+/// dW[g][ocl][tap][icl] = sum over the pixels the tap reaches, in image-row-column order, of
+/// dY * X; Float32 output. Each weight is summed by one task: deterministic.
+void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
+                           const detail::GradientOutput& out);
+
+}  // namespace convt::cpu
