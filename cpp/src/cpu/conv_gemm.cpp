@@ -14,6 +14,7 @@ namespace {
 
 constexpr int kKc = 256;        // depth of one packed slice: a kMr x kKc weight panel fits L1
 constexpr int kMaxBlock = 128;  // pixels per forward/dX task: 8 register columns
+constexpr int64_t kBatchFloats = 48 * 1024;  // packed pixels of one batch of taps: L2-resident
 // dW slices: as many pixels as keep both packed operands within this many bytes (L2-resident);
 // long slices give the hardware prefetcher long runs along each channel.
 constexpr int64_t kWeightSliceBytes = 512 * 1024;
@@ -84,30 +85,51 @@ void pack_columns(const Gathered& g, const int64_t* off, int c0, int depth, floa
 }
 
 // c[tiles * kMr][cols] += sum over the listed taps of A(tap) x B(tap). B(tap) is gathered from
-// `src` at offsets[t * cols + j] in kKc-deep slices; A(tap) = a + tap * a_tap_step is packed
-// [tile][depth][kMr]. Taps that reach no column are skipped.
+// `src` at offsets[t * cols + j]; A(tap) = a + tap * a_tap_step is packed [tile][depth][kMr].
+// Taps are packed in batches of up to kBatchFloats; each register tile then runs through the
+// whole batch (kKc-deep segments) before it is stored. Taps that reach no column are skipped.
 void accumulate_taps(const Gathered& src, const std::vector<int>& taps, const int64_t* offsets,
                      int cols, int depth, const float* a, int64_t a_tap_step, int tiles, float* c,
                      std::vector<float>& packed) {
     const MicroKernel uk = micro_kernel();
     const int panels = cols / kNr;
-    packed.resize(static_cast<size_t>(std::min(depth, kKc)) * cols);
+    const int64_t slice = int64_t(std::min(depth, kKc)) * cols;  // floats of one segment
+    const int64_t per_batch = std::max<int64_t>(1, kBatchFloats / slice);
+    packed.resize(static_cast<size_t>(slice * per_batch));
+    struct Packed {
+        const float* a;  // tile 0's panel
+        int64_t b;       // offset in `packed`
+        int depth;
+    };
+    thread_local std::vector<Packed> batch;
+    thread_local std::vector<Segment> segments;
+    auto run = [&] {
+        segments.resize(batch.size());
+        for (int o = 0; o < tiles; ++o)
+            for (int j = 0; j < panels; ++j) {
+                for (size_t s = 0; s < batch.size(); ++s)
+                    segments[s] = {batch[s].a + int64_t(o) * depth * kMr,
+                                   packed.data() + batch[s].b + int64_t(j) * batch[s].depth * kNr,
+                                   batch[s].depth};
+                uk(segments.data(), int(batch.size()), c + int64_t(o) * kMr * cols + j * kNr, cols);
+            }
+        batch.clear();
+    };
+    batch.clear();
     for (size_t t = 0; t < taps.size(); ++t) {
         const int64_t* off = offsets + t * cols;
         if (std::all_of(off, off + cols, [](int64_t o) { return o == kMissing; })) continue;
         for (int c0 = 0; c0 < depth; c0 += kKc) {
             const int kc = std::min(kKc, depth - c0);
+            if (int64_t(batch.size()) == per_batch) run();
+            const int64_t at = int64_t(batch.size()) * slice;
             for (int j = 0; j < panels; ++j)
-                pack_columns(src, off + j * kNr, c0, kc, packed.data() + int64_t(j) * kc * kNr);
-            const float* at = a + taps[t] * a_tap_step + int64_t(c0) * kMr;
-            for (int o = 0; o < tiles; ++o) {
-                const float* ao = at + int64_t(o) * depth * kMr;
-                float* co = c + int64_t(o) * kMr * cols;
-                for (int j = 0; j < panels; ++j)
-                    uk(kc, ao, packed.data() + int64_t(j) * kc * kNr, co + j * kNr, cols);
-            }
+                pack_columns(src, off + j * kNr, c0, kc,
+                             packed.data() + at + int64_t(j) * kc * kNr);
+            batch.push_back({a + taps[t] * a_tap_step + int64_t(c0) * kMr, at, kc});
         }
     }
+    if (!batch.empty()) run();
 }
 
 // Pixels per task: the largest register-column multiple up to kMaxBlock that still gives every
@@ -430,10 +452,11 @@ void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
             pack_rows(ds, yo.data(), count, o0 * kMr, o1 * kMr, og, kMr, a.data());
             pack_rows(xs, xo.data(), count, 0, ldc, ig, kNr, b.data());
             for (int o = 0; o < o1 - o0; ++o)
-                for (int j = 0; j < in_panels; ++j)
-                    uk(count, a.data() + int64_t(o) * count * kMr,
-                       b.data() + int64_t(j) * count * kNr,
-                       c.data() + int64_t(o) * kMr * ldc + j * kNr, ldc);
+                for (int j = 0; j < in_panels; ++j) {
+                    const Segment one{a.data() + int64_t(o) * count * kMr,
+                                      b.data() + int64_t(j) * count * kNr, count};
+                    uk(&one, 1, c.data() + int64_t(o) * kMr * ldc + j * kNr, ldc);
+                }
         }
         auto* dw = static_cast<float*>(out.weights);
         for (int oc = o0 * kMr; oc < std::min(og, o1 * kMr); ++oc)

@@ -15,8 +15,10 @@
 #include "conv_gemm.h"
 #include "convt/device.h"
 #include "elements.h"
+#include "micro_kernel.h"
 #include "neuron.h"
 #include "thread_pool.h"
+#include "weight_gradient_rows.h"
 
 namespace convt::cpu {
 namespace {
@@ -165,16 +167,12 @@ __attribute__((target("avx2,fma"))) void gemm_avx2(const float* a, int64_t a_ste
 using GemmF = void (*)(const float*, int64_t, const float*, int64_t, int, float*, int64_t, int64_t,
                        int);
 
-// Picked once, by what this CPU can do.
+// Picked once, by what this CPU can do (see use_avx2()).
 GemmF gemm_f32() {
-    static const GemmF chosen = [] {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-        __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &gemm_avx2;
+    if (use_avx2()) return &gemm_avx2;
 #endif
-        return &gemm_generic<float>;
-    }();
-    return chosen;
+    return &gemm_generic<float>;
 }
 
 template <typename T>
@@ -613,7 +611,9 @@ class CpuBackend : public detail::Backend {
         auto& pool = ThreadPool::instance();
         const bool dbl = out.type == DataType::Float64;
         const int64_t count = int64_t(p.out_channels) * p.kernel_h * p.kernel_w * p.in_per_group;
-        if (out.weights && !dbl && backward_weights_gemm_fits(p)) {
+        if (out.weights && !dbl && backward_weights_rows_fits(p)) {
+            backward_weights_rows(p, x, dy, out);
+        } else if (out.weights && !dbl && backward_weights_gemm_fits(p)) {
             backward_weights_gemm(p, x, dy, out);
         } else if (out.weights && !dbl && p.out_per_group < kNarrow &&
                    int64_t(p.num_images) * count <= (int64_t(1) << 22)) {

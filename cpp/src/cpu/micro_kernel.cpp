@@ -1,5 +1,11 @@
 #include "micro_kernel.h"
 
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "convt/device.h"
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #define CONVT_X86_DISPATCH 1
@@ -8,52 +14,57 @@
 namespace convt::cpu {
 namespace {
 
-void micro_portable(int depth, const float* a, const float* b, float* c, int64_t ldc) {
+void micro_portable(const Segment* segments, int count, float* c, int64_t ldc) {
     float acc[kMr][kNr];
     for (int i = 0; i < kMr; ++i)
         for (int j = 0; j < kNr; ++j) acc[i][j] = c[i * ldc + j];
-    for (int p = 0; p < depth; ++p) {
-        const float* ap = a + p * kMr;
-        const float* bp = b + p * kNr;
-        for (int i = 0; i < kMr; ++i)
-            for (int j = 0; j < kNr; ++j) acc[i][j] += ap[i] * bp[j];
-    }
+    for (int s = 0; s < count; ++s)
+        for (int p = 0; p < segments[s].depth; ++p) {
+            const float* ap = segments[s].a + p * kMr;
+            const float* bp = segments[s].b + p * kNr;
+            for (int i = 0; i < kMr; ++i)
+                for (int j = 0; j < kNr; ++j) acc[i][j] += ap[i] * bp[j];
+        }
     for (int i = 0; i < kMr; ++i)
         for (int j = 0; j < kNr; ++j) c[i * ldc + j] = acc[i][j];
 }
 
 #ifdef CONVT_X86_DISPATCH
 // 12 accumulators, 2 loads of b and 6 broadcasts of a per step: FMA-bound on AVX2 cores.
-__attribute__((target("avx2,fma"))) void micro_avx2(int depth, const float* a, const float* b,
-                                                    float* c, int64_t ldc) {
+__attribute__((target("avx2,fma"))) void micro_avx2(const Segment* segments, int count, float* c,
+                                                    int64_t ldc) {
     __m256 c00 = _mm256_loadu_ps(c), c01 = _mm256_loadu_ps(c + 8);
     __m256 c10 = _mm256_loadu_ps(c + ldc), c11 = _mm256_loadu_ps(c + ldc + 8);
     __m256 c20 = _mm256_loadu_ps(c + 2 * ldc), c21 = _mm256_loadu_ps(c + 2 * ldc + 8);
     __m256 c30 = _mm256_loadu_ps(c + 3 * ldc), c31 = _mm256_loadu_ps(c + 3 * ldc + 8);
     __m256 c40 = _mm256_loadu_ps(c + 4 * ldc), c41 = _mm256_loadu_ps(c + 4 * ldc + 8);
     __m256 c50 = _mm256_loadu_ps(c + 5 * ldc), c51 = _mm256_loadu_ps(c + 5 * ldc + 8);
-    for (int p = 0; p < depth; ++p) {
-        const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
-        __m256 av = _mm256_broadcast_ss(a);
-        c00 = _mm256_fmadd_ps(av, b0, c00);
-        c01 = _mm256_fmadd_ps(av, b1, c01);
-        av = _mm256_broadcast_ss(a + 1);
-        c10 = _mm256_fmadd_ps(av, b0, c10);
-        c11 = _mm256_fmadd_ps(av, b1, c11);
-        av = _mm256_broadcast_ss(a + 2);
-        c20 = _mm256_fmadd_ps(av, b0, c20);
-        c21 = _mm256_fmadd_ps(av, b1, c21);
-        av = _mm256_broadcast_ss(a + 3);
-        c30 = _mm256_fmadd_ps(av, b0, c30);
-        c31 = _mm256_fmadd_ps(av, b1, c31);
-        av = _mm256_broadcast_ss(a + 4);
-        c40 = _mm256_fmadd_ps(av, b0, c40);
-        c41 = _mm256_fmadd_ps(av, b1, c41);
-        av = _mm256_broadcast_ss(a + 5);
-        c50 = _mm256_fmadd_ps(av, b0, c50);
-        c51 = _mm256_fmadd_ps(av, b1, c51);
-        a += kMr;
-        b += kNr;
+    for (int s = 0; s < count; ++s) {
+        const float* a = segments[s].a;
+        const float* b = segments[s].b;
+        for (int p = 0; p < segments[s].depth; ++p) {
+            const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+            __m256 av = _mm256_broadcast_ss(a);
+            c00 = _mm256_fmadd_ps(av, b0, c00);
+            c01 = _mm256_fmadd_ps(av, b1, c01);
+            av = _mm256_broadcast_ss(a + 1);
+            c10 = _mm256_fmadd_ps(av, b0, c10);
+            c11 = _mm256_fmadd_ps(av, b1, c11);
+            av = _mm256_broadcast_ss(a + 2);
+            c20 = _mm256_fmadd_ps(av, b0, c20);
+            c21 = _mm256_fmadd_ps(av, b1, c21);
+            av = _mm256_broadcast_ss(a + 3);
+            c30 = _mm256_fmadd_ps(av, b0, c30);
+            c31 = _mm256_fmadd_ps(av, b1, c31);
+            av = _mm256_broadcast_ss(a + 4);
+            c40 = _mm256_fmadd_ps(av, b0, c40);
+            c41 = _mm256_fmadd_ps(av, b1, c41);
+            av = _mm256_broadcast_ss(a + 5);
+            c50 = _mm256_fmadd_ps(av, b0, c50);
+            c51 = _mm256_fmadd_ps(av, b1, c51);
+            a += kMr;
+            b += kNr;
+        }
     }
     _mm256_storeu_ps(c, c00), _mm256_storeu_ps(c + 8, c01);
     _mm256_storeu_ps(c + ldc, c10), _mm256_storeu_ps(c + ldc + 8, c11);
@@ -63,25 +74,33 @@ __attribute__((target("avx2,fma"))) void micro_avx2(int depth, const float* a, c
     _mm256_storeu_ps(c + 5 * ldc, c50), _mm256_storeu_ps(c + 5 * ldc + 8, c51);
 }
 
-bool has_avx2() {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
 #endif
 
 }  // namespace
 
-MicroKernel micro_kernel() {
+bool use_avx2() {
 #ifdef CONVT_X86_DISPATCH
-    static const MicroKernel chosen = has_avx2() ? &micro_avx2 : &micro_portable;
+    static const bool chosen = [] {
+        const char* isa = std::getenv("CONVT_CPU_ISA");
+        if (isa && std::strcmp(isa, "portable") == 0) return false;
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }();
     return chosen;
 #else
-    return &micro_portable;
+    return false;
 #endif
 }
 
-MicroKernel portable_micro_kernel() { return &micro_portable; }
-
-const char* micro_kernel_name() { return micro_kernel() == &micro_portable ? "portable" : "avx2"; }
+MicroKernel micro_kernel() {
+#ifdef CONVT_X86_DISPATCH
+    if (use_avx2()) return &micro_avx2;
+#endif
+    return &micro_portable;
+}
 
 }  // namespace convt::cpu
+
+namespace convt {
+std::string cpu_kernel_isa() { return cpu::use_avx2() ? "avx2" : "portable"; }
+}  // namespace convt

@@ -9,15 +9,23 @@ namespace convt::cpu {
 constexpr int kMr = 6;   // rows of a register tile (channels)
 constexpr int kNr = 16;  // columns of a register tile (pixels or channels)
 
-/// c[i * ldc + j] += sum over p < depth of a[p * kMr + i] * b[p * kNr + j], for i < kMr and
-/// j < kNr. `a` and `b` are packed panels; the sum runs in p order (deterministic).
-using MicroKernel = void (*)(int depth, const float* a, const float* b, float* c, int64_t ldc);
+/// One stretch of a register tile's depth: packed panels a [depth][kMr] and b [depth][kNr].
+struct Segment {
+    const float* a;
+    const float* b;
+    int depth;
+};
 
-/// AVX2+FMA where the CPU has it, else the portable kernel.
+/// c[i * ldc + j] += sum over the segments, in order, and p < depth of a[p * kMr + i] *
+/// b[p * kNr + j], for i < kMr and j < kNr. The tile stays in registers across segments; the
+/// sum runs in a fixed order (deterministic).
+using MicroKernel = void (*)(const Segment* segments, int count, float* c, int64_t ldc);
+
+/// Whether the CPU kernels use AVX2+FMA: the CPU has both and the environment variable
+/// CONVT_CPU_ISA is not "portable" (read once; lets tests run the portable kernels anywhere).
+bool use_avx2();
+
+/// AVX2+FMA when use_avx2(), else the portable kernel.
 MicroKernel micro_kernel();
-/// The portable kernel (tests compare the two).
-MicroKernel portable_micro_kernel();
-/// "avx2" or "portable": which micro_kernel() returns.
-const char* micro_kernel_name();
 
 }  // namespace convt::cpu

@@ -1,0 +1,142 @@
+"""The CPU backend's kernel paths (cpp/src/cpu/). Which one runs depends on the channel counts
+per group, the row length, the layout and the element type, so each case below is chosen to reach
+particular paths (named in CASES), with channel counts that leave tails on every register tile
+(6 and 16 for the GEMM micro-kernel, 4 and 3 for the dW row kernel) and pixel counts that leave
+tails on the 16-pixel columns and the 8-element vectors. Every storage kind runs: NCHW, NHWC,
+sliced views (gaps in C, H and W) and transposed views. The whole file runs again in a subprocess
+with CONVT_CPU_ISA=portable, so the portable micro-kernels are checked on machines with AVX2.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+
+import numpy as np
+import pytest
+import reference as R
+from _helpers import FP16_TOL, FP32_TOL, STORAGE_KINDS, assert_close, make_storage, poison
+
+# name: (cin, cout, groups, (H, W), k, stride, padding, output_padding, dilation); the paths are
+# forward / dX / dW for NCHW float32 (NHWC and views take the packed GEMM for dW).
+CASES = {
+    # GEMM forward, GEMM dX, packed-GEMM dW (rows of 7 are too short for the row kernel).
+    "gemm_tails": (23, 23, 1, (7, 9), 3, 2, 1, 1, 1),
+    # GEMM forward (8 outputs); dX by rows (3 inputs); dW by the older tap path.
+    "few_inputs": (3, 8, 1, (5, 21), 4, 2, 1, 0, 1),
+    # dW by the row kernel (rows of 40, stride 1): tails of 3 on both tile axes.
+    "rows_s1": (7, 23, 1, (3, 40), 3, 1, 1, 0, 1),
+    # dW by the row kernel with dY deinterleaved (stride 2); forward phases of unequal size.
+    "rows_s2": (9, 13, 1, (4, 37), 4, 2, 1, 1, 1),
+    # Groups and dilation on every path.
+    "groups_dilated": (16, 24, 2, (6, 33), 3, 1, 2, 0, 2),
+    # Few outputs: the narrow forward and dW; GEMM dX.
+    "narrow_out": (23, 3, 1, (6, 20), 4, 2, 1, 0, 1),
+    # One output channel, a large stride and kernel (FSRCNN-like).
+    "one_out": (7, 1, 1, (5, 18), 9, 3, 4, 2, 1),
+    # A stride larger than the image's pixel count per tile, 17 taps wide.
+    "big_stride": (10, 9, 1, (3, 5), 17, 8, 4, 0, 1),
+}
+
+
+def _cpu() -> Any:
+    import convt
+
+    return next(d for d in convt.devices() if d.kind == "cpu")
+
+
+@pytest.mark.parametrize("storage", STORAGE_KINDS)
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_cpu_path_forward_and_gradients(rng: np.random.Generator, case: str, storage: str) -> None:
+    import convt
+
+    cin, cout, groups, (h, w), k, s, p, op, d = CASES[case]
+    x = rng.standard_normal((2, cin, h, w)).astype(np.float32)
+    wt = rng.standard_normal((cin, cout // groups, k, k)).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    ref = R.conv_transpose_torch_ref(x, wt, b, s, p, op, groups, d)
+    dy = rng.standard_normal(ref.shape).astype(np.float32)
+    gx, gw, gb = R.conv_transpose_torch_backward(dy, x, wt, s, p, op, groups, d)
+
+    xs, layout, _, _ = make_storage(x, storage, np.float32)
+    out, _, out_base, inside = make_storage(np.full(ref.shape, np.nan), storage, np.float32)
+    convt.conv_transpose2d(xs, wt, b, s, p, op, groups, d, out=out, layout=layout, device=_cpu())
+    got = out if layout == "NCHW" else np.moveaxis(out, -1, 1)
+    assert_close(got, ref, FP32_TOL, f"{case} {storage} forward")
+    assert np.isnan(out_base[~inside]).all(), "wrote outside the output view"
+
+    dys, _, _, _ = make_storage(dy, storage, np.float32)
+    dx, dw, db = convt.conv_transpose2d_backward(
+        dys, xs, wt, s, p, op, groups, d, layout=layout, device=_cpu()
+    )
+    dx = dx if layout == "NCHW" else np.moveaxis(dx, -1, 1)
+    assert_close(dx, gx, FP32_TOL, f"{case} {storage} dX")
+    assert_close(dw, gw, FP32_TOL, f"{case} {storage} dW")
+    assert_close(db, gb, FP32_TOL, f"{case} {storage} dB")
+
+
+@pytest.mark.parametrize("case", ["gemm_tails", "rows_s2", "narrow_out"])
+def test_cpu_path_float16(rng: np.random.Generator, case: str) -> None:
+    """fp16 images and weights: converted tile by tile, float accumulation."""
+    import convt
+
+    cin, cout, groups, (h, w), k, s, p, op, d = CASES[case]
+    x = rng.standard_normal((2, cin, h, w)).astype(np.float16)
+    wt = rng.standard_normal((cin, cout // groups, k, k)).astype(np.float16)
+    ref = R.conv_transpose_torch_ref(x, wt, None, s, p, op, groups, d)
+    out = poison(np.empty(ref.shape, np.float16))
+    convt.conv_transpose2d(x, wt, None, s, p, op, groups, d, out=out, device=_cpu())
+    assert_close(out, ref, FP16_TOL, f"{case} fp16 forward")
+    dy = rng.standard_normal(ref.shape).astype(np.float16)
+    gx, gw, _ = R.conv_transpose_torch_backward(dy, x, wt, s, p, op, groups, d)
+    dx, dw, _ = convt.conv_transpose2d_backward(dy, x, wt, s, p, op, groups, d, device=_cpu())
+    assert_close(dx, gx, FP16_TOL, f"{case} fp16 dX")
+    assert_close(dw, gw, FP16_TOL, f"{case} fp16 dW")
+
+
+def test_cpu_path_threads_bitwise(rng: np.random.Generator) -> None:
+    """Every path sums in a fixed order: 1 and 2 threads give identical bits."""
+    import convt
+
+    before = convt.get_num_threads()
+    try:
+        for case in ("gemm_tails", "rows_s1", "rows_s2", "groups_dilated"):
+            cin, cout, groups, (h, w), k, s, p, op, d = CASES[case]
+            x = rng.standard_normal((3, cin, h, w)).astype(np.float32)
+            wt = rng.standard_normal((cin, cout // groups, k, k)).astype(np.float32)
+            dy = rng.standard_normal(
+                R.conv_transpose_torch_ref(x, wt, None, s, p, op, groups, d).shape
+            ).astype(np.float32)
+            runs = []
+            for threads in (1, 2):
+                convt.set_num_threads(threads)
+                y = convt.conv_transpose2d(x, wt, None, s, p, op, groups, d, device=_cpu())
+                grads = convt.conv_transpose2d_backward(dy, x, wt, s, p, op, groups, d)
+                runs.append([y, *[g for g in grads if g is not None]])
+            for a, b in zip(*runs):
+                assert np.array_equal(a, b), case
+    finally:
+        convt.set_num_threads(before)
+
+
+@pytest.mark.skipif(
+    os.environ.get("CONVT_CPU_ISA") == "portable", reason="already the portable run"
+)
+def test_portable_kernels_in_subprocess() -> None:
+    import convt
+
+    if convt.cpu_kernel_isa() == "portable":
+        pytest.skip("this CPU runs the portable kernels already")
+    env = dict(os.environ, CONVT_CPU_ISA="portable")
+    check = "import convt, sys; sys.exit(convt.cpu_kernel_isa() != 'portable')"
+    assert subprocess.run([sys.executable, "-c", check], env=env).returncode == 0
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout and " failed" not in done.stdout
