@@ -35,10 +35,11 @@ constexpr int64_t kGemmTile = 64, kGemmThreads = 256, kGemmMinOut = 32, kDwMinPr
 // dW splits K into slices until about this many threadgroups run, each slice >= kDwMinSlice.
 constexpr int64_t kDwTargetGroups = 512, kDwMinSlice = 256, kDwMaxSplits = 64;
 constexpr int64_t kDxMinTiles = 128;
-// Narrow kernels: pixels per thread (convt_forward_narrow.metal), and dX's reduction slices,
+// Narrow kernels: rows per thread (convt_forward_depthwise.metal), pixels per thread
+// (convt_forward_narrow.metal), and dX's reduction slices,
 // pixels and channels per lane (convt_backward_data_ksplit.metal). dX splits the reduction when
 // it is long (taps x output channels) and there are at least as many taps as slices.
-constexpr int64_t kNarrowPixels = 4, kDxSlices = 8, kDxPixels = 4, kDxChannels = 4;
+constexpr int64_t kDwRows = 4, kNarrowPixels = 4, kDxSlices = 8, kDxPixels = 2, kDxChannels = 8;
 constexpr int64_t kDxMinReduction = 64;
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -69,9 +70,11 @@ inline Launch forward(const ConvtParams& p) {
     check_index_range(p);
     const int64_t sx = p.stride_x, sy = p.stride_y;
     const int64_t cols = ceil_div(p.clip_w, sx), rows = ceil_div(p.clip_h, sy);
-    if (p.out_per_group == 1 && p.in_per_group == 1)  // depthwise: a thread per pixel
+    if (p.out_per_group == 1 && p.in_per_group == 1)  // depthwise: kDwRows rows of a phase
         return {"convt_forward_depthwise_",
-                {ceil_div(p.clip_w, kThreads), p.clip_h, int64_t(p.num_images) * p.groups},
+                {ceil_div(p.clip_w, kThreads),
+                 ceil_div(p.clip_h, sy * kDwRows) * std::min<int64_t>(sy, p.clip_h),
+                 int64_t(p.num_images) * p.groups},
                 {kThreads, 1, 1}};
     // Only phases that reach the clip (convt_phases in metal/convt_kernel.h).
     const int64_t images = int64_t(p.num_images) * p.groups * std::min<int64_t>(sx, p.clip_w) *
