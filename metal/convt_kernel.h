@@ -127,4 +127,39 @@ inline long convt_first_phase(long e, long s) {
     return start + (r != 0 ? s - r : 0);
 }
 
+// 32-bit floor division for a positive divisor (indices of one image fit in 32 bits).
+inline int convt_floor_div32(int a, int b) { return a >= 0 ? a / b : -((b - 1 - a) / b); }
+
+// The taps of one axis that land on real source pixels for a destination coordinate whose
+// first tap sits at expanded coordinate e0: taps first, first + step, ... (first >= k: none)
+// read source coordinates src, src + src_step, ... Found once per thread, so the tap loops do
+// no divisions and test no phases (64-bit index maths there made the depthwise kernel
+// instruction-bound).
+struct ConvtTaps {
+    int first, src, step, src_step;
+};
+
+inline ConvtTaps convt_taps(int e0, int s, int d, int k) {
+    const int dq = d / s, dr = d - dq * s;  // d = dq * s + dr
+    int step = 1;                           // smallest step with step * d a multiple of s
+    for (int r = dr; r != 0; ++step) r = r + dr >= s ? r + dr - s : r + dr;
+    ConvtTaps t;
+    t.step = step;
+    t.src_step = (step * d) / s;
+    int q = convt_floor_div32(e0, s), r = e0 - q * s;  // e0 + d * first = q * s + r
+    int first = 0;
+    while (r != 0 && first < step) {
+        r += dr;
+        q += dq;
+        if (r >= s) {
+            r -= s;
+            ++q;
+        }
+        ++first;
+    }
+    t.first = r == 0 ? first : k;
+    t.src = q;
+    return t;
+}
+
 #endif  // CONVT_KERNEL_H

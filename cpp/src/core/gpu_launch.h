@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 
 #include "../../../metal/convt_params.h"
@@ -34,6 +35,12 @@ constexpr int64_t kGemmTile = 64, kGemmThreads = 256, kGemmMinOut = 32, kDwMinPr
 // dW splits K into slices until about this many threadgroups run, each slice >= kDwMinSlice.
 constexpr int64_t kDwTargetGroups = 512, kDwMinSlice = 256, kDwMaxSplits = 64;
 constexpr int64_t kDxMinTiles = 128;
+// Narrow kernels: rows per thread (convt_forward_depthwise.metal), pixels per thread
+// (convt_forward_narrow.metal), and dX's reduction slices,
+// pixels and channels per lane (convt_backward_data_ksplit.metal). dX splits the reduction when
+// it is long (taps x output channels) and there are at least as many taps as slices.
+constexpr int64_t kDwRows = 4, kNarrowPixels = 4, kDxSlices = 8, kDxPixels = 2, kDxChannels = 8;
+constexpr int64_t kDxMinReduction = 64;
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -42,12 +49,32 @@ inline Dims pixel_tile(int64_t rows) {
     return rows == 1 ? Dims{kThreads, 1, 1} : Dims{kTile, kTile, 1};
 }
 
+/// The kernels index one image's expanded coordinates (first tap + destination position +
+/// kernel extent, source position x stride) in 32 bits.
+inline void check_index_range(const ConvtParams& p) {
+    const auto span = [](int64_t first_tap, int64_t clip, int64_t k, int64_t d, int64_t src,
+                         int64_t s) { return std::abs(first_tap) + clip + d * k + src * s; };
+    require(
+        span(p.first_tap_x, p.clip_w, p.kernel_w, p.dilation_x, p.src_w, p.stride_x) <= INT32_MAX,
+        "GPU expanded width (|total offset x| + clip width + kernel extent + source width x "
+        "stride)",
+        span(p.first_tap_x, p.clip_w, p.kernel_w, p.dilation_x, p.src_w, p.stride_x), "< 2^31");
+    require(
+        span(p.first_tap_y, p.clip_h, p.kernel_h, p.dilation_y, p.src_h, p.stride_y) <= INT32_MAX,
+        "GPU expanded height (|total offset y| + clip height + kernel extent + source height "
+        "x stride)",
+        span(p.first_tap_y, p.clip_h, p.kernel_h, p.dilation_y, p.src_h, p.stride_y), "< 2^31");
+}
+
 inline Launch forward(const ConvtParams& p) {
+    check_index_range(p);
     const int64_t sx = p.stride_x, sy = p.stride_y;
     const int64_t cols = ceil_div(p.clip_w, sx), rows = ceil_div(p.clip_h, sy);
-    if (p.out_per_group == 1 && p.in_per_group == 1)  // depthwise: a thread per pixel
+    if (p.out_per_group == 1 && p.in_per_group == 1)  // depthwise: kDwRows rows of a phase
         return {"convt_forward_depthwise_",
-                {ceil_div(p.clip_w, kThreads), p.clip_h, int64_t(p.num_images) * p.groups},
+                {ceil_div(p.clip_w, kThreads),
+                 ceil_div(p.clip_h, sy * kDwRows) * std::min<int64_t>(sy, p.clip_h),
+                 int64_t(p.num_images) * p.groups},
                 {kThreads, 1, 1}};
     // Only phases that reach the clip (convt_phases in metal/convt_kernel.h).
     const int64_t images = int64_t(p.num_images) * p.groups * std::min<int64_t>(sx, p.clip_w) *
@@ -57,6 +84,13 @@ inline Launch forward(const ConvtParams& p) {
                 {ceil_div(rows * cols, kGemmTile), ceil_div(p.out_per_group, kGemmTile), images},
                 {kGemmThreads, 1, 1}};
     const Dims tile = pixel_tile(rows);
+    // Fewer channels than a channel block: one channel and kNarrowPixels pixels a thread.
+    if (p.out_per_group < kChannelBlock)
+        return {
+            "convt_forward_narrow_",
+            {ceil_div(cols, tile.x * (rows == 1 ? kNarrowPixels : 1)),
+             ceil_div(rows, tile.y * (rows == 1 ? 1 : kNarrowPixels)), images * p.out_per_group},
+            tile};
     return {"convt_forward_",
             {ceil_div(cols, tile.x), ceil_div(rows, tile.y),
              images * ceil_div(p.out_per_group, kChannelBlock)},
@@ -64,12 +98,24 @@ inline Launch forward(const ConvtParams& p) {
 }
 
 inline Launch backward_data(const ConvtParams& p) {
+    check_index_range(p);
     // GEMM (64 source pixels x 64 input channels) for wide layers with enough tiles to fill the
     // GPU; measured on an H200: 128 tiles (hifigan_up1, N=8) gained 1.7x, 64 (dcgan_g2) lost.
     const Dims gemm{ceil_div(int64_t(p.src_h) * p.src_w, kGemmTile),
                     ceil_div(p.in_per_group, kGemmTile), int64_t(p.num_images) * p.groups};
     if (p.in_per_group >= kGemmMinOut && gemm.x * gemm.y * gemm.z >= kDxMinTiles)
         return {"convt_backward_data_gemm_", gemm, {kGemmThreads, 1, 1}};
+    const int64_t taps = int64_t(p.kernel_h) * p.kernel_w;
+    if (taps >= kDxSlices && taps * p.out_per_group >= kDxMinReduction) {
+        // A SIMD-group per slice; its lanes cover 8x4 pixels (32x1 for one-row images).
+        const bool one_row = p.src_h == 1;
+        const int64_t lanes_x = one_row ? kSimd : 8, lanes_y = one_row ? 1 : kSimd / 8;
+        return {"convt_backward_data_ksplit_",
+                {ceil_div(p.src_w, lanes_x * (one_row ? kDxPixels : 1)),
+                 ceil_div(p.src_h, lanes_y * (one_row ? 1 : kDxPixels)),
+                 int64_t(p.num_images) * p.groups * ceil_div(p.in_per_group, kDxChannels)},
+                {kDxSlices * kSimd, 1, 1}};
+    }
     const Dims tile = pixel_tile(p.src_h);
     return {"convt_backward_data_",
             {ceil_div(p.src_w, tile.x), ceil_div(p.src_h, tile.y),

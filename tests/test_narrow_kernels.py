@@ -1,0 +1,188 @@
+"""Layers with few channels per group, where GPU backends run the narrow kernels: the depthwise
+forward (metal/convt_forward_depthwise.metal: only the taps that land, found once a thread), the
+forward for fewer than 4 output channels per group (convt_forward_narrow.metal: 4 pixels of one
+stride phase a thread) and dX with the reduction split over SIMD-groups
+(convt_backward_data_ksplit.metal: taps x output channels >= 64). Odd channel counts, pixel tails
+of every tile, strides, dilation, groups, both layouts, 1-D images, fp16, the half accumulator,
+and outputs poisoned with NaN, against the float64 reference."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import reference as R
+from _helpers import (
+    FP16_TOL,
+    FP32_TOL,
+    assert_close,
+    assert_written,
+    build_transpose,
+    build_transpose_pair,
+    from_nchw,
+    poison,
+    run_encoded,
+    set_total_offset,
+)
+
+# (stride, k, pad, output_padding, dilation): fsrcnn-like k9 s3, k4 s2, dilated, stride 1.
+GEOMETRIES = [(3, 9, 4, 2, 1), (2, 4, 1, 0, 1), (2, 3, 2, 1, 2), (1, 3, 1, 0, 1), (4, 5, 0, 3, 1)]
+
+
+def _forward(device, x, w, b, geo, groups, layout, dtype=np.float32):
+    """convt into a NaN-poisoned ``out`` and the float64 reference on the same (rounded) data."""
+    import convt
+
+    stride, k, pad, op, dil = geo
+    x, w = x.astype(dtype), w.astype(dtype)
+    b = None if b is None else b.astype(dtype)
+    ref = R.conv_transpose_torch_ref(x, w, b, stride, pad, op, groups, dil)
+    out = poison(np.empty(from_nchw(ref, layout).shape, dtype))
+    convt.conv_transpose2d(
+        from_nchw(x, layout), w, b, stride, pad, op, groups, dil,
+        out=out, layout=layout, device=device,
+    )  # fmt: skip
+    return (out if layout == "NCHW" else np.moveaxis(out, -1, 1)), ref
+
+
+@pytest.mark.parametrize("cin, cout, groups", [(7, 1, 1), (23, 3, 1), (14, 2, 2), (7, 21, 7)])
+@pytest.mark.parametrize("geo", GEOMETRIES)
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_narrow_forward(device: Any, rng: np.random.Generator, cin, cout, groups, geo, layout):
+    """Fewer than 4 output channels per group (7 -> 21 in 7 groups: 3 a group); sizes that
+    leave tails in the 8-column and 32-row thread tiles of every phase (29 rows: all 4 pixels of a
+    thread land in some tiles)."""
+    x = rng.standard_normal((2, cin, 29, 13)).astype(np.float32)
+    w = rng.standard_normal((cin, cout // groups, geo[1], geo[1])).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    got, ref = _forward(device, x, w, b, geo, groups, layout)
+    assert_close(got, ref, FP32_TOL, f"{layout} {geo} g{groups}")
+
+
+@pytest.mark.parametrize("channels", [7, 23])
+@pytest.mark.parametrize("geo", GEOMETRIES)
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_depthwise_forward(device: Any, rng: np.random.Generator, channels, geo, layout):
+    x = rng.standard_normal((3, channels, 9, 70)).astype(np.float32)
+    w = rng.standard_normal((channels, 1, geo[1], geo[1])).astype(np.float32)
+    b = rng.standard_normal(channels).astype(np.float32)
+    got, ref = _forward(device, x, w, b, geo, channels, layout)
+    assert_close(got, ref, FP32_TOL, f"{layout} {geo}")
+
+
+@pytest.mark.parametrize("groups, cout", [(1, 1), (5, 5)])
+def test_narrow_forward_fp16_1d_and_views(device: Any, rng: np.random.Generator, groups, cout):
+    """fp16 in and out, one-row images (64x1 tiles, 4 pixels 64 columns apart) and strided
+    views with NaN around them."""
+    import convt
+
+    x = rng.standard_normal((2, 10, 1, 300)).astype(np.float32)
+    w = rng.standard_normal((10, cout // groups, 1, 7)).astype(np.float32)
+    got, ref = _forward(device, x, w, None, (3, 7, (0, 2), (0, 1), 1), groups, "NCHW", np.float16)
+    assert_close(got, ref, FP16_TOL, "fp16 1-row")
+    x2 = rng.standard_normal((2, 10, 6, 5)).astype(np.float32)
+    big_x = np.full((2, 21, 6, 10), np.nan, np.float32)
+    big_x[:, ::2][:, :10, :, ::2] = x2
+    w2 = rng.standard_normal((10, cout // groups, 3, 3)).astype(np.float32)
+    ref2 = R.conv_transpose_torch_ref(x2, w2, None, 2, 1, 1, groups)
+    big_out = np.full((2, 2 * cout + 1, 12, 10), np.nan, np.float32)
+    out = big_out[:, 1::2]
+    convt.conv_transpose2d(big_x[:, ::2][:, :10, :, ::2], w2, None, 2, 1, 1, groups, out=out,
+                           device=device)  # fmt: skip
+    assert_close(out, ref2, FP32_TOL, "strided views")
+    assert np.isnan(big_out[:, 0::2]).all(), "wrote outside the output view"
+
+
+@pytest.mark.parametrize("out_ch, groups", [(1, 1), (3, 3)])
+def test_narrow_forward_half_accumulator_and_clip(
+    device: Any, rng: np.random.Generator, out_ch, groups
+):
+    """MPS-style: fp16 weights, the half accumulator (rounded after every multiply-add, in
+    (ky, kx, channel) order), a fused neuron and a clip rectangle that leaves pixels unwritten
+    (depthwise when groups == channels)."""
+    import convt
+
+    ig = 3 if groups == 1 else 1
+    w = rng.uniform(-0.5, 0.5, (out_ch, 5, 5, ig)).astype(np.float32)
+    b = rng.uniform(-0.5, 0.5, out_ch).astype(np.float32)
+    neuron = R.Neuron("relu", a=0.1)
+    kernel = build_transpose(device, w, b, in_channels=ig * groups, stride=2, groups=groups,
+                             neuron=neuron)  # fmt: skip
+    kernel.accumulator_precision = convt.AccumulatorPrecision.half
+    set_total_offset(kernel, (1, 2))
+    clip = (1, 2, 0, 13, 9, 2)
+    kernel.clip_rect = convt.Region(*clip)
+    x = rng.uniform(-1, 1, (2, ig * groups, 7, 8)).astype(np.float16)
+    dst = poison(np.empty((2, out_ch, 16, 17), np.float16))
+    run_encoded(
+        device, lambda cb: kernel.encode(cb, convt.Image(x), destination_image=convt.Image(dst))
+    )
+    w16 = w.astype(np.float16).astype(np.float32)
+    ref = R.conv_transpose_mps(
+        x, w16, b, stride=2, groups=groups, T=(1, 2), dst_hw=(16, 17), clip=clip, neuron=neuron,
+        accumulator="half", dst_dtype=np.float16,
+    )  # fmt: skip
+    mask = R.written_mask(dst.shape, out_ch, clip, 2)
+    assert_written(dst, ref, mask, FP16_TOL, "half accumulator")
+
+
+# (cin, cout, groups, size, stride, k, pad, dilation): FCN-like k16 s8, odd channel counts,
+# groups, dilation, stride 1 (9 taps, just over the 8 slices), a 1-D layer.
+DX_CASES = [
+    (21, 21, 1, (5, 9), 8, 16, 4, 1),
+    (7, 23, 1, (9, 18), 2, 4, 1, 1),
+    (23, 7, 1, (17, 6), 1, 3, 1, 1),
+    (14, 46, 2, (7, 7), 2, 3, 2, 2),
+    (5, 9, 1, (1, 150), 4, 8, 2, 1),
+]
+
+
+@pytest.mark.parametrize("case", DX_CASES)
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_ksplit_backward_data(device: Any, rng: np.random.Generator, case, layout) -> None:
+    import convt
+
+    cin, cout, groups, size, stride, k, pad, dil = case
+    x = rng.standard_normal((2, cin, *size)).astype(np.float32)
+    kh = 1 if size[0] == 1 else k
+    w = rng.standard_normal((cin, cout // groups, kh, k)).astype(np.float32)
+    padding = (0, pad) if size[0] == 1 else pad
+    ref_y = R.conv_transpose_torch_ref(x, w, None, stride, padding, 0, groups, dil)
+    gy = rng.standard_normal(ref_y.shape).astype(np.float32)
+    ri, _, _ = R.conv_transpose_torch_backward(gy, x, w, stride, padding, 0, groups, dil)
+    gi, _, _ = convt.conv_transpose2d_backward(
+        from_nchw(gy, layout), from_nchw(x, layout), w, stride, padding, 0, groups, dil,
+        output_mask=(True, False, False), layout=layout, device=device,
+    )  # fmt: skip
+    gi = gi if layout == "NCHW" else np.moveaxis(gi, -1, 1)
+    assert_close(gi, ri, FP32_TOL, f"grad_input {case}")
+    again, _, _ = convt.conv_transpose2d_backward(
+        from_nchw(gy, layout), from_nchw(x, layout), w, stride, padding, 0, groups, dil,
+        output_mask=(True, False, False), layout=layout, device=device,
+    )  # fmt: skip
+    assert np.array_equal(again if layout == "NCHW" else np.moveaxis(again, -1, 1), gi)
+
+
+def test_ksplit_backward_data_poisoned_fp16_and_window(device: Any, rng: np.random.Generator):
+    """MPS gradient API: dX written into a NaN-poisoned image, fp16 dY and dX, a window that
+    leaves some source pixels without any dY (written as 0)."""
+    import convt
+
+    w = rng.uniform(-0.5, 0.5, (9, 4, 4, 3)).astype(np.float32)  # OHWI: 9 out, 3 in, 16 taps
+    fwd, grad = build_transpose_pair(device, w, stride=2, kernel_weights_dtype="float32")
+    set_total_offset(fwd, (5, 3))
+    x = rng.uniform(-1, 1, (2, 3, 10, 12)).astype(np.float16)
+    dst = convt.Image(np.zeros((2, 9, 17, 19), np.float16))
+    state = fwd.result_state(convt.Image(x), destination_image=dst)
+    dy = rng.uniform(-1, 1, (2, 9, 17, 19)).astype(np.float16)
+    dx = poison(np.empty_like(x))
+    run_encoded(
+        device,
+        lambda cb: grad.encode(
+            cb, convt.Image(dy), convt.Image(x), state, destination_gradient=convt.Image(dx)
+        ),
+    )
+    dx_ref, _, _ = R.conv_transpose_mps_backward(dy, x, w, 2, 1, 1, (5, 3), (10, 12))
+    assert_written(dx, dx_ref, np.ones(x.shape, bool), FP16_TOL, "dX")
+    assert np.any(dx == 0.0), "expected source pixels without any dY (written as 0)"
