@@ -36,6 +36,9 @@ CASES = {
     "narrow_out": (23, 3, 1, (6, 20), 4, 2, 1, 0, 1),
     # One output channel, a large stride and kernel (FSRCNN-like).
     "one_out": (7, 1, 1, (5, 18), 9, 3, 4, 2, 1),
+    # Depthwise (one channel in and out per group): the direct per-plane loops.
+    "depthwise": (7, 7, 7, (5, 19), 4, 2, 1, 0, 1),
+    "depthwise_s3_d2": (5, 5, 5, (6, 23), 3, 3, 2, 1, 2),
     # A stride larger than the image's pixel count per tile, 17 taps wide.
     "big_stride": (10, 9, 1, (3, 5), 17, 8, 4, 0, 1),
 }
@@ -77,7 +80,7 @@ def test_cpu_path_forward_and_gradients(rng: np.random.Generator, case: str, sto
     assert_close(db, gb, FP32_TOL, f"{case} {storage} dB")
 
 
-@pytest.mark.parametrize("case", ["gemm_tails", "rows_s2", "narrow_out"])
+@pytest.mark.parametrize("case", ["gemm_tails", "rows_s2", "narrow_out", "depthwise"])
 def test_cpu_path_float16(rng: np.random.Generator, case: str) -> None:
     """fp16 images and weights: converted tile by tile, float accumulation."""
     import convt
@@ -102,7 +105,7 @@ def test_cpu_path_threads_bitwise(rng: np.random.Generator) -> None:
 
     before = convt.get_num_threads()
     try:
-        for case in ("gemm_tails", "rows_s1", "rows_s2", "groups_dilated"):
+        for case in ("gemm_tails", "rows_s1", "rows_s2", "groups_dilated", "depthwise"):
             cin, cout, groups, (h, w), k, s, p, op, d = CASES[case]
             x = rng.standard_normal((3, cin, h, w)).astype(np.float32)
             wt = rng.standard_normal((cin, cout // groups, k, k)).astype(np.float32)

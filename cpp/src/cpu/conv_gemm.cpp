@@ -5,6 +5,7 @@
 #include <type_traits>
 
 #include "elements.h"
+#include "geometry.h"
 #include "micro_kernel.h"
 #include "neuron.h"
 #include "thread_pool.h"
@@ -19,12 +20,6 @@ constexpr int64_t kBatchFloats = 48 * 1024;  // packed pixels of one batch of ta
 // long slices give the hardware prefetcher long runs along each channel.
 constexpr int64_t kWeightSliceBytes = 512 * 1024;
 
-inline int64_t floor_div(int64_t a, int64_t b) { return a / b - ((a % b != 0) && (a < 0)); }
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-inline int64_t pos_mod(int64_t a, int64_t b) {
-    const int64_t r = a % b;
-    return r < 0 ? r + b : r;
-}
 // Offsets are relative to a view's first element and may be negative (reversed strides).
 constexpr int64_t kMissing = INT64_MIN;  // a tap that reaches no pixel: reads zero
 
@@ -418,12 +413,8 @@ void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
         const int ky = tap / p.kernel_w, kx = tap % p.kernel_w;
         const int64_t cy = p.first_tap_y + int64_t(p.dilation_y) * ky;
         const int64_t cx = p.first_tap_x + int64_t(p.dilation_x) * kx;
-        const int64_t y_lo = std::max<int64_t>(0, -floor_div(-cy, p.stride_y));
-        const int64_t y_hi =
-            std::min<int64_t>(p.src_h - 1, floor_div(p.clip_h - 1 + cy, p.stride_y));
-        const int64_t x_lo = std::max<int64_t>(0, -floor_div(-cx, p.stride_x));
-        const int64_t x_hi =
-            std::min<int64_t>(p.src_w - 1, floor_div(p.clip_w - 1 + cx, p.stride_x));
+        const auto [y_lo, y_hi] = source_span(cy, p.stride_y, p.clip_h, p.src_h);
+        const auto [x_lo, x_hi] = source_span(cx, p.stride_x, p.clip_w, p.src_w);
         const int64_t rows = std::max<int64_t>(0, y_hi - y_lo + 1);
         const int64_t row_len = std::max<int64_t>(0, x_hi - x_lo + 1);
         const int64_t pixels = int64_t(p.num_images) * rows * row_len;

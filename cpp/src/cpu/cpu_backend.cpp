@@ -14,7 +14,9 @@
 #include "../core/backend.h"
 #include "conv_gemm.h"
 #include "convt/device.h"
+#include "depthwise.h"
 #include "elements.h"
+#include "geometry.h"
 #include "micro_kernel.h"
 #include "neuron.h"
 #include "thread_pool.h"
@@ -41,53 +43,11 @@ struct Packed {
 
 struct CpuWeights : DeviceWeights {
     bool is_double = false;
-    GemmWeights gemm;  // float layers
+    GemmWeights gemm;        // float layers
+    DepthwiseWeights depth;  // float layers with one channel in and out per group
     Packed<float> f;
     Packed<double> d;
 };
-
-inline int64_t floor_div(int64_t a, int64_t b) { return a / b - ((a % b != 0) && (a < 0)); }
-
-// First column index xx >= 0 whose expanded coordinate e0 + xx is a non-negative multiple of s.
-inline int64_t first_phase_column(int64_t e0, int64_t s) {
-    const int64_t start = e0 < 0 ? -e0 : 0;
-    const int64_t r = (e0 + start) % s;
-    return start + (r ? s - r : 0);
-}
-
-// The run of destination columns xx0, xx0 + s, ... (count of them) that tap kx reaches with
-// source columns ix0, ix0 + 1, ...; count == 0 when none.
-struct ColumnRun {
-    int64_t xx0 = 0, ix0 = 0, count = 0;
-};
-
-inline ColumnRun column_run(const ConvtParams& p, int kx) {
-    ColumnRun r;
-    const int64_t e0 = p.first_tap_x + static_cast<int64_t>(p.dilation_x) * kx;
-    r.xx0 = first_phase_column(e0, p.stride_x);
-    if (r.xx0 >= p.clip_w) return r;
-    r.ix0 = (e0 + r.xx0) / p.stride_x;
-    if (r.ix0 >= p.src_w) return r;
-    r.count = std::min((p.clip_w - r.xx0 + p.stride_x - 1) / p.stride_x, p.src_w - r.ix0);
-    return r;
-}
-
-// Source row reached by tap ky from destination row yy (relative to the clip), or -1.
-inline int64_t source_row(const ConvtParams& p, int64_t yy, int ky) {
-    const int64_t ey = p.first_tap_y + yy + static_cast<int64_t>(p.dilation_y) * ky;
-    if (ey < 0 || ey % p.stride_y != 0 || ey / p.stride_y >= p.src_h) return -1;
-    return ey / p.stride_y;
-}
-
-inline int64_t dst_index(const ConvtParams& p, int64_t n, int64_t ch, int64_t yy, int64_t xx) {
-    return p.dst_base + n * p.dst_stride_n + ch * p.dst_stride_c +
-           (p.clip_y + yy) * p.dst_stride_h + (p.clip_x + xx) * p.dst_stride_w;
-}
-
-inline int64_t src_index(const ConvtParams& p, int64_t n, int64_t ch, int64_t iy, int64_t ix) {
-    return p.src_base + n * p.src_stride_n + ch * p.src_stride_c + iy * p.src_stride_h +
-           ix * p.src_stride_w;
-}
 
 template <typename T>
 inline T round_acc(T v) {
@@ -325,9 +285,7 @@ void backward_data_row_narrow(const ConvtParams& p, const Packed<float>& w, cons
                 const int64_t yy = iy * p.stride_y - p.first_tap_y - int64_t(p.dilation_y) * ky;
                 for (int kx = 0; kx < kw; ++kx) {
                     const int64_t c = p.first_tap_x + int64_t(p.dilation_x) * kx;
-                    const int64_t lo = std::max<int64_t>(0, -floor_div(-c, p.stride_x));
-                    const int64_t hi =
-                        std::min<int64_t>(p.src_w - 1, floor_div(p.clip_w - 1 + c, p.stride_x));
+                    const auto [lo, hi] = source_span(c, p.stride_x, p.clip_w, p.src_w);
                     for (int oc = 0; oc < og; ++oc) {
                         float* prow =
                             packed.data() + ((int64_t(ky - ky_lo) * kw + kx) * og + oc) * p.src_w;
@@ -372,9 +330,7 @@ void backward_data_row(const ConvtParams& p, const Packed<T>& w, const void* dy,
                         load<T>(dy, p.dst_type, dst_index(p, n, int64_t(g) * og + oc, yy, xx));
             for (int kx = 0; kx < p.kernel_w; ++kx) {
                 const int64_t c = p.first_tap_x + int64_t(p.dilation_x) * kx;
-                const int64_t lo = std::max<int64_t>(0, -floor_div(-c, p.stride_x));
-                const int64_t hi =
-                    std::min<int64_t>(p.src_w - 1, floor_div(p.clip_w - 1 + c, p.stride_x));
+                const auto [lo, hi] = source_span(c, p.stride_x, p.clip_w, p.src_w);
                 const T* wk =
                     w.backward.data() + ((int64_t(g) * taps + ky * p.kernel_w + kx) * og) * ig;
                 if (lo <= hi)  // dX[ix][icl] += dY[xx][oc] * W[oc][icl], xx = ix * sx - c
@@ -468,9 +424,7 @@ void backward_weights_image_narrow(const ConvtParams& p, const void* x, const vo
                 if (yy < 0 || yy >= p.clip_h) continue;
                 for (int kx = 0; kx < kw; ++kx) {
                     const int64_t c = p.first_tap_x + int64_t(p.dilation_x) * kx;
-                    const int64_t lo = std::max<int64_t>(0, -floor_div(-c, p.stride_x));
-                    const int64_t hi =
-                        std::min<int64_t>(p.src_w - 1, floor_div(p.clip_w - 1 + c, p.stride_x));
+                    const auto [lo, hi] = source_span(c, p.stride_x, p.clip_w, p.src_w);
                     if (lo > hi) continue;
                     const int64_t count = hi - lo + 1;
                     for (int oc = 0; oc < og; ++oc)  // [oc][j]
@@ -548,6 +502,8 @@ class CpuBackend : public detail::Backend {
         else {
             pack(pw, w->f);
             pack_gemm_weights(pw, w->gemm);
+            if (pw.in_per_group == 1 && pw.out_channels == pw.groups)
+                pack_depthwise_weights(pw, w->depth);
         }
         return w;
     }
@@ -559,6 +515,7 @@ class CpuBackend : public detail::Backend {
         const auto& w = static_cast<const CpuWeights&>(weights);
         const int64_t tasks = static_cast<int64_t>(p.num_images) * p.clip_h;
         if (tasks == 0 || p.clip_w == 0) return;
+        if (!w.is_double && depthwise_fits(p)) return forward_depthwise(p, w.depth, src, dst);
         if (!w.is_double && forward_gemm_fits(p)) return forward_gemm(p, w.gemm, src, dst);
         // Few output channels and a wide row: make the pixels the GEMM's wide side.
         const bool narrow =
@@ -587,6 +544,7 @@ class CpuBackend : public detail::Backend {
         const auto& w = static_cast<const CpuWeights&>(weights);
         const int64_t tasks = static_cast<int64_t>(p.num_images) * p.src_h;
         if (tasks == 0 || p.src_w == 0) return;
+        if (!w.is_double && depthwise_fits(p)) return backward_data_depthwise(p, w.depth, dy, dx);
         if (!w.is_double && backward_data_gemm_fits(p))
             return backward_data_gemm(p, w.gemm, dy, dx);
         const bool narrow = !w.f.by_input.empty() && p.src_w >= 16;
@@ -611,7 +569,9 @@ class CpuBackend : public detail::Backend {
         auto& pool = ThreadPool::instance();
         const bool dbl = out.type == DataType::Float64;
         const int64_t count = int64_t(p.out_channels) * p.kernel_h * p.kernel_w * p.in_per_group;
-        if (out.weights && !dbl && backward_weights_rows_fits(p)) {
+        if (out.weights && !dbl && depthwise_fits(p)) {
+            backward_weights_depthwise(p, x, dy, out);
+        } else if (out.weights && !dbl && backward_weights_rows_fits(p)) {
             backward_weights_rows(p, x, dy, out);
         } else if (out.weights && !dbl && backward_weights_gemm_fits(p)) {
             backward_weights_gemm(p, x, dy, out);

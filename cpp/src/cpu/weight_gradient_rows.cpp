@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "elements.h"
+#include "geometry.h"
 #include "micro_kernel.h"
 #include "thread_pool.h"
 
@@ -21,8 +22,6 @@ constexpr int kMinRow = 16;  // shorter rows: the packed GEMM does better
 // More channel pairs than this: the packed GEMM's larger register tile wins (measured).
 constexpr int64_t kMaxPairs = 64 * 64;
 constexpr int64_t kChunkBytes = 512 * 1024;  // rows of one chunk stay in L2
-
-inline int64_t floor_div(int64_t a, int64_t b) { return a / b - ((a % b != 0) && (a < 0)); }
 
 // out[i * ld + j] += sum over rows r and k < len of a[i * rows + r][k] * b[j * rows + r][k],
 // in eight lanes (element k feeds lane k % 8) added pairwise at the end: a fixed order.
@@ -133,12 +132,8 @@ void backward_weights_rows(const ConvtParams& p, const void* x, const void* dy,
         const int ky = tap / p.kernel_w, kx = tap % p.kernel_w;
         const int64_t cy = p.first_tap_y + int64_t(p.dilation_y) * ky;
         const int64_t cx = p.first_tap_x + int64_t(p.dilation_x) * kx;
-        const int64_t y_lo = std::max<int64_t>(0, -floor_div(-cy, p.stride_y));
-        const int64_t y_hi =
-            std::min<int64_t>(p.src_h - 1, floor_div(p.clip_h - 1 + cy, p.stride_y));
-        const int64_t x_lo = std::max<int64_t>(0, -floor_div(-cx, p.stride_x));
-        const int64_t x_hi =
-            std::min<int64_t>(p.src_w - 1, floor_div(p.clip_w - 1 + cx, p.stride_x));
+        const auto [y_lo, y_hi] = source_span(cy, p.stride_y, p.clip_h, p.src_h);
+        const auto [x_lo, x_hi] = source_span(cx, p.stride_x, p.clip_w, p.src_w);
         const int64_t rows_per_image = std::max<int64_t>(0, y_hi - y_lo + 1);
         const int len = static_cast<int>(std::max<int64_t>(0, x_hi - x_lo + 1));
         const int64_t rows = int64_t(p.num_images) * rows_per_image;

@@ -1,0 +1,28 @@
+// One input and one output channel per group (depthwise layers): direct loops over each
+// channel's plane, one row at a time, with every stride phase of a row kept contiguous so the
+// inner loops are unit-stride vector loops. The GEMM paths degenerate here (1 x 1 tiles).
+#pragma once
+
+#include "../../../metal/convt_params.h"
+#include "../core/backend.h"
+
+namespace convt::cpu {
+
+/// Weights of a depthwise layer: [channel][ky][kx], bias [channel], PReLU slopes or empty.
+struct DepthwiseWeights {
+    std::vector<float> taps, bias, slopes;
+};
+
+void pack_depthwise_weights(const detail::PreparedWeights& weights, DepthwiseWeights& out);
+
+/// Depthwise (one channel in and out per group), float images and accumulation.
+bool depthwise_fits(const ConvtParams& p);
+
+void forward_depthwise(const ConvtParams& p, const DepthwiseWeights& w, const void* src, void* dst);
+void backward_data_depthwise(const ConvtParams& p, const DepthwiseWeights& w, const void* dy,
+                             void* dx);
+/// dW per channel, summed image by image, row by row, in eight lanes by column (a fixed order).
+void backward_weights_depthwise(const ConvtParams& p, const void* x, const void* dy,
+                                const detail::GradientOutput& out);
+
+}  // namespace convt::cpu
