@@ -36,6 +36,8 @@ CASES = {
     "narrow_out": (23, 3, 1, (6, 20), 4, 2, 1, 0, 1),
     # One output channel, a large stride and kernel (FSRCNN-like).
     "one_out": (7, 1, 1, (5, 18), 9, 3, 4, 2, 1),
+    # Stride 2 and dilation 2: every odd phase gets no tap (bias alone).
+    "empty_phases": (9, 10, 1, (4, 18), 2, 2, 0, 1, 2),
     # Depthwise (one channel in and out per group): the direct per-plane loops.
     "depthwise": (7, 7, 7, (5, 19), 4, 2, 1, 0, 1),
     "depthwise_s3_d2": (5, 5, 5, (6, 23), 3, 3, 2, 1, 2),

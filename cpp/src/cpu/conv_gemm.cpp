@@ -79,12 +79,32 @@ void pack_columns(const Gathered& g, const int64_t* off, int c0, int depth, floa
                            out);
 }
 
-// c[tiles * kMr][cols] += sum over the listed taps of A(tap) x B(tap). B(tap) is gathered from
-// `src` at offsets[t * cols + j]; A(tap) = a + tap * a_tap_step is packed [tile][depth][kMr].
-// Taps are packed in batches of up to kBatchFloats; each register tile then runs through the
-// whole batch (kKc-deep segments) before it is stored. Taps that reach no column are skipped.
-void accumulate_taps(const Gathered& src, const std::vector<int>& taps, const int64_t* offsets,
-                     int cols, int depth, const float* a, int64_t a_tap_step, int tiles, float* c,
+// Where the B operand's columns come from. Taps form a grid (tap rows x tap columns); column j
+// reads, for tap (a, b), element base[j] + row_delta[a] + col_delta[b] of the tensor when
+// row_lo[j] <= a <= row_hi[j] and col_lo[j] <= b <= col_hi[j], and zeros otherwise.
+struct TapGrid {
+    std::vector<int> ids;  // [a][b]: the tap's index in the weights
+    std::vector<int64_t> row_delta, col_delta;
+};
+
+struct Columns {
+    std::vector<int64_t> base;
+    std::vector<int32_t> row_lo, row_hi, col_lo, col_hi;
+    void reset(int cols) {  // every column empty
+        base.assign(cols, 0);
+        row_lo.assign(cols, 0);
+        row_hi.assign(cols, -1);
+        col_lo.assign(cols, 0);
+        col_hi.assign(cols, -1);
+    }
+};
+
+// c[tiles * kMr][cols] += sum over the grid's taps of A(tap) x B(tap), B(tap) gathered as
+// `columns` says; A(tap) = a + id * a_tap_step is packed [tile][depth][kMr]. Taps are packed in
+// batches of up to kBatchFloats; each register tile then runs through the whole batch
+// (kKc-deep segments) before it is stored. Taps that reach no column are skipped.
+void accumulate_taps(const Gathered& src, const TapGrid& grid, const Columns& columns, int cols,
+                     int depth, const float* a, int64_t a_tap_step, int tiles, float* c,
                      std::vector<float>& packed) {
     const MicroKernel uk = micro_kernel();
     const int panels = cols / kNr;
@@ -110,20 +130,33 @@ void accumulate_taps(const Gathered& src, const std::vector<int>& taps, const in
             }
         batch.clear();
     };
+    const int32_t rmin = *std::min_element(columns.row_lo.begin(), columns.row_lo.end());
+    const int32_t rmax = *std::max_element(columns.row_hi.begin(), columns.row_hi.end());
+    const int32_t cmin = *std::min_element(columns.col_lo.begin(), columns.col_lo.end());
+    const int32_t cmax = *std::max_element(columns.col_hi.begin(), columns.col_hi.end());
+    const int ncol = static_cast<int>(grid.col_delta.size());
+    const int nrow = static_cast<int>(grid.row_delta.size());
+    int64_t off[kNr];
     batch.clear();
-    for (size_t t = 0; t < taps.size(); ++t) {
-        const int64_t* off = offsets + t * cols;
-        if (std::all_of(off, off + cols, [](int64_t o) { return o == kMissing; })) continue;
-        for (int c0 = 0; c0 < depth; c0 += kKc) {
-            const int kc = std::min(kKc, depth - c0);
-            if (int64_t(batch.size()) == per_batch) run();
-            const int64_t at = int64_t(batch.size()) * slice;
-            for (int j = 0; j < panels; ++j)
-                pack_columns(src, off + j * kNr, c0, kc,
-                             packed.data() + at + int64_t(j) * kc * kNr);
-            batch.push_back({a + taps[t] * a_tap_step + int64_t(c0) * kMr, at, kc});
+    for (int ta = std::max(rmin, 0); ta <= std::min(rmax, nrow - 1); ++ta)
+        for (int tb = std::max(cmin, 0); tb <= std::min(cmax, ncol - 1); ++tb) {
+            const int64_t delta = grid.row_delta[ta] + grid.col_delta[tb];
+            for (int c0 = 0; c0 < depth; c0 += kKc) {
+                const int kc = std::min(kKc, depth - c0);
+                if (int64_t(batch.size()) == per_batch) run();
+                const int64_t at = int64_t(batch.size()) * slice;
+                for (int j = 0; j < panels; ++j) {
+                    for (int k = 0, col = j * kNr; k < kNr; ++k, ++col)
+                        off[k] = ta >= columns.row_lo[col] && ta <= columns.row_hi[col] &&
+                                         tb >= columns.col_lo[col] && tb <= columns.col_hi[col]
+                                     ? columns.base[col] + delta
+                                     : kMissing;
+                    pack_columns(src, off, c0, kc, packed.data() + at + int64_t(j) * kc * kNr);
+                }
+                batch.push_back(
+                    {a + grid.ids[ta * ncol + tb] * a_tap_step + int64_t(c0) * kMr, at, kc});
+            }
         }
-    }
     if (!batch.empty()) run();
 }
 
@@ -290,39 +323,45 @@ void forward_gemm(const ConvtParams& p, const GemmWeights& w, const void* src, v
         const Phase& px = xs[t.rx];
         const int real =
             static_cast<int>(std::min<int64_t>(cols, n_images * py.count * px.count - t.first));
-        thread_local std::vector<int> taps;
-        thread_local std::vector<int64_t> offsets, dst_offsets;
+        thread_local TapGrid grid;
+        thread_local Columns columns;
+        thread_local std::vector<int64_t> dst_offsets;
         thread_local std::vector<float> c, packed;
-        taps.clear();
+        grid.ids.clear();
         for (int ky : py.taps)
-            for (int kx : px.taps) taps.push_back(ky * p.kernel_w + kx);
-        offsets.assign(taps.size() * cols, kMissing);
+            for (int kx : px.taps) grid.ids.push_back(ky * p.kernel_w + kx);
+        grid.row_delta.clear();
+        for (int64_t iy0 : py.first_source) grid.row_delta.push_back(iy0 * p.src_stride_h);
+        grid.col_delta.clear();
+        for (int64_t ix0 : px.first_source) grid.col_delta.push_back(ix0 * p.src_stride_w);
+        columns.reset(cols);
         dst_offsets.assign(cols, 0);
+        // Tap a of the phase reads source row first_source[a] + qy: in range for a contiguous
+        // run of a (first_source increases with a).
+        auto range = [](const std::vector<int64_t>& first, int64_t q, int64_t size, int32_t& lo,
+                        int32_t& hi) {
+            lo = 0;
+            hi = static_cast<int32_t>(first.size()) - 1;
+            while (lo <= hi && first[lo] + q < 0) ++lo;
+            while (hi >= lo && first[hi] + q >= size) --hi;
+        };
         PixelCursor at(t.first, py.count, px.count);
         for (int j = 0; j < real; ++j, at.next()) {
             const int64_t n = at.n, qy = at.y, qx = at.x;
             dst_offsets[j] = p.dst_base + n * p.dst_stride_n + int64_t(t.g) * og * p.dst_stride_c +
                              (p.clip_y + py.r + int64_t(p.stride_y) * qy) * p.dst_stride_h +
                              (p.clip_x + px.r + int64_t(p.stride_x) * qx) * p.dst_stride_w;
-            const int64_t pixel0 =
-                p.src_base + n * p.src_stride_n + int64_t(t.g) * ig * p.src_stride_c;
-            size_t k = 0;
-            for (size_t a = 0; a < py.taps.size(); ++a) {
-                const int64_t iy = py.first_source[a] + qy;
-                for (size_t b = 0; b < px.taps.size(); ++b, ++k) {
-                    const int64_t ix = px.first_source[b] + qx;
-                    if (iy >= 0 && iy < p.src_h && ix >= 0 && ix < p.src_w)
-                        offsets[k * cols + j] = pixel0 + iy * p.src_stride_h + ix * p.src_stride_w;
-                }
-            }
+            columns.base[j] = p.src_base + n * p.src_stride_n + int64_t(t.g) * ig * p.src_stride_c +
+                              qy * p.src_stride_h + qx * p.src_stride_w;
+            range(py.first_source, qy, p.src_h, columns.row_lo[j], columns.row_hi[j]);
+            range(px.first_source, qx, p.src_w, columns.col_lo[j], columns.col_hi[j]);
         }
         c.resize(size_t(tiles) * kMr * cols);
         for (int oc = 0; oc < tiles * kMr; ++oc)
             std::fill_n(c.data() + int64_t(oc) * cols, cols,
                         oc < og ? w.bias[int64_t(t.g) * og + oc] : 0.f);
-        accumulate_taps(source, taps, offsets.data(), cols, ig,
-                        w.forward.data() + t.g * group_weights, int64_t(tiles) * ig * kMr, tiles,
-                        c.data(), packed);
+        accumulate_taps(source, grid, columns, cols, ig, w.forward.data() + t.g * group_weights,
+                        int64_t(tiles) * ig * kMr, tiles, c.data(), packed);
         for (int oc = 0; oc < og; ++oc) {
             const int64_t ch = int64_t(t.g) * og + oc;
             const float slope = w.slopes.empty() ? 0.f : w.slopes[ch];
@@ -348,41 +387,45 @@ void backward_data_gemm(const ConvtParams& p, const GemmWeights& w, const void* 
     if (pixels == 0) return;
     const int cols = block_columns([&](int b) { return ceil_div(pixels, b) * p.groups; });
     const int64_t blocks = ceil_div(pixels, cols);
-    std::vector<int> all_taps(static_cast<size_t>(w.taps));
-    for (int t = 0; t < w.taps; ++t) all_taps[t] = t;
+    TapGrid grid;  // every tap: row ky moves up dilation_y rows of dY, column kx likewise
+    for (int t = 0; t < w.taps; ++t) grid.ids.push_back(t);
+    for (int ky = 0; ky < p.kernel_h; ++ky)
+        grid.row_delta.push_back(-int64_t(p.dilation_y) * ky * p.dst_stride_h);
+    for (int kx = 0; kx < p.kernel_w; ++kx)
+        grid.col_delta.push_back(-int64_t(p.dilation_x) * kx * p.dst_stride_w);
     const Gathered grad{dy, p.dst_type, p.dst_stride_c};
     const int64_t group_weights = int64_t(w.taps) * tiles * og * kMr;
     ThreadPool::instance().parallel_for(blocks * p.groups, [&](int64_t ti) {
         const int g = static_cast<int>(ti / blocks);
         const int64_t first = (ti % blocks) * cols;
         const int real = static_cast<int>(std::min<int64_t>(cols, pixels - first));
-        thread_local std::vector<int64_t> offsets, dx_offsets;
+        thread_local Columns columns;
+        thread_local std::vector<int64_t> dx_offsets;
         thread_local std::vector<float> c, packed;
-        offsets.assign(all_taps.size() * cols, kMissing);
+        columns.reset(cols);
         dx_offsets.assign(cols, 0);
+        // Tap ky reaches dY row yy = e - dilation * ky (e = iy * stride - first tap): inside
+        // [0, clip) for a contiguous run of ky.
+        auto range = [](int64_t e, int64_t dil, int64_t clip, int kernel, int32_t& lo,
+                        int32_t& hi) {
+            lo = static_cast<int32_t>(std::clamp<int64_t>(floor_div(e - clip, dil) + 1, 0, kernel));
+            hi = static_cast<int32_t>(std::clamp<int64_t>(floor_div(e, dil), -1, kernel - 1));
+        };
         PixelCursor at(first, p.src_h, p.src_w);
         for (int j = 0; j < real; ++j, at.next()) {
             const int64_t n = at.n, iy = at.y, ix = at.x;
             dx_offsets[j] = p.src_base + n * p.src_stride_n + int64_t(g) * ig * p.src_stride_c +
                             iy * p.src_stride_h + ix * p.src_stride_w;
-            const int64_t pixel0 =
-                p.dst_base + n * p.dst_stride_n + int64_t(g) * og * p.dst_stride_c;
-            for (int ky = 0; ky < p.kernel_h; ++ky) {
-                const int64_t yy = iy * p.stride_y - p.first_tap_y - int64_t(p.dilation_y) * ky;
-                if (yy < 0 || yy >= p.clip_h) continue;
-                for (int kx = 0; kx < p.kernel_w; ++kx) {
-                    const int64_t xx = ix * p.stride_x - p.first_tap_x - int64_t(p.dilation_x) * kx;
-                    if (xx < 0 || xx >= p.clip_w) continue;
-                    offsets[int64_t(ky * p.kernel_w + kx) * cols + j] =
-                        pixel0 + (p.clip_y + yy) * p.dst_stride_h +
-                        (p.clip_x + xx) * p.dst_stride_w;
-                }
-            }
+            const int64_t ey = iy * p.stride_y - p.first_tap_y;
+            const int64_t ex = ix * p.stride_x - p.first_tap_x;
+            columns.base[j] = p.dst_base + n * p.dst_stride_n + int64_t(g) * og * p.dst_stride_c +
+                              (p.clip_y + ey) * p.dst_stride_h + (p.clip_x + ex) * p.dst_stride_w;
+            range(ey, p.dilation_y, p.clip_h, p.kernel_h, columns.row_lo[j], columns.row_hi[j]);
+            range(ex, p.dilation_x, p.clip_w, p.kernel_w, columns.col_lo[j], columns.col_hi[j]);
         }
         c.assign(size_t(tiles) * kMr * cols, 0.f);
-        accumulate_taps(grad, all_taps, offsets.data(), cols, og,
-                        w.backward.data() + g * group_weights, int64_t(tiles) * og * kMr, tiles,
-                        c.data(), packed);
+        accumulate_taps(grad, grid, columns, cols, og, w.backward.data() + g * group_weights,
+                        int64_t(tiles) * og * kMr, tiles, c.data(), packed);
         for (int icl = 0; icl < ig; ++icl) {
             const float* row = c.data() + int64_t(icl) * cols;
             const int64_t co = int64_t(icl) * p.src_stride_c;
