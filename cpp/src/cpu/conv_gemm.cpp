@@ -9,6 +9,7 @@
 #include "micro_kernel.h"
 #include "neuron.h"
 #include "thread_pool.h"
+#include "transpose.h"
 
 namespace convt::cpu {
 namespace {
@@ -215,24 +216,51 @@ void write_gradient_row(float* out, const float* c, int n, bool accumulate) {
 }
 
 // dW operand packing: channels [ch0, ch1) of `count` pixels -> out[tile][pixel][ch % width];
-// channels past `channels` give zeros.
-void pack_rows(const Gathered& src, const int64_t* off, int count, int ch0, int ch1, int channels,
-               int width, float* out) {
-    for (int ch = ch0; ch < ch1; ++ch) {
-        float* o = out + int64_t((ch - ch0) / width) * count * width + (ch - ch0) % width;
-        if (ch >= channels) {
-            for (int k = 0; k < count; ++k) o[k * width] = 0.f;
-            continue;
-        }
-        const int64_t co = ch * src.channel_stride;
-        if (src.type == CONVT_TYPE_F16) {
-            const auto* s = static_cast<const uint16_t*>(src.base);
-            for (int k = 0; k < count; ++k) o[k * width] = detail::half_to_float(s[off[k] + co]);
-        } else {
-            const auto* s = static_cast<const float*>(src.base);
-            for (int k = 0; k < count; ++k) o[k * width] = s[off[k] + co];
+// channels past `channels` and pixels at kMissing give zeros. Pixel-major within a tile, so
+// `width` channel streams advance together and every write is contiguous.
+template <typename E>
+void pack_rows_typed(const E* s, int64_t cs, const int64_t* off, int count, int ch0, int ch1,
+                     int channels, int width, float* out) {
+    for (int t0 = ch0; t0 < ch1; t0 += width) {
+        float* o = out + int64_t((t0 - ch0) / width) * count * width;
+        const int real = std::max(0, std::min(width, channels - t0));
+        for (int k = 0; k < count; ++k, o += width) {
+            if constexpr (std::is_same_v<E, float>) {
+                // Eight pixels one or two elements apart (NCHW rows): 8 x 8 transposes.
+                const int64_t step = k + 8 <= count ? off[k + 1] - off[k] : 0;
+                bool run = (step == 1 || step == 2) && off[k] != kMissing;
+                for (int i = 2; i < 8 && run; ++i) run = off[k + i] == off[k] + i * step;
+                if (run) {
+                    for (int j = 0; j < width; j += 8)
+                        if (j < real)
+                            transpose8(s + off[k] + int64_t(t0 + j) * cs, cs, step,
+                                       std::min(8, real - j), o + j, width);
+                    for (int i = 0; i < 8; ++i)
+                        for (int j = real; j < width; ++j) o[i * width + j] = 0.f;
+                    k += 7;
+                    o += 7 * width;
+                    continue;
+                }
+            }
+            if (off[k] == kMissing) {
+                std::fill_n(o, width, 0.f);
+                continue;
+            }
+            const E* px = s + off[k] + int64_t(t0) * cs;
+            for (int j = 0; j < real; ++j) o[j] = to_float(px[j * cs]);
+            for (int j = real; j < width; ++j) o[j] = 0.f;
         }
     }
+}
+
+void pack_rows(const Gathered& src, const int64_t* off, int count, int ch0, int ch1, int channels,
+               int width, float* out) {
+    if (src.type == CONVT_TYPE_F16)
+        pack_rows_typed(static_cast<const uint16_t*>(src.base), src.channel_stride, off, count, ch0,
+                        ch1, channels, width, out);
+    else
+        pack_rows_typed(static_cast<const float*>(src.base), src.channel_stride, off, count, ch0,
+                        ch1, channels, width, out);
 }
 
 }  // namespace
@@ -440,62 +468,76 @@ void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
     const int taps = p.kernel_h * p.kernel_w;
     const int out_tiles = tiles_of(og, kMr), in_panels = tiles_of(ig, kNr);
     const int ldc = in_panels * kNr;
-    // Split a tap's output channels when taps alone leave threads idle.
+    // Tasks own output-channel tiles of a group for every tap; X is packed once per pixel slice
+    // and serves all taps (dY is gathered per tap, zeros where a tap leaves the clip).
     const int64_t want = 4 * int64_t(ThreadPool::instance().num_threads());
-    const int splits = static_cast<int>(
-        std::clamp<int64_t>(ceil_div(want, int64_t(p.groups) * taps), 1, out_tiles));
+    const int splits =
+        static_cast<int>(std::clamp<int64_t>(ceil_div(want, int64_t(p.groups)), 1, out_tiles));
     const int tiles_per_split = tiles_of(out_tiles, splits);
     const Gathered xs{x, p.src_type, p.src_stride_c};
     const Gathered ds{dy, p.dst_type, p.dst_stride_c};
-    ThreadPool::instance().parallel_for(int64_t(p.groups) * taps * splits, [&](int64_t ti) {
-        const int g = static_cast<int>(ti / (int64_t(taps) * splits));
-        const int tap = static_cast<int>((ti / splits) % taps);
+    const int64_t pixels = int64_t(p.num_images) * p.src_h * p.src_w;
+    ThreadPool::instance().parallel_for(int64_t(p.groups) * splits, [&](int64_t ti) {
+        const int g = static_cast<int>(ti / splits);
         const int o0 = static_cast<int>(ti % splits) * tiles_per_split;
         const int o1 = std::min(out_tiles, o0 + tiles_per_split);
         if (o0 >= o1) return;
-        const int ky = tap / p.kernel_w, kx = tap % p.kernel_w;
-        const int64_t cy = p.first_tap_y + int64_t(p.dilation_y) * ky;
-        const int64_t cx = p.first_tap_x + int64_t(p.dilation_x) * kx;
-        const auto [y_lo, y_hi] = source_span(cy, p.stride_y, p.clip_h, p.src_h);
-        const auto [x_lo, x_hi] = source_span(cx, p.stride_x, p.clip_w, p.src_w);
-        const int64_t rows = std::max<int64_t>(0, y_hi - y_lo + 1);
-        const int64_t row_len = std::max<int64_t>(0, x_hi - x_lo + 1);
-        const int64_t pixels = int64_t(p.num_images) * rows * row_len;
-        thread_local std::vector<int64_t> xo, yo;
+        const int rows = (o1 - o0) * kMr;
+        thread_local std::vector<int64_t> xo, yo, pixel0;
+        thread_local std::vector<int32_t> ys, xs_;
         thread_local std::vector<float> a, b, c;
         const int slice = static_cast<int>(std::clamp<int64_t>(
-            kWeightSliceBytes / (int64_t(sizeof(float)) * ((o1 - o0) * kMr + ldc)) / 64 * 64, 64,
-            2048));
+            kWeightSliceBytes / (int64_t(sizeof(float)) * (rows + ldc)) / 16 * 16, 16, 1024));
         xo.resize(slice);
         yo.resize(slice);
-        a.resize(size_t(o1 - o0) * kMr * slice);
+        pixel0.resize(slice);
+        ys.resize(slice);
+        xs_.resize(slice);
+        a.resize(size_t(rows) * slice);
         b.resize(size_t(ldc) * slice);
-        c.assign(size_t(o1 - o0) * kMr * ldc, 0.f);
+        c.assign(size_t(taps) * rows * ldc, 0.f);  // [tap][row][ic]
         const MicroKernel uk = micro_kernel();
         for (int64_t k0 = 0; k0 < pixels; k0 += slice) {
             const int count = static_cast<int>(std::min<int64_t>(slice, pixels - k0));
-            PixelCursor at(k0, rows, row_len);
+            PixelCursor at(k0, p.src_h, p.src_w);
             for (int k = 0; k < count; ++k, at.next()) {
-                const int64_t n = at.n, iy = y_lo + at.y, ix = x_lo + at.x;
-                xo[k] = p.src_base + n * p.src_stride_n + int64_t(g) * ig * p.src_stride_c +
-                        iy * p.src_stride_h + ix * p.src_stride_w;
-                yo[k] = p.dst_base + n * p.dst_stride_n + int64_t(g) * og * p.dst_stride_c +
-                        (p.clip_y + iy * p.stride_y - cy) * p.dst_stride_h +
-                        (p.clip_x + ix * p.stride_x - cx) * p.dst_stride_w;
+                xo[k] = p.src_base + at.n * p.src_stride_n + int64_t(g) * ig * p.src_stride_c +
+                        at.y * p.src_stride_h + at.x * p.src_stride_w;
+                pixel0[k] = p.dst_base + at.n * p.dst_stride_n + int64_t(g) * og * p.dst_stride_c;
+                ys[k] = static_cast<int32_t>(at.y);
+                xs_[k] = static_cast<int32_t>(at.x);
             }
-            pack_rows(ds, yo.data(), count, o0 * kMr, o1 * kMr, og, kMr, a.data());
             pack_rows(xs, xo.data(), count, 0, ldc, ig, kNr, b.data());
-            for (int o = 0; o < o1 - o0; ++o)
-                for (int j = 0; j < in_panels; ++j) {
-                    const Segment one{a.data() + int64_t(o) * count * kMr,
-                                      b.data() + int64_t(j) * count * kNr, count};
-                    uk(&one, 1, c.data() + int64_t(o) * kMr * ldc + j * kNr, ldc);
+            for (int tap = 0; tap < taps; ++tap) {
+                const int64_t cy = p.first_tap_y + int64_t(p.dilation_y) * (tap / p.kernel_w);
+                const int64_t cx = p.first_tap_x + int64_t(p.dilation_x) * (tap % p.kernel_w);
+                bool any = false;
+                for (int k = 0; k < count; ++k) {
+                    const int64_t yy = ys[k] * int64_t(p.stride_y) - cy;
+                    const int64_t xx = xs_[k] * int64_t(p.stride_x) - cx;
+                    const bool inside = yy >= 0 && yy < p.clip_h && xx >= 0 && xx < p.clip_w;
+                    any |= inside;
+                    yo[k] = inside ? pixel0[k] + (p.clip_y + yy) * p.dst_stride_h +
+                                         (p.clip_x + xx) * p.dst_stride_w
+                                   : kMissing;
                 }
+                if (!any) continue;
+                pack_rows(ds, yo.data(), count, o0 * kMr, o1 * kMr, og, kMr, a.data());
+                float* ct = c.data() + size_t(tap) * rows * ldc;
+                for (int o = 0; o < o1 - o0; ++o)
+                    for (int j = 0; j < in_panels; ++j) {
+                        const Segment one{a.data() + int64_t(o) * count * kMr,
+                                          b.data() + int64_t(j) * count * kNr, count};
+                        uk(&one, 1, ct + int64_t(o) * kMr * ldc + j * kNr, ldc);
+                    }
+            }
         }
         auto* dw = static_cast<float*>(out.weights);
-        for (int oc = o0 * kMr; oc < std::min(og, o1 * kMr); ++oc)
-            write_gradient_row(dw + ((int64_t(g) * og + oc) * taps + tap) * ig,
-                               c.data() + int64_t(oc - o0 * kMr) * ldc, ig, out.accumulate);
+        for (int tap = 0; tap < taps; ++tap)
+            for (int oc = o0 * kMr; oc < std::min(og, o1 * kMr); ++oc)
+                write_gradient_row(dw + ((int64_t(g) * og + oc) * taps + tap) * ig,
+                                   c.data() + (size_t(tap) * rows + (oc - o0 * kMr)) * ldc, ig,
+                                   out.accumulate);
     });
 }
 

@@ -19,8 +19,8 @@ namespace {
 constexpr int kTileA = 4;    // dY channels per register tile
 constexpr int kTileB = 3;    // X channels per register tile
 constexpr int kMinRow = 16;  // shorter rows: the packed GEMM does better
-// More channel pairs than this: the packed GEMM's larger register tile wins (measured).
-constexpr int64_t kMaxPairs = 64 * 64;
+// More channel pairs than this, or strided dY rows: the packed GEMM wins (measured).
+constexpr int64_t kMaxPairs = 32 * 32;
 constexpr int64_t kChunkBytes = 512 * 1024;  // rows of one chunk stay in L2
 
 // out[i * ld + j] += sum over rows r and k < len of a[i * rows + r][k] * b[j * rows + r][k],
@@ -100,8 +100,8 @@ DotTile dot_tile() {
 bool backward_weights_rows_fits(const ConvtParams& p) {
     if (p.src_type != CONVT_TYPE_F32 || p.dst_type != CONVT_TYPE_F32 || p.accumulate_half)
         return false;
-    if (p.src_stride_w != 1 || p.out_per_group < kTileA || p.in_per_group < kTileB ||
-        int64_t(p.out_per_group) * p.in_per_group > kMaxPairs)
+    if (p.src_stride_w != 1 || p.stride_x != 1 || p.out_per_group < kTileA ||
+        p.in_per_group < kTileB || int64_t(p.out_per_group) * p.in_per_group > kMaxPairs)
         return false;
     // The shortest row any tap reads is at least the clip over the stride, less the kernel's span.
     const int64_t span = int64_t(p.dilation_x) * (p.kernel_w - 1);

@@ -1,0 +1,71 @@
+#include "transpose.h"
+
+#include "micro_kernel.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define CONVT_X86_DISPATCH 1
+#endif
+
+namespace convt::cpu {
+namespace {
+
+void transpose8_portable(const float* src, int64_t cs, int64_t step, int channels, float* out,
+                         int64_t out_step) {
+    for (int i = 0; i < 8; ++i)
+        for (int c = 0; c < channels; ++c) out[i * out_step + c] = src[c * cs + i * step];
+}
+
+#ifdef CONVT_X86_DISPATCH
+__attribute__((target("avx2"))) inline __m256 load8(const float* p, int64_t step) {
+    if (step == 1) return _mm256_loadu_ps(p);
+    // Even elements of 16: shuffle within lanes, then put the 64-bit halves in order.
+    const __m256 even = _mm256_shuffle_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8), 0x88);
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(even), 0xD8));
+}
+
+__attribute__((target("avx2"))) void transpose8_avx2(const float* src, int64_t cs, int64_t step,
+                                                     int channels, float* out, int64_t out_step) {
+    __m256 r[8];
+    for (int c = 0; c < 8; ++c)
+        r[c] = c < channels ? load8(src + c * cs, step) : _mm256_setzero_ps();
+    const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    __m256 rows[8];  // rows[i]: pixel i's 8 channels
+    rows[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+    rows[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    rows[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+    rows[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    rows[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+    rows[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    rows[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+    rows[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+    if (channels == 8) {
+        for (int i = 0; i < 8; ++i) _mm256_storeu_ps(out + i * out_step, rows[i]);
+        return;
+    }
+    alignas(32) int bits[8];
+    for (int c = 0; c < 8; ++c) bits[c] = c < channels ? -1 : 0;
+    const __m256i mask = _mm256_load_si256(reinterpret_cast<const __m256i*>(bits));
+    for (int i = 0; i < 8; ++i) _mm256_maskstore_ps(out + i * out_step, mask, rows[i]);
+}
+#endif
+
+}  // namespace
+
+void transpose8(const float* src, int64_t channel_stride, int64_t pixel_step, int channels,
+                float* out, int64_t out_step) {
+#ifdef CONVT_X86_DISPATCH
+    if (use_avx2())
+        return transpose8_avx2(src, channel_stride, pixel_step, channels, out, out_step);
+#endif
+    transpose8_portable(src, channel_stride, pixel_step, channels, out, out_step);
+}
+
+}  // namespace convt::cpu
