@@ -24,7 +24,7 @@ from _helpers import FP16_TOL, FP32_TOL, STORAGE_KINDS, assert_close, make_stora
 CASES = {
     # GEMM forward, GEMM dX, packed-GEMM dW (rows of 7 are too short for the row kernel).
     "gemm_tails": (23, 23, 1, (7, 9), 3, 2, 1, 1, 1),
-    # GEMM forward (8 outputs); dX by rows (3 inputs); dW by the older tap path.
+    # GEMM forward (8 outputs); dX and dW by the row paths (3 inputs).
     "few_inputs": (3, 8, 1, (5, 21), 4, 2, 1, 0, 1),
     # dW by the row kernel (rows of 40, stride 1): tails of 3 on both tile axes.
     "rows_s1": (7, 23, 1, (3, 40), 3, 1, 1, 0, 1),
@@ -32,9 +32,9 @@ CASES = {
     "rows_s2": (9, 13, 1, (4, 37), 4, 2, 1, 1, 1),
     # Groups and dilation on every path.
     "groups_dilated": (16, 24, 2, (6, 33), 3, 1, 2, 0, 2),
-    # Few outputs: the narrow forward and dW; GEMM dX.
+    # Three outputs: half-empty register tiles on the GEMM forward and dW; GEMM dX.
     "narrow_out": (23, 3, 1, (6, 20), 4, 2, 1, 0, 1),
-    # One output channel, a large stride and kernel (FSRCNN-like).
+    # One output channel, a large stride and kernel (FSRCNN-like): the narrow forward and dW.
     "one_out": (7, 1, 1, (5, 18), 9, 3, 4, 2, 1),
     # Stride 2 and dilation 2: every odd phase gets no tap (bias alone).
     "empty_phases": (9, 10, 1, (4, 18), 2, 2, 0, 1, 2),
