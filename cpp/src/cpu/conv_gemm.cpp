@@ -470,67 +470,98 @@ void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
     const int taps = p.kernel_h * p.kernel_w;
     const int out_tiles = tiles_of(og, kMr), in_panels = tiles_of(ig, kNr);
     const int ldc = in_panels * kNr;
-    // Tasks own output-channel tiles of a group for every tap; X is packed once per pixel slice
-    // and serves all taps (dY is gathered per tap, zeros where a tap leaves the clip).
+    const int64_t sx = p.stride_x;
+    // Tasks own output-channel tiles of a group for every tap. Work goes by slices of whole
+    // source rows: each row of X is packed once for every tap, and each dY row once per stride
+    // phase, [j][channel] with j the column within the phase. Tap kx then reads the phase row
+    // shifted by whole columns, so its operands are pointer offsets into the packed rows; the
+    // rows of a slice are segments of one register-tile pass (the tile stays in registers).
     const int64_t want = 4 * int64_t(ThreadPool::instance().num_threads());
     const int splits =
         static_cast<int>(std::clamp<int64_t>(ceil_div(want, int64_t(p.groups)), 1, out_tiles));
     const int tiles_per_split = tiles_of(out_tiles, splits);
     const Gathered xs{x, p.src_type, p.src_stride_c};
     const Gathered ds{dy, p.dst_type, p.dst_stride_c};
-    const int64_t pixels = int64_t(p.num_images) * p.src_h * p.src_w;
+    const int64_t all_rows = int64_t(p.num_images) * p.src_h;
+    const int64_t phases = std::min<int64_t>(sx, p.clip_w);
+    const int64_t phase_len = ceil_div(p.clip_w, sx);  // columns of phase 0, the longest
+    struct TapColumns {                                // what tap column kx reads, for every row
+        int64_t phase, shift, lo, hi;  // dY phase row index j = ix - shift for ix in [lo, hi]
+    };
+    std::vector<TapColumns> tap_columns(static_cast<size_t>(p.kernel_w));
+    for (int kx = 0; kx < p.kernel_w; ++kx) {
+        const int64_t cx = p.first_tap_x + int64_t(p.dilation_x) * kx;
+        const int64_t r = pos_mod(-cx, sx);
+        const Span span = source_span(cx, sx, p.clip_w, p.src_w);
+        tap_columns[kx] = {r, (cx + r) / sx, span.lo, span.hi};
+    }
     ThreadPool::instance().parallel_for(int64_t(p.groups) * splits, [&](int64_t ti) {
         const int g = static_cast<int>(ti / splits);
         const int o0 = static_cast<int>(ti % splits) * tiles_per_split;
         const int o1 = std::min(out_tiles, o0 + tiles_per_split);
         if (o0 >= o1) return;
         const int rows = (o1 - o0) * kMr;
-        thread_local std::vector<int64_t> xo, yo, pixel0;
-        thread_local std::vector<int32_t> ys, xs_;
-        thread_local std::vector<float> a, b, c;
-        const int slice = static_cast<int>(std::clamp<int64_t>(
-            kWeightSliceBytes / (int64_t(sizeof(float)) * (rows + ldc)) / 16 * 16, 16, 1024));
-        xo.resize(slice);
-        yo.resize(slice);
-        pixel0.resize(slice);
-        ys.resize(slice);
-        xs_.resize(slice);
-        a.resize(size_t(rows) * slice);
-        b.resize(size_t(ldc) * slice);
+        // Floats packed per source row: X, then every (ky, phase) dY row.
+        const int64_t x_floats = int64_t(p.src_w) * ldc;
+        const int64_t phase_floats = phase_len * rows;
+        const int64_t row_floats = x_floats + int64_t(p.kernel_h) * phases * phase_floats;
+        const int64_t slice_rows =
+            std::clamp<int64_t>(kWeightSliceBytes / (int64_t(sizeof(float)) * row_floats), 1, 64);
+        thread_local std::vector<float> packed, c;
+        thread_local std::vector<int64_t> off;
+        thread_local std::vector<uint8_t> has;  // [row][ky]: the row's dY row yy is in the clip
+        thread_local std::vector<Segment> segments;
+        packed.resize(static_cast<size_t>(slice_rows * row_floats));
+        has.resize(static_cast<size_t>(slice_rows * p.kernel_h));
+        off.resize(static_cast<size_t>(std::max<int64_t>(p.src_w, phase_len)));
+        segments.resize(static_cast<size_t>(slice_rows));
         c.assign(size_t(taps) * rows * ldc, 0.f);  // [tap][row][ic]
         const MicroKernel uk = micro_kernel();
-        for (int64_t k0 = 0; k0 < pixels; k0 += slice) {
-            const int count = static_cast<int>(std::min<int64_t>(slice, pixels - k0));
-            PixelCursor at(k0, p.src_h, p.src_w);
-            for (int k = 0; k < count; ++k, at.next()) {
-                xo[k] = p.src_base + at.n * p.src_stride_n + int64_t(g) * ig * p.src_stride_c +
-                        at.y * p.src_stride_h + at.x * p.src_stride_w;
-                pixel0[k] = p.dst_base + at.n * p.dst_stride_n + int64_t(g) * og * p.dst_stride_c;
-                ys[k] = static_cast<int32_t>(at.y);
-                xs_[k] = static_cast<int32_t>(at.x);
-            }
-            pack_rows(xs, xo.data(), count, 0, ldc, ig, kNr, b.data());
-            for (int tap = 0; tap < taps; ++tap) {
-                const int64_t cy = p.first_tap_y + int64_t(p.dilation_y) * (tap / p.kernel_w);
-                const int64_t cx = p.first_tap_x + int64_t(p.dilation_x) * (tap % p.kernel_w);
-                bool any = false;
-                for (int k = 0; k < count; ++k) {
-                    const int64_t yy = ys[k] * int64_t(p.stride_y) - cy;
-                    const int64_t xx = xs_[k] * int64_t(p.stride_x) - cx;
-                    const bool inside = yy >= 0 && yy < p.clip_h && xx >= 0 && xx < p.clip_w;
-                    any |= inside;
-                    yo[k] = inside ? pixel0[k] + (p.clip_y + yy) * p.dst_stride_h +
-                                         (p.clip_x + xx) * p.dst_stride_w
-                                   : kMissing;
+        for (int64_t r0 = 0; r0 < all_rows; r0 += slice_rows) {
+            const int nr = static_cast<int>(std::min<int64_t>(slice_rows, all_rows - r0));
+            for (int r = 0; r < nr; ++r) {
+                const int64_t n = (r0 + r) / p.src_h, iy = (r0 + r) % p.src_h;
+                float* base = packed.data() + r * row_floats;
+                for (int64_t ix = 0; ix < p.src_w; ++ix)
+                    off[ix] = p.src_base + n * p.src_stride_n + int64_t(g) * ig * p.src_stride_c +
+                              iy * p.src_stride_h + ix * p.src_stride_w;
+                pack_rows(xs, off.data(), p.src_w, 0, ldc, ig, kNr, base);
+                for (int ky = 0; ky < p.kernel_h; ++ky) {
+                    const int64_t yy = iy * p.stride_y - p.first_tap_y - int64_t(p.dilation_y) * ky;
+                    has[r * p.kernel_h + ky] = yy >= 0 && yy < p.clip_h;
+                    if (!has[r * p.kernel_h + ky]) continue;
+                    for (int64_t ph = 0; ph < phases; ++ph) {
+                        const int64_t len = ceil_div(p.clip_w - ph, sx);
+                        for (int64_t j = 0; j < len; ++j)
+                            off[j] = p.dst_base + n * p.dst_stride_n +
+                                     int64_t(g) * og * p.dst_stride_c +
+                                     (p.clip_y + yy) * p.dst_stride_h +
+                                     (p.clip_x + ph + sx * j) * p.dst_stride_w;
+                        pack_rows(ds, off.data(), static_cast<int>(len), o0 * kMr, o1 * kMr, og,
+                                  kMr, base + x_floats + (ky * phases + ph) * phase_floats);
+                    }
                 }
-                if (!any) continue;
-                pack_rows(ds, yo.data(), count, o0 * kMr, o1 * kMr, og, kMr, a.data());
+            }
+            for (int tap = 0; tap < taps; ++tap) {
+                const int ky = tap / p.kernel_w;
+                const TapColumns& tc = tap_columns[tap % p.kernel_w];
+                if (tc.lo > tc.hi) continue;
+                const int64_t len = ceil_div(p.clip_w - tc.phase, sx);  // this phase's columns
                 float* ct = c.data() + size_t(tap) * rows * ldc;
                 for (int o = 0; o < o1 - o0; ++o)
-                    for (int j = 0; j < in_panels; ++j) {
-                        const Segment one{a.data() + int64_t(o) * count * kMr,
-                                          b.data() + int64_t(j) * count * kNr, count};
-                        uk(&one, 1, ct + int64_t(o) * kMr * ldc + j * kNr, ldc);
+                    for (int jp = 0; jp < in_panels; ++jp) {
+                        int count = 0;
+                        for (int r = 0; r < nr; ++r) {
+                            if (!has[r * p.kernel_h + ky]) continue;
+                            const float* base = packed.data() + r * row_floats;
+                            const float* a = base + x_floats +
+                                             (ky * phases + tc.phase) * phase_floats +
+                                             o * len * kMr + (tc.lo - tc.shift) * kMr;
+                            const float* b = base + jp * p.src_w * kNr + tc.lo * kNr;
+                            segments[count++] = {a, b, static_cast<int>(tc.hi - tc.lo + 1)};
+                        }
+                        if (count)
+                            uk(segments.data(), count, ct + int64_t(o) * kMr * ldc + jp * kNr, ldc);
                     }
             }
         }
