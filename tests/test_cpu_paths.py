@@ -41,6 +41,9 @@ CASES = {
     # Depthwise (one channel in and out per group): the direct per-plane loops.
     "depthwise": (7, 7, 7, (5, 19), 4, 2, 1, 0, 1),
     "depthwise_s3_d2": (5, 5, 5, (6, 23), 3, 3, 2, 1, 2),
+    # One or two outputs from eight or more inputs: dW tiles over (output channel, kx) pairs.
+    "two_out_wide_in": (23, 2, 1, (5, 18), 9, 3, 4, 2, 1),
+    "one_out_groups": (24, 2, 2, (4, 21), 5, 2, 2, 1, 1),
     # A stride larger than the image's pixel count per tile, 17 taps wide.
     "big_stride": (10, 9, 1, (3, 5), 17, 8, 4, 0, 1),
 }

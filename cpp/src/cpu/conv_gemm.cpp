@@ -574,4 +574,64 @@ void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
     });
 }
 
+bool backward_weights_taps_fits(const ConvtParams& p) {
+    return float_images(p) && p.out_per_group < 3 && p.in_per_group >= 8;
+}
+
+void backward_weights_taps_image(const ConvtParams& p, const void* x, const void* dy, int64_t n,
+                                 float* partial) {
+    const int og = p.out_per_group, ig = p.in_per_group, kw = p.kernel_w;
+    const int taps = p.kernel_h * kw, pairs = og * kw;
+    const int tiles = tiles_of(pairs, kMr), in_panels = tiles_of(ig, kNr), ldc = in_panels * kNr;
+    const int width = p.src_w;
+    const Gathered xs{x, p.src_type, p.src_stride_c};
+    thread_local std::vector<int64_t> xoff;
+    thread_local std::vector<float> xpack, apack, c;
+    xoff.resize(static_cast<size_t>(width));
+    xpack.resize(size_t(width) * ldc);
+    apack.resize(size_t(tiles) * width * kMr);
+    const MicroKernel uk = micro_kernel();
+    for (int g = 0; g < p.groups; ++g) {
+        c.assign(size_t(p.kernel_h) * tiles * kMr * ldc, 0.f);  // [ky][pair][ic]
+        for (int64_t iy = 0; iy < p.src_h; ++iy) {
+            for (int ix = 0; ix < width; ++ix) xoff[ix] = src_index(p, n, int64_t(g) * ig, iy, ix);
+            pack_rows(xs, xoff.data(), width, 0, ldc, ig, kNr, xpack.data());
+            for (int ky = 0; ky < p.kernel_h; ++ky) {
+                const int64_t yy = iy * p.stride_y - p.first_tap_y - int64_t(p.dilation_y) * ky;
+                if (yy < 0 || yy >= p.clip_h) continue;
+                // A[tile][ix][i]: pair (oc, kx) = tile * kMr + i reads dY[oc][yy][ix*sx - cx].
+                for (int m = 0; m < tiles * kMr; ++m) {
+                    float* a = apack.data() + int64_t(m / kMr) * width * kMr + m % kMr;
+                    if (m >= pairs) {
+                        for (int ix = 0; ix < width; ++ix) a[ix * kMr] = 0.f;
+                        continue;
+                    }
+                    const int oc = m / kw, kx = m % kw;
+                    const int64_t cx = p.first_tap_x + int64_t(p.dilation_x) * kx;
+                    const int64_t row = dst_index(p, n, int64_t(g) * og + oc, yy, 0);
+                    for (int64_t ix = 0; ix < width; ++ix) {
+                        const int64_t xx = ix * p.stride_x - cx;
+                        a[ix * kMr] = xx >= 0 && xx < p.clip_w
+                                          ? load<float>(dy, p.dst_type, row + xx * p.dst_stride_w)
+                                          : 0.f;
+                    }
+                }
+                for (int o = 0; o < tiles; ++o)
+                    for (int jp = 0; jp < in_panels; ++jp) {
+                        const Segment one{apack.data() + int64_t(o) * width * kMr,
+                                          xpack.data() + int64_t(jp) * width * kNr, width};
+                        uk(&one, 1, c.data() + (int64_t(ky) * tiles + o) * kMr * ldc + jp * kNr,
+                           ldc);
+                    }
+            }
+        }
+        for (int ky = 0; ky < p.kernel_h; ++ky)
+            for (int m = 0; m < pairs; ++m) {
+                const int oc = m / kw, kx = m % kw;
+                std::copy_n(c.data() + (int64_t(ky) * tiles * kMr + m) * ldc, ig,
+                            partial + ((int64_t(g) * og + oc) * taps + ky * kw + kx) * ig);
+            }
+    }
+}
+
 }  // namespace convt::cpu

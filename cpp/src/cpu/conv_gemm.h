@@ -39,4 +39,11 @@ void backward_data_gemm(const ConvtParams& p, const GemmWeights& w, const void* 
 void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
                            const detail::GradientOutput& out);
 
+/// One or two output channels per group, eight or more inputs: dW of image n alone, written to
+/// `partial` (dense OHWI floats; the caller sums the images in order). The register tile's
+/// rows are (output channel, kx) pairs, so taps, not padding, fill it.
+bool backward_weights_taps_fits(const ConvtParams& p);
+void backward_weights_taps_image(const ConvtParams& p, const void* x, const void* dy, int64_t n,
+                                 float* partial);
+
 }  // namespace convt::cpu

@@ -579,10 +579,14 @@ class CpuBackend : public detail::Backend {
                    int64_t(p.num_images) * count <= (int64_t(1) << 22)) {
             // Partials laid out [image][OHWI]; summed in image order.
             std::vector<float> partials(static_cast<size_t>(p.num_images) * count, 0.f);
+            const bool tiled = backward_weights_taps_fits(p);
             pool.parallel_for(p.num_images, [&](int64_t n) {
                 thread_local std::vector<float> xrow, dpack;
-                backward_weights_image_narrow(p, x, dy, n, partials.data() + n * count, xrow,
-                                              dpack);
+                if (tiled)
+                    backward_weights_taps_image(p, x, dy, n, partials.data() + n * count);
+                else
+                    backward_weights_image_narrow(p, x, dy, n, partials.data() + n * count, xrow,
+                                                  dpack);
             });
             for (int64_t i = 0; i < count; ++i) {
                 float sum = 0.f;
