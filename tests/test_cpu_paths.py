@@ -32,7 +32,7 @@ CASES = {
     "rows_s2": (9, 13, 1, (4, 37), 4, 2, 1, 1, 1),
     # Groups and dilation on every path.
     "groups_dilated": (16, 24, 2, (6, 33), 3, 1, 2, 0, 2),
-    # Three outputs: half-empty register tiles on the GEMM forward and dW; GEMM dX.
+    # Three outputs: half-empty register tiles on the GEMM forward; dW tiled over (oc, kx) pairs.
     "narrow_out": (23, 3, 1, (6, 20), 4, 2, 1, 0, 1),
     # One output channel, a large stride and kernel (FSRCNN-like): the narrow forward and dW.
     "one_out": (7, 1, 1, (5, 18), 9, 3, 4, 2, 1),

@@ -575,7 +575,7 @@ void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
 }
 
 bool backward_weights_taps_fits(const ConvtParams& p) {
-    return float_images(p) && p.out_per_group < 3 && p.in_per_group >= 8;
+    return float_images(p) && p.out_per_group <= 3 && p.in_per_group >= 8;
 }
 
 void backward_weights_taps_image(const ConvtParams& p, const void* x, const void* dy, int64_t n,

@@ -39,7 +39,7 @@ void backward_data_gemm(const ConvtParams& p, const GemmWeights& w, const void* 
 void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
                            const detail::GradientOutput& out);
 
-/// One or two output channels per group, eight or more inputs: dW of image n alone, written to
+/// At most three output channels per group, eight or more inputs: dW of image n alone, written to
 /// `partial` (dense OHWI floats; the caller sums the images in order). The register tile's
 /// rows are (output channel, kx) pairs, so taps, not padding, fill it.
 bool backward_weights_taps_fits(const ConvtParams& p);

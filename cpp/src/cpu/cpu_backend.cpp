@@ -569,17 +569,18 @@ class CpuBackend : public detail::Backend {
         auto& pool = ThreadPool::instance();
         const bool dbl = out.type == DataType::Float64;
         const int64_t count = int64_t(p.out_channels) * p.kernel_h * p.kernel_w * p.in_per_group;
+        // Few output channels: per-image partial sums (weight-sized each), added in image order.
+        const bool partial_sums = out.weights && !dbl && p.out_per_group < kNarrow &&
+                                  int64_t(p.num_images) * count <= (int64_t(1) << 22);
+        const bool tiled = partial_sums && backward_weights_taps_fits(p);
         if (out.weights && !dbl && depthwise_fits(p)) {
             backward_weights_depthwise(p, x, dy, out);
         } else if (out.weights && !dbl && backward_weights_rows_fits(p)) {
             backward_weights_rows(p, x, dy, out);
-        } else if (out.weights && !dbl && backward_weights_gemm_fits(p)) {
+        } else if (!tiled && out.weights && !dbl && backward_weights_gemm_fits(p)) {
             backward_weights_gemm(p, x, dy, out);
-        } else if (out.weights && !dbl && p.out_per_group < kNarrow &&
-                   int64_t(p.num_images) * count <= (int64_t(1) << 22)) {
-            // Partials laid out [image][OHWI]; summed in image order.
+        } else if (partial_sums) {
             std::vector<float> partials(static_cast<size_t>(p.num_images) * count, 0.f);
-            const bool tiled = backward_weights_taps_fits(p);
             pool.parallel_for(p.num_images, [&](int64_t n) {
                 thread_local std::vector<float> xrow, dpack;
                 if (tiled)
