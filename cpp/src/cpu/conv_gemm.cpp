@@ -41,34 +41,41 @@ inline float to_float(E v) {
         return v;
 }
 
-// Channels [c0, c0 + depth) of kNr pixels, packed [depth][kNr]; kMissing reads zeros.
+// Channels [c0, c0 + depth) of kNr pixels first, first + step, ..., packed [depth][kNr].
+template <typename E>
+void pack_run_typed(const E* base, int64_t cs, int64_t first, int64_t step, int c0, int depth,
+                    float* out) {
+    if (step == 1) {  // NCHW rows: a contiguous run per channel
+        for (int c = 0; c < depth; ++c) {
+            const E* s = base + first + int64_t(c0 + c) * cs;
+            for (int j = 0; j < kNr; ++j) out[c * kNr + j] = to_float(s[j]);
+        }
+        return;
+    }
+    for (int c = 0; c < depth; ++c) {
+        const E* s = base + first + int64_t(c0 + c) * cs;
+        for (int j = 0; j < kNr; ++j) out[c * kNr + j] = to_float(s[j * step]);
+    }
+}
+
+// The same for pixels at arbitrary offsets; kMissing reads zeros.
 template <typename E>
 void pack_columns_typed(const E* base, int64_t cs, const int64_t* off, int c0, int depth,
                         float* out) {
-    bool uniform = off[0] != kMissing && off[1] != kMissing;
-    const int64_t step = uniform ? off[1] - off[0] : 0;
-    for (int j = 2; j < kNr && uniform; ++j)
-        uniform = off[j] != kMissing && off[j] == off[0] + j * step;
-    if (uniform && step == 1) {  // NCHW rows: a contiguous run per channel
-        for (int c = 0; c < depth; ++c) {
-            const E* s = base + off[0] + int64_t(c0 + c) * cs;
-            float* o = out + c * kNr;
-            for (int j = 0; j < kNr; ++j) o[j] = to_float(s[j]);
-        }
-    } else if (uniform) {
-        for (int c = 0; c < depth; ++c) {
-            const E* s = base + off[0] + int64_t(c0 + c) * cs;
-            float* o = out + c * kNr;
-            for (int j = 0; j < kNr; ++j) o[j] = to_float(s[j * step]);
-        }
-    } else {
-        for (int c = 0; c < depth; ++c) {
-            float* o = out + c * kNr;
-            const int64_t co = int64_t(c0 + c) * cs;
-            for (int j = 0; j < kNr; ++j)
-                o[j] = off[j] == kMissing ? 0.f : to_float(base[off[j] + co]);
-        }
+    for (int c = 0; c < depth; ++c) {
+        float* o = out + c * kNr;
+        const int64_t co = int64_t(c0 + c) * cs;
+        for (int j = 0; j < kNr; ++j) o[j] = off[j] == kMissing ? 0.f : to_float(base[off[j] + co]);
     }
+}
+
+void pack_run(const Gathered& g, int64_t first, int64_t step, int c0, int depth, float* out) {
+    if (g.type == CONVT_TYPE_F16)
+        pack_run_typed(static_cast<const uint16_t*>(g.base), g.channel_stride, first, step, c0,
+                       depth, out);
+    else
+        pack_run_typed(static_cast<const float*>(g.base), g.channel_stride, first, step, c0, depth,
+                       out);
 }
 
 void pack_columns(const Gathered& g, const int64_t* off, int c0, int depth, float* out) {
@@ -91,12 +98,35 @@ struct TapGrid {
 struct Columns {
     std::vector<int64_t> base;
     std::vector<int32_t> row_lo, row_hi, col_lo, col_hi;
+    // Per register column (kNr columns): the taps every one of its columns reaches, and the step
+    // between their bases when it is constant (else kMissing): such a tap is one strided run.
+    std::vector<int32_t> all_row_lo, all_row_hi, all_col_lo, all_col_hi;
+    std::vector<int64_t> step;
     void reset(int cols) {  // every column empty
         base.assign(cols, 0);
         row_lo.assign(cols, 0);
         row_hi.assign(cols, -1);
         col_lo.assign(cols, 0);
         col_hi.assign(cols, -1);
+    }
+    void summarize(int cols) {
+        const int panels = cols / kNr;
+        all_row_lo.resize(panels);
+        all_row_hi.resize(panels);
+        all_col_lo.resize(panels);
+        all_col_hi.resize(panels);
+        step.resize(panels);
+        for (int j = 0; j < panels; ++j) {
+            const int f = j * kNr, l = f + kNr;
+            all_row_lo[j] = *std::max_element(&row_lo[f], &row_lo[0] + l);
+            all_row_hi[j] = *std::min_element(&row_hi[f], &row_hi[0] + l);
+            all_col_lo[j] = *std::max_element(&col_lo[f], &col_lo[0] + l);
+            all_col_hi[j] = *std::min_element(&col_hi[f], &col_hi[0] + l);
+            const int64_t d = base[f + 1] - base[f];
+            bool uniform = true;
+            for (int k = 2; k < kNr && uniform; ++k) uniform = base[f + k] == base[f] + k * d;
+            step[j] = uniform ? d : kMissing;
+        }
     }
 };
 
@@ -147,12 +177,19 @@ void accumulate_taps(const Gathered& src, const TapGrid& grid, const Columns& co
                 if (int64_t(batch.size()) == per_batch) run();
                 const int64_t at = int64_t(batch.size()) * slice;
                 for (int j = 0; j < panels; ++j) {
+                    float* out = packed.data() + at + int64_t(j) * kc * kNr;
+                    if (columns.step[j] != kMissing && ta >= columns.all_row_lo[j] &&
+                        ta <= columns.all_row_hi[j] && tb >= columns.all_col_lo[j] &&
+                        tb <= columns.all_col_hi[j]) {
+                        pack_run(src, columns.base[j * kNr] + delta, columns.step[j], c0, kc, out);
+                        continue;
+                    }
                     for (int k = 0, col = j * kNr; k < kNr; ++k, ++col)
                         off[k] = ta >= columns.row_lo[col] && ta <= columns.row_hi[col] &&
                                          tb >= columns.col_lo[col] && tb <= columns.col_hi[col]
                                      ? columns.base[col] + delta
                                      : kMissing;
-                    pack_columns(src, off, c0, kc, packed.data() + at + int64_t(j) * kc * kNr);
+                    pack_columns(src, off, c0, kc, out);
                 }
                 batch.push_back(
                     {a + grid.ids[ta * ncol + tb] * a_tap_step + int64_t(c0) * kMr, at, kc});
@@ -390,6 +427,7 @@ void forward_gemm(const ConvtParams& p, const GemmWeights& w, const void* src, v
         for (int oc = 0; oc < tiles * kMr; ++oc)
             std::fill_n(c.data() + int64_t(oc) * cols, cols,
                         oc < og ? w.bias[int64_t(t.g) * og + oc] : 0.f);
+        columns.summarize(cols);
         accumulate_taps(source, grid, columns, cols, ig, w.forward.data() + t.g * group_weights,
                         int64_t(tiles) * ig * kMr, tiles, c.data(), packed);
         for (int oc = 0; oc < og; ++oc) {
@@ -454,6 +492,7 @@ void backward_data_gemm(const ConvtParams& p, const GemmWeights& w, const void* 
             range(ex, p.dilation_x, p.clip_w, p.kernel_w, columns.col_lo[j], columns.col_hi[j]);
         }
         c.assign(size_t(tiles) * kMr * cols, 0.f);
+        columns.summarize(cols);
         accumulate_taps(grad, grid, columns, cols, og, w.backward.data() + g * group_weights,
                         int64_t(tiles) * og * kMr, tiles, c.data(), packed);
         for (int icl = 0; icl < ig; ++icl) {
