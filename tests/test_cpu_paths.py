@@ -1,7 +1,7 @@
 """The CPU backend's kernel paths (cpp/src/cpu/). Which one runs depends on the channel counts
 per group, the row length, the layout and the element type, so each case below is chosen to reach
 particular paths (named in CASES), with channel counts that leave tails on every register tile
-(6 and 16 for the GEMM micro-kernel, 4 and 3 for the dW row kernel) and pixel counts that leave
+(6 and 16 for the GEMM micro-kernel) and pixel counts that leave
 tails on the 16-pixel columns and the 8-element vectors. Every storage kind runs: NCHW, NHWC,
 sliced views (gaps in C, H and W) and transposed views. The whole file runs again in a subprocess
 with CONVT_CPU_ISA=portable, so the portable micro-kernels are checked on machines with AVX2.
@@ -22,13 +22,13 @@ from _helpers import FP16_TOL, FP32_TOL, STORAGE_KINDS, assert_close, make_stora
 # name: (cin, cout, groups, (H, W), k, stride, padding, output_padding, dilation); the paths are
 # forward / dX / dW for NCHW float32 (NHWC and views take the packed GEMM for dW).
 CASES = {
-    # GEMM forward, GEMM dX, packed-GEMM dW (rows of 7 are too short for the row kernel).
+    # GEMM forward, dX and dW with tails on both tile axes.
     "gemm_tails": (23, 23, 1, (7, 9), 3, 2, 1, 1, 1),
     # GEMM forward (8 outputs); dX and dW by the row paths (3 inputs).
     "few_inputs": (3, 8, 1, (5, 21), 4, 2, 1, 0, 1),
-    # dW by the row kernel (rows of 40, stride 1): tails of 3 on both tile axes.
+    # Long rows at stride 1: dW slices of a few whole rows.
     "rows_s1": (7, 23, 1, (3, 40), 3, 1, 1, 0, 1),
-    # dW by the row kernel with dY deinterleaved (stride 2); forward phases of unequal size.
+    # Stride 2: dY rows packed per phase; forward phases of unequal size.
     "rows_s2": (9, 13, 1, (4, 37), 4, 2, 1, 1, 1),
     # Groups and dilation on every path.
     "groups_dilated": (16, 24, 2, (6, 33), 3, 1, 2, 0, 2),

@@ -20,7 +20,6 @@
 #include "micro_kernel.h"
 #include "neuron.h"
 #include "thread_pool.h"
-#include "weight_gradient_rows.h"
 
 namespace convt::cpu {
 namespace {
@@ -575,8 +574,6 @@ class CpuBackend : public detail::Backend {
         const bool tiled = partial_sums && backward_weights_taps_fits(p);
         if (out.weights && !dbl && depthwise_fits(p)) {
             backward_weights_depthwise(p, x, dy, out);
-        } else if (out.weights && !dbl && backward_weights_rows_fits(p)) {
-            backward_weights_rows(p, x, dy, out);
         } else if (!tiled && out.weights && !dbl && backward_weights_gemm_fits(p)) {
             backward_weights_gemm(p, x, dy, out);
         } else if (partial_sums) {
