@@ -21,7 +21,7 @@ void micro_portable(const Segment* segments, int count, float* c, int64_t ldc) {
     for (int s = 0; s < count; ++s)
         for (int p = 0; p < segments[s].depth; ++p) {
             const float* ap = segments[s].a + p * kMr;
-            const float* bp = segments[s].b + p * kNr;
+            const float* bp = segments[s].b + p * segments[s].ldb;
             for (int i = 0; i < kMr; ++i)
                 for (int j = 0; j < kNr; ++j) acc[i][j] += ap[i] * bp[j];
         }
@@ -42,6 +42,7 @@ __attribute__((target("avx2,fma"))) void micro_avx2(const Segment* segments, int
     for (int s = 0; s < count; ++s) {
         const float* a = segments[s].a;
         const float* b = segments[s].b;
+        const int64_t ldb = segments[s].ldb;
         for (int p = 0; p < segments[s].depth; ++p) {
             const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
             __m256 av = _mm256_broadcast_ss(a);
@@ -63,7 +64,7 @@ __attribute__((target("avx2,fma"))) void micro_avx2(const Segment* segments, int
             c50 = _mm256_fmadd_ps(av, b0, c50);
             c51 = _mm256_fmadd_ps(av, b1, c51);
             a += kMr;
-            b += kNr;
+            b += ldb;
         }
     }
     _mm256_storeu_ps(c, c00), _mm256_storeu_ps(c + 8, c01);

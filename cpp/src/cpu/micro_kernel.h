@@ -9,15 +9,18 @@ namespace convt::cpu {
 constexpr int kMr = 6;   // rows of a register tile (channels)
 constexpr int kNr = 16;  // columns of a register tile (pixels or channels)
 
-/// One stretch of a register tile's depth: packed panels a [depth][kMr] and b [depth][kNr].
+/// One stretch of a register tile's depth: a packed panel a [depth][kMr], and b, kNr floats
+/// at b + p * ldb for each p < depth (a packed panel has ldb == kNr; B may also be read in
+/// place, a row of the tensor for each p).
 struct Segment {
     const float* a;
     const float* b;
     int depth;
+    int64_t ldb = kNr;
 };
 
 /// c[i * ldc + j] += sum over the segments, in order, and p < depth of a[p * kMr + i] *
-/// b[p * kNr + j], for i < kMr and j < kNr. The tile stays in registers across segments; the
+/// b[p * ldb + j], for i < kMr and j < kNr. The tile stays in registers across segments; the
 /// sum runs in a fixed order (deterministic).
 using MicroKernel = void (*)(const Segment* segments, int count, float* c, int64_t ldc);
 
