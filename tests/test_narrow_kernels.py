@@ -128,13 +128,15 @@ def test_narrow_forward_half_accumulator_and_clip(
 
 
 # (cin, cout, groups, size, stride, k, pad, dilation): FCN-like k16 s8, odd channel counts,
-# groups, dilation, stride 1 (9 taps, just over the 8 slices), a 1-D layer.
+# groups, dilation, stride 1 (9 taps, just over the 8 slices), a 1-D layer, a stride that the
+# dilation does not divide (the staged dY window's phase planes).
 DX_CASES = [
     (21, 21, 1, (5, 9), 8, 16, 4, 1),
     (7, 23, 1, (9, 18), 2, 4, 1, 1),
     (23, 7, 1, (17, 6), 1, 3, 1, 1),
     (14, 46, 2, (7, 7), 2, 3, 2, 2),
     (5, 9, 1, (1, 150), 4, 8, 2, 1),
+    (6, 10, 2, (11, 13), 3, 7, 3, 2),
 ]
 
 

@@ -41,6 +41,10 @@ constexpr int64_t kDxMinTiles = 128;
 // it is long (taps x output channels) and there are at least as many taps as slices.
 constexpr int64_t kDwRows = 4, kNarrowPixels = 4, kDxSlices = 8, kDxPixels = 2, kDxChannels = 8;
 constexpr int64_t kDxMinReduction = 64;
+// The ksplit dX kernel stages dY's window (split by stride phase) and the channel block's weights
+// in kDxFloats floats of threadgroup memory, with offset tables for kernels up to kDxMaxK taps a
+// side (CONVT_DXK_FLOATS, CONVT_DXK_MAX_K).
+constexpr int64_t kDxFloats = 7936, kDxMaxK = 64;
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -97,6 +101,19 @@ inline Launch forward(const ConvtParams& p) {
             tile};
 }
 
+/// Whether the ksplit dX kernel's staged dY window and weights fit its threadgroup memory
+/// (the window of an 8x8 pixel tile, 64x1 for one-row images; convt_backward_data_ksplit.metal).
+inline bool dx_ksplit_fits(const ConvtParams& p) {
+    if (p.kernel_w > kDxMaxK || p.kernel_h > kDxMaxK) return false;
+    const bool one_row = p.src_h == 1;
+    const int64_t tile_x = one_row ? kSimd * kDxPixels : 8, tile_y = one_row ? 1 : 8;
+    const int64_t sx = p.stride_x, sy = p.stride_y;
+    const int64_t win_w = (tile_x - 1) * sx + int64_t(p.dilation_x) * (p.kernel_w - 1) + 1;
+    const int64_t win_h = (tile_y - 1) * sy + int64_t(p.dilation_y) * (p.kernel_h - 1) + 1;
+    const int64_t planes = sx * sy * ceil_div(win_w, sx) * ceil_div(win_h, sy);
+    return planes + int64_t(p.kernel_h) * p.kernel_w * kDxChannels <= kDxFloats;
+}
+
 inline Launch backward_data(const ConvtParams& p) {
     check_index_range(p);
     // GEMM (64 source pixels x 64 input channels) for wide layers with enough tiles to fill the
@@ -106,7 +123,7 @@ inline Launch backward_data(const ConvtParams& p) {
     if (p.in_per_group >= kGemmMinOut && gemm.x * gemm.y * gemm.z >= kDxMinTiles)
         return {"convt_backward_data_gemm_", gemm, {kGemmThreads, 1, 1}};
     const int64_t taps = int64_t(p.kernel_h) * p.kernel_w;
-    if (taps >= kDxSlices && taps * p.out_per_group >= kDxMinReduction) {
+    if (taps >= kDxSlices && taps * p.out_per_group >= kDxMinReduction && dx_ksplit_fits(p)) {
         // A SIMD-group per slice; its lanes cover 8x4 pixels (32x1 for one-row images).
         const bool one_row = p.src_h == 1;
         const int64_t lanes_x = one_row ? kSimd : 8, lanes_y = one_row ? 1 : kSimd / 8;
