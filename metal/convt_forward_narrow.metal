@@ -10,14 +10,12 @@
 
 #define CONVT_NARROW_PX 4
 #define CONVT_NARROW_CHUNK 8
-// Threadgroup memory of the staged path (floats): 16 KB, so several threadgroups share an SM.
-#define CONVT_NARROW_FLOATS 4096
 
-template <typename TS, typename TD, typename TF>
+template <typename TS, typename TD>
 inline void convt_forward_narrow_impl(device const TS* src, device TD* dst,
                                       device const float* weights, device const float* bias,
                                       device const float* slopes, constant ConvtParams& p,
-                                      uint3 tg, uint3 t, uint3 tpg, TF sm) {
+                                      uint3 tg, uint3 t, uint3 tpg) {
     const int sx = fc_stride_x, sy = fc_stride_y;
     const int kw = fc_kernel_w, kh = fc_kernel_h;
     const int ig = p.in_per_group, og = p.out_per_group;
@@ -47,92 +45,30 @@ inline void convt_forward_narrow_impl(device const TS* src, device TD* dst,
     // iy + u * dj and column ix + u * di for the tap that pixel 0 reads at (iy, ix).
     const ConvtTaps ty = convt_taps(p.first_tap_y + py, sy, fc_dilation_y, kh);
     const ConvtTaps tx = convt_taps(p.first_tap_x + px, sx, fc_dilation_x, kw);
-    const int nty = ty.first < kh ? (kh - 1 - ty.first) / ty.step + 1 : 0;
-    const int ntx = tx.first < kw ? (kw - 1 - tx.first) / tx.step + 1 : 0;
-    // The source window of the threadgroup's tile for this phase: the tile's rows and columns
-    // plus the landing taps' reach. Rows padded to 8 mod 16 words: the 8x4 lanes of a
-    // SIMD-group read distinct banks.
-    const int tile_w = int(tpg.x) * (one_row ? CONVT_NARROW_PX : 1);
-    const int tile_h = int(tpg.y) * (one_row ? 1 : CONVT_NARROW_PX);
-    const int win_w = tile_w + (ntx > 0 ? (ntx - 1) * tx.src_step : 0);
-    const int win_h = tile_h + (nty > 0 ? (nty - 1) * ty.src_step : 0);
-    const int pitch = ((win_w + 7) / 16) * 16 + 8;
-    const int per_ch = win_h * pitch;
-    const int staged = min(CONVT_NARROW_CHUNK, CONVT_NARROW_FLOATS / per_ch);
-    if (!fc_half_acc && staged > 0 && nty > 0 && ntx > 0) {
-        // Staged: chunks of `staged` input channels, their window loaded once by the whole
-        // threadgroup (coalesced), then every tap of every pixel read from threadgroup memory.
-        // A threadgroup's window was read from L2 by every tap (L1 hit rate 18% on an H200).
-        const int row0 = int(tg.y) * tile_h + ty.src, col0 = int(tg.x) * tile_w + tx.src;
-        const int ly = int(t.y), lx = int(t.x);
-        for (int c0 = 0; c0 < ig; c0 += staged) {
-            const int cn = min(staged, ig - c0);
-            threadgroup_barrier(mem_flags::mem_threadgroup);  // the last chunk's reads are done
-            for (int c = 0; c < cn; ++c) {
-                const long c_img = src_img + long(c0 + c) * p.src_stride_c;
-                for (int r = ly; r < win_h; r += int(tpg.y)) {
-                    const int y = row0 + r;
-                    const bool y_in = y >= 0 && y < p.src_h;
-                    const long row = c_img + long(y) * p.src_stride_h;
-                    for (int col = lx; col < win_w; col += int(tpg.x)) {
-                        const int x = col0 + col;
-                        sm[c * per_ch + r * pitch + col] =
-                            y_in && x >= 0 && x < p.src_w ? float(src[row + long(x) * p.src_stride_w])
-                                                          : 0.0f;
-                    }
+    // Input channels in chunks, all taps per chunk: a threadgroup's source window of a chunk
+    // stays in L1 across the taps (all channels at once thrashed it: L1 hit rate 18% on an
+    // H200). The half accumulator keeps the documented (ky, kx, channel) order: one chunk.
+    const int chunk = fc_half_acc ? ig : CONVT_NARROW_CHUNK;
+    for (int c0 = 0; c0 < ig; c0 += chunk) {
+        const int c1 = min(c0 + chunk, ig);
+        for (int ky = ty.first, iy = ty.src + j; ky < kh; ky += ty.step, iy += ty.src_step) {
+            for (int kx = tx.first, ix = tx.src + i; kx < kw; kx += tx.step, ix += tx.src_step) {
+                bool ok[CONVT_NARROW_PX];
+                long at[CONVT_NARROW_PX];
+                for (int u = 0; u < CONVT_NARROW_PX; ++u) {
+                    const int y = iy + u * dj, x = ix + u * di;
+                    ok[u] = y0 + u * sy * dj < p.clip_h && x0 + u * sx * di < p.clip_w &&
+                            y >= 0 && y < p.src_h && x >= 0 && x < p.src_w;
+                    at[u] = src_img + long(y) * p.src_stride_h + long(x) * p.src_stride_w;
                 }
-            }
-            threadgroup_barrier(mem_flags::mem_threadgroup);
-            for (int my = 0; my < nty; ++my) {
-                const int ky = ty.first + my * ty.step, iy = ty.src + j + my * ty.src_step;
-                for (int mx = 0; mx < ntx; ++mx) {
-                    const int kx = tx.first + mx * tx.step, ix = tx.src + i + mx * tx.src_step;
-                    bool ok[CONVT_NARROW_PX];
-                    int at[CONVT_NARROW_PX];
+                const long w_at = (long(oc * kh + ky) * kw + kx) * ig;
+                for (int c = c0; c < c1; ++c) {
+                    const float w = weights[w_at + c];
+                    const long c_off = long(c) * p.src_stride_c;
                     for (int u = 0; u < CONVT_NARROW_PX; ++u) {
-                        const int y = iy + u * dj, x = ix + u * di;
-                        ok[u] = y0 + u * sy * dj < p.clip_h && x0 + u * sx * di < p.clip_w &&
-                                y >= 0 && y < p.src_h && x >= 0 && x < p.src_w;
-                        at[u] = (ly + u * dj + my * ty.src_step) * pitch + lx + u * di +
-                                mx * tx.src_step;
-                    }
-                    const long w_at = (long(oc * kh + ky) * kw + kx) * ig + c0;
-                    for (int c = 0; c < cn; ++c) {
-                        const float w = weights[w_at + c];
-                        for (int u = 0; u < CONVT_NARROW_PX; ++u) {
-                            if (!ok[u]) continue;  // a missing pixel adds nothing (not 0 * w)
-                            acc[u] = fma(sm[c * per_ch + at[u]], w, acc[u]);
-                        }
-                    }
-                }
-            }
-        }
-    } else {
-        // Input channels in chunks, all taps per chunk: a threadgroup's source window of a chunk
-        // stays in L1 across the taps (all channels at once thrashed it: L1 hit rate 18% on an
-        // H200). The half accumulator keeps the documented (ky, kx, channel) order: one chunk.
-        const int chunk = fc_half_acc ? ig : CONVT_NARROW_CHUNK;
-        for (int c0 = 0; c0 < ig; c0 += chunk) {
-            const int c1 = min(c0 + chunk, ig);
-            for (int ky = ty.first, iy = ty.src + j; ky < kh; ky += ty.step, iy += ty.src_step) {
-                for (int kx = tx.first, ix = tx.src + i; kx < kw; kx += tx.step, ix += tx.src_step) {
-                    bool ok[CONVT_NARROW_PX];
-                    long at[CONVT_NARROW_PX];
-                    for (int u = 0; u < CONVT_NARROW_PX; ++u) {
-                        const int y = iy + u * dj, x = ix + u * di;
-                        ok[u] = y0 + u * sy * dj < p.clip_h && x0 + u * sx * di < p.clip_w &&
-                                y >= 0 && y < p.src_h && x >= 0 && x < p.src_w;
-                        at[u] = src_img + long(y) * p.src_stride_h + long(x) * p.src_stride_w;
-                    }
-                    const long w_at = (long(oc * kh + ky) * kw + kx) * ig;
-                    for (int c = c0; c < c1; ++c) {
-                        const float w = weights[w_at + c];
-                        const long c_off = long(c) * p.src_stride_c;
-                        for (int u = 0; u < CONVT_NARROW_PX; ++u) {
-                            if (!ok[u]) continue;  // a missing pixel adds nothing (not 0 * w: w may be Inf)
-                            const float v = float(src[at[u] + c_off]);
-                            acc[u] = fc_half_acc ? float(half(fma(v, w, acc[u]))) : fma(v, w, acc[u]);
-                        }
+                        if (!ok[u]) continue;  // a missing pixel adds nothing (not 0 * w: w may be Inf)
+                        const float v = float(src[at[u] + c_off]);
+                        acc[u] = fc_half_acc ? float(half(fma(v, w, acc[u]))) : fma(v, w, acc[u]);
                     }
                 }
             }
@@ -157,8 +93,7 @@ inline void convt_forward_narrow_impl(device const TS* src, device TD* dst,
                      uint3 tg [[threadgroup_position_in_grid]],                                 \
                      uint3 t [[thread_position_in_threadgroup]],                                \
                      uint3 tpg [[threads_per_threadgroup]]) {                                   \
-        threadgroup float sm[CONVT_NARROW_FLOATS];                                              \
-        convt_forward_narrow_impl<TS, TD>(src, dst, weights, bias, slopes, p, tg, t, tpg, sm);  \
+        convt_forward_narrow_impl<TS, TD>(src, dst, weights, bias, slopes, p, tg, t, tpg);      \
     }
 
 CONVT_FORWARD_NARROW_ENTRY(convt_forward_narrow_f32_f32, float, float)

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <stdexcept>
 #include <string>
 
 #include "../../../metal/convt_params.h"
@@ -41,10 +42,12 @@ constexpr int64_t kDxMinTiles = 128;
 // it is long (taps x output channels) and there are at least as many taps as slices.
 constexpr int64_t kDwRows = 4, kNarrowPixels = 4, kDxSlices = 8, kDxPixels = 2, kDxChannels = 8;
 constexpr int64_t kDxMinReduction = 64;
-// The ksplit dX kernel stages dY's window (split by stride phase) and the channel block's weights
-// in kDxFloats floats of threadgroup memory, with offset tables for kernels up to kDxMaxK taps a
-// side (CONVT_DXK_FLOATS, CONVT_DXK_MAX_K).
-constexpr int64_t kDxFloats = 7936, kDxMaxK = 64;
+// The narrow forward kernel runs only with at least this many threadgroups: with fewer it lost
+// to convt_forward (H200, bench_gpu: fsrcnn_x3 N=1, 576 groups, 0.150 ms against 0.115;
+// dcgan_out N=8, 384 groups, 0.149 against 0.074) and won with more (fsrcnn_x3 N=8, 4608 groups,
+// 0.559 against 0.661). CONVT_GPU_NARROW=always drops the limit (tests reach the kernel with
+// small images).
+constexpr int64_t kNarrowMinGroups = 2048;
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -70,6 +73,14 @@ inline void check_index_range(const ConvtParams& p) {
         span(p.first_tap_y, p.clip_h, p.kernel_h, p.dilation_y, p.src_h, p.stride_y), "< 2^31");
 }
 
+inline bool narrow_always() {
+    const char* v = std::getenv("CONVT_GPU_NARROW");
+    if (v == nullptr || std::string(v) == "auto") return false;
+    if (std::string(v) == "always") return true;
+    throw std::invalid_argument(
+        concat("CONVT_GPU_NARROW must be 'auto' or 'always', got '", v, "'"));
+}
+
 inline Launch forward(const ConvtParams& p) {
     check_index_range(p);
     const int64_t sx = p.stride_x, sy = p.stride_y;
@@ -89,29 +100,16 @@ inline Launch forward(const ConvtParams& p) {
                 {kGemmThreads, 1, 1}};
     const Dims tile = pixel_tile(rows);
     // Fewer channels than a channel block: one channel and kNarrowPixels pixels a thread.
-    if (p.out_per_group < kChannelBlock)
-        return {
-            "convt_forward_narrow_",
-            {ceil_div(cols, tile.x * (rows == 1 ? kNarrowPixels : 1)),
-             ceil_div(rows, tile.y * (rows == 1 ? 1 : kNarrowPixels)), images * p.out_per_group},
-            tile};
+    const Dims narrow{ceil_div(cols, tile.x * (rows == 1 ? kNarrowPixels : 1)),
+                      ceil_div(rows, tile.y * (rows == 1 ? 1 : kNarrowPixels)),
+                      images * p.out_per_group};
+    if (p.out_per_group < kChannelBlock &&
+        (narrow.x * narrow.y * narrow.z >= kNarrowMinGroups || narrow_always()))
+        return {"convt_forward_narrow_", narrow, tile};
     return {"convt_forward_",
             {ceil_div(cols, tile.x), ceil_div(rows, tile.y),
              images * ceil_div(p.out_per_group, kChannelBlock)},
             tile};
-}
-
-/// Whether the ksplit dX kernel's staged dY window and weights fit its threadgroup memory
-/// (the window of an 8x8 pixel tile, 64x1 for one-row images; convt_backward_data_ksplit.metal).
-inline bool dx_ksplit_fits(const ConvtParams& p) {
-    if (p.kernel_w > kDxMaxK || p.kernel_h > kDxMaxK) return false;
-    const bool one_row = p.src_h == 1;
-    const int64_t tile_x = one_row ? kSimd * kDxPixels : 8, tile_y = one_row ? 1 : 8;
-    const int64_t sx = p.stride_x, sy = p.stride_y;
-    const int64_t win_w = (tile_x - 1) * sx + int64_t(p.dilation_x) * (p.kernel_w - 1) + 1;
-    const int64_t win_h = (tile_y - 1) * sy + int64_t(p.dilation_y) * (p.kernel_h - 1) + 1;
-    const int64_t planes = sx * sy * ceil_div(win_w, sx) * ceil_div(win_h, sy);
-    return planes + int64_t(p.kernel_h) * p.kernel_w * kDxChannels <= kDxFloats;
 }
 
 inline Launch backward_data(const ConvtParams& p) {
@@ -123,7 +121,7 @@ inline Launch backward_data(const ConvtParams& p) {
     if (p.in_per_group >= kGemmMinOut && gemm.x * gemm.y * gemm.z >= kDxMinTiles)
         return {"convt_backward_data_gemm_", gemm, {kGemmThreads, 1, 1}};
     const int64_t taps = int64_t(p.kernel_h) * p.kernel_w;
-    if (taps >= kDxSlices && taps * p.out_per_group >= kDxMinReduction && dx_ksplit_fits(p)) {
+    if (taps >= kDxSlices && taps * p.out_per_group >= kDxMinReduction) {
         // A SIMD-group per slice; its lanes cover 8x4 pixels (32x1 for one-row images).
         const bool one_row = p.src_h == 1;
         const int64_t lanes_x = one_row ? kSimd : 8, lanes_y = one_row ? 1 : kSimd / 8;
