@@ -63,8 +63,8 @@ def _forward(device, x, w, b, geo, groups, layout, dtype=np.float32):
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_narrow_forward(device: Any, rng: np.random.Generator, cin, cout, groups, geo, layout):
     """Fewer than 4 output channels per group (7 -> 21 in 7 groups: 3 a group); sizes that
-    leave tails in the 8-column and 32-row thread tiles of every phase (29 rows: all 4 pixels of a
-    thread land in some tiles)."""
+    leave tails in the 32-column and 8-row pixel tiles of every phase (29 rows: all 4 pixels of a
+    thread land in some tiles, not in others)."""
     x = rng.standard_normal((2, cin, 29, 13)).astype(np.float32)
     w = rng.standard_normal((cin, cout // groups, geo[1], geo[1])).astype(np.float32)
     b = rng.standard_normal(cout).astype(np.float32)
