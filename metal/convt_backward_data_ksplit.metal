@@ -1,7 +1,8 @@
 // dX (spec §5.3) for layers with few input channels per group and a long reduction (many taps x
 // output channels, e.g. FCN's 16x16 stride-8 upsampler): too few dX elements to fill a GPU one
 // thread each, so the reduction is split inside the threadgroup. Each of its
-// CONVT_DXK_SLICES SIMD-groups sums every CONVT_DXK_SLICES-th tap for the same
+// CONVT_DXK_SLICES SIMD-groups sums a contiguous block of taps (consecutive kx read neighbouring
+// dY words, so a SIMD-group reuses the sectors it just loaded) for the same
 // CONVT_DXK_PX pixels x CONVT_DXK_CH input channels per lane; the slices then add their sums
 // through threadgroup memory in slice order, so results are the same on every run. Weights are
 // read directly: the whole SIMD-group reads the same ones. A lane's pixels are 4 rows apart
@@ -42,7 +43,8 @@ inline void convt_backward_data_ksplit_impl(device const TY* dy, device TX* dx,
     float acc[CONVT_DXK_PX][CONVT_DXK_CH];
     for (int u = 0; u < CONVT_DXK_PX; ++u)
         for (int c = 0; c < CONVT_DXK_CH; ++c) acc[u][c] = 0.0f;
-    for (int tap = slice; tap < taps; tap += CONVT_DXK_SLICES) {
+    const int t1 = (slice + 1) * taps / CONVT_DXK_SLICES;
+    for (int tap = slice * taps / CONVT_DXK_SLICES; tap < t1; ++tap) {
         const int ky = tap / kw, kx = tap - ky * kw;
         bool ok[CONVT_DXK_PX];
         long at[CONVT_DXK_PX];

@@ -3,8 +3,9 @@
 // output channel at CONVT_NARROW_PX pixels of one stride phase, with the input-channel sum in
 // registers. The taps that land on the phase are found once (convt_taps) and the weights read
 // directly: every thread of a group reads the same one, so one load serves CONVT_NARROW_PX
-// multiply-adds, and no barriers are needed. The pixels of a thread are a tile height (8x8 tiles)
-// or a tile width (64x1 tiles, one-row images) apart, so each load is coalesced. Same tap order
+// multiply-adds, and no barriers are needed. The pixels of a thread are a threadgroup height
+// apart (32x2 threads, a 32x8 pixel tile: a SIMD-group reads one 32-pixel row a load) or a tile
+// width (64x1 tiles, one-row images), so each load is coalesced. Same tap order
 // (ky, kx, input channel) and rounding as convt_forward.metal.
 #include "convt_kernel.h"
 

@@ -26,8 +26,20 @@ from _helpers import (
     set_total_offset,
 )
 
-# (stride, k, pad, output_padding, dilation): fsrcnn-like k9 s3, k4 s2, dilated, stride 1.
-GEOMETRIES = [(3, 9, 4, 2, 1), (2, 4, 1, 0, 1), (2, 3, 2, 1, 2), (1, 3, 1, 0, 1), (4, 5, 0, 3, 1)]
+
+@pytest.fixture(autouse=True)
+def _narrow_always(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GPU backends run the narrow forward kernel only on grids of >= 2048 threadgroups
+    (gpu_launch.h); these images are smaller, so every such layer is sent there."""
+    monkeypatch.setenv("CONVT_GPU_NARROW", "always")
+
+
+# (stride, k, pad, output_padding, dilation): fsrcnn-like k9 s3, k4 s2, dilated, stride 1, and
+# a wide dilation (taps 12 pixels apart: 29 rows reach only some).
+GEOMETRIES = [
+    (3, 9, 4, 2, 1), (2, 4, 1, 0, 1), (2, 3, 2, 1, 2), (1, 3, 1, 0, 1), (4, 5, 0, 3, 1),
+    (1, 9, 0, 0, 12),
+]  # fmt: skip
 
 
 def _forward(device, x, w, b, geo, groups, layout, dtype=np.float32):
@@ -51,8 +63,8 @@ def _forward(device, x, w, b, geo, groups, layout, dtype=np.float32):
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_narrow_forward(device: Any, rng: np.random.Generator, cin, cout, groups, geo, layout):
     """Fewer than 4 output channels per group (7 -> 21 in 7 groups: 3 a group); sizes that
-    leave tails in the 8-column and 32-row thread tiles of every phase (29 rows: all 4 pixels of a
-    thread land in some tiles)."""
+    leave tails in the 32-column and 8-row pixel tiles of every phase (29 rows: all 4 pixels of a
+    thread land in some tiles, not in others)."""
     x = rng.standard_normal((2, cin, 29, 13)).astype(np.float32)
     w = rng.standard_normal((cin, cout // groups, geo[1], geo[1])).astype(np.float32)
     b = rng.standard_normal(cout).astype(np.float32)
@@ -128,13 +140,15 @@ def test_narrow_forward_half_accumulator_and_clip(
 
 
 # (cin, cout, groups, size, stride, k, pad, dilation): FCN-like k16 s8, odd channel counts,
-# groups, dilation, stride 1 (9 taps, just over the 8 slices), a 1-D layer.
+# groups, dilation, stride 1 (9 taps, just over the 8 slices), a 1-D layer, a stride that the
+# dilation does not divide.
 DX_CASES = [
     (21, 21, 1, (5, 9), 8, 16, 4, 1),
     (7, 23, 1, (9, 18), 2, 4, 1, 1),
     (23, 7, 1, (17, 6), 1, 3, 1, 1),
     (14, 46, 2, (7, 7), 2, 3, 2, 2),
     (5, 9, 1, (1, 150), 4, 8, 2, 1),
+    (6, 10, 2, (11, 13), 3, 7, 3, 2),
 ]
 
 
@@ -186,3 +200,22 @@ def test_ksplit_backward_data_poisoned_fp16_and_window(device: Any, rng: np.rand
     dx_ref, _, _ = R.conv_transpose_mps_backward(dy, x, w, 2, 1, 1, (5, 3), (10, 12))
     assert_written(dx, dx_ref, np.ones(x.shape, bool), FP16_TOL, "dX")
     assert np.any(dx == 0.0), "expected source pixels without any dY (written as 0)"
+
+
+@pytest.mark.parametrize("mode", ["auto", "always"])
+def test_narrow_selection_modes(
+    device: Any, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """CONVT_GPU_NARROW=auto (small grids: convt_forward) and always (convt_forward_narrow) give
+    the same function; any other value is refused on GPU backends."""
+    monkeypatch.setenv("CONVT_GPU_NARROW", mode)
+    x = rng.standard_normal((2, 9, 11, 10)).astype(np.float32)
+    w = rng.standard_normal((9, 2, 9, 9)).astype(np.float32)
+    b = rng.standard_normal(2).astype(np.float32)
+    got, ref = _forward(device, x, w, b, (3, 9, 4, 2, 1), 1, "NCHW")
+    assert_close(got, ref, FP32_TOL, mode)
+    if device.kind == "cpu":
+        return
+    monkeypatch.setenv("CONVT_GPU_NARROW", "sometimes")
+    with pytest.raises(ValueError, match="CONVT_GPU_NARROW must be 'auto' or 'always'"):
+        _forward(device, x, w, b, (3, 9, 4, 2, 1), 1, "NCHW")

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <stdexcept>
 #include <string>
 
 #include "../../../metal/convt_params.h"
@@ -41,6 +42,16 @@ constexpr int64_t kDxMinTiles = 128;
 // it is long (taps x output channels) and there are at least as many taps as slices.
 constexpr int64_t kDwRows = 4, kNarrowPixels = 4, kDxSlices = 8, kDxPixels = 2, kDxChannels = 8;
 constexpr int64_t kDxMinReduction = 64;
+// The narrow forward kernel runs only with at least this many threadgroups: with fewer it lost
+// to convt_forward (H200, bench_gpu: fsrcnn_x3 N=1, 576 groups, 0.150 ms against 0.115;
+// dcgan_out N=8, 384 groups, 0.149 against 0.074) and won with more (fsrcnn_x3 N=8, 4608 groups,
+// 0.559 against 0.661). CONVT_GPU_NARROW=always drops the limit (tests reach the kernel with
+// small images).
+constexpr int64_t kNarrowMinGroups = 2048;
+// The narrow kernel's threadgroups are 32 x 2 threads (4 pixels a thread, 2 rows apart: a tile of
+// 32 x 8 pixels), so a SIMD-group reads one 32-pixel row a load: on an H200 (fsrcnn_x3, N=8)
+// L1 hits rose from 18% to 76% and the time fell 0.561 -> 0.513 ms against 8 x 8 threads.
+constexpr int64_t kNarrowTileX = 32;
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -66,6 +77,14 @@ inline void check_index_range(const ConvtParams& p) {
         span(p.first_tap_y, p.clip_h, p.kernel_h, p.dilation_y, p.src_h, p.stride_y), "< 2^31");
 }
 
+inline bool narrow_always() {
+    const char* v = std::getenv("CONVT_GPU_NARROW");
+    if (v == nullptr || std::string(v) == "auto") return false;
+    if (std::string(v) == "always") return true;
+    throw std::invalid_argument(
+        concat("CONVT_GPU_NARROW must be 'auto' or 'always', got '", v, "'"));
+}
+
 inline Launch forward(const ConvtParams& p) {
     check_index_range(p);
     const int64_t sx = p.stride_x, sy = p.stride_y;
@@ -85,12 +104,14 @@ inline Launch forward(const ConvtParams& p) {
                 {kGemmThreads, 1, 1}};
     const Dims tile = pixel_tile(rows);
     // Fewer channels than a channel block: one channel and kNarrowPixels pixels a thread.
-    if (p.out_per_group < kChannelBlock)
-        return {
-            "convt_forward_narrow_",
-            {ceil_div(cols, tile.x * (rows == 1 ? kNarrowPixels : 1)),
-             ceil_div(rows, tile.y * (rows == 1 ? 1 : kNarrowPixels)), images * p.out_per_group},
-            tile};
+    const Dims ntile =
+        rows == 1 ? Dims{kThreads, 1, 1} : Dims{kNarrowTileX, kThreads / kNarrowTileX, 1};
+    const Dims narrow{ceil_div(cols, ntile.x * (rows == 1 ? kNarrowPixels : 1)),
+                      ceil_div(rows, ntile.y * (rows == 1 ? 1 : kNarrowPixels)),
+                      images * p.out_per_group};
+    if (p.out_per_group < kChannelBlock &&
+        (narrow.x * narrow.y * narrow.z >= kNarrowMinGroups || narrow_always()))
+        return {"convt_forward_narrow_", narrow, ntile};
     return {"convt_forward_",
             {ceil_div(cols, tile.x), ceil_div(rows, tile.y),
              images * ceil_div(p.out_per_group, kChannelBlock)},
