@@ -378,33 +378,32 @@ void forward_gemm(const ConvtParams& p, const GemmWeights& w, const void* src, v
         xs.push_back(phase_of(r, p.stride_x, p.clip_w, p.first_tap_x, p.dilation_x, p.kernel_w));
     if (ys.empty() || xs.empty() || n_images == 0) return;
 
-    auto tasks_for = [&](int cols) {
-        int64_t t = 0;
-        for (const Phase& y : ys)
-            for (const Phase& x : xs) t += ceil_div(n_images * y.count * x.count, cols);
-        return t * p.groups;
-    };
+    const int64_t most = n_images * ys[0].count * xs[0].count;  // phase 0 is the largest
+    auto tasks_for = [&](int cols) { return ceil_div(most, cols) * p.groups; };
     const int cols = block_columns(tasks_for);
     struct Task {
         int g, ry, rx;
         int64_t first;
     };
-    // Block f of every phase covers about the same destination rows: running the phases of a
-    // block one after another writes each cache line of the result while it is still cached.
+    // Block f of every phase covers about the same destination rows, and one thread runs them
+    // all, one after another: each cache line of the result is written by one core while it is
+    // cached (phases interleave within lines; split between cores, the lines would bounce).
     std::vector<Task> tasks;
-    const int64_t most = n_images * ys[0].count * xs[0].count;  // phase 0 is the largest
+    std::vector<size_t> task_groups;  // first task of each thread's unit of work
     for (int g = 0; g < p.groups; ++g)
-        for (int64_t f = 0; f < most; f += cols)
+        for (int64_t f = 0; f < most; f += cols) {
+            task_groups.push_back(tasks.size());
             for (size_t ry = 0; ry < ys.size(); ++ry)
                 for (size_t rx = 0; rx < xs.size(); ++rx)
                     if (f < n_images * ys[ry].count * xs[rx].count)
                         tasks.push_back({g, int(ry), int(rx), f});
+        }
+    task_groups.push_back(tasks.size());
 
     const Gathered source{src, p.src_type, p.src_stride_c};
     const auto ntype = static_cast<NeuronType>(p.neuron);
     const int64_t group_weights = int64_t(w.taps) * tiles * ig * kMr;
-    ThreadPool::instance().parallel_for(int64_t(tasks.size()), [&](int64_t ti) {
-        const Task& t = tasks[ti];
+    auto run_task = [&](const Task& t) {
         const Phase& py = ys[t.ry];
         const Phase& px = xs[t.rx];
         const int real =
@@ -464,6 +463,9 @@ void forward_gemm(const ConvtParams& p, const GemmWeights& w, const void* src, v
                         apply_neuron(ntype, row[j], p.neuron_a, p.neuron_b, p.neuron_c, slope));
             }
         }
+    };
+    ThreadPool::instance().parallel_for(int64_t(task_groups.size()) - 1, [&](int64_t u) {
+        for (size_t i = task_groups[u]; i < task_groups[u + 1]; ++i) run_task(tasks[i]);
     });
 }
 
