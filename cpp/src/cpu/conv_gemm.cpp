@@ -639,7 +639,7 @@ bool backward_weights_taps_fits(const ConvtParams& p) {
 }
 
 void backward_weights_taps_image(const ConvtParams& p, const void* x, const void* dy, int64_t n,
-                                 float* partial) {
+                                 int64_t row_begin, int64_t row_end, float* partial) {
     const int og = p.out_per_group, ig = p.in_per_group, kw = p.kernel_w;
     const int taps = p.kernel_h * kw, pairs = og * kw;
     const int tiles = tiles_of(pairs, kMr), in_panels = tiles_of(ig, kNr), ldc = in_panels * kNr;
@@ -653,7 +653,7 @@ void backward_weights_taps_image(const ConvtParams& p, const void* x, const void
     const MicroKernel uk = micro_kernel();
     for (int g = 0; g < p.groups; ++g) {
         c.assign(size_t(p.kernel_h) * tiles * kMr * ldc, 0.f);  // [ky][pair][ic]
-        for (int64_t iy = 0; iy < p.src_h; ++iy) {
+        for (int64_t iy = row_begin; iy < row_end; ++iy) {
             for (int ix = 0; ix < width; ++ix) xoff[ix] = src_index(p, n, int64_t(g) * ig, iy, ix);
             pack_rows(xs, xoff.data(), width, 0, ldc, ig, kNr, xpack.data());
             for (int ky = 0; ky < p.kernel_h; ++ky) {

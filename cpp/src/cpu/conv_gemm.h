@@ -39,11 +39,12 @@ void backward_data_gemm(const ConvtParams& p, const GemmWeights& w, const void* 
 void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
                            const detail::GradientOutput& out);
 
-/// At most three output channels per group, eight or more inputs: dW of image n alone, written to
-/// `partial` (dense OHWI floats; the caller sums the images in order). The register tile's
-/// rows are (output channel, kx) pairs, so taps, not padding, fill it.
+/// At most three output channels per group, eight or more inputs: dW of source rows
+/// [row_begin, row_end) of image n alone, written to `partial` (dense OHWI floats; the caller
+/// sums the parts in a fixed order). The register tile's rows are (output channel, kx) pairs,
+/// so taps, not padding, fill it.
 bool backward_weights_taps_fits(const ConvtParams& p);
 void backward_weights_taps_image(const ConvtParams& p, const void* x, const void* dy, int64_t n,
-                                 float* partial);
+                                 int64_t row_begin, int64_t row_end, float* partial);
 
 }  // namespace convt::cpu

@@ -30,6 +30,8 @@ using detail::PreparedWeights;
 
 // Below this many output channels per group the GEMMs run along the rows (see the narrow paths).
 constexpr int kNarrow = 16;
+// Row ranges per image for the few-output-channel weight gradient's partial sums.
+constexpr int64_t kRowCuts = 4;
 
 template <typename T>
 struct Packed {
@@ -577,18 +579,27 @@ class CpuBackend : public detail::Backend {
         } else if (!tiled && out.weights && !dbl && backward_weights_gemm_fits(p)) {
             backward_weights_gemm(p, x, dy, out);
         } else if (partial_sums) {
-            std::vector<float> partials(static_cast<size_t>(p.num_images) * count, 0.f);
-            pool.parallel_for(p.num_images, [&](int64_t n) {
+            // Parts: images, each cut into a fixed number of row ranges when the partials stay
+            // small (so one image still keeps every thread busy); summed part by part in order.
+            const int64_t cuts =
+                tiled && int64_t(p.num_images) * kRowCuts * count <= (int64_t(1) << 22)
+                    ? std::min<int64_t>(kRowCuts, p.src_h)
+                    : 1;
+            const int64_t parts = int64_t(p.num_images) * cuts;
+            std::vector<float> partials(static_cast<size_t>(parts) * count, 0.f);
+            pool.parallel_for(parts, [&](int64_t part) {
                 thread_local std::vector<float> xrow, dpack;
+                const int64_t n = part / cuts, cut = part % cuts;
+                float* out_part = partials.data() + part * count;
                 if (tiled)
-                    backward_weights_taps_image(p, x, dy, n, partials.data() + n * count);
+                    backward_weights_taps_image(p, x, dy, n, p.src_h * cut / cuts,
+                                                p.src_h * (cut + 1) / cuts, out_part);
                 else
-                    backward_weights_image_narrow(p, x, dy, n, partials.data() + n * count, xrow,
-                                                  dpack);
+                    backward_weights_image_narrow(p, x, dy, n, out_part, xrow, dpack);
             });
             for (int64_t i = 0; i < count; ++i) {
                 float sum = 0.f;
-                for (int64_t n = 0; n < p.num_images; ++n) sum += partials[n * count + i];
+                for (int64_t k = 0; k < parts; ++k) sum += partials[k * count + i];
                 write_gradient(out.weights, out.type, i, sum, out.accumulate);
             }
         } else if (out.weights) {
