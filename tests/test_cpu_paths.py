@@ -87,7 +87,8 @@ def test_cpu_path_forward_and_gradients(rng: np.random.Generator, case: str, sto
 
 @pytest.mark.parametrize("case", ["gemm_tails", "rows_s2", "narrow_out", "depthwise"])
 def test_cpu_path_float16(rng: np.random.Generator, case: str) -> None:
-    """fp16 images and weights: converted tile by tile, float accumulation."""
+    """fp16 images and weights: converted tile by tile (F16C where the kernels use AVX2),
+    float accumulation."""
     import convt
 
     cin, cout, groups, (h, w), k, s, p, op, d = CASES[case]
@@ -98,10 +99,11 @@ def test_cpu_path_float16(rng: np.random.Generator, case: str) -> None:
     convt.conv_transpose2d(x, wt, None, s, p, op, groups, d, out=out, device=_cpu())
     assert_close(out, ref, FP16_TOL, f"{case} fp16 forward")
     dy = rng.standard_normal(ref.shape).astype(np.float16)
-    gx, gw, _ = R.conv_transpose_torch_backward(dy, x, wt, s, p, op, groups, d)
-    dx, dw, _ = convt.conv_transpose2d_backward(dy, x, wt, s, p, op, groups, d, device=_cpu())
+    gx, gw, gb = R.conv_transpose_torch_backward(dy, x, wt, s, p, op, groups, d)
+    dx, dw, db = convt.conv_transpose2d_backward(dy, x, wt, s, p, op, groups, d, device=_cpu())
     assert_close(dx, gx, FP16_TOL, f"{case} fp16 dX")
     assert_close(dw, gw, FP16_TOL, f"{case} fp16 dW")
+    assert_close(db, gb, FP16_TOL, f"{case} fp16 dB")
 
 
 def test_cpu_path_threads_bitwise(rng: np.random.Generator) -> None:

@@ -6,6 +6,7 @@
 
 #include "elements.h"
 #include "geometry.h"
+#include "half_rows.h"
 #include "micro_kernel.h"
 #include "neuron.h"
 #include "thread_pool.h"
@@ -45,6 +46,18 @@ inline float to_float(E v) {
 template <typename E>
 void pack_run_typed(const E* base, int64_t cs, int64_t first, int64_t step, int c0, int depth,
                     float* out) {
+    if constexpr (std::is_same_v<E, uint16_t>) {  // fp16: gather the bits, convert 16 at once
+        uint16_t bits[kNr];
+        for (int c = 0; c < depth; ++c) {
+            const uint16_t* s = base + first + int64_t(c0 + c) * cs;
+            if (step != 1) {
+                for (int j = 0; j < kNr; ++j) bits[j] = s[j * step];
+                s = bits;
+            }
+            halves_to_floats(s, kNr, out + c * kNr);
+        }
+        return;
+    }
     if (step == 1) {  // NCHW rows: a contiguous run per channel
         for (int c = 0; c < depth; ++c) {
             const E* s = base + first + int64_t(c0 + c) * cs;
@@ -65,7 +78,14 @@ void pack_columns_typed(const E* base, int64_t cs, const int64_t* off, int c0, i
     for (int c = 0; c < depth; ++c) {
         float* o = out + c * kNr;
         const int64_t co = int64_t(c0 + c) * cs;
-        for (int j = 0; j < kNr; ++j) o[j] = off[j] == kMissing ? 0.f : to_float(base[off[j] + co]);
+        if constexpr (std::is_same_v<E, uint16_t>) {
+            uint16_t bits[kNr];  // half +0 where a tap misses
+            for (int j = 0; j < kNr; ++j) bits[j] = off[j] == kMissing ? 0 : base[off[j] + co];
+            halves_to_floats(bits, kNr, o);
+        } else {
+            for (int j = 0; j < kNr; ++j)
+                o[j] = off[j] == kMissing ? 0.f : to_float(base[off[j] + co]);
+        }
     }
 }
 
@@ -303,7 +323,13 @@ void pack_rows_typed(const E* s, int64_t cs, const int64_t* off, int count, int 
                 continue;
             }
             const E* px = s + off[k] + int64_t(t0) * cs;
-            for (int j = 0; j < real; ++j) o[j] = to_float(px[j * cs]);
+            if constexpr (std::is_same_v<E, uint16_t>) {
+                uint16_t bits[kNr];  // width <= kNr
+                for (int j = 0; j < real; ++j) bits[j] = px[j * cs];
+                halves_to_floats(bits, real, o);
+            } else {
+                for (int j = 0; j < real; ++j) o[j] = to_float(px[j * cs]);
+            }
             for (int j = real; j < width; ++j) o[j] = 0.f;
         }
     }
@@ -317,6 +343,24 @@ void pack_rows(const Gathered& src, const int64_t* off, int count, int ch0, int 
     else
         pack_rows_typed(static_cast<const float*>(src.base), src.channel_stride, off, count, ch0,
                         ch1, channels, width, out);
+}
+
+// dst[offset[j] + co] = row[j] for j < n, in the tensor's element type (fp16 converted n at a
+// time).
+void scatter_row(void* dst, int32_t type, const int64_t* offset, int64_t co, const float* row,
+                 int n) {
+    if (type == CONVT_TYPE_F32) {
+        float* d = static_cast<float*>(dst) + co;
+        for (int j = 0; j < n; ++j) d[offset[j]] = row[j];
+    } else if (type == CONVT_TYPE_F16) {
+        thread_local std::vector<uint16_t> bits;
+        bits.resize(static_cast<size_t>(n));
+        floats_to_halves(row, n, bits.data());
+        uint16_t* d = static_cast<uint16_t*>(dst) + co;
+        for (int j = 0; j < n; ++j) d[offset[j]] = bits[j];
+    } else {
+        for (int j = 0; j < n; ++j) store<float>(dst, type, offset[j] + co, row[j]);
+    }
 }
 
 }  // namespace
@@ -453,15 +497,12 @@ void forward_gemm(const ConvtParams& p, const GemmWeights& w, const void* src, v
             const float slope = w.slopes.empty() ? 0.f : w.slopes[ch];
             const float* row = c.data() + int64_t(oc) * cols;
             const int64_t co = int64_t(oc) * p.dst_stride_c;
-            if (ntype == NeuronType::None && p.dst_type == CONVT_TYPE_F32) {
-                float* d = static_cast<float*>(dst);
-                for (int j = 0; j < real; ++j) d[dst_offsets[j] + co] = row[j];
-            } else {
+            if (ntype != NeuronType::None) {
+                float* r = c.data() + int64_t(oc) * cols;
                 for (int j = 0; j < real; ++j)
-                    store<float>(
-                        dst, p.dst_type, dst_offsets[j] + co,
-                        apply_neuron(ntype, row[j], p.neuron_a, p.neuron_b, p.neuron_c, slope));
+                    r[j] = apply_neuron(ntype, r[j], p.neuron_a, p.neuron_b, p.neuron_c, slope);
             }
+            scatter_row(dst, p.dst_type, dst_offsets.data(), co, row, real);
         }
     };
     ThreadPool::instance().parallel_for(int64_t(task_groups.size()) - 1, [&](int64_t u) {
@@ -519,7 +560,7 @@ void backward_data_gemm(const ConvtParams& p, const GemmWeights& w, const void* 
         for (int icl = 0; icl < ig; ++icl) {
             const float* row = c.data() + int64_t(icl) * cols;
             const int64_t co = int64_t(icl) * p.src_stride_c;
-            for (int j = 0; j < real; ++j) store<float>(dx, p.src_type, dx_offsets[j] + co, row[j]);
+            scatter_row(dx, p.src_type, dx_offsets.data(), co, row, real);
         }
     });
 }

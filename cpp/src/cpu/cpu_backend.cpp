@@ -17,6 +17,7 @@
 #include "depthwise.h"
 #include "elements.h"
 #include "geometry.h"
+#include "half_rows.h"
 #include "micro_kernel.h"
 #include "neuron.h"
 #include "thread_pool.h"
@@ -451,10 +452,20 @@ T bias_gradient(const ConvtParams& p, const void* dy, int64_t oc) {
         for (int64_t yy = 0; yy < p.clip_h; ++yy) {
             const int64_t row = dst_index(p, n, oc, yy, 0);
             int64_t xx = 0;
+            const float* r = nullptr;
             if (p.dst_type == CONVT_TYPE_F32 && p.dst_stride_w == 1) {
-                const float* r = static_cast<const float*>(dy) + row;
+                r = static_cast<const float*>(dy) + row;
+            } else if (p.dst_type == CONVT_TYPE_F16 && p.dst_stride_w == 1) {
+                thread_local std::vector<float> converted;  // one row, converted at once
+                converted.resize(static_cast<size_t>(p.clip_w));
+                halves_to_floats(static_cast<const uint16_t*>(dy) + row, static_cast<int>(p.clip_w),
+                                 converted.data());
+                r = converted.data();
+            }
+            if (r) {
                 for (; xx + 8 <= p.clip_w; xx += 8)
                     for (int l = 0; l < 8; ++l) lanes[l] += static_cast<T>(r[xx + l]);
+                for (; xx < p.clip_w; ++xx) lanes[xx % 8] += static_cast<T>(r[xx]);
             }
             for (; xx < p.clip_w; ++xx)
                 lanes[xx % 8] += load<T>(dy, p.dst_type, row + xx * p.dst_stride_w);

@@ -6,6 +6,7 @@
 
 #include "elements.h"
 #include "geometry.h"
+#include "half_rows.h"
 #include "neuron.h"
 #include "thread_pool.h"
 
@@ -17,6 +18,10 @@ void load_row(const void* base, int32_t type, int64_t first, int64_t step, int64
               float* out) {
     if (type == CONVT_TYPE_F32 && step == 1) {
         std::memcpy(out, static_cast<const float*>(base) + first, sizeof(float) * count);
+        return;
+    }
+    if (type == CONVT_TYPE_F16 && step == 1) {
+        halves_to_floats(static_cast<const uint16_t*>(base) + first, static_cast<int>(count), out);
         return;
     }
     for (int64_t i = 0; i < count; ++i) out[i] = load<float>(base, type, first + i * step);

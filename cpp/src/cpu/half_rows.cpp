@@ -1,0 +1,58 @@
+#include "half_rows.h"
+
+#include "../core/half.h"
+#include "micro_kernel.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define CONVT_X86_DISPATCH 1
+#endif
+
+namespace convt::cpu {
+namespace {
+
+#ifdef CONVT_X86_DISPATCH
+__attribute__((target("avx2,f16c"))) void halves_to_floats_f16c(const uint16_t* src, int n,
+                                                                float* out) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(
+            out + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+    for (; i < n; ++i) out[i] = _cvtsh_ss(src[i]);
+}
+
+__attribute__((target("avx2,f16c"))) void floats_to_halves_f16c(const float* src, int n,
+                                                                uint16_t* out) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; ++i) out[i] = _cvtss_sh(src[i], _MM_FROUND_TO_NEAREST_INT);
+}
+
+bool use_f16c() {
+    static const bool chosen = [] {
+        __builtin_cpu_init();
+        return use_avx2() && __builtin_cpu_supports("f16c");
+    }();
+    return chosen;
+}
+#endif
+
+}  // namespace
+
+void halves_to_floats(const uint16_t* src, int n, float* out) {
+#ifdef CONVT_X86_DISPATCH
+    if (use_f16c()) return halves_to_floats_f16c(src, n, out);
+#endif
+    for (int i = 0; i < n; ++i) out[i] = detail::half_to_float(src[i]);
+}
+
+void floats_to_halves(const float* src, int n, uint16_t* out) {
+#ifdef CONVT_X86_DISPATCH
+    if (use_f16c()) return floats_to_halves_f16c(src, n, out);
+#endif
+    for (int i = 0; i < n; ++i) out[i] = detail::float_to_half(src[i]);
+}
+
+}  // namespace convt::cpu
