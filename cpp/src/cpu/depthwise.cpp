@@ -39,14 +39,19 @@ struct PhaseRows {
     }
 };
 
-// Column c of the dY row that source column `lo` meets through a tap at offset c: its phase
-// and index there (consecutive source columns meet consecutive indices of one phase).
-struct PhaseIndex {
-    int64_t phase, index;
+// What tap column kx reads of a dY row split by phase: source columns lo..hi meet consecutive
+// entries of one phase row, from `first` on (consecutive source columns are stride_x apart in
+// dY, so in one phase). Empty when lo > hi.
+struct TapRun {
+    int64_t lo, hi;
+    const float* first;
 };
-inline PhaseIndex phase_index(int64_t lo, int64_t c, int64_t s) {
-    const int64_t r = pos_mod(-c, s);
-    return {r, (lo * s - c - r) / s};
+inline TapRun tap_run(const ConvtParams& p, PhaseRows& phases, int kx) {
+    const int64_t c = p.first_tap_x + int64_t(p.dilation_x) * kx, s = p.stride_x;
+    const auto [lo, hi] = source_span(c, s, p.clip_w, p.src_w);
+    if (lo > hi) return {lo, hi, nullptr};
+    const int64_t r = pos_mod(-c, s);  // the phase; (lo * s - c - r) / s its index there
+    return {lo, hi, phases.phase(r) + (lo * s - c - r) / s};
 }
 
 void load_dy_row(const ConvtParams& p, const void* dy, int64_t n, int64_t ch, int64_t yy,
@@ -143,11 +148,8 @@ void backward_data_depthwise(const ConvtParams& p, const DepthwiseWeights& w, co
                 if (yy < 0 || yy >= p.clip_h) continue;
                 load_dy_row(p, dy, n, ch, yy, row, phases);
                 for (int kx = 0; kx < p.kernel_w; ++kx) {
-                    const int64_t c = p.first_tap_x + int64_t(p.dilation_x) * kx;
-                    const auto [lo, hi] = source_span(c, p.stride_x, p.clip_w, p.src_w);
+                    const auto [lo, hi, d] = tap_run(p, phases, kx);
                     if (lo > hi) continue;
-                    const PhaseIndex at = phase_index(lo, c, p.stride_x);
-                    const float* d = phases.phase(at.phase) + at.index;
                     const float wv = wc[ky * p.kernel_w + kx];
                     float* a = acc.data() + lo;
                     for (int64_t i = 0; i <= hi - lo; ++i) a[i] += wv * d[i];
@@ -181,11 +183,8 @@ void backward_weights_depthwise(const ConvtParams& p, const void* x, const void*
                     loaded = true;
                     load_dy_row(p, dy, n, ch, yy, row, phases);
                     for (int kx = 0; kx < p.kernel_w; ++kx) {
-                        const int64_t c = p.first_tap_x + int64_t(p.dilation_x) * kx;
-                        const auto [lo, hi] = source_span(c, p.stride_x, p.clip_w, p.src_w);
+                        const auto [lo, hi, d] = tap_run(p, phases, kx);  // d[ix - lo]
                         if (lo > hi) continue;
-                        const PhaseIndex at = phase_index(lo, c, p.stride_x);
-                        const float* d = phases.phase(at.phase) + at.index;  // d[ix - lo]
                         float* lane = lanes.data() + (ky * p.kernel_w + kx) * 8;
                         float l[8];  // local: lets the compiler keep them in a register
                         std::copy(lane, lane + 8, l);
