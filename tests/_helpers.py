@@ -12,6 +12,18 @@ FP16_TOL = 2e-3
 TINY = 1e-12
 
 BACKENDS = ("cpu", "metal", "metal-sim", "cuda")
+# The integer properties of MPSCNNConvolutionDescriptor that convt's descriptor mirrors.
+DESCRIPTOR_FIELDS = (
+    "kernel_width",
+    "kernel_height",
+    "input_feature_channels",
+    "output_feature_channels",
+    "stride_in_pixels_x",
+    "stride_in_pixels_y",
+    "dilation_rate_x",
+    "dilation_rate_y",
+    "groups",
+)
 
 
 def rel_err(got: np.ndarray, ref: np.ndarray) -> float:

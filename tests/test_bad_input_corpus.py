@@ -22,7 +22,7 @@ import convt
 import numpy as np
 import pytest
 import reference as R
-from _helpers import FP32_TOL, assert_close, poison, run_encoded
+from _helpers import DESCRIPTOR_FIELDS, FP32_TOL, assert_close, poison, run_encoded
 from numpy.lib.stride_tricks import as_strided
 
 try:
@@ -443,17 +443,7 @@ for prop, make in {
         "padding|method",
     )
 
-for field in (
-    "kernel_width",
-    "kernel_height",
-    "input_feature_channels",
-    "output_feature_channels",
-    "stride_in_pixels_x",
-    "stride_in_pixels_y",
-    "dilation_rate_x",
-    "dilation_rate_y",
-    "groups",
-):
+for field in DESCRIPTOR_FIELDS:
     for prop in ("zero", "negative", "2^31", "2^63", "2^64", "float", "str", "none"):
         add(f"ConvolutionDescriptor-{field}-{prop}", mps(desc={field: SCALARS[prop]}), field)
 for prop, value in {"str": "relu", "int": 1}.items():

@@ -11,7 +11,7 @@ import convt
 import numpy as np
 import pytest
 import reference as R
-from _helpers import make_data_source, poison, run_encoded
+from _helpers import DESCRIPTOR_FIELDS, make_data_source, poison, run_encoded
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -97,17 +97,6 @@ GRADIENT_PROPERTIES = (
     "weights_data_type",
     "source_gradient_feature_channels",
     "source_image_feature_channels",
-)
-DESCRIPTOR_FIELDS = (
-    "kernel_width",
-    "kernel_height",
-    "input_feature_channels",
-    "output_feature_channels",
-    "stride_in_pixels_x",
-    "stride_in_pixels_y",
-    "dilation_rate_x",
-    "dilation_rate_y",
-    "groups",
 )
 
 

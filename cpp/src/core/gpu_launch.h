@@ -5,6 +5,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstdlib>
 #include <stdexcept>
@@ -191,6 +192,21 @@ struct Constants {
     bool accumulate = false;
     int64_t splits = 1;
 };
+
+/// Every function constant of a dispatch, indexed as in metal/convt_kernel.h (0-10).
+inline std::array<int32_t, 11> function_constants(const ConvtParams& p, Constants c) {
+    return {p.neuron,
+            p.has_bias,
+            p.accumulate_half,
+            p.kernel_w,
+            p.kernel_h,
+            p.stride_x,
+            p.stride_y,
+            p.dilation_x,
+            p.dilation_y,
+            c.accumulate,
+            static_cast<int32_t>(c.splits)};
+}
 
 /// A kernel's type suffix ("f32", "f16"); GPUs run no float64 images.
 inline const char* type_suffix(int32_t type, const char* backend) {

@@ -18,8 +18,8 @@ namespace {
 constexpr int kKc = 256;        // depth of one packed slice: a kMr x kKc weight panel fits L1
 constexpr int kMaxBlock = 128;  // pixels per forward/dX task: 8 register columns
 constexpr int64_t kBatchFloats = 48 * 1024;  // packed pixels of one batch of taps: L2-resident
-// dW slices: as many pixels as keep both packed operands within this many bytes (L2-resident);
-// long slices give the hardware prefetcher long runs along each channel.
+// dW slices: as many whole source rows as keep their packed X and dY rows within this many
+// bytes (L2-resident).
 constexpr int64_t kWeightSliceBytes = 512 * 1024;
 
 // Offsets are relative to a view's first element and may be negative (reversed strides).

@@ -115,20 +115,10 @@ struct Batch {
 
 using gpu::Constants;
 
-// Function constants, in the order of metal/convt_kernel.h.
 void set_constants(ConvtCudaLaunch& l, const ConvtParams& p, Constants c) {
-    const int32_t fc[] = {p.neuron,
-                          p.has_bias,
-                          p.accumulate_half,
-                          p.kernel_w,
-                          p.kernel_h,
-                          p.stride_x,
-                          p.stride_y,
-                          p.dilation_x,
-                          p.dilation_y,
-                          c.accumulate,
-                          static_cast<int32_t>(c.splits)};
-    std::memcpy(l.constants, fc, sizeof(fc));
+    const auto fc = gpu::function_constants(p, c);
+    static_assert(sizeof(l.constants) >= sizeof(fc), "launch glue holds every function constant");
+    std::memcpy(l.constants, fc.data(), sizeof(fc));
 }
 
 std::string types(int32_t a, int32_t b) {

@@ -131,19 +131,9 @@ struct Batch {
 
 using gpu::Constants;
 
-// Function constants, in the order of metal/convt_kernel.h.
 std::vector<int> constants(const ConvtParams& p, Constants c) {
-    return {p.neuron,
-            p.has_bias,
-            p.accumulate_half,
-            p.kernel_w,
-            p.kernel_h,
-            p.stride_x,
-            p.stride_y,
-            p.dilation_x,
-            p.dilation_y,
-            c.accumulate ? 1 : 0,
-            static_cast<int>(c.splits)};
+    const auto fc = gpu::function_constants(p, c);
+    return {fc.begin(), fc.end()};
 }
 
 std::string types(int32_t a, int32_t b) {
