@@ -389,3 +389,33 @@ def set_total_offset(kernel: Any, T: tuple[int, int], offset: tuple[int, int] = 
 
 GRADIENT_OPTIONS = ("data", "weights_and_bias", "all")
 OUTPUT_MASKS = [(a, b, c) for a in (True, False) for b in (True, False) for c in (True, False)]
+
+
+def mps_case_kwargs(c: dict, groups: int, neuron: Any, dtype: Any) -> dict:
+    """The build_transpose keyword arguments a random MPS case (test_sweep's and
+    test_properties' generators) shares between its forward kernel and the reference."""
+    return dict(
+        stride=tuple(c["s"]),
+        dilation=tuple(c["d"]),
+        groups=groups,
+        neuron=neuron,
+        accumulator=c["accumulator"],
+        dst_dtype=dtype,
+        src_c_offset=c["sfo"],
+    )
+
+
+def case_gradient_state(c: dict) -> Any | None:
+    """The ConvolutionGradientState an auto-sized MPS case sizes its destination from, or None
+    when the case has none."""
+    import convt
+
+    if c["state"] is None:
+        return None
+    nf = c["state"]["n_fwd"]
+    return convt.ConvolutionGradientState.for_forward(
+        nf[1], nf[0], c["k"][1], c["k"][0],
+        stride_x=c["s"][1], stride_y=c["s"][0],
+        dilation_x=c["d"][1], dilation_y=c["d"][0],
+        padding_method=c["state"]["method"],
+    )  # fmt: skip

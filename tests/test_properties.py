@@ -20,7 +20,16 @@ import convt
 import numpy as np
 import pytest
 import reference as R
-from _helpers import FP16_TOL, FP32_TOL, assert_close, assert_written, poison, run_encoded
+from _helpers import (
+    FP16_TOL,
+    FP32_TOL,
+    assert_close,
+    assert_written,
+    case_gradient_state,
+    mps_case_kwargs,
+    poison,
+    run_encoded,
+)
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -342,26 +351,12 @@ def run_mps(device: Any, c: dict, seed: int, gradient: bool) -> None:
     src = rng.uniform(-1, 1, (c["n_src"], c["sfo"] + in_ch + c["src_extra"], *c["hw"]))
     src = src.astype(dtype)
     src_arr, src_layout, _ = store(src, c["src_storage"], dtype)
-    common = dict(
-        stride=tuple(c["s"]),
-        dilation=tuple(c["d"]),
-        groups=groups,
-        neuron=neuron,
-        accumulator=c["accumulator"],
-        dst_dtype=dtype,
-        src_c_offset=c["sfo"],
-    )
+    common = mps_case_kwargs(c, groups, neuron, dtype)
     if c["path"] == "auto":
         kernel.padding = convt.Padding(c["policy"])
-        state = None
-        if c["state"] is not None:
+        state = case_gradient_state(c)
+        if state is not None:
             nf = c["state"]["n_fwd"]
-            state = convt.ConvolutionGradientState.for_forward(
-                nf[1], nf[0], c["k"][1], c["k"][0],
-                stride_x=c["s"][1], stride_y=c["s"][0],
-                dilation_x=c["d"][1], dilation_y=c["d"][0],
-                padding_method=c["state"]["method"],
-            )  # fmt: skip
             expect = [
                 R.autoencoder_override(nf[a], c["k"][a], c["state"]["fwd"][a][1]) for a in range(2)
             ]

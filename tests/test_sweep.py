@@ -23,9 +23,11 @@ from _helpers import (
     assert_close,
     assert_written,
     build_transpose,
+    case_gradient_state,
     fix_padding,
     from_nchw,
     make_storage,
+    mps_case_kwargs,
     poison,
     random_torch_geometry,
     run_encoded,
@@ -312,32 +314,11 @@ def run_mps_case(device: Any, c: dict[str, Any]) -> None:
     src_arr, src_layout, _, _ = make_storage(src_nchw, c["src_storage"], dtype)
     src_before = src_arr.copy()
     src_img = convt.Image(src_arr, layout=src_layout)
-    common = dict(
-        stride=tuple(c["s"]),
-        dilation=tuple(c["d"]),
-        groups=groups,
-        neuron=neuron,
-        accumulator=c["accumulator"],
-        dst_dtype=dtype,
-        src_c_offset=c["sfo"],
-    )
+    common = mps_case_kwargs(c, groups, neuron, dtype)
 
     if c["path"] == "auto":
         conv.padding = convt.Padding(c["policy"])
-        state = None
-        if c["state"] is not None:
-            nf = c["state"]["n_fwd"]
-            state = convt.ConvolutionGradientState.for_forward(
-                nf[1],
-                nf[0],
-                k_w,
-                k_h,
-                stride_x=c["s"][1],
-                stride_y=c["s"][0],
-                dilation_x=c["d"][1],
-                dilation_y=c["d"][0],
-                padding_method=c["state"]["method"],
-            )
+        state = case_gradient_state(c)
         out = run_encoded(
             device, lambda cb: conv.encode(cb, src_img, convolution_gradient_state=state)
         )
