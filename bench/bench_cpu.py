@@ -215,11 +215,39 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def interleave(fns: Mapping[str, Thunk], warmup: int, repeats: int) -> dict[str, list[float]]:
+SETTLE_SLICE_S = 0.005  # one look at the process's CPU time
+SETTLE_IDLE_SHARE = 0.1  # idle: less than this share of one core used during a slice
+SETTLE_IDLE_SLICES = 2  # idle slices in a row that count as settled
+SETTLE_MAX_S = 0.5
+
+
+def settle() -> float:
+    """Waits until this process's threads are idle; returns the seconds waited.
+
+    torch's OpenMP workers keep spinning after each torch call (about 10 ms of CPU time on the
+    2-core dev VM), on the cores the next call needs: there, convt's dcgan_g2 forward took
+    13-14 ms alone or 10+ ms after a torch call, and 18-25 ms right after one. Waiting for the
+    process to go idle before every timed call measures each library without the other's
+    leftovers.
+    """
+    start = time.perf_counter()
+    idle = 0
+    while idle < SETTLE_IDLE_SLICES and time.perf_counter() - start < SETTLE_MAX_S:
+        cpu, wall = time.process_time(), time.perf_counter()
+        time.sleep(SETTLE_SLICE_S)
+        busy = time.process_time() - cpu >= SETTLE_IDLE_SHARE * (time.perf_counter() - wall)
+        idle = 0 if busy else idle + 1
+    return time.perf_counter() - start
+
+
+def interleave(
+    fns: Mapping[str, Thunk], warmup: int, repeats: int, settled: bool = True
+) -> dict[str, list[float]]:
     """Runs the functions in turn, ``warmup`` untimed then ``repeats`` timed rounds.
 
     Each round runs every function once; the order rotates from round to round, so that no
-    function always runs right after the same other one. Returns seconds per call, per name.
+    function always runs right after the same other one. With ``settled``, every call waits for
+    the process to go idle first (``settle``). Returns seconds per call, per name.
     """
     names = list(fns)
     samples: dict[str, list[float]] = {name: [] for name in names}
@@ -227,6 +255,8 @@ def interleave(fns: Mapping[str, Thunk], warmup: int, repeats: int) -> dict[str,
         for i in range(warmup + repeats):
             shift = i % len(names)
             for name in names[shift:] + names[:shift]:
+                if settled:
+                    settle()
                 t = _timed(fns[name])
                 if i >= warmup:
                     samples[name].append(t)
@@ -422,7 +452,7 @@ class Report:
 
 
 def measure_overhead(
-    with_torch: bool, dtype: np.dtype, warmup: int, repeats: int, calls: int
+    with_torch: bool, dtype: np.dtype, warmup: int, repeats: int, calls: int, settled: bool
 ) -> dict[str, float]:
     """Microseconds per call on a tiny layer (8->8, 4x4 input, k4 s2 p1, N=1), interleaved."""
     layer = convt.ConvTranspose2d(8, 8, 4, stride=2, padding=1, dtype=dtype, seed=0)
@@ -444,7 +474,7 @@ def measure_overhead(
     if with_torch:
         xt, wt, bt = (torch.from_numpy(np.array(a, dtype=np.float32)) for a in (x, w, b))
         fns["torch F.conv_transpose2d"] = loop(lambda: F.conv_transpose2d(xt, wt, bt, 2, 1))
-    samples = interleave(fns, warmup, repeats)
+    samples = interleave(fns, warmup, repeats, settled)
     return {name: statistics.median(s) / calls * 1e6 for name, s in samples.items()}
 
 
@@ -462,7 +492,7 @@ def run_shape(
     results = []
     for op, fns in case.ops.items():
         progress.step(f"{shape.name} {op}")
-        samples = interleave(fns, args.warmup, args.repeats)
+        samples = interleave(fns, args.warmup, args.repeats, not args.no_settle)
         err = case.rel_err[op]
         if err is not None and err > REL_TOL[args.dtype]:
             print(f"\nWARNING: {shape.name} {op}: max rel err vs torch {err:.2e}", file=sys.stderr)
@@ -576,6 +606,14 @@ def markdown_section(report: Report) -> str:
         lines.append(
             "- Ratios are torch time / convt time (> 1: convt is faster), measured interleaved "
             "in one process (convt and torch repetitions alternate)."
+        )
+        lines.append(
+            "- Before every timed call the bench waited for the process to go idle (torch's OpenMP "
+            "workers spin for a while after each torch call, on the cores the next call needs; "
+            "`--no-settle` turns this off)."
+            if m.get("settled")
+            else "- Calls ran back to back (`--no-settle`): a call that follows a torch call "
+            "shares the cores with torch's still-spinning OpenMP workers."
         )
         if fp16:
             lines.append(
@@ -754,6 +792,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="convt's dtype; with float16 torch runs float32 (report only)",
     )
     p.add_argument("--no-torch", action="store_true", help="time convt alone")
+    p.add_argument(
+        "--no-settle",
+        action="store_true",
+        help="time each call right after the previous one, without waiting for the process's "
+        "threads (torch's spinning OpenMP workers) to go idle",
+    )
     p.add_argument("--json", type=Path, default=DEFAULT_JSON, help="JSON output path")
     p.add_argument(
         "--markdown",
@@ -850,6 +894,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "torch_threads": torch.get_num_threads() if torch is not None else None,
             "repeats": args.repeats,
             "warmup": args.warmup,
+            "settled": not args.no_settle,
             "dtype": args.dtype,
             "with_torch": with_torch,
             "torch_backward": torch_backward,
@@ -879,7 +924,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.results += run_shape(shape, args, dtype, with_torch, peak, progress, index)
     progress.step("overhead")
     report.overhead_us = measure_overhead(
-        with_torch, dtype, args.warmup, args.repeats, args.overhead_calls
+        with_torch, dtype, args.warmup, args.repeats, args.overhead_calls, not args.no_settle
     )
     progress.close()
     report.meta["loadavg_end"] = loadavg()
