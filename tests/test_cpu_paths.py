@@ -46,6 +46,11 @@ CASES = {
     "one_out_groups": (24, 2, 2, (4, 21), 5, 2, 2, 1, 1),
     # A stride larger than the image's pixel count per tile, 17 taps wide.
     "big_stride": (10, 9, 1, (3, 5), 17, 8, 4, 0, 1),
+    # Enough source rows (N x H >= 32) that dW sums row ranges into partials: 2 ranges, and
+    # groups with stride 2; then the most ranges (8) with an output-channel tail.
+    "row_ranges": (23, 13, 1, (20, 11), 3, 1, 1, 0, 1),
+    "row_ranges_groups": (16, 24, 2, (19, 9), 3, 2, 1, 1, 1),
+    "row_ranges_many": (9, 7, 1, (70, 5), 3, 1, 1, 0, 1),
 }
 
 
@@ -112,7 +117,15 @@ def test_cpu_path_threads_bitwise(rng: np.random.Generator) -> None:
 
     before = convt.get_num_threads()
     try:
-        for case in ("gemm_tails", "rows_s1", "rows_s2", "groups_dilated", "depthwise"):
+        for case in (
+            "gemm_tails",
+            "rows_s1",
+            "rows_s2",
+            "groups_dilated",
+            "depthwise",
+            "row_ranges_groups",
+            "row_ranges_many",
+        ):
             cin, cout, groups, (h, w), k, s, p, op, d = CASES[case]
             x = rng.standard_normal((3, cin, h, w)).astype(np.float32)
             wt = rng.standard_normal((cin, cout // groups, k, k)).astype(np.float32)

@@ -21,6 +21,11 @@ constexpr int64_t kBatchFloats = 48 * 1024;  // packed pixels of one batch of ta
 // dW slices: as many whole source rows as keep their packed X and dY rows within this many
 // bytes (L2-resident).
 constexpr int64_t kWeightSliceBytes = 512 * 1024;
+// dW row ranges (see backward_weights_gemm): at most kRowRanges of at least kRowsPerRange source
+// rows, for layers whose per-range partials (all groups) stay under kRowSplitMaxWeights floats.
+constexpr int kRowRanges = 8;
+constexpr int64_t kRowsPerRange = 16;
+constexpr int64_t kRowSplitMaxWeights = 512 * 1024;
 
 // Offsets are relative to a view's first element and may be negative (reversed strides).
 constexpr int64_t kMissing = INT64_MIN;  // a tap that reaches no pixel: reads zero
@@ -187,7 +192,8 @@ void accumulate_taps(const Gathered& src, const TapGrid& grid, const Columns& co
                                     packed.data() + batch[s].b + int64_t(j) * batch[s].depth * kNr,
                                     batch[s].depth};
                 }
-                uk(segments.data(), int(batch.size()), c + int64_t(o) * kMr * cols + j * kNr, cols);
+                uk(segments.data(), int(batch.size()), 0, 0, c + int64_t(o) * kMr * cols + j * kNr,
+                   cols);
             }
         batch.clear();
         direct.clear();
@@ -577,13 +583,25 @@ void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
     // phase, [j][channel] with j the column within the phase. Tap kx then reads the phase row
     // shifted by whole columns, so its operands are pointer offsets into the packed rows; the
     // rows of a slice are segments of one register-tile pass (the tile stays in registers).
+    //
+    // Layers with few weights and many pixels (s1_same: 37K weights, 25K pixels) also split the
+    // source rows into a fixed number of ranges, each summed into its own partial dW, the
+    // partials then added in range order: every task packs only its own rows (splitting the
+    // output tiles alone packed every X row once per task) and fills whole tiles. The number of
+    // ranges depends on the layer alone, never on the thread count: results stay bitwise equal.
+    const int64_t all_rows = int64_t(p.num_images) * p.src_h;
+    const int64_t tile_floats = int64_t(taps) * kMr * ldc;  // one output tile's dW, all taps
+    const int64_t group_floats = tile_floats * out_tiles;
+    const int ranges =
+        group_floats * p.groups <= kRowSplitMaxWeights
+            ? static_cast<int>(std::clamp<int64_t>(all_rows / kRowsPerRange, 1, kRowRanges))
+            : 1;
     const int64_t want = 4 * int64_t(ThreadPool::instance().num_threads());
-    const int splits =
-        static_cast<int>(std::clamp<int64_t>(ceil_div(want, int64_t(p.groups)), 1, out_tiles));
-    const int tiles_per_split = tiles_of(out_tiles, splits);
+    const int splits = static_cast<int>(
+        std::clamp<int64_t>(ceil_div(want, int64_t(p.groups) * ranges), 1, out_tiles));
+    std::vector<float> partials(ranges > 1 ? size_t(p.groups) * ranges * group_floats : 0);
     const Gathered xs{x, p.src_type, p.src_stride_c};
     const Gathered ds{dy, p.dst_type, p.dst_stride_c};
-    const int64_t all_rows = int64_t(p.num_images) * p.src_h;
     const int64_t phases = std::min<int64_t>(sx, p.clip_w);
     const int64_t phase_len = ceil_div(p.clip_w, sx);  // columns of phase 0, the longest
     struct TapColumns {                                // what tap column kx reads, for every row
@@ -596,10 +614,16 @@ void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
         const Span span = source_span(cx, sx, p.clip_w, p.src_w);
         tap_columns[kx] = {r, (cx + r) / sx, span.lo, span.hi};
     }
-    ThreadPool::instance().parallel_for(int64_t(p.groups) * splits, [&](int64_t ti) {
-        const int g = static_cast<int>(ti / splits);
-        const int o0 = static_cast<int>(ti % splits) * tiles_per_split;
-        const int o1 = std::min(out_tiles, o0 + tiles_per_split);
+    ThreadPool::instance().parallel_for(int64_t(p.groups) * ranges * splits, [&](int64_t ti) {
+        const int g = static_cast<int>(ti / (int64_t(ranges) * splits));
+        const int range = static_cast<int>(ti / splits % ranges);
+        const int64_t row_begin = all_rows * range / ranges;
+        const int64_t row_end = all_rows * (range + 1) / ranges;
+        // Tiles split evenly (43 tiles in 8 splits of 6 left one split of 1: 2 threads ended
+        // 24 against 19 tiles).
+        const int split = static_cast<int>(ti % splits);
+        const int o0 = static_cast<int>(int64_t(split) * out_tiles / splits);
+        const int o1 = static_cast<int>(int64_t(split + 1) * out_tiles / splits);
         if (o0 >= o1) return;
         const int rows = (o1 - o0) * kMr;
         // Floats packed per source row: X, then every (ky, phase) dY row.
@@ -616,10 +640,19 @@ void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
         has.resize(static_cast<size_t>(slice_rows * p.kernel_h));
         off.resize(static_cast<size_t>(std::max<int64_t>(p.src_w, phase_len)));
         segments.resize(static_cast<size_t>(slice_rows));
-        c.assign(size_t(taps) * rows * ldc, 0.f);  // [tap][row][ic]
+        // [tap][row][ic]: this task's tiles, or its slots of the range's partial.
+        float* ct0 = c.data();
+        if (ranges > 1) {
+            ct0 = partials.data() + (int64_t(g) * ranges + range) * group_floats +
+                  int64_t(o0) * tile_floats;
+            std::fill(ct0, ct0 + size_t(taps) * rows * ldc, 0.f);
+        } else {
+            c.assign(size_t(taps) * rows * ldc, 0.f);
+            ct0 = c.data();
+        }
         const MicroKernel uk = micro_kernel();
-        for (int64_t r0 = 0; r0 < all_rows; r0 += slice_rows) {
-            const int nr = static_cast<int>(std::min<int64_t>(slice_rows, all_rows - r0));
+        for (int64_t r0 = row_begin; r0 < row_end; r0 += slice_rows) {
+            const int nr = static_cast<int>(std::min<int64_t>(slice_rows, row_end - r0));
             for (int r = 0; r < nr; ++r) {
                 const int64_t n = (r0 + r) / p.src_h, iy = (r0 + r) % p.src_h;
                 float* base = packed.data() + r * row_floats;
@@ -648,30 +681,53 @@ void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
                 const TapColumns& tc = tap_columns[tap % p.kernel_w];
                 if (tc.lo > tc.hi) continue;
                 const int64_t len = ceil_div(p.clip_w - tc.phase, sx);  // this phase's columns
-                float* ct = c.data() + size_t(tap) * rows * ldc;
+                float* ct = ct0 + size_t(tap) * rows * ldc;
+                // One segment list for the tap (tile 0, panel 0); tiles and panels are shifts.
+                int count = 0;
+                for (int r = 0; r < nr; ++r) {
+                    if (!has[r * p.kernel_h + ky]) continue;
+                    const float* base = packed.data() + r * row_floats;
+                    const float* a = base + x_floats + (ky * phases + tc.phase) * phase_floats +
+                                     (tc.lo - tc.shift) * kMr;
+                    segments[count++] = {a, base + tc.lo * kNr,
+                                         static_cast<int>(tc.hi - tc.lo + 1)};
+                }
+                if (!count) continue;
                 for (int o = 0; o < o1 - o0; ++o)
-                    for (int jp = 0; jp < in_panels; ++jp) {
-                        int count = 0;
-                        for (int r = 0; r < nr; ++r) {
-                            if (!has[r * p.kernel_h + ky]) continue;
-                            const float* base = packed.data() + r * row_floats;
-                            const float* a = base + x_floats +
-                                             (ky * phases + tc.phase) * phase_floats +
-                                             o * len * kMr + (tc.lo - tc.shift) * kMr;
-                            const float* b = base + jp * p.src_w * kNr + tc.lo * kNr;
-                            segments[count++] = {a, b, static_cast<int>(tc.hi - tc.lo + 1)};
-                        }
-                        if (count)
-                            uk(segments.data(), count, ct + int64_t(o) * kMr * ldc + jp * kNr, ldc);
-                    }
+                    for (int jp = 0; jp < in_panels; ++jp)
+                        uk(segments.data(), count, int64_t(o) * len * kMr,
+                           int64_t(jp) * p.src_w * kNr, ct + int64_t(o) * kMr * ldc + jp * kNr,
+                           ldc);
             }
         }
+        if (ranges > 1) return;
         auto* dw = static_cast<float*>(out.weights);
         for (int tap = 0; tap < taps; ++tap)
             for (int oc = o0 * kMr; oc < std::min(og, o1 * kMr); ++oc)
                 write_gradient_row(dw + ((int64_t(g) * og + oc) * taps + tap) * ig,
-                                   c.data() + (size_t(tap) * rows + (oc - o0 * kMr)) * ldc, ig,
+                                   ct0 + (size_t(tap) * rows + (oc - o0 * kMr)) * ldc, ig,
                                    out.accumulate);
+    });
+    if (ranges == 1) return;
+    // The range partials of each (group, split, tap) block, added in range order.
+    auto* dw = static_cast<float*>(out.weights);
+    ThreadPool::instance().parallel_for(int64_t(p.groups) * splits * taps, [&](int64_t bi) {
+        const int g = static_cast<int>(bi / (int64_t(splits) * taps));
+        const int split = static_cast<int>(bi / taps % splits), tap = static_cast<int>(bi % taps);
+        const int o0 = static_cast<int>(int64_t(split) * out_tiles / splits);
+        const int o1 = static_cast<int>(int64_t(split + 1) * out_tiles / splits);
+        const int rows = (o1 - o0) * kMr;
+        const float* block = partials.data() + int64_t(g) * ranges * group_floats +
+                             int64_t(o0) * tile_floats + int64_t(tap) * rows * ldc;
+        for (int oc = o0 * kMr; oc < std::min(og, o1 * kMr); ++oc) {
+            const float* first = block + int64_t(oc - o0 * kMr) * ldc;
+            float* to = dw + ((int64_t(g) * og + oc) * taps + tap) * ig;
+            for (int i = 0; i < ig; ++i) {
+                float sum = first[i];
+                for (int r = 1; r < ranges; ++r) sum += first[int64_t(r) * group_floats + i];
+                to[i] = out.accumulate ? to[i] + sum : sum;
+            }
+        }
     });
 }
 
@@ -721,8 +777,8 @@ void backward_weights_taps_image(const ConvtParams& p, const void* x, const void
                     for (int jp = 0; jp < in_panels; ++jp) {
                         const Segment one{apack.data() + int64_t(o) * width * kMr,
                                           xpack.data() + int64_t(jp) * width * kNr, width};
-                        uk(&one, 1, c.data() + (int64_t(ky) * tiles + o) * kMr * ldc + jp * kNr,
-                           ldc);
+                        uk(&one, 1, 0, 0,
+                           c.data() + (int64_t(ky) * tiles + o) * kMr * ldc + jp * kNr, ldc);
                     }
             }
         }

@@ -14,14 +14,15 @@
 namespace convt::cpu {
 namespace {
 
-void micro_portable(const Segment* segments, int count, float* c, int64_t ldc) {
+void micro_portable(const Segment* segments, int count, int64_t a_shift, int64_t b_shift, float* c,
+                    int64_t ldc) {
     float acc[kMr][kNr];
     for (int i = 0; i < kMr; ++i)
         for (int j = 0; j < kNr; ++j) acc[i][j] = c[i * ldc + j];
     for (int s = 0; s < count; ++s)
         for (int p = 0; p < segments[s].depth; ++p) {
-            const float* ap = segments[s].a + p * kMr;
-            const float* bp = segments[s].b + p * segments[s].ldb;
+            const float* ap = segments[s].a + a_shift + p * kMr;
+            const float* bp = segments[s].b + b_shift + p * segments[s].ldb;
             for (int i = 0; i < kMr; ++i)
                 for (int j = 0; j < kNr; ++j) acc[i][j] += ap[i] * bp[j];
         }
@@ -31,7 +32,8 @@ void micro_portable(const Segment* segments, int count, float* c, int64_t ldc) {
 
 #ifdef CONVT_X86_DISPATCH
 // 12 accumulators, 2 loads of b and 6 broadcasts of a per step: FMA-bound on AVX2 cores.
-__attribute__((target("avx2,fma"))) void micro_avx2(const Segment* segments, int count, float* c,
+__attribute__((target("avx2,fma"))) void micro_avx2(const Segment* segments, int count,
+                                                    int64_t a_shift, int64_t b_shift, float* c,
                                                     int64_t ldc) {
     __m256 c00 = _mm256_loadu_ps(c), c01 = _mm256_loadu_ps(c + 8);
     __m256 c10 = _mm256_loadu_ps(c + ldc), c11 = _mm256_loadu_ps(c + ldc + 8);
@@ -40,8 +42,8 @@ __attribute__((target("avx2,fma"))) void micro_avx2(const Segment* segments, int
     __m256 c40 = _mm256_loadu_ps(c + 4 * ldc), c41 = _mm256_loadu_ps(c + 4 * ldc + 8);
     __m256 c50 = _mm256_loadu_ps(c + 5 * ldc), c51 = _mm256_loadu_ps(c + 5 * ldc + 8);
     for (int s = 0; s < count; ++s) {
-        const float* a = segments[s].a;
-        const float* b = segments[s].b;
+        const float* a = segments[s].a + a_shift;
+        const float* b = segments[s].b + b_shift;
         const int64_t ldb = segments[s].ldb;
         for (int p = 0; p < segments[s].depth; ++p) {
             const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);

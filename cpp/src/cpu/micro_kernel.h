@@ -19,10 +19,12 @@ struct Segment {
     int64_t ldb = kNr;
 };
 
-/// c[i * ldc + j] += sum over the segments, in order, and p < depth of a[p * kMr + i] *
-/// b[p * ldb + j], for i < kMr and j < kNr. The tile stays in registers across segments; the
-/// sum runs in a fixed order (deterministic).
-using MicroKernel = void (*)(const Segment* segments, int count, float* c, int64_t ldc);
+/// c[i * ldc + j] += sum over the segments, in order, and p < depth of A[p * kMr + i] *
+/// B[p * ldb + j], for i < kMr and j < kNr, with A = a + a_shift and B = b + b_shift of each
+/// segment (one segment list then serves every register tile of a pass). The tile stays in
+/// registers across segments; the sum runs in a fixed order (deterministic).
+using MicroKernel = void (*)(const Segment* segments, int count, int64_t a_shift, int64_t b_shift,
+                             float* c, int64_t ldc);
 
 /// Whether the CPU kernels use AVX2+FMA: the CPU has both and the environment variable
 /// CONVT_CPU_ISA is not "portable" (read once; lets tests run the portable kernels anywhere).
