@@ -18,7 +18,9 @@ namespace {
 
 constexpr int kKc = 256;        // depth of one packed slice: a kMr x kKc weight panel fits L1
 constexpr int kMaxBlock = 128;  // pixels per forward/dX task: 8 register columns
-constexpr int64_t kBatchFloats = 48 * 1024;  // packed pixels of one batch of taps: L2-resident
+constexpr int64_t kBatchFloats = 48 * 1024;       // packed pixels of one batch of taps: L2-resident
+constexpr int64_t kFootprintFloats = 256 * 1024;  // largest forward block footprint (1 MB)
+constexpr int kCompactInPlaceTiles = 12;
 // dW slices: as many whole source rows as keep their packed X and dY rows within this many
 // bytes (L2-resident).
 constexpr int64_t kWeightSliceBytes = 512 * 1024;
@@ -162,7 +164,7 @@ struct Columns {
 // (kKc-deep segments) before it is stored. Taps that reach no column are skipped.
 void accumulate_taps(const Gathered& src, const TapGrid& grid, const Columns& columns, int cols,
                      int depth, const float* a, int64_t a_tap_step, int tiles, float* c,
-                     std::vector<float>& packed) {
+                     std::vector<float>& packed, bool compact = false) {
     const MicroKernel uk = micro_kernel();
     const int panels = cols / kNr;
     const int64_t slice = int64_t(std::min(depth, kKc)) * cols;  // floats of one segment
@@ -170,8 +172,12 @@ void accumulate_taps(const Gathered& src, const TapGrid& grid, const Columns& co
     packed.resize(static_cast<size_t>(slice * per_batch));
     // Few register tiles reuse each B panel little, so a fp32 run of contiguous pixels is read in
     // place, a tensor row per channel, instead of being copied first (dcgan_out forward 7.0 ->
-    // 4.7 ms on one thread; from three tiles up, copying wins: dil2, unet_up2).
-    const bool in_place = tiles <= 2 && src.type == CONVT_TYPE_F32;
+    // 4.7 ms on one thread; from three tiles up, copying wins: dil2, unet_up2). A compact source
+    // (a block's footprint, copied once) is read in place up to 12 tiles (dil2 forward 10.5 ->
+    // 8.6 ms, s1_same 24 -> 22); beyond, each panel's lines, spread by the channel stride, cost
+    // more than a copy (unet_up1).
+    const bool in_place =
+        (tiles <= 2 || (compact && tiles <= kCompactInPlaceTiles)) && src.type == CONVT_TYPE_F32;
     struct Packed {
         const float* a;  // tile 0's panel
         int64_t b;       // offset in `packed`
@@ -445,6 +451,96 @@ bool backward_weights_gemm_fits(const ConvtParams& p) {
     return float_images(p) && p.out_per_group >= 3 && p.in_per_group >= 8;
 }
 
+namespace {
+
+// A forward block's source footprint: the rows and columns its pixels reach through the phase's
+// taps, copied once for every tap into a channel-major float buffer with zeros outside the
+// image. Each tap is then a fixed offset into it, for every pixel, and a run of pixels along a
+// phase row is read in place (ldb = the channel stride). Gathering every tap's pixels from the
+// tensor instead read each source line once per tap, from planes a power of two apart that
+// share L1 sets: a third of dil2's forward.
+class Footprint {
+ public:
+    // Builds it for pixels [first, first + count) of phase (py, px), group g; false when it
+    // would exceed kFootprintFloats (the caller gathers from the tensor then).
+    bool build(const ConvtParams& p, const void* src, const Phase& py, const Phase& px, int g,
+               int64_t first, int count) {
+        const int ig = p.in_per_group;
+        const PixelCursor a(first, py.count, px.count), b(first + count - 1, py.count, px.count);
+        span_y_ = py.first_source.back() - py.first_source.front();
+        width_ = px.count + px.first_source.back() - px.first_source.front();
+        images_.clear();
+        int64_t rows = 0;
+        for (int64_t n = a.n; n <= b.n; ++n) {
+            const int64_t lo = n == a.n ? a.y : 0, hi = n == b.n ? b.y : py.count - 1;
+            images_.push_back({n, lo, rows});
+            rows += hi - lo + 1 + span_y_;
+        }
+        stride_ = (rows * width_ + 15) / 16 * 16;
+        if (stride_ % 512 == 0) stride_ += 16;  // channel planes off each other's L1 sets
+        if (int64_t(ig) * stride_ > kFootprintFloats) return false;
+        data_.resize(static_cast<size_t>(int64_t(ig) * stride_));
+        const int64_t y0 = py.first_source.front(), x0 = px.first_source.front();
+        const int64_t x_lo = std::max<int64_t>(0, -x0);                // first column inside
+        const int64_t x_hi = std::min<int64_t>(width_, p.src_w - x0);  // past the last
+        for (size_t i = 0; i < images_.size(); ++i) {
+            const int64_t n = images_[i].n;
+            const int64_t end = i + 1 < images_.size() ? images_[i + 1].row : rows;
+            for (int64_t r = images_[i].row; r < end; ++r) {
+                const int64_t sy = images_[i].qy + y0 + (r - images_[i].row);
+                const bool inside = sy >= 0 && sy < p.src_h && x_lo < x_hi;
+                const int64_t at = p.src_base + n * p.src_stride_n +
+                                   int64_t(g) * ig * p.src_stride_c + sy * p.src_stride_h +
+                                   (x0 + x_lo) * p.src_stride_w;
+                for (int c = 0; c < ig; ++c) {
+                    float* row = data_.data() + c * stride_ + r * width_;
+                    if (!inside) {
+                        std::fill_n(row, width_, 0.f);
+                        continue;
+                    }
+                    std::fill_n(row, x_lo, 0.f);
+                    std::fill(row + x_hi, row + width_, 0.f);
+                    copy_row(p, src, at + c * p.src_stride_c, x_hi - x_lo, row + x_lo);
+                }
+            }
+        }
+        return true;
+    }
+    // Where pixel (n, qy, qx) of the block reads tap (0, 0); tap (a, b) adds row_delta(a) +
+    // col_delta(b).
+    int64_t base(int64_t n, int64_t qy, int64_t qx) const {
+        for (const Image& im : images_)
+            if (im.n == n) return (im.row + qy - im.qy) * width_ + qx;
+        return 0;  // not reached: every pixel of the block lies in one of the images
+    }
+    int64_t row_delta(const Phase& py, size_t a) const {
+        return (py.first_source[a] - py.first_source.front()) * width_;
+    }
+    int64_t col_delta(const Phase& px, size_t b) const {
+        return px.first_source[b] - px.first_source.front();
+    }
+    Gathered source() const { return {data_.data(), CONVT_TYPE_F32, stride_}; }
+
+ private:
+    struct Image {
+        int64_t n, qy, row;  // image, its first phase row in the block, its first buffer row
+    };
+    static void copy_row(const ConvtParams& p, const void* src, int64_t at, int64_t count,
+                         float* out) {
+        if (p.src_type == CONVT_TYPE_F32 && p.src_stride_w == 1) {
+            std::memcpy(out, static_cast<const float*>(src) + at, sizeof(float) * count);
+            return;
+        }
+        for (int64_t x = 0; x < count; ++x)
+            out[x] = load<float>(src, p.src_type, at + x * p.src_stride_w);
+    }
+    std::vector<Image> images_;
+    std::vector<float> data_;
+    int64_t span_y_ = 0, width_ = 0, stride_ = 0;
+};
+
+}  // namespace
+
 void forward_gemm(const ConvtParams& p, const GemmWeights& w, const void* src, void* dst) {
     const int og = p.out_per_group, ig = p.in_per_group, tiles = w.out_tiles;
     const int64_t n_images = p.num_images;
@@ -508,12 +604,31 @@ void forward_gemm(const ConvtParams& p, const GemmWeights& w, const void* src, v
             while (lo <= hi && first[lo] + q < 0) ++lo;
             while (hi >= lo && first[hi] + q >= size) --hi;
         };
+        thread_local Footprint footprint;
+        // Worth a copy when 4 or more taps read it, along phase rows of a register column or
+        // more (8-pixel rows, dcgan_g2, would gather every panel again from it: 7% slower; 1-
+        // and 2-tap phases, unet and hifigan, gained nothing).
+        const bool compact = grid.ids.size() >= 4 && px.count >= kNr &&
+                             footprint.build(p, src, py, px, t.g, t.first, real);
+        if (compact) {
+            for (size_t a = 0; a < py.taps.size(); ++a)
+                grid.row_delta[a] = footprint.row_delta(py, a);
+            for (size_t b = 0; b < px.taps.size(); ++b)
+                grid.col_delta[b] = footprint.col_delta(px, b);
+        }
         PixelCursor at(t.first, py.count, px.count);
         for (int j = 0; j < real; ++j, at.next()) {
             const int64_t n = at.n, qy = at.y, qx = at.x;
             dst_offsets[j] = p.dst_base + n * p.dst_stride_n + int64_t(t.g) * og * p.dst_stride_c +
                              (p.clip_y + py.r + int64_t(p.stride_y) * qy) * p.dst_stride_h +
                              (p.clip_x + px.r + int64_t(p.stride_x) * qx) * p.dst_stride_w;
+            if (compact) {  // zeros stand outside the image: every tap reads
+                columns.base[j] = footprint.base(n, qy, qx);
+                columns.row_lo[j] = columns.col_lo[j] = 0;
+                columns.row_hi[j] = static_cast<int32_t>(py.taps.size()) - 1;
+                columns.col_hi[j] = static_cast<int32_t>(px.taps.size()) - 1;
+                continue;
+            }
             columns.base[j] = p.src_base + n * p.src_stride_n + int64_t(t.g) * ig * p.src_stride_c +
                               qy * p.src_stride_h + qx * p.src_stride_w;
             range(py.first_source, qy, p.src_h, columns.row_lo[j], columns.row_hi[j]);
@@ -524,8 +639,9 @@ void forward_gemm(const ConvtParams& p, const GemmWeights& w, const void* src, v
             std::fill_n(c.data() + int64_t(oc) * cols, cols,
                         oc < og ? w.bias[int64_t(t.g) * og + oc] : 0.f);
         columns.summarize(cols);
-        accumulate_taps(source, grid, columns, cols, ig, w.forward.data() + t.g * group_weights,
-                        int64_t(tiles) * ig * kMr, tiles, c.data(), packed);
+        accumulate_taps(compact ? footprint.source() : source, grid, columns, cols, ig,
+                        w.forward.data() + t.g * group_weights, int64_t(tiles) * ig * kMr, tiles,
+                        c.data(), packed, compact);
         find_runs(dst_offsets.data(), real, runs);
         for (int oc = 0; oc < og; ++oc) {
             const int64_t ch = int64_t(t.g) * og + oc;
