@@ -46,6 +46,9 @@ CASES = {
     "one_out_groups": (24, 2, 2, (4, 21), 5, 2, 2, 1, 1),
     # A stride larger than the image's pixel count per tile, 17 taps wide.
     "big_stride": (10, 9, 1, (3, 5), 17, 8, 4, 0, 1),
+    # Stride 1, rows of 16 pixels or more, 4 taps or more: forward and dX read a block's
+    # footprint, copied once (23 inputs: the dX GEMM).
+    "footprint_s1": (23, 13, 1, (5, 37), 3, 1, 1, 0, 1),
     # Enough source rows (N x H >= 32) that dW sums row ranges into partials: 2 ranges, and
     # groups with stride 2; then the most ranges (8) with an output-channel tail.
     "row_ranges": (23, 13, 1, (20, 11), 3, 1, 1, 0, 1),

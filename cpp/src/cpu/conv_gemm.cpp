@@ -453,90 +453,95 @@ bool backward_weights_gemm_fits(const ConvtParams& p) {
 
 namespace {
 
-// A forward block's source footprint: the rows and columns its pixels reach through the phase's
-// taps, copied once for every tap into a channel-major float buffer with zeros outside the
-// image. Each tap is then a fixed offset into it, for every pixel, and a run of pixels along a
-// phase row is read in place (ldb = the channel stride). Gathering every tap's pixels from the
-// tensor instead read each source line once per tap, from planes a power of two apart that
-// share L1 sets: a third of dil2's forward.
+// The tensor a block of GEMM columns reads: element (n, c, y, x) at base + n * stride_n +
+// c * stride_c + y * stride_h + x * stride_w, inside for 0 <= y < h and 0 <= x < w.
+struct Plane {
+    const void* data;
+    int32_t type;
+    int64_t base, stride_n, stride_c, stride_h, stride_w, h, w;
+};
+
+// A block's footprint: the rows and columns its pixels reach through the taps, copied once for
+// every tap into a channel-major float buffer with zeros outside the tensor. Pixel (n, qy, qx)
+// of a q-grid reads tap (a, b) at row qy + oy[a], column qx + ox[b] (a stride-1 correlation:
+// a forward phase, or dX at stride 1), so each tap is one fixed offset for every pixel, and a
+// run of pixels along a q-row is a run of the buffer, read in place (ldb = the channel stride)
+// or copied from there. Gathering every tap's pixels from the tensor instead read each line
+// once per tap, from channel planes a power of two apart that share L1 sets: a third of dil2's
+// forward.
 class Footprint {
  public:
-    // Builds it for pixels [first, first + count) of phase (py, px), group g; false when it
-    // would exceed kFootprintFloats (the caller gathers from the tensor then).
-    bool build(const ConvtParams& p, const void* src, const Phase& py, const Phase& px, int g,
-               int64_t first, int count) {
-        const int ig = p.in_per_group;
-        const PixelCursor a(first, py.count, px.count), b(first + count - 1, py.count, px.count);
-        span_y_ = py.first_source.back() - py.first_source.front();
-        width_ = px.count + px.first_source.back() - px.first_source.front();
+    // For pixels [first, first + count) of an qh x qw grid; false (nothing built) when the
+    // buffer would exceed kFootprintFloats.
+    bool build(const Plane& t, int channels, int64_t qh, int64_t qw, const std::vector<int64_t>& oy,
+               const std::vector<int64_t>& ox, int64_t first, int count) {
+        const auto [y_min, y_max] = std::minmax_element(oy.begin(), oy.end());
+        const auto [x_min, x_max] = std::minmax_element(ox.begin(), ox.end());
+        oy0_ = *y_min, ox0_ = *x_min;
+        const PixelCursor a(first, qh, qw), b(first + count - 1, qh, qw);
+        const int64_t columns = qw + (*x_max - ox0_);
+        row_ = columns;
         images_.clear();
         int64_t rows = 0;
         for (int64_t n = a.n; n <= b.n; ++n) {
-            const int64_t lo = n == a.n ? a.y : 0, hi = n == b.n ? b.y : py.count - 1;
+            const int64_t lo = n == a.n ? a.y : 0, hi = n == b.n ? b.y : qh - 1;
             images_.push_back({n, lo, rows});
-            rows += hi - lo + 1 + span_y_;
+            rows += hi - lo + 1 + (*y_max - oy0_);
         }
-        stride_ = (rows * width_ + 15) / 16 * 16;
+        stride_ = (rows * row_ + 15) / 16 * 16;
         if (stride_ % 512 == 0) stride_ += 16;  // channel planes off each other's L1 sets
-        if (int64_t(ig) * stride_ > kFootprintFloats) return false;
-        data_.resize(static_cast<size_t>(int64_t(ig) * stride_));
-        const int64_t y0 = py.first_source.front(), x0 = px.first_source.front();
-        const int64_t x_lo = std::max<int64_t>(0, -x0);                // first column inside
-        const int64_t x_hi = std::min<int64_t>(width_, p.src_w - x0);  // past the last
+        if (int64_t(channels) * stride_ > kFootprintFloats) return false;
+        data_.resize(static_cast<size_t>(int64_t(channels) * stride_));
+        const int64_t x_lo = std::clamp<int64_t>(-ox0_, 0, columns);  // columns inside the tensor
+        const int64_t x_hi = std::clamp<int64_t>(t.w - ox0_, x_lo, columns);
         for (size_t i = 0; i < images_.size(); ++i) {
-            const int64_t n = images_[i].n;
             const int64_t end = i + 1 < images_.size() ? images_[i + 1].row : rows;
             for (int64_t r = images_[i].row; r < end; ++r) {
-                const int64_t sy = images_[i].qy + y0 + (r - images_[i].row);
-                const bool inside = sy >= 0 && sy < p.src_h && x_lo < x_hi;
-                const int64_t at = p.src_base + n * p.src_stride_n +
-                                   int64_t(g) * ig * p.src_stride_c + sy * p.src_stride_h +
-                                   (x0 + x_lo) * p.src_stride_w;
-                for (int c = 0; c < ig; ++c) {
-                    float* row = data_.data() + c * stride_ + r * width_;
+                const int64_t y = images_[i].qy + oy0_ + (r - images_[i].row);
+                const bool inside = y >= 0 && y < t.h && x_lo < x_hi;
+                const int64_t at = t.base + images_[i].n * t.stride_n + y * t.stride_h +
+                                   (ox0_ + x_lo) * t.stride_w;
+                for (int c = 0; c < channels; ++c) {
+                    float* row = data_.data() + c * stride_ + r * row_;
                     if (!inside) {
-                        std::fill_n(row, width_, 0.f);
+                        std::fill_n(row, row_, 0.f);
                         continue;
                     }
                     std::fill_n(row, x_lo, 0.f);
-                    std::fill(row + x_hi, row + width_, 0.f);
-                    copy_row(p, src, at + c * p.src_stride_c, x_hi - x_lo, row + x_lo);
+                    std::fill(row + x_hi, row + row_, 0.f);
+                    copy_row(t, at + c * t.stride_c, x_hi - x_lo, row + x_lo);
                 }
             }
         }
         return true;
     }
-    // Where pixel (n, qy, qx) of the block reads tap (0, 0); tap (a, b) adds row_delta(a) +
-    // col_delta(b).
+    // Where pixel (n, qy, qx) of the block reads when oy and ox are at their least; a tap adds
+    // row_delta + col_delta.
     int64_t base(int64_t n, int64_t qy, int64_t qx) const {
         for (const Image& im : images_)
-            if (im.n == n) return (im.row + qy - im.qy) * width_ + qx;
+            if (im.n == n) return (im.row + qy - im.qy) * row_ + qx;
         return 0;  // not reached: every pixel of the block lies in one of the images
     }
-    int64_t row_delta(const Phase& py, size_t a) const {
-        return (py.first_source[a] - py.first_source.front()) * width_;
-    }
-    int64_t col_delta(const Phase& px, size_t b) const {
-        return px.first_source[b] - px.first_source.front();
-    }
+    int64_t row_delta(int64_t oy) const { return (oy - oy0_) * row_; }
+    int64_t col_delta(int64_t ox) const { return ox - ox0_; }
     Gathered source() const { return {data_.data(), CONVT_TYPE_F32, stride_}; }
 
  private:
     struct Image {
-        int64_t n, qy, row;  // image, its first phase row in the block, its first buffer row
+        int64_t n, qy, row;  // image, its first q-row in the block, its first buffer row
     };
-    static void copy_row(const ConvtParams& p, const void* src, int64_t at, int64_t count,
-                         float* out) {
-        if (p.src_type == CONVT_TYPE_F32 && p.src_stride_w == 1) {
-            std::memcpy(out, static_cast<const float*>(src) + at, sizeof(float) * count);
+    // `count` elements of a tensor row from element `at` on.
+    static void copy_row(const Plane& t, int64_t at, int64_t count, float* out) {
+        if (t.type == CONVT_TYPE_F32 && t.stride_w == 1) {
+            std::memcpy(out, static_cast<const float*>(t.data) + at, sizeof(float) * count);
             return;
         }
         for (int64_t x = 0; x < count; ++x)
-            out[x] = load<float>(src, p.src_type, at + x * p.src_stride_w);
+            out[x] = load<float>(t.data, t.type, at + x * t.stride_w);
     }
     std::vector<Image> images_;
     std::vector<float> data_;
-    int64_t span_y_ = 0, width_ = 0, stride_ = 0;
+    int64_t oy0_ = 0, ox0_ = 0, row_ = 0, stride_ = 0;
 };
 
 }  // namespace
@@ -608,13 +613,17 @@ void forward_gemm(const ConvtParams& p, const GemmWeights& w, const void* src, v
         // Worth a copy when 4 or more taps read it, along phase rows of a register column or
         // more (8-pixel rows, dcgan_g2, would gather every panel again from it: 7% slower; 1-
         // and 2-tap phases, unet and hifigan, gained nothing).
-        const bool compact = grid.ids.size() >= 4 && px.count >= kNr &&
-                             footprint.build(p, src, py, px, t.g, t.first, real);
+        const bool compact =
+            grid.ids.size() >= 4 && px.count >= kNr &&
+            footprint.build(
+                {src, p.src_type, p.src_base + int64_t(t.g) * ig * p.src_stride_c, p.src_stride_n,
+                 p.src_stride_c, p.src_stride_h, p.src_stride_w, p.src_h, p.src_w},
+                ig, py.count, px.count, py.first_source, px.first_source, t.first, real);
         if (compact) {
             for (size_t a = 0; a < py.taps.size(); ++a)
-                grid.row_delta[a] = footprint.row_delta(py, a);
+                grid.row_delta[a] = footprint.row_delta(py.first_source[a]);
             for (size_t b = 0; b < px.taps.size(); ++b)
-                grid.col_delta[b] = footprint.col_delta(px, b);
+                grid.col_delta[b] = footprint.col_delta(px.first_source[b]);
         }
         PixelCursor at(t.first, py.count, px.count);
         for (int j = 0; j < real; ++j, at.next()) {
@@ -676,6 +685,12 @@ void backward_data_gemm(const ConvtParams& p, const GemmWeights& w, const void* 
         grid.col_delta.push_back(-int64_t(p.dilation_x) * kx * p.dst_stride_w);
     const Gathered grad{dy, p.dst_type, p.dst_stride_c};
     const int64_t group_weights = int64_t(w.taps) * tiles * og * kMr;
+    // dX pixel (iy, ix) reads dY row iy * stride - first tap - dilation * ky, column likewise.
+    std::vector<int64_t> oy, ox;
+    for (int ky = 0; ky < p.kernel_h; ++ky)
+        oy.push_back(-int64_t(p.first_tap_y) - int64_t(p.dilation_y) * ky);
+    for (int kx = 0; kx < p.kernel_w; ++kx)
+        ox.push_back(-int64_t(p.first_tap_x) - int64_t(p.dilation_x) * kx);
     ThreadPool::instance().parallel_for(blocks * p.groups, [&](int64_t ti) {
         const int g = static_cast<int>(ti / blocks);
         const int64_t first = (ti % blocks) * cols;
@@ -693,11 +708,39 @@ void backward_data_gemm(const ConvtParams& p, const GemmWeights& w, const void* 
             lo = static_cast<int32_t>(std::clamp<int64_t>(floor_div(e - clip, dil) + 1, 0, kernel));
             hi = static_cast<int32_t>(std::clamp<int64_t>(floor_div(e, dil), -1, kernel - 1));
         };
+        // dY's footprint as in the forward, at stride 1 (dil2 dX 10.3 -> 8.4 ms, s1_same 22.3 ->
+        // 21.5, one thread). At larger strides a footprint with its columns split by phase was
+        // tried and was slower (vae_dec 15 -> 18 ms, fcn8s 42 -> 51; the split copied element by
+        // element).
+        thread_local Footprint footprint;
+        thread_local TapGrid local;
+        const bool compact =
+            w.taps >= 4 && p.src_w >= kNr && p.stride_x == 1 && p.stride_y == 1 &&
+            footprint.build({dy, p.dst_type,
+                             p.dst_base + int64_t(g) * og * p.dst_stride_c +
+                                 p.clip_y * p.dst_stride_h + p.clip_x * p.dst_stride_w,
+                             p.dst_stride_n, p.dst_stride_c, p.dst_stride_h, p.dst_stride_w,
+                             p.clip_h, p.clip_w},
+                            og, p.src_h, p.src_w, oy, ox, first, real);
+        if (compact) {
+            local.ids = grid.ids;
+            local.row_delta.clear();
+            local.col_delta.clear();
+            for (int64_t y : oy) local.row_delta.push_back(footprint.row_delta(y));
+            for (int64_t x : ox) local.col_delta.push_back(footprint.col_delta(x));
+        }
         PixelCursor at(first, p.src_h, p.src_w);
         for (int j = 0; j < real; ++j, at.next()) {
             const int64_t n = at.n, iy = at.y, ix = at.x;
             dx_offsets[j] = p.src_base + n * p.src_stride_n + int64_t(g) * ig * p.src_stride_c +
                             iy * p.src_stride_h + ix * p.src_stride_w;
+            if (compact) {  // zeros stand outside dY: every tap reads
+                columns.base[j] = footprint.base(n, iy, ix);
+                columns.row_lo[j] = columns.col_lo[j] = 0;
+                columns.row_hi[j] = p.kernel_h - 1;
+                columns.col_hi[j] = p.kernel_w - 1;
+                continue;
+            }
             const int64_t ey = iy * p.stride_y - p.first_tap_y;
             const int64_t ex = ix * p.stride_x - p.first_tap_x;
             columns.base[j] = p.dst_base + n * p.dst_stride_n + int64_t(g) * og * p.dst_stride_c +
@@ -707,8 +750,9 @@ void backward_data_gemm(const ConvtParams& p, const GemmWeights& w, const void* 
         }
         c.assign(size_t(tiles) * kMr * cols, 0.f);
         columns.summarize(cols);
-        accumulate_taps(grad, grid, columns, cols, og, w.backward.data() + g * group_weights,
-                        int64_t(tiles) * og * kMr, tiles, c.data(), packed);
+        accumulate_taps(compact ? footprint.source() : grad, compact ? local : grid, columns, cols,
+                        og, w.backward.data() + g * group_weights, int64_t(tiles) * og * kMr, tiles,
+                        c.data(), packed, compact);
         find_runs(dx_offsets.data(), real, runs);
         for (int icl = 0; icl < ig; ++icl) {
             const float* row = c.data() + int64_t(icl) * cols;
