@@ -608,11 +608,15 @@ class CpuBackend : public detail::Backend {
                 else
                     backward_weights_image_narrow(p, x, dy, n, out_part, xrow, dpack);
             });
-            for (int64_t i = 0; i < count; ++i) {
-                float sum = 0.f;
-                for (int64_t k = 0; k < parts; ++k) sum += partials[k * count + i];
-                write_gradient(out.weights, out.type, i, sum, out.accumulate);
+            // Part by part along contiguous rows (the same order of additions for every
+            // weight as a sum over parts per weight, without its stride of `count` floats).
+            std::vector<float> sum(static_cast<size_t>(count), 0.f);
+            for (int64_t k = 0; k < parts; ++k) {
+                const float* part = partials.data() + k * count;
+                for (int64_t i = 0; i < count; ++i) sum[i] += part[i];
             }
+            for (int64_t i = 0; i < count; ++i)
+                write_gradient(out.weights, out.type, i, sum[i], out.accumulate);
         } else if (out.weights) {
             const int64_t tasks = int64_t(p.groups) * p.kernel_h * p.kernel_w;
             pool.parallel_for(tasks, [&](int64_t t) {
