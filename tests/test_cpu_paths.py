@@ -41,6 +41,10 @@ CASES = {
     # Depthwise (one channel in and out per group): the direct per-plane loops.
     "depthwise": (7, 7, 7, (5, 19), 4, 2, 1, 0, 1),
     "depthwise_s3_d2": (5, 5, 5, (6, 23), 3, 3, 2, 1, 2),
+    # Dilation 3 at stride 1: the source rows one output row reads span 7 rows for 3 taps.
+    "depthwise_d3": (6, 6, 6, (9, 20), 3, 1, 3, 0, 3),
+    # Stride 2 to an odd output width (41): the two phase rows interleaved, with a tail.
+    "depthwise_odd": (6, 6, 6, (4, 21), 3, 2, 1, 0, 1),
     # One or two outputs from eight or more inputs: dW tiles over (output channel, kx) pairs.
     "two_out_wide_in": (23, 2, 1, (5, 18), 9, 3, 4, 2, 1),
     "one_out_groups": (24, 2, 2, (4, 21), 5, 2, 2, 1, 1),
@@ -112,6 +116,21 @@ def test_cpu_path_float16(rng: np.random.Generator, case: str) -> None:
     assert_close(dx, gx, FP16_TOL, f"{case} fp16 dX")
     assert_close(dw, gw, FP16_TOL, f"{case} fp16 dW")
     assert_close(db, gb, FP16_TOL, f"{case} fp16 dB")
+
+
+def test_cpu_depthwise_streamed_output(rng: np.random.Generator) -> None:
+    """A depthwise output of 16 MB or more is written with streaming stores (rows of an odd
+    width, so the stores start unaligned and end in a tail)."""
+    import convt
+
+    x = rng.standard_normal((1, 2, 520, 1023)).astype(np.float32)
+    wt = rng.standard_normal((2, 1, 2, 2)).astype(np.float32)
+    b = rng.standard_normal(2).astype(np.float32)
+    ref = R.conv_transpose_torch_ref(x, wt, b, 2, 0, 0, 2, 1)
+    assert ref.nbytes // 2 >= 16 << 20  # float32 output of at least 16 MB
+    out = np.full(ref.shape, np.nan, dtype=np.float32)
+    convt.conv_transpose2d(x, wt, b, 2, 0, 0, 2, 1, out=out, device=_cpu())
+    assert_close(out, ref, FP32_TOL, "streamed depthwise forward")
 
 
 def test_cpu_path_threads_bitwise(rng: np.random.Generator) -> None:

@@ -1,17 +1,29 @@
 #include "depthwise.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#endif
 
 #include "elements.h"
 #include "geometry.h"
 #include "half_rows.h"
+#include "micro_kernel.h"
 #include "neuron.h"
 #include "thread_pool.h"
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define CONVT_DEPTHWISE_AVX2 1
+#endif
+
 namespace convt::cpu {
 namespace {
+
+constexpr int64_t kStreamBytes = 16 << 20;  // half the L3 of the dev VM
 
 // count elements first, first + step, ... of a tensor, as floats.
 void load_row(const void* base, int32_t type, int64_t first, int64_t step, int64_t count,
@@ -27,42 +39,206 @@ void load_row(const void* base, int32_t type, int64_t first, int64_t step, int64
     for (int64_t i = 0; i < count; ++i) out[i] = load<float>(base, type, first + i * step);
 }
 
-// A destination row split by stride phase: phase r holds columns r, r + s, ... contiguously.
-struct PhaseRows {
-    int64_t phases = 0, length = 0;  // length: columns of phase 0, the longest
-    std::vector<float> values;       // [phase][length]
-    float* phase(int64_t r) { return values.data() + r * length; }
-    void shape(int64_t stride, int64_t columns) {
+// Rows split by stride phase, each with zeros on both sides: phase r holds columns r, r + s, ...
+// of a row at [0, length), and every tap of a row reads a fixed offset of it for all of its
+// columns, zeros standing where the tap falls outside (so a tap is one unbroken loop).
+struct PaddedPhases {
+    int64_t phases = 0, length = 0, pad = 0, row = 0;  // row: floats per phase, pads included
+    std::vector<float> values;                         // [phase][pad + length + pad]
+    float* phase(int64_t r) { return values.data() + r * row + pad; }
+    const float* phase(int64_t r) const { return values.data() + r * row + pad; }
+    void shape(int64_t stride, int64_t columns, int64_t padding) {
         phases = std::min(stride, columns);
         length = ceil_div(columns, stride);
-        values.resize(static_cast<size_t>(phases * length));
+        pad = padding;
+        row = length + 2 * pad;
+        values.assign(static_cast<size_t>(phases * row), 0.f);
+    }
+    // Phase r from `line` (columns of the row), zeros after its last column.
+    void split(const float* line, int64_t columns, int64_t stride) {
+        for (int64_t r = 0; r < phases; ++r) {
+            float* o = phase(r);
+            int64_t j = 0;
+            for (int64_t xx = r; xx < columns; ++j, xx += stride) o[j] = line[xx];
+            std::fill(o + j, o + length, 0.f);
+        }
     }
 };
 
-// What tap column kx reads of a dY row split by phase: source columns lo..hi meet consecutive
-// entries of one phase row, from `first` on (consecutive source columns are stride_x apart in
-// dY, so in one phase). Empty when lo > hi.
-struct TapRun {
-    int64_t lo, hi;
-    const float* first;
+// One tap of a fused row loop: out[j] gathers w * in[j].
+struct Tap {
+    const float* in;
+    float w;
 };
-inline TapRun tap_run(const ConvtParams& p, PhaseRows& phases, int kx) {
+
+// out[j] = init + sum over taps, in order, of w * in[j], for j < n; and the same compiled for
+// AVX2+FMA. Taps outside the tensor read the zeros of PaddedPhases.
+void fused_taps_portable(const Tap* taps, int count, float init, int64_t n, float* out) {
+    for (int64_t j = 0; j < n; ++j) {
+        float v = init;
+        for (int t = 0; t < count; ++t) v += taps[t].w * taps[t].in[j];
+        out[j] = v;
+    }
+}
+#ifdef CONVT_DEPTHWISE_AVX2
+__attribute__((target("avx2,fma"))) void fused_taps_avx2(const Tap* taps, int count, float init,
+                                                         int64_t n, float* out) {
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 v = _mm256_set1_ps(init);
+        for (int t = 0; t < count; ++t)
+            v = _mm256_fmadd_ps(_mm256_set1_ps(taps[t].w), _mm256_loadu_ps(taps[t].in + j), v);
+        _mm256_storeu_ps(out + j, v);
+    }
+    for (; j < n; ++j) {
+        float v = init;
+        for (int t = 0; t < count; ++t) v = std::fma(taps[t].w, taps[t].in[j], v);
+        out[j] = v;
+    }
+}
+#endif
+using FusedTaps = void (*)(const Tap*, int, float, int64_t, float*);
+FusedTaps pick_fused_taps() {
+#ifdef CONVT_DEPTHWISE_AVX2
+    if (use_avx2()) return &fused_taps_avx2;
+#endif
+    return &fused_taps_portable;
+}
+
+// lanes[j % 8] += x[j] * d[j] for j < n (a dW sum in eight lanes by column, a fixed order);
+// and the same compiled for AVX2+FMA.
+void dot_lanes_portable(const float* x, const float* d, int64_t n, float* lanes) {
+    float l[8];
+    std::copy(lanes, lanes + 8, l);
+    for (int64_t j = 0; j < n; ++j) l[j % 8] += x[j] * d[j];
+    std::copy(l, l + 8, lanes);
+}
+#ifdef CONVT_DEPTHWISE_AVX2
+__attribute__((target("avx2,fma"))) void dot_lanes_avx2(const float* x, const float* d, int64_t n,
+                                                        float* lanes) {
+    const int64_t whole = n / 8 * 8;
+    __m256 l = _mm256_loadu_ps(lanes);
+    for (int64_t j = 0; j < whole; j += 8)
+        l = _mm256_fmadd_ps(_mm256_loadu_ps(x + j), _mm256_loadu_ps(d + j), l);
+    _mm256_storeu_ps(lanes, l);
+    for (int64_t j = whole; j < n; ++j) lanes[j % 8] = std::fma(x[j], d[j], lanes[j % 8]);
+}
+#endif
+using DotLanes = void (*)(const float*, const float*, int64_t, float*);
+DotLanes pick_dot_lanes() {
+#ifdef CONVT_DEPTHWISE_AVX2
+    if (use_avx2()) return &dot_lanes_avx2;
+#endif
+    return &dot_lanes_portable;
+}
+
+// out[2j] = even[j], out[2j + 1] = odd[j] for 2j, 2j + 1 < n (a row from its two stride
+// phases); and the same with AVX2 shuffles.
+void interleave_portable(const float* even, const float* odd, int64_t n, float* out) {
+    for (int64_t x = 0; x < n; ++x) out[x] = (x % 2 ? odd : even)[x / 2];
+}
+#ifdef CONVT_DEPTHWISE_AVX2
+__attribute__((target("avx2"))) void interleave_avx2(const float* even, const float* odd, int64_t n,
+                                                     float* out) {
+    int64_t x = 0;
+    for (; x + 16 <= n; x += 16) {
+        const __m256 e = _mm256_loadu_ps(even + x / 2), o = _mm256_loadu_ps(odd + x / 2);
+        const __m256 lo = _mm256_unpacklo_ps(e, o), hi = _mm256_unpackhi_ps(e, o);
+        _mm256_storeu_ps(out + x, _mm256_permute2f128_ps(lo, hi, 0x20));
+        _mm256_storeu_ps(out + x + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+    }
+    for (; x < n; ++x) out[x] = (x % 2 ? odd : even)[x / 2];
+}
+#endif
+using Interleave = void (*)(const float*, const float*, int64_t, float*);
+Interleave pick_interleave() {
+#ifdef CONVT_DEPTHWISE_AVX2
+    if (use_avx2()) return &interleave_avx2;
+#endif
+    return &interleave_portable;
+}
+
+// out[i] = v[i] for i < n with non-temporal stores where the ISA has them (x86: SSE, aligned
+// to 16 bytes inside the row); call stream_fence() before other threads read `out`.
+void stream_floats(const float* v, int64_t n, float* out) {
+#if defined(__x86_64__) || defined(_M_X64)
+    int64_t i = 0;
+    for (; i < n && (reinterpret_cast<uintptr_t>(out + i) & 15) != 0; ++i) out[i] = v[i];
+    for (; i + 4 <= n; i += 4) _mm_stream_ps(out + i, _mm_loadu_ps(v + i));
+    for (; i < n; ++i) out[i] = v[i];
+#else
+    std::memcpy(out, v, sizeof(float) * size_t(n));
+#endif
+}
+
+void stream_fence() {
+#if defined(__x86_64__) || defined(_M_X64)
+    _mm_sfence();
+#endif
+}
+
+// Where tap kx of a gradient reads a dY row split by phase: dX column ix meets entry ix - shift
+// of phase `phase` (for the columns the tap reaches: lo..hi; zeros of the padding elsewhere).
+struct TapColumn {
+    int64_t phase, shift, lo, hi;
+};
+TapColumn tap_column(const ConvtParams& p, int kx) {
     const int64_t c = p.first_tap_x + int64_t(p.dilation_x) * kx, s = p.stride_x;
-    const auto [lo, hi] = source_span(c, s, p.clip_w, p.src_w);
-    if (lo > hi) return {lo, hi, nullptr};
-    const int64_t r = pos_mod(-c, s);  // the phase; (lo * s - c - r) / s its index there
-    return {lo, hi, phases.phase(r) + (lo * s - c - r) / s};
+    const Span span = source_span(c, s, p.clip_w, p.src_w);
+    const int64_t r = pos_mod(-c, s);
+    return {r, (c + r) / s, span.lo, span.hi};
 }
 
-void load_dy_row(const ConvtParams& p, const void* dy, int64_t n, int64_t ch, int64_t yy,
-                 std::vector<float>& row, PhaseRows& out) {
-    row.resize(static_cast<size_t>(p.clip_w));
-    load_row(dy, p.dst_type, dst_index(p, n, ch, yy, 0), p.dst_stride_w, p.clip_w, row.data());
-    for (int64_t r = 0; r < out.phases; ++r) {
-        float* o = out.phase(r);
-        for (int64_t j = 0, xx = r; xx < p.clip_w; ++j, xx += p.stride_x) o[j] = row[xx];
+// Zeros each gradient tap needs beside the dY phase rows to read src_w columns from offset
+// -shift: the padding of their PaddedPhases.
+int64_t gradient_padding(const ConvtParams& p, const std::vector<TapColumn>& columns) {
+    const int64_t length = ceil_div(p.clip_w, p.stride_x);
+    int64_t pad = 0;
+    for (const TapColumn& t : columns) {
+        if (t.lo > t.hi) continue;
+        pad = std::max({pad, t.shift, p.src_w - t.shift - length});
     }
+    return pad;
 }
+
+// The dY rows of one plane (image, channel) split by phase, kept while they are still needed: a
+// dY row serves kernel_h / stride_y rows of dX (and of the dW sums), and splitting it anew for
+// each of them took as long as the multiply-adds (dw_k4s2).
+class DyRows {
+ public:
+    // Starts a plane: forgets every row.
+    void begin(const ConvtParams& p, const void* dy, int64_t n, int64_t ch, int64_t pad) {
+        const size_t slots = size_t(p.dilation_y) * (p.kernel_h - 1) + 1 + p.stride_y;
+        rows_.resize(slots);
+        tags_.assign(slots, -1);
+        for (PaddedPhases& r : rows_)
+            if (r.pad != pad || r.length != ceil_div(p.clip_w, p.stride_x) ||
+                r.phases != std::min<int64_t>(p.stride_x, p.clip_w))
+                r.shape(p.stride_x, p.clip_w, pad);
+        line_.resize(static_cast<size_t>(p.clip_w));
+        p_ = &p, dy_ = dy, n_ = n, ch_ = ch;
+    }
+    // Row yy split by phase; valid while the rows asked for after it span fewer than `slots`
+    // rows (true for the rows of one dX row).
+    const PaddedPhases& get(int64_t yy) {
+        const size_t slot = static_cast<size_t>(yy) % rows_.size();
+        if (tags_[slot] != yy) {
+            load_row(dy_, p_->dst_type, dst_index(*p_, n_, ch_, yy, 0), p_->dst_stride_w,
+                     p_->clip_w, line_.data());
+            rows_[slot].split(line_.data(), p_->clip_w, p_->stride_x);
+            tags_[slot] = yy;
+        }
+        return rows_[slot];
+    }
+
+ private:
+    std::vector<PaddedPhases> rows_;
+    std::vector<int64_t> tags_;
+    std::vector<float> line_;
+    const ConvtParams* p_ = nullptr;
+    const void* dy_ = nullptr;
+    int64_t n_ = 0, ch_ = 0;
+};
 
 }  // namespace
 
@@ -82,51 +258,102 @@ bool depthwise_fits(const ConvtParams& p) {
 
 void forward_depthwise(const ConvtParams& p, const DepthwiseWeights& w, const void* src,
                        void* dst) {
-    const int64_t taps = int64_t(p.kernel_h) * p.kernel_w;
-    std::vector<ColumnRun> runs(static_cast<size_t>(p.kernel_w));
-    for (int kx = 0; kx < p.kernel_w; ++kx) runs[kx] = column_run(p, kx);
+    const int64_t taps = int64_t(p.kernel_h) * p.kernel_w, s = p.stride_x;
+    const int64_t phases = std::min<int64_t>(s, p.clip_w), length = ceil_div(p.clip_w, s);
+    // Tap kx lands on the columns of phase pos_mod(-e, s) (e = its expanded offset), output
+    // entry j of that phase reading source column j + q, q = (phase + e) / s.
+    struct Column {
+        int kx;
+        int64_t q;
+    };
+    std::vector<std::vector<Column>> by_phase(static_cast<size_t>(phases));
+    int64_t pad = 0;
+    for (int kx = 0; kx < p.kernel_w; ++kx) {
+        const int64_t e = p.first_tap_x + int64_t(p.dilation_x) * kx, r = pos_mod(-e, s);
+        if (r >= phases) continue;
+        const int64_t q = (r + e) / s;
+        by_phase[r].push_back({kx, q});
+        pad = std::max({pad, -q, ceil_div(p.clip_w - r, s) + q - p.src_w});
+    }
+    const int64_t slots = int64_t(p.dilation_y) * (p.kernel_h - 1) / p.stride_y + 2;
     const auto ntype = static_cast<NeuronType>(p.neuron);
+    // Outputs larger than the caches (dw_k4s2 at N=8: 33 MB) are written with streaming stores
+    // when their rows are contiguous floats: a stride-phase row stored element by element made
+    // every output line come in from memory before it was written (74 MB moved, not 41).
+    const bool stream =
+        p.dst_type == CONVT_TYPE_F32 && p.dst_stride_w == 1 &&
+        int64_t(p.num_images) * p.groups * p.clip_h * p.clip_w * int64_t(sizeof(float)) >=
+            kStreamBytes;
+    const FusedTaps fused = pick_fused_taps();
+    const Interleave interleave = pick_interleave();
     ThreadPool::instance().parallel_for(int64_t(p.num_images) * p.groups, [&](int64_t task) {
         const int64_t n = task / p.groups, ch = task % p.groups;
         const float* wc = w.taps.data() + ch * taps;
         const float slope = w.slopes.empty() ? 0.f : w.slopes[ch];
-        thread_local PhaseRows acc;
-        thread_local std::vector<float> row;
-        acc.shape(p.stride_x, p.clip_w);
-        row.resize(static_cast<size_t>(p.src_w));
+        struct Fence {  // streamed stores are seen by other threads once fenced
+            ~Fence() { stream_fence(); }
+        } fence;
+        // Source rows with `pad` zeros each side, by source row index modulo `slots`: more than
+        // the rows one output row reads span, so none of them evicts another.
+        thread_local std::vector<float> rows, out_phases, line;
+        thread_local std::vector<int64_t> tags;
+        thread_local std::vector<Tap> list;
+        thread_local std::vector<const float*> row_of;
+        thread_local std::vector<int> ky_of;
+        row_of.resize(static_cast<size_t>(p.kernel_h));
+        ky_of.resize(static_cast<size_t>(p.kernel_h));
+        const int64_t row_floats = p.src_w + 2 * pad;
+        rows.assign(static_cast<size_t>(slots * row_floats), 0.f);
+        tags.assign(static_cast<size_t>(slots), -1);
+        out_phases.resize(static_cast<size_t>(phases * length));
+        line.resize(static_cast<size_t>(p.clip_w));
+        list.resize(static_cast<size_t>(taps));
         for (int64_t yy = 0; yy < p.clip_h; ++yy) {
-            std::fill(acc.values.begin(), acc.values.end(), w.bias[ch]);
+            int valid = 0;  // the source rows this output row reads, with their ky
             for (int ky = 0; ky < p.kernel_h; ++ky) {
                 const int64_t iy = source_row(p, yy, ky);
                 if (iy < 0) continue;
-                load_row(src, p.src_type, src_index(p, n, ch, iy, 0), p.src_stride_w, p.src_w,
-                         row.data());
-                for (int kx = 0; kx < p.kernel_w; ++kx) {
-                    const ColumnRun& r = runs[kx];
-                    if (r.count <= 0) continue;
-                    float* a = acc.phase(r.xx0 % p.stride_x) + r.xx0 / p.stride_x;
-                    const float* s = row.data() + r.ix0;
-                    const float wv = wc[ky * p.kernel_w + kx];
-                    for (int64_t j = 0; j < r.count; ++j) a[j] += wv * s[j];
+                float* row = rows.data() + (iy % slots) * row_floats + pad;
+                if (tags[iy % slots] != iy) {
+                    load_row(src, p.src_type, src_index(p, n, ch, iy, 0), p.src_stride_w, p.src_w,
+                             row);
+                    tags[iy % slots] = iy;
                 }
+                row_of[valid] = row;
+                ky_of[valid++] = ky;
             }
-            const int64_t out0 = dst_index(p, n, ch, yy, 0);
+            for (int64_t r = 0; r < phases; ++r) {
+                int k = 0;
+                for (int i = 0; i < valid; ++i)
+                    for (const Column& c : by_phase[r])
+                        list[k++] = {row_of[i] + c.q, wc[ky_of[i] * p.kernel_w + c.kx]};
+                fused(list.data(), k, w.bias[ch], ceil_div(p.clip_w - r, s),
+                      out_phases.data() + r * length);
+            }
+            float* v = out_phases.data();
             if (ntype != NeuronType::None)
-                for (float& v : acc.values)
-                    v = apply_neuron(ntype, v, p.neuron_a, p.neuron_b, p.neuron_c, slope);
-            for (int64_t r = 0; r < acc.phases; ++r) {
-                const float* a = acc.phase(r);
-                const int64_t step = int64_t(p.stride_x) * p.dst_stride_w;
-                const int64_t count = ceil_div(p.clip_w - r, p.stride_x);
-                const int64_t first = out0 + r * p.dst_stride_w;
-                if (p.dst_type == CONVT_TYPE_F32) {
-                    float* d = static_cast<float*>(dst) + first;
-                    for (int64_t j = 0; j < count; ++j) d[j * step] = a[j];
-                } else {
-                    for (int64_t j = 0; j < count; ++j)
-                        store<float>(dst, p.dst_type, first + j * step, a[j]);
-                }
+                for (int64_t i = 0; i < phases * length; ++i)
+                    v[i] = apply_neuron(ntype, v[i], p.neuron_a, p.neuron_b, p.neuron_c, slope);
+            const int64_t out0 = dst_index(p, n, ch, yy, 0);
+            if (p.dst_type == CONVT_TYPE_F32 && p.dst_stride_w == 1) {
+                // The row put together in order, then written whole.
+                float* row_out = phases == 1 ? v : line.data();
+                if (phases == 2)
+                    interleave(v, v + length, p.clip_w, line.data());
+                else
+                    for (int64_t r = 0; phases > 1 && r < phases; ++r)
+                        for (int64_t j = 0, xx = r; xx < p.clip_w; ++j, xx += s)
+                            line[xx] = v[r * length + j];
+                float* d = static_cast<float*>(dst) + out0;
+                if (stream)
+                    stream_floats(row_out, p.clip_w, d);
+                else
+                    std::memcpy(d, row_out, sizeof(float) * p.clip_w);
+                continue;
             }
+            for (int64_t r = 0; r < phases; ++r)
+                for (int64_t j = 0, xx = r; xx < p.clip_w; ++j, xx += s)
+                    store<float>(dst, p.dst_type, out0 + xx * p.dst_stride_w, v[r * length + j]);
         }
     });
 }
@@ -134,28 +361,36 @@ void forward_depthwise(const ConvtParams& p, const DepthwiseWeights& w, const vo
 void backward_data_depthwise(const ConvtParams& p, const DepthwiseWeights& w, const void* dy,
                              void* dx) {
     const int64_t taps = int64_t(p.kernel_h) * p.kernel_w;
+    std::vector<TapColumn> columns;
+    for (int kx = 0; kx < p.kernel_w; ++kx) columns.push_back(tap_column(p, kx));
+    const int64_t pad = gradient_padding(p, columns);
+    const FusedTaps fused = pick_fused_taps();
     ThreadPool::instance().parallel_for(int64_t(p.num_images) * p.groups, [&](int64_t task) {
         const int64_t n = task / p.groups, ch = task % p.groups;
         const float* wc = w.taps.data() + ch * taps;
-        thread_local PhaseRows phases;
-        thread_local std::vector<float> acc, row;
-        phases.shape(p.stride_x, p.clip_w);
+        thread_local DyRows dy_rows;
+        thread_local std::vector<float> acc;
+        thread_local std::vector<Tap> list;
+        dy_rows.begin(p, dy, n, ch, pad);
         acc.resize(static_cast<size_t>(p.src_w));
         for (int64_t iy = 0; iy < p.src_h; ++iy) {
-            std::fill(acc.begin(), acc.end(), 0.f);
+            list.clear();
             for (int ky = 0; ky < p.kernel_h; ++ky) {
                 const int64_t yy = iy * p.stride_y - p.first_tap_y - int64_t(p.dilation_y) * ky;
                 if (yy < 0 || yy >= p.clip_h) continue;
-                load_dy_row(p, dy, n, ch, yy, row, phases);
+                const PaddedPhases& row = dy_rows.get(yy);
                 for (int kx = 0; kx < p.kernel_w; ++kx) {
-                    const auto [lo, hi, d] = tap_run(p, phases, kx);
-                    if (lo > hi) continue;
-                    const float wv = wc[ky * p.kernel_w + kx];
-                    float* a = acc.data() + lo;
-                    for (int64_t i = 0; i <= hi - lo; ++i) a[i] += wv * d[i];
+                    const TapColumn& t = columns[kx];
+                    if (t.lo <= t.hi)
+                        list.push_back({row.phase(t.phase) - t.shift, wc[ky * p.kernel_w + kx]});
                 }
             }
+            fused(list.data(), static_cast<int>(list.size()), 0.f, p.src_w, acc.data());
             const int64_t out0 = src_index(p, n, ch, iy, 0);
+            if (p.src_type == CONVT_TYPE_F32 && p.src_stride_w == 1) {
+                std::memcpy(static_cast<float*>(dx) + out0, acc.data(), sizeof(float) * p.src_w);
+                continue;
+            }
             for (int64_t ix = 0; ix < p.src_w; ++ix)
                 store<float>(dx, p.src_type, out0 + ix * p.src_stride_w, acc[ix]);
         }
@@ -165,13 +400,17 @@ void backward_data_depthwise(const ConvtParams& p, const DepthwiseWeights& w, co
 void backward_weights_depthwise(const ConvtParams& p, const void* x, const void* dy,
                                 const detail::GradientOutput& out) {
     const int taps = p.kernel_h * p.kernel_w;
+    std::vector<TapColumn> columns;
+    for (int kx = 0; kx < p.kernel_w; ++kx) columns.push_back(tap_column(p, kx));
+    const int64_t pad = gradient_padding(p, columns);
+    const DotLanes dot = pick_dot_lanes();
     ThreadPool::instance().parallel_for(p.groups, [&](int64_t ch) {
-        thread_local PhaseRows phases;
-        thread_local std::vector<float> xrow, row, lanes;
-        phases.shape(p.stride_x, p.clip_w);
+        thread_local DyRows dy_rows;
+        thread_local std::vector<float> xrow, lanes;
         xrow.resize(static_cast<size_t>(p.src_w));
         lanes.assign(static_cast<size_t>(taps) * 8, 0.f);  // [tap][column % 8]
-        for (int64_t n = 0; n < p.num_images; ++n)
+        for (int64_t n = 0; n < p.num_images; ++n) {
+            dy_rows.begin(p, dy, n, ch, pad);
             for (int64_t iy = 0; iy < p.src_h; ++iy) {
                 bool loaded = false;
                 for (int ky = 0; ky < p.kernel_h; ++ky) {
@@ -181,23 +420,16 @@ void backward_weights_depthwise(const ConvtParams& p, const void* x, const void*
                         load_row(x, p.src_type, src_index(p, n, ch, iy, 0), p.src_stride_w, p.src_w,
                                  xrow.data());
                     loaded = true;
-                    load_dy_row(p, dy, n, ch, yy, row, phases);
+                    const PaddedPhases& row = dy_rows.get(yy);
                     for (int kx = 0; kx < p.kernel_w; ++kx) {
-                        const auto [lo, hi, d] = tap_run(p, phases, kx);  // d[ix - lo]
-                        if (lo > hi) continue;
-                        float* lane = lanes.data() + (ky * p.kernel_w + kx) * 8;
-                        float l[8];  // local: lets the compiler keep them in a register
-                        std::copy(lane, lane + 8, l);
-                        const float* xr = xrow.data();
-                        int64_t ix = lo;
-                        for (; ix <= hi && ix % 8 != 0; ++ix) l[ix % 8] += xr[ix] * d[ix - lo];
-                        for (; ix + 8 <= hi + 1; ix += 8)
-                            for (int k = 0; k < 8; ++k) l[k] += xr[ix + k] * d[ix - lo + k];
-                        for (; ix <= hi; ++ix) l[ix % 8] += xr[ix] * d[ix - lo];
-                        std::copy(l, l + 8, lane);
+                        const TapColumn& t = columns[kx];
+                        if (t.lo <= t.hi)  // else the tap reaches no column: adds nothing
+                            dot(xrow.data(), row.phase(t.phase) - t.shift, p.src_w,
+                                lanes.data() + (ky * p.kernel_w + kx) * 8);
                     }
                 }
             }
+        }
         auto* dw = static_cast<float*>(out.weights);
         for (int t = 0; t < taps; ++t) {
             const float* l = lanes.data() + t * 8;
