@@ -133,6 +133,27 @@ def test_cpu_depthwise_streamed_output(rng: np.random.Generator) -> None:
     assert_close(out, ref, FP32_TOL, "streamed depthwise forward")
 
 
+def test_cpu_depthwise_odd_after_even_width(rng: np.random.Generator) -> None:
+    """A thread's cached dY phase rows, reused from a call with an even row (42 columns) by one
+    with an odd row (41), the same phase length: the odd row's last odd entry reads as zero."""
+    import convt
+
+    before = convt.get_num_threads()
+    try:
+        convt.set_num_threads(1)
+        for op in (1, 0, 1, 0):
+            x = rng.standard_normal((2, 5, 3, 21)).astype(np.float32)
+            wt = rng.standard_normal((5, 1, 3, 3)).astype(np.float32)
+            ref = R.conv_transpose_torch_ref(x, wt, None, 2, 1, op, 5, 1)
+            dy = rng.standard_normal(ref.shape).astype(np.float32)
+            gx, gw, _ = R.conv_transpose_torch_backward(dy, x, wt, 2, 1, op, 5, 1)
+            dx, dw, _ = convt.conv_transpose2d_backward(dy, x, wt, 2, 1, op, 5, 1, device=_cpu())
+            assert_close(dx, gx, FP32_TOL, f"output_padding {op} dX")
+            assert_close(dw, gw, FP32_TOL, f"output_padding {op} dW")
+    finally:
+        convt.set_num_threads(before)
+
+
 def test_cpu_path_threads_bitwise(rng: np.random.Generator) -> None:
     """Every path sums in a fixed order: 1 and 2 threads give identical bits."""
     import convt

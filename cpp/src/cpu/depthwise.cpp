@@ -158,6 +158,36 @@ Interleave pick_interleave() {
     return &interleave_portable;
 }
 
+// even[j] = in[2j], odd[j] = in[2j + 1] for 2j, 2j + 1 < n (a row split into its two stride
+// phases); and the same with AVX2 shuffles.
+void deinterleave_portable(const float* in, int64_t n, float* even, float* odd) {
+    for (int64_t x = 0; x < n; ++x) (x % 2 ? odd : even)[x / 2] = in[x];
+}
+#ifdef CONVT_DEPTHWISE_AVX2
+__attribute__((target("avx2"))) void deinterleave_avx2(const float* in, int64_t n, float* even,
+                                                       float* odd) {
+    int64_t x = 0;
+    for (; x + 16 <= n; x += 16) {
+        const __m256 a = _mm256_loadu_ps(in + x), b = _mm256_loadu_ps(in + x + 8);
+        // [a0 a2 b0 b2 | a4 a6 b4 b6] -> [a0 a2 a4 a6 b0 b2 b4 b6], odds likewise
+        const __m256 e = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+        const __m256 o = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+        _mm256_storeu_ps(even + x / 2, _mm256_castpd_ps(_mm256_permute4x64_pd(
+                                           _mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0))));
+        _mm256_storeu_ps(odd + x / 2, _mm256_castpd_ps(_mm256_permute4x64_pd(
+                                          _mm256_castps_pd(o), _MM_SHUFFLE(3, 1, 2, 0))));
+    }
+    for (; x < n; ++x) (x % 2 ? odd : even)[x / 2] = in[x];
+}
+#endif
+using Deinterleave = void (*)(const float*, int64_t, float*, float*);
+Deinterleave pick_deinterleave() {
+#ifdef CONVT_DEPTHWISE_AVX2
+    if (use_avx2()) return &deinterleave_avx2;
+#endif
+    return &deinterleave_portable;
+}
+
 // out[i] = v[i] for i < n with non-temporal stores where the ISA has them (x86: SSE, aligned
 // to 16 bytes inside the row); call stream_fence() before other threads read `out`.
 void stream_floats(const float* v, int64_t n, float* out) {
@@ -217,15 +247,24 @@ class DyRows {
                 r.shape(p.stride_x, p.clip_w, pad);
         line_.resize(static_cast<size_t>(p.clip_w));
         p_ = &p, dy_ = dy, n_ = n, ch_ = ch;
+        deinterleave_ = pick_deinterleave();
     }
     // Row yy split by phase; valid while the rows asked for after it span fewer than `slots`
     // rows (true for the rows of one dX row).
     const PaddedPhases& get(int64_t yy) {
         const size_t slot = static_cast<size_t>(yy) % rows_.size();
         if (tags_[slot] != yy) {
-            load_row(dy_, p_->dst_type, dst_index(*p_, n_, ch_, yy, 0), p_->dst_stride_w,
-                     p_->clip_w, line_.data());
-            rows_[slot].split(line_.data(), p_->clip_w, p_->stride_x);
+            const int64_t first = dst_index(*p_, n_, ch_, yy, 0);
+            PaddedPhases& row = rows_[slot];
+            if (p_->stride_x == 2 && row.phases == 2 && p_->dst_type == CONVT_TYPE_F32 &&
+                p_->dst_stride_w == 1) {  // straight from the tensor, split with shuffles
+                deinterleave_(static_cast<const float*>(dy_) + first, p_->clip_w, row.phase(0),
+                              row.phase(1));
+                if (p_->clip_w % 2) row.phase(1)[row.length - 1] = 0.f;
+            } else {
+                load_row(dy_, p_->dst_type, first, p_->dst_stride_w, p_->clip_w, line_.data());
+                row.split(line_.data(), p_->clip_w, p_->stride_x);
+            }
             tags_[slot] = yy;
         }
         return rows_[slot];
@@ -238,6 +277,7 @@ class DyRows {
     const ConvtParams* p_ = nullptr;
     const void* dy_ = nullptr;
     int64_t n_ = 0, ch_ = 0;
+    Deinterleave deinterleave_ = nullptr;
 };
 
 }  // namespace
