@@ -10,8 +10,10 @@ with CONVT_CPU_ISA=portable, so the portable micro-kernels are checked on machin
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -185,6 +187,21 @@ def test_cpu_path_threads_bitwise(rng: np.random.Generator) -> None:
                 assert np.array_equal(a, b), case
     finally:
         convt.set_num_threads(before)
+
+
+@pytest.mark.parametrize("target", ["native", "arm64"])
+def test_micro_kernel_standalone(target: str) -> None:
+    """tools/check_micro_kernel.sh: the GEMM micro-kernel against float64 sums, built alone:
+    natively (AVX2 or portable, then portable) and for arm64 under qemu (the NEON kernel, then
+    portable), which nothing else here can run."""
+    if shutil.which(os.environ.get("CXX", "c++")) is None:
+        pytest.skip("no C++ compiler")
+    script = Path(__file__).resolve().parents[1] / "tools" / "check_micro_kernel.sh"
+    run = subprocess.run([str(script), target], capture_output=True, text=True, timeout=300)
+    if run.returncode == 77:
+        pytest.skip(run.stderr.strip())
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "300 of 300 cases agree" in run.stdout
 
 
 @pytest.mark.skipif(

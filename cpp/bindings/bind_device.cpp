@@ -25,7 +25,8 @@ void bind_device(py::module_& m) {
           "Threads used by the CPU backend, the caller included.");
     m.def("get_num_threads", &get_num_threads);
     m.def("cpu_kernel_isa", &cpu_kernel_isa,
-          "Instruction set of the CPU kernels: 'avx2' or 'portable' (CONVT_CPU_ISA=portable).");
+          "Instruction set of the CPU kernels: 'avx2', 'neon' (arm64) or 'portable' "
+          "(CONVT_CPU_ISA=portable).");
 
     py::class_<PyCommandBuffer>(m, "CommandBuffer",
                                 "MTLCommandBuffer analogue. On the CPU, work runs in commit().")

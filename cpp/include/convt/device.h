@@ -75,8 +75,9 @@ class CommandBuffer {
 void set_num_threads(int n);
 int get_num_threads();
 /// The instruction set of the CPU backend's kernels: "avx2" (AVX2+FMA, chosen at run time when
-/// the CPU has it) or "portable" (plain loops, vectorised by the compiler for the build's
-/// baseline: SSE2 on x86-64, NEON on arm64). CONVT_CPU_ISA=portable forces the latter.
+/// the CPU has it), "neon" (arm64: the GEMM micro-kernel in NEON intrinsics, the other loops
+/// vectorised by the compiler) or "portable" (plain loops, vectorised by the compiler for the
+/// build's baseline: SSE2 on x86-64, NEON on arm64). CONVT_CPU_ISA=portable forces the latter.
 std::string cpu_kernel_isa();
 
 }  // namespace convt

@@ -30,7 +30,13 @@ using MicroKernel = void (*)(const Segment* segments, int count, int64_t a_shift
 /// CONVT_CPU_ISA is not "portable" (read once; lets tests run the portable kernels anywhere).
 bool use_avx2();
 
-/// AVX2+FMA when use_avx2(), else the portable kernel.
+/// Whether the GEMM micro-kernel is the NEON one: on arm64 unless CONVT_CPU_ISA is "portable".
+/// (The other CPU loops are left to the compiler's vectorizer there.)
+bool use_neon();
+
+/// AVX2+FMA when use_avx2(), NEON when use_neon(), else the portable kernel.
 MicroKernel micro_kernel();
+/// The portable kernel whatever the CPU (the reference of tools/check_micro_kernel.cpp).
+MicroKernel portable_micro_kernel();
 
 }  // namespace convt::cpu

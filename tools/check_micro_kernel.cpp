@@ -1,0 +1,72 @@
+// Checks the CPU GEMM micro-kernel the build picks (AVX2, NEON or portable) against a float64
+// sum over random segment lists: depths 0-40, B read packed or at a row stride, shifted A and B,
+// several segments a tile, and a C tile inside a wider row that must keep its other columns.
+// Built and run by tools/check_micro_kernel.sh, natively and (cross-compiled) under qemu for
+// arm64, where the NEON kernel cannot run on this machine otherwise. Exit status 0: all agree.
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../cpp/src/cpu/micro_kernel.h"
+#include "convt/device.h"
+
+using convt::cpu::kMr;
+using convt::cpu::kNr;
+using convt::cpu::Segment;
+
+int main() {
+    std::mt19937 gen(12345);
+    std::uniform_real_distribution<float> value(-1.f, 1.f);
+    std::uniform_int_distribution<int> pick(0, 1 << 20);
+    const convt::cpu::MicroKernel kernel = convt::cpu::micro_kernel();
+    int failures = 0, cases = 0;
+    for (int trial = 0; trial < 300; ++trial) {
+        const int count = 1 + pick(gen) % 5;
+        const int64_t a_shift = pick(gen) % 3 * kMr, b_shift = pick(gen) % 3;
+        const int64_t ldc = kNr + pick(gen) % 9;
+        std::vector<std::vector<float>> as(count), bs(count);
+        std::vector<Segment> segs(count);
+        for (int s = 0; s < count; ++s) {
+            const int depth = pick(gen) % 41;
+            const int64_t ldb = pick(gen) % 2 ? kNr : kNr + 1 + pick(gen) % 23;
+            as[s].resize(size_t(depth + 3) * kMr);
+            bs[s].resize(size_t(depth + 3) * ldb + kNr + 3);
+            for (float& v : as[s]) v = value(gen);
+            for (float& v : bs[s]) v = value(gen);
+            segs[s] = {as[s].data(), bs[s].data(), depth, ldb};
+        }
+        std::vector<float> c(size_t(kMr) * ldc);
+        for (float& v : c) v = value(gen);
+        // Float64 sums, and the float32 rounding bound for each: (terms) x u x sum of |terms|.
+        std::vector<double> want(c.begin(), c.end()), bound(c.size());
+        int terms = 1;
+        for (int s = 0; s < count; ++s) terms += segs[s].depth;
+        for (size_t k = 0; k < c.size(); ++k) bound[k] = std::fabs(want[k]);
+        for (int s = 0; s < count; ++s)
+            for (int p = 0; p < segs[s].depth; ++p)
+                for (int i = 0; i < kMr; ++i)
+                    for (int j = 0; j < kNr; ++j) {
+                        const double t = double(segs[s].a[a_shift + p * kMr + i]) *
+                                         double(segs[s].b[b_shift + p * segs[s].ldb + j]);
+                        want[i * ldc + j] += t;
+                        bound[i * ldc + j] += std::fabs(t);
+                    }
+        kernel(segs.data(), count, a_shift, b_shift, c.data(), ldc);
+        ++cases;
+        for (int64_t k = 0; k < int64_t(c.size()); ++k) {
+            const double tol = terms * 0x1p-24 * bound[k];
+            if (!(std::fabs(double(c[k]) - want[k]) <= tol)) {
+                std::printf("trial %d: c[%lld] = %.9g, want %.9g\n", trial, (long long)k, c[k],
+                            want[k]);
+                ++failures;
+                break;
+            }
+        }
+    }
+    std::printf("micro-kernel '%s': %d of %d cases agree\n", convt::cpu_kernel_isa().c_str(),
+                cases - failures, cases);
+    return failures == 0 ? 0 : 1;
+}
