@@ -1,6 +1,7 @@
 // Checks the CPU GEMM micro-kernel the build picks (AVX2, NEON or portable) against a float64
 // sum over random segment lists: depths 0-40, B read packed or at a row stride, shifted A and B,
 // several segments a tile, and a C tile inside a wider row that must keep its other columns.
+// Also checks the host fp16 conversions (core/half.h), whose type differs on arm64 GCC.
 // Built and run by tools/check_micro_kernel.sh, natively and (cross-compiled) under qemu for
 // arm64, where the NEON kernel cannot run on this machine otherwise. Exit status 0: all agree.
 #include <cmath>
@@ -10,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "../cpp/src/core/half.h"
 #include "../cpp/src/cpu/micro_kernel.h"
 #include "convt/device.h"
 
@@ -68,5 +70,27 @@ int main() {
     }
     std::printf("micro-kernel '%s': %d of %d cases agree\n", convt::cpu_kernel_isa().c_str(),
                 cases - failures, cases);
-    return failures == 0 ? 0 : 1;
+    // fp16: value -> bits, ties to even, overflow to infinity, and back.
+    struct Half {
+        float value;
+        uint16_t bits;
+    };
+    const Half halves[] = {{1.f, 0x3c00},
+                           {-2.f, 0xc000},
+                           {65504.f, 0x7bff},
+                           {1.f + 0x1p-11f, 0x3c00},
+                           {1.f + 0x3p-11f, 0x3c02},
+                           {65520.f, 0x7c00},
+                           {0x1p-24f, 0x0001}};
+    int half_failures = 0;
+    for (const Half& h : halves) {
+        const uint16_t bits = convt::detail::float_to_half(h.value);
+        if (bits != h.bits) {
+            std::printf("float_to_half(%.9g) = 0x%04x, want 0x%04x\n", h.value, bits, h.bits);
+            ++half_failures;
+        }
+    }
+    if (convt::detail::half_to_float(0x3555) != 0x1.554p-2f) ++half_failures;
+    std::printf("fp16 conversions: %s\n", half_failures ? "WRONG" : "agree");
+    return failures == 0 && half_failures == 0 ? 0 : 1;
 }
