@@ -288,8 +288,11 @@ def _rel_err(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.abs(got64 - want64).max(initial=0.0)) / scale
 
 
-def build_case(shape: Shape, batch: int, dtype: np.dtype, with_torch: bool, seed: int) -> Case:
-    """Prepares inputs, convt layer and torch tensors for ``shape``; checks results once."""
+def build_case(
+    shape: Shape, batch: int, dtype: np.dtype, with_torch: bool, seed: int, check: bool = True
+) -> Case:
+    """Prepares inputs, convt layer and torch tensors for ``shape``; with ``check``, runs both
+    once and compares their results."""
     dims = len(shape.size)
     layer_cls = convt.ConvTranspose2d if dims == 2 else convt.ConvTranspose1d
     layer = layer_cls(
@@ -324,8 +327,10 @@ def build_case(shape: Shape, batch: int, dtype: np.dtype, with_torch: bool, seed
         flops={"forward": 2.0 * macs, "backward": 2.0 * 2.0 * macs},  # dX + dW; dB ignored
         rel_err={"forward": None, "backward": None},
     )
-    convt_forward()
-    convt_grads = convt_backward()
+    convt_grads = None
+    if check:
+        convt_forward()
+        convt_grads = convt_backward()
     if not with_torch:
         return case
 
@@ -367,6 +372,8 @@ def build_case(shape: Shape, batch: int, dtype: np.dtype, with_torch: bool, seed
 
     case.ops["forward"]["torch"] = torch_forward
     case.ops["backward"]["torch"] = torch_backward
+    if convt_grads is None:
+        return case
     case.rel_err["forward"] = _rel_err(out, torch_forward().numpy())
     case.rel_err["backward"] = max(
         _rel_err(got, want.numpy()) for got, want in zip(convt_grads, torch_backward())
@@ -437,6 +444,7 @@ class Report:
     results: list[OpResult] = field(default_factory=list)
     overhead_us: dict[str, float] = field(default_factory=dict)
     peak_rss_mib: float = 0.0
+    rss_apart: dict[str, float] = field(default_factory=dict)
 
     def geomean(self, op: str) -> float | None:
         ratios = [r.ratio for r in self.results if r.op == op and r.ratio is not None]
@@ -453,6 +461,7 @@ class Report:
             },
             "overhead_us_per_call": self.overhead_us,
             "peak_rss_mib": self.peak_rss_mib,
+            "peak_rss_mib_apart": self.rss_apart,
         }
 
 
@@ -509,8 +518,54 @@ def run_shape(
     return results
 
 
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process so far (ru_maxrss: KiB on Linux, B on macOS)."""
+RSS_RUNS = ("none", "convt", "torch")
+
+
+def rss_child(args: argparse.Namespace) -> int:
+    """``--rss-child RUN``: builds every case of the suite (convt's and torch's inputs both, as
+    the timed run holds them), runs RUN's forward and backward twice per shape ("none": nothing)
+    and prints this process's peak RSS as JSON."""
+    dtype = np.dtype(args.dtype)
+    convt.set_num_threads(args.threads)
+    if torch is not None:
+        torch.set_num_threads(args.threads)
+    shapes = [s for s in SUITE if args.shapes is None or s.name in args.shapes]
+    for index, shape in enumerate(shapes):
+        case = build_case(shape, args.batch, dtype, torch is not None, args.seed + index, False)
+        for fns in case.ops.values():
+            fn = fns.get(args.rss_child)
+            if fn is not None:
+                fn()
+                fn()
+        del case
+    print(json.dumps({"run": args.rss_child, "peak_rss_mib": peak_rss_mib(own=True)}))
+    return 0
+
+
+def measure_rss_apart(args: argparse.Namespace) -> dict[str, float]:
+    """Peak RSS in MiB of a child process per run of RSS_RUNS (see rss_child)."""
+    rss = {}
+    for run in RSS_RUNS:
+        command = [sys.executable, str(Path(__file__).resolve()), "--rss-child", run]
+        command += ["--batch", str(args.batch), "--threads", str(args.threads)]
+        command += ["--dtype", args.dtype, "--seed", str(args.seed)]
+        if args.shapes:
+            command += ["--shapes", *args.shapes]
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        rss[run] = json.loads(done.stdout.strip().splitlines()[-1])["peak_rss_mib"]
+    return rss
+
+
+def peak_rss_mib(own: bool = False) -> float:
+    """Peak resident set size of this process so far (ru_maxrss: KiB on Linux, B on macOS).
+
+    With ``own``, on Linux, the high-water mark of this process's own memory (VmHWM): a child's
+    ru_maxrss starts at its parent's, since Linux keeps it across fork and exec."""
+    if own:
+        with contextlib.suppress(OSError, StopIteration, ValueError):
+            with open("/proc/self/status") as status:
+                line = next(x for x in status if x.startswith("VmHWM:"))
+            return int(line.split()[1]) / 1024.0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
 
@@ -661,6 +716,15 @@ def markdown_section(report: Report) -> str:
         f"Peak RSS of the benchmark process: {report.peak_rss_mib:.0f} MiB.",
         "",
     ]
+    if report.rss_apart:
+        r = report.rss_apart
+        lines[-1:-1] = [
+            "Peak RSS apart (a child process each, holding the inputs of the whole suite for "
+            "both libraries; `none` runs nothing, the others run every shape's forward and "
+            f"backward twice): none {r['none']:.0f} MiB, convt {r['convt']:.0f} MiB "
+            f"(+{r['convt'] - r['none']:.0f}), torch {r['torch']:.0f} MiB "
+            f"(+{r['torch'] - r['none']:.0f}).",
+        ]
     return "\n".join(lines)
 
 
@@ -768,6 +832,11 @@ def print_summary(report: Report) -> None:
         "overhead per call: " + ", ".join(f"{k} {v:.1f} us" for k, v in report.overhead_us.items())
     )
     print(f"peak RSS: {report.peak_rss_mib:.0f} MiB")
+    if report.rss_apart:
+        print(
+            "peak RSS apart (MiB): "
+            + ", ".join(f"{k} {v:.0f}" for k, v in report.rss_apart.items())
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -821,6 +890,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--peak-size", type=int, default=1536, help="matmul size for the peak proxy")
     p.add_argument("--seed", type=int, default=0, help="seed of inputs and weights")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--no-rss",
+        action="store_true",
+        help="skip the peak-RSS runs (convt alone, torch alone, in child processes)",
+    )
+    p.add_argument("--rss-child", choices=RSS_RUNS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     for name in ("batch", "threads", "repeats", "overhead_calls", "peak_size"):
         if getattr(args, name) < 1:
@@ -846,6 +921,8 @@ def loadavg() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.rss_child:
+        return rss_child(args)
     dtype = np.dtype(args.dtype)
     with_torch = torch is not None and not args.no_torch
     shapes = [s for s in SUITE if args.shapes is None or s.name in args.shapes]
@@ -935,6 +1012,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress.close()
     report.meta["loadavg_end"] = loadavg()
     report.peak_rss_mib = peak_rss_mib()
+    if with_torch and not args.no_rss:
+        report.rss_apart = measure_rss_apart(args)
 
     print_summary(report)
     args.json.parent.mkdir(parents=True, exist_ok=True)
