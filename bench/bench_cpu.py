@@ -719,7 +719,7 @@ def markdown_section(report: Report) -> str:
     if report.rss_apart:
         r = report.rss_apart
         lines[-1:-1] = [
-            "Peak RSS apart (a child process each, holding the inputs of the whole suite for "
+            "Peak RSS apart (a child process each, holding the inputs of every shape run for "
             "both libraries; `none` runs nothing, the others run every shape's forward and "
             f"backward twice): none {r['none']:.0f} MiB, convt {r['convt']:.0f} MiB "
             f"(+{r['convt'] - r['none']:.0f}), torch {r['torch']:.0f} MiB "
