@@ -50,10 +50,14 @@ __attribute__((target("avx2"))) void transpose8_avx2(const float* src, int64_t c
         for (int i = 0; i < 8; ++i) _mm256_storeu_ps(out + i * out_step, rows[i]);
         return;
     }
-    alignas(32) int bits[8];
-    for (int c = 0; c < 8; ++c) bits[c] = c < channels ? -1 : 0;
-    const __m256i mask = _mm256_load_si256(reinterpret_cast<const __m256i*>(bits));
-    for (int i = 0; i < 8; ++i) _mm256_maskstore_ps(out + i * out_step, mask, rows[i]);
+    // Whole stores (see transpose.h); the last pixel's goes through a buffer when it would pass
+    // the slot.
+    const int whole = out_step >= 8 ? 8 : 7;
+    for (int i = 0; i < whole; ++i) _mm256_storeu_ps(out + i * out_step, rows[i]);
+    if (whole == 8) return;
+    alignas(32) float last[8];
+    _mm256_store_ps(last, rows[7]);
+    for (int c = 0; c < channels; ++c) out[7 * out_step + c] = last[c];
 }
 #endif
 
