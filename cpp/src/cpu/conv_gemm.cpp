@@ -10,6 +10,7 @@
 #include "half_rows.h"
 #include "micro_kernel.h"
 #include "neuron.h"
+#include "row_shuffles.h"
 #include "thread_pool.h"
 #include "transpose.h"
 
@@ -463,30 +464,35 @@ struct Plane {
 
 // A block's footprint: the rows and columns its pixels reach through the taps, copied once for
 // every tap into a channel-major float buffer with zeros outside the tensor. Pixel (n, qy, qx)
-// of a q-grid reads tap (a, b) at row qy + oy[a], column qx + ox[b] (a stride-1 correlation:
-// a forward phase, or dX at stride 1), so each tap is one fixed offset for every pixel, and a
-// run of pixels along a q-row is a run of the buffer, read in place (ldb = the channel stride)
-// or copied from there. Gathering every tap's pixels from the tensor instead read each line
-// once per tap, from channel planes a power of two apart that share L1 sets: a third of dil2's
-// forward.
+// of a q-grid reads tap (a, b) at row qy * sy + oy[a], column qx * sx + ox[b] (a forward phase:
+// sy = sx = 1; dX: the layer's stride); columns are stored split by phase mod sx, so each tap
+// is one fixed offset for every pixel, and a run of pixels along a q-row is a run of the
+// buffer, read in place (ldb = the channel stride) or copied from there. Gathering every tap's
+// pixels from the tensor instead read each line once per tap, from channel planes a power of
+// two apart that share L1 sets: a third of dil2's forward.
 class Footprint {
  public:
+    // Column strides it splits (2: with AVX2 shuffles; larger ones element by element were
+    // slower than gathering from the tensor: vae_dec dX 15 -> 18 ms, fcn8s 42 -> 51).
+    static bool splits(int64_t sx) { return sx == 1 || sx == 2; }
     // For pixels [first, first + count) of an qh x qw grid; false (nothing built) when the
     // buffer would exceed kFootprintFloats.
-    bool build(const Plane& t, int channels, int64_t qh, int64_t qw, const std::vector<int64_t>& oy,
-               const std::vector<int64_t>& ox, int64_t first, int count) {
+    bool build(const Plane& t, int channels, int64_t qh, int64_t qw, int64_t sy, int64_t sx,
+               const std::vector<int64_t>& oy, const std::vector<int64_t>& ox, int64_t first,
+               int count) {
         const auto [y_min, y_max] = std::minmax_element(oy.begin(), oy.end());
         const auto [x_min, x_max] = std::minmax_element(ox.begin(), ox.end());
-        oy0_ = *y_min, ox0_ = *x_min;
+        oy0_ = *y_min, ox0_ = *x_min, sy_ = sy, sx_ = sx;
         const PixelCursor a(first, qh, qw), b(first + count - 1, qh, qw);
-        const int64_t columns = qw + (*x_max - ox0_);
-        row_ = columns;
+        const int64_t columns = (qw - 1) * sx + (*x_max - ox0_) + 1;
+        phase_width_ = ceil_div(columns, sx);
+        row_ = phase_width_ * sx;
         images_.clear();
         int64_t rows = 0;
         for (int64_t n = a.n; n <= b.n; ++n) {
             const int64_t lo = n == a.n ? a.y : 0, hi = n == b.n ? b.y : qh - 1;
             images_.push_back({n, lo, rows});
-            rows += hi - lo + 1 + (*y_max - oy0_);
+            rows += (hi - lo) * sy + (*y_max - oy0_) + 1;
         }
         stride_ = (rows * row_ + 15) / 16 * 16;
         if (stride_ % 512 == 0) stride_ += 16;  // channel planes off each other's L1 sets
@@ -497,19 +503,14 @@ class Footprint {
         for (size_t i = 0; i < images_.size(); ++i) {
             const int64_t end = i + 1 < images_.size() ? images_[i + 1].row : rows;
             for (int64_t r = images_[i].row; r < end; ++r) {
-                const int64_t y = images_[i].qy + oy0_ + (r - images_[i].row);
+                const int64_t y = images_[i].qy * sy + oy0_ + (r - images_[i].row);
                 const bool inside = y >= 0 && y < t.h && x_lo < x_hi;
                 const int64_t at = t.base + images_[i].n * t.stride_n + y * t.stride_h +
                                    (ox0_ + x_lo) * t.stride_w;
                 for (int c = 0; c < channels; ++c) {
                     float* row = data_.data() + c * stride_ + r * row_;
-                    if (!inside) {
-                        std::fill_n(row, row_, 0.f);
-                        continue;
-                    }
-                    std::fill_n(row, x_lo, 0.f);
-                    std::fill(row + x_hi, row + row_, 0.f);
-                    copy_row(t, at + c * t.stride_c, x_hi - x_lo, row + x_lo);
+                    std::fill_n(row, row_, 0.f);
+                    if (inside) copy_row(t, at + c * t.stride_c, x_lo, x_hi, row);
                 }
             }
         }
@@ -519,29 +520,41 @@ class Footprint {
     // row_delta + col_delta.
     int64_t base(int64_t n, int64_t qy, int64_t qx) const {
         for (const Image& im : images_)
-            if (im.n == n) return (im.row + qy - im.qy) * row_ + qx;
+            if (im.n == n) return (im.row + (qy - im.qy) * sy_) * row_ + qx;
         return 0;  // not reached: every pixel of the block lies in one of the images
     }
     int64_t row_delta(int64_t oy) const { return (oy - oy0_) * row_; }
-    int64_t col_delta(int64_t ox) const { return ox - ox0_; }
+    int64_t col_delta(int64_t ox) const {
+        return (ox - ox0_) % sx_ * phase_width_ + (ox - ox0_) / sx_;
+    }
     Gathered source() const { return {data_.data(), CONVT_TYPE_F32, stride_}; }
 
  private:
     struct Image {
         int64_t n, qy, row;  // image, its first q-row in the block, its first buffer row
     };
-    // `count` elements of a tensor row from element `at` on.
-    static void copy_row(const Plane& t, int64_t at, int64_t count, float* out) {
-        if (t.type == CONVT_TYPE_F32 && t.stride_w == 1) {
-            std::memcpy(out, static_cast<const float*>(t.data) + at, sizeof(float) * count);
+    // Columns [x_lo, x_hi) of a footprint row from tensor element `at` (column x_lo) on, each
+    // to its phase's part of `row`.
+    void copy_row(const Plane& t, int64_t at, int64_t x_lo, int64_t x_hi, float* row) const {
+        const bool packed = t.type == CONVT_TYPE_F32 && t.stride_w == 1;
+        const float* in = static_cast<const float*>(t.data) + at;
+        if (sx_ == 1 && packed) {
+            std::memcpy(row + x_lo, in, sizeof(float) * (x_hi - x_lo));
             return;
         }
-        for (int64_t x = 0; x < count; ++x)
-            out[x] = load<float>(t.data, t.type, at + x * t.stride_w);
+        if (sx_ == 2 && packed) {
+            int64_t x = x_lo;
+            if (x % 2) row[phase_width_ + x / 2] = *in++, ++x;  // odd first column
+            deinterleave2(in, x_hi - x, row + x / 2, row + phase_width_ + x / 2);
+            return;
+        }
+        for (int64_t x = x_lo; x < x_hi; ++x)
+            row[x % sx_ * phase_width_ + x / sx_] =
+                load<float>(t.data, t.type, at + (x - x_lo) * t.stride_w);
     }
     std::vector<Image> images_;
     std::vector<float> data_;
-    int64_t oy0_ = 0, ox0_ = 0, row_ = 0, stride_ = 0;
+    int64_t oy0_ = 0, ox0_ = 0, sy_ = 1, sx_ = 1, phase_width_ = 0, row_ = 0, stride_ = 0;
 };
 
 }  // namespace
@@ -618,7 +631,7 @@ void forward_gemm(const ConvtParams& p, const GemmWeights& w, const void* src, v
             footprint.build(
                 {src, p.src_type, p.src_base + int64_t(t.g) * ig * p.src_stride_c, p.src_stride_n,
                  p.src_stride_c, p.src_stride_h, p.src_stride_w, p.src_h, p.src_w},
-                ig, py.count, px.count, py.first_source, px.first_source, t.first, real);
+                ig, py.count, px.count, 1, 1, py.first_source, px.first_source, t.first, real);
         if (compact) {
             for (size_t a = 0; a < py.taps.size(); ++a)
                 grid.row_delta[a] = footprint.row_delta(py.first_source[a]);
@@ -708,20 +721,18 @@ void backward_data_gemm(const ConvtParams& p, const GemmWeights& w, const void* 
             lo = static_cast<int32_t>(std::clamp<int64_t>(floor_div(e - clip, dil) + 1, 0, kernel));
             hi = static_cast<int32_t>(std::clamp<int64_t>(floor_div(e, dil), -1, kernel - 1));
         };
-        // dY's footprint as in the forward, at stride 1 (dil2 dX 10.3 -> 8.4 ms, s1_same 22.3 ->
-        // 21.5, one thread). At larger strides a footprint with its columns split by phase was
-        // tried and was slower (vae_dec 15 -> 18 ms, fcn8s 42 -> 51; the split copied element by
-        // element).
+        // dY's footprint as in the forward (dil2 dX 10.3 -> 8.4 ms, s1_same 22.3 -> 21.5, one
+        // thread), its columns split by phase at stride 2.
         thread_local Footprint footprint;
         thread_local TapGrid local;
         const bool compact =
-            w.taps >= 4 && p.src_w >= kNr && p.stride_x == 1 && p.stride_y == 1 &&
+            w.taps >= 4 && p.src_w >= kNr && Footprint::splits(p.stride_x) &&
             footprint.build({dy, p.dst_type,
                              p.dst_base + int64_t(g) * og * p.dst_stride_c +
                                  p.clip_y * p.dst_stride_h + p.clip_x * p.dst_stride_w,
                              p.dst_stride_n, p.dst_stride_c, p.dst_stride_h, p.dst_stride_w,
                              p.clip_h, p.clip_w},
-                            og, p.src_h, p.src_w, oy, ox, first, real);
+                            og, p.src_h, p.src_w, p.stride_y, p.stride_x, oy, ox, first, real);
         if (compact) {
             local.ids = grid.ids;
             local.row_delta.clear();

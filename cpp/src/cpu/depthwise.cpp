@@ -14,6 +14,7 @@
 #include "half_rows.h"
 #include "micro_kernel.h"
 #include "neuron.h"
+#include "row_shuffles.h"
 #include "thread_pool.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -132,62 +133,6 @@ DotLanes pick_dot_lanes() {
     return &dot_lanes_portable;
 }
 
-// out[2j] = even[j], out[2j + 1] = odd[j] for 2j, 2j + 1 < n (a row from its two stride
-// phases); and the same with AVX2 shuffles.
-void interleave_portable(const float* even, const float* odd, int64_t n, float* out) {
-    for (int64_t x = 0; x < n; ++x) out[x] = (x % 2 ? odd : even)[x / 2];
-}
-#ifdef CONVT_DEPTHWISE_AVX2
-__attribute__((target("avx2"))) void interleave_avx2(const float* even, const float* odd, int64_t n,
-                                                     float* out) {
-    int64_t x = 0;
-    for (; x + 16 <= n; x += 16) {
-        const __m256 e = _mm256_loadu_ps(even + x / 2), o = _mm256_loadu_ps(odd + x / 2);
-        const __m256 lo = _mm256_unpacklo_ps(e, o), hi = _mm256_unpackhi_ps(e, o);
-        _mm256_storeu_ps(out + x, _mm256_permute2f128_ps(lo, hi, 0x20));
-        _mm256_storeu_ps(out + x + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
-    }
-    for (; x < n; ++x) out[x] = (x % 2 ? odd : even)[x / 2];
-}
-#endif
-using Interleave = void (*)(const float*, const float*, int64_t, float*);
-Interleave pick_interleave() {
-#ifdef CONVT_DEPTHWISE_AVX2
-    if (use_avx2()) return &interleave_avx2;
-#endif
-    return &interleave_portable;
-}
-
-// even[j] = in[2j], odd[j] = in[2j + 1] for 2j, 2j + 1 < n (a row split into its two stride
-// phases); and the same with AVX2 shuffles.
-void deinterleave_portable(const float* in, int64_t n, float* even, float* odd) {
-    for (int64_t x = 0; x < n; ++x) (x % 2 ? odd : even)[x / 2] = in[x];
-}
-#ifdef CONVT_DEPTHWISE_AVX2
-__attribute__((target("avx2"))) void deinterleave_avx2(const float* in, int64_t n, float* even,
-                                                       float* odd) {
-    int64_t x = 0;
-    for (; x + 16 <= n; x += 16) {
-        const __m256 a = _mm256_loadu_ps(in + x), b = _mm256_loadu_ps(in + x + 8);
-        // [a0 a2 b0 b2 | a4 a6 b4 b6] -> [a0 a2 a4 a6 b0 b2 b4 b6], odds likewise
-        const __m256 e = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
-        const __m256 o = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
-        _mm256_storeu_ps(even + x / 2, _mm256_castpd_ps(_mm256_permute4x64_pd(
-                                           _mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0))));
-        _mm256_storeu_ps(odd + x / 2, _mm256_castpd_ps(_mm256_permute4x64_pd(
-                                          _mm256_castps_pd(o), _MM_SHUFFLE(3, 1, 2, 0))));
-    }
-    for (; x < n; ++x) (x % 2 ? odd : even)[x / 2] = in[x];
-}
-#endif
-using Deinterleave = void (*)(const float*, int64_t, float*, float*);
-Deinterleave pick_deinterleave() {
-#ifdef CONVT_DEPTHWISE_AVX2
-    if (use_avx2()) return &deinterleave_avx2;
-#endif
-    return &deinterleave_portable;
-}
-
 // out[i] = v[i] for i < n with non-temporal stores where the ISA has them (x86: SSE, aligned
 // to 16 bytes inside the row); call stream_fence() before other threads read `out`.
 void stream_floats(const float* v, int64_t n, float* out) {
@@ -247,7 +192,6 @@ class DyRows {
                 r.shape(p.stride_x, p.clip_w, pad);
         line_.resize(static_cast<size_t>(p.clip_w));
         p_ = &p, dy_ = dy, n_ = n, ch_ = ch;
-        deinterleave_ = pick_deinterleave();
     }
     // Row yy split by phase; valid while the rows asked for after it span fewer than `slots`
     // rows (true for the rows of one dX row).
@@ -258,7 +202,7 @@ class DyRows {
             PaddedPhases& row = rows_[slot];
             if (p_->stride_x == 2 && row.phases == 2 && p_->dst_type == CONVT_TYPE_F32 &&
                 p_->dst_stride_w == 1) {  // straight from the tensor, split with shuffles
-                deinterleave_(static_cast<const float*>(dy_) + first, p_->clip_w, row.phase(0),
+                deinterleave2(static_cast<const float*>(dy_) + first, p_->clip_w, row.phase(0),
                               row.phase(1));
                 if (p_->clip_w % 2) row.phase(1)[row.length - 1] = 0.f;
             } else {
@@ -277,7 +221,6 @@ class DyRows {
     const ConvtParams* p_ = nullptr;
     const void* dy_ = nullptr;
     int64_t n_ = 0, ch_ = 0;
-    Deinterleave deinterleave_ = nullptr;
 };
 
 }  // namespace
@@ -325,7 +268,6 @@ void forward_depthwise(const ConvtParams& p, const DepthwiseWeights& w, const vo
         int64_t(p.num_images) * p.groups * p.clip_h * p.clip_w * int64_t(sizeof(float)) >=
             kStreamBytes;
     const FusedTaps fused = pick_fused_taps();
-    const Interleave interleave = pick_interleave();
     ThreadPool::instance().parallel_for(int64_t(p.num_images) * p.groups, [&](int64_t task) {
         const int64_t n = task / p.groups, ch = task % p.groups;
         const float* wc = w.taps.data() + ch * taps;
@@ -379,7 +321,7 @@ void forward_depthwise(const ConvtParams& p, const DepthwiseWeights& w, const vo
                 // The row put together in order, then written whole.
                 float* row_out = phases == 1 ? v : line.data();
                 if (phases == 2)
-                    interleave(v, v + length, p.clip_w, line.data());
+                    interleave2(v, v + length, p.clip_w, line.data());
                 else
                     for (int64_t r = 0; phases > 1 && r < phases; ++r)
                         for (int64_t j = 0, xx = r; xx < p.clip_w; ++j, xx += s)
