@@ -1,0 +1,203 @@
+// dX (spec §5.3) for layers with few input channels per group and kernels as wide as a multiple
+// of 8 taps (FCN's 16x16 stride-8 upsampler): the lanes of a SIMD-group run over (4 pixel
+// columns) x (8 residues of kx mod 8), so for one tap row the SIMD-group reads one contiguous run
+// of 32 dY words (with stride 8 and no dilation) instead of 32 words a stride apart, and each
+// lane's weights serve CONVT_DXL_PX pixels x CONVT_DXL_CH input channels. A threadgroup stages the
+// weights of its channel block for as many output channels as CONVT_DXL_MAX_TAPS taps hold (one
+// for 16x16 kernels); its SIMD-groups are CONVT_DXL_TILES
+// pixel tiles x CONVT_DXL_SLICES contiguous blocks of the (kx / 8, ky) pairs. The partial sums
+// (over slices, then over the 8 kx residues) are added through threadgroup memory in a fixed
+// order, so results are the same on every run. dY offsets inside one image are 32-bit (the host
+// selects this kernel only when they fit). `p` describes dX in the source role and dY in the
+// destination role.
+#include "convt_kernel.h"
+
+#define CONVT_DXL_J 8                            // lanes of one pixel: kx = j, j + 8, ...
+#define CONVT_DXL_Q (CONVT_SIMD / CONVT_DXL_J)   // pixel columns of a SIMD-group
+#define CONVT_DXL_PX 4       // pixels a lane: rows, or columns CONVT_DXL_Q apart (one-row images)
+#define CONVT_DXL_CH 8       // input channels a lane
+#define CONVT_DXL_TILES 2    // SIMD-groups side by side over pixels
+#define CONVT_DXL_SLICES 4   // SIMD-groups over the reduction
+#define CONVT_DXL_THREADS (CONVT_DXL_TILES * CONVT_DXL_SLICES * CONVT_SIMD)
+#define CONVT_DXL_MAX_TAPS 256
+// Staged weights: channel c of tap t at c * CONVT_DXL_WSTRIDE + t. 8 lanes reading 8 consecutive
+// taps hit 8 banks; the stride (4 mod 32) keeps the staging stores, 4 taps x 8 channels a
+// SIMD-group, on 32 distinct banks.
+#define CONVT_DXL_WSTRIDE (CONVT_DXL_MAX_TAPS + 4)
+#define CONVT_DXL_VALUES (CONVT_DXL_PX * CONVT_DXL_CH)
+// Partial sums of slices 1..: value v of lane l of tile t of slice s at
+// ((s - 1) * TILES + t) * VALUES * 33 + v * 33 + l (the odd row length keeps the final reads, 8
+// consecutive lanes of 32 different (v, column) pairs, on distinct banks). They reuse the
+// staging buffer.
+#define CONVT_DXL_RED \
+    ((CONVT_DXL_SLICES - 1) * CONVT_DXL_TILES * CONVT_DXL_VALUES * (CONVT_SIMD + 1))
+#define CONVT_DXL_WS (CONVT_DXL_CH * CONVT_DXL_WSTRIDE)
+#define CONVT_DXL_BUF (CONVT_DXL_RED > CONVT_DXL_WS ? CONVT_DXL_RED : CONVT_DXL_WS)
+
+struct ConvtDxlAcc {
+    float v[CONVT_DXL_PX][CONVT_DXL_CH];
+};
+
+// The ky range [lo, hi) in which each pixel of a lane reads a real dY element for the current kx.
+struct ConvtDxlRange {
+    int lo[CONVT_DXL_PX], hi[CONVT_DXL_PX];
+};
+
+// Taps (ky0..ky1-1, kx fixed) of one output channel. `row` points at pixel 0's dY row for ky0
+// (column 0) and moves up `row_step` elements a tap row; pixel u reads row[at[u]]. kChecked
+// tests each pixel's ky range.
+template <bool kChecked, typename TY, typename W>
+inline void convt_dxl_column(device const TY* row, long row_step, W ws, int tap, int kw, int ky0,
+                             int ky1, thread const int* at, thread const ConvtDxlRange& r,
+                             thread ConvtDxlAcc& acc) {
+    CONVT_NO_UNROLL
+    for (int ky = ky0; ky < ky1; ++ky, tap += kw, row -= row_step) {
+        float w[CONVT_DXL_CH];
+        for (int c = 0; c < CONVT_DXL_CH; ++c) w[c] = ws[c * CONVT_DXL_WSTRIDE + tap];
+        for (int u = 0; u < CONVT_DXL_PX; ++u) {
+            if (kChecked && (ky < r.lo[u] || ky >= r.hi[u])) continue;  // no dY: adds nothing
+            const float d = float(row[at[u]]);
+            for (int c = 0; c < CONVT_DXL_CH; ++c) acc.v[u][c] = fma(d, w[c], acc.v[u][c]);
+        }
+    }
+}
+
+template <typename TY, typename TX, typename Buf>
+inline void convt_backward_data_kxlanes_impl(device const TY* dy, device TX* dx,
+                                             device const float* weights, constant ConvtParams& p,
+                                             uint3 tg, uint lid, Buf buf) {
+    const int sx = fc_stride_x, sy = fc_stride_y;
+    const int kw = fc_kernel_w, kh = fc_kernel_h;
+    const int dil_x = fc_dilation_x, dil_y = fc_dilation_y;
+    const int ig = p.in_per_group, og = p.out_per_group, taps = kh * kw;
+    const int ic_blocks = (ig + CONVT_DXL_CH - 1) / CONVT_DXL_CH;
+    uint z = tg.z;
+    const int ib = int(z % uint(ic_blocks));
+    z /= uint(ic_blocks);
+    const int g = int(z % uint(p.groups));
+    const long n = long(z / uint(p.groups));
+    const int simd = int(lid / CONVT_SIMD), lane = int(lid % CONVT_SIMD);
+    const int tile = simd % CONVT_DXL_TILES, slice = simd / CONVT_DXL_TILES;
+    const int q = lane / CONVT_DXL_J, j = lane % CONVT_DXL_J;
+    const int ic0 = ib * CONVT_DXL_CH;
+    // Pixel u of this lane: column ix0 + u * di, row iy0 + u * dj.
+    const bool one_row = p.src_h == 1;
+    const int di = one_row ? CONVT_DXL_Q : 0, dj = one_row ? 0 : 1;
+    const int tile_w = CONVT_DXL_Q * (one_row ? CONVT_DXL_PX : 1);
+    const int ix0 = (int(tg.x) * CONVT_DXL_TILES + tile) * tile_w + q;
+    const int iy0 = one_row ? 0 : int(tg.y) * CONVT_DXL_PX;
+    const int sh = int(p.dst_stride_h), sw = int(p.dst_stride_w);
+    const long row_step = long(dil_y) * p.dst_stride_h;
+
+    // Each pixel's ky range with a real dY row (empty for pixels past the image).
+    ConvtDxlRange rows;
+    for (int u = 0; u < CONVT_DXL_PX; ++u) {
+        const int e = (iy0 + u * dj) * sy - p.first_tap_y;  // y = e - dil_y * ky
+        const bool in = iy0 + u * dj < p.src_h && ix0 + u * di < p.src_w;
+        rows.lo[u] = in ? max(0, convt_floor_div32(e - p.clip_h, dil_y) + 1) : 0;
+        rows.hi[u] = in ? min(kh, convt_floor_div32(e, dil_y) + 1) : 0;
+    }
+    const int y0 = iy0 * sy - p.first_tap_y;
+
+    ConvtDxlAcc acc;
+    for (int u = 0; u < CONVT_DXL_PX; ++u)
+        for (int c = 0; c < CONVT_DXL_CH; ++c) acc.v[u][c] = 0.0f;
+    // This slice's (kx / 8, ky) pairs: t = m * kh + ky in [t0, t1).
+    const int groups_x = (kw + CONVT_DXL_J - 1) / CONVT_DXL_J, pairs = groups_x * kh;
+    const int t0 = slice * pairs / CONVT_DXL_SLICES, t1 = (slice + 1) * pairs / CONVT_DXL_SLICES;
+    const long dy_img = p.dst_base + n * p.dst_stride_n + long(g) * og * p.dst_stride_c +
+                        long(p.clip_y) * p.dst_stride_h;
+    // Output channels in chunks whose weights fill the staging buffer (one for 16x16 taps).
+    const int chunk = max(1, CONVT_DXL_MAX_TAPS / taps);
+    for (int o0 = 0; o0 < og; o0 += chunk) {
+        const int chunk_taps = min(chunk, og - o0) * taps;
+        // Stage the chunk's weights for the channel block: channels o0.. are consecutive in
+        // memory (OHWI), so element e is tap-of-chunk e / CH, channel e % CH.
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        const long w_o = long(g * og + o0) * taps * ig + ic0;
+        for (int e = int(lid); e < chunk_taps * CONVT_DXL_CH; e += CONVT_DXL_THREADS) {
+            const int t = e / CONVT_DXL_CH, c = e % CONVT_DXL_CH;
+            buf[c * CONVT_DXL_WSTRIDE + t] = ic0 + c < ig ? weights[w_o + long(t) * ig + c] : 0.0f;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        for (int m = t0 / kh; m * kh < t1; ++m) {
+            const int kx = j + m * CONVT_DXL_J;
+            const int ky0 = max(t0 - m * kh, 0), ky1 = min(t1 - m * kh, kh);
+            // Pixels whose column misses dY for this kx read nothing (an empty row range).
+            ConvtDxlRange r;
+            int at[CONVT_DXL_PX];
+            bool full = true, any = false;
+            for (int u = 0; u < CONVT_DXL_PX; ++u) {
+                const int x = (ix0 + u * di) * sx - p.first_tap_x - dil_x * kx;
+                const bool ok = kx < kw && x >= 0 && x < p.clip_w;
+                // Row offset of pixel u from pixel 0 plus its column (both inside the image).
+                at[u] = ok ? u * dj * sy * sh + (p.clip_x + x) * sw : 0;
+                r.lo[u] = ok ? rows.lo[u] : 0;
+                r.hi[u] = ok ? rows.hi[u] : 0;
+                full = full && r.lo[u] <= ky0 && r.hi[u] >= ky1;
+                any = any || max(r.lo[u], ky0) < min(r.hi[u], ky1);
+            }
+            if (!any) continue;
+            for (int o = o0, tap = ky0 * kw + kx; tap < chunk_taps; ++o, tap += taps) {
+                // Pixel 0's row for ky0 (outside the image where only pixels below it have dY:
+                // the pointer is then only moved, never read).
+                device const TY* row = dy + (dy_img + long(o) * p.dst_stride_c +
+                                             long(y0 - dil_y * ky0) * p.dst_stride_h);
+                if (full)
+                    convt_dxl_column<false>(row, row_step, buf, tap, kw, ky0, ky1, at, r, acc);
+                else
+                    convt_dxl_column<true>(row, row_step, buf, tap, kw, ky0, ky1, at, r, acc);
+            }
+        }
+    }
+    // Slices 1.. hand their sums to slice 0, which adds them in slice order and stores the
+    // result where slice 1's were; then the 8 lanes of each pixel column are added in lane order.
+    // The buffer held the staged weights until now.
+    const int at = tile * CONVT_DXL_VALUES * (CONVT_SIMD + 1) + lane;
+    const int slice_size = CONVT_DXL_TILES * CONVT_DXL_VALUES * (CONVT_SIMD + 1);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    if (slice > 0)
+        for (int v = 0; v < CONVT_DXL_VALUES; ++v)
+            buf[(slice - 1) * slice_size + at + v * (CONVT_SIMD + 1)] =
+                acc.v[v / CONVT_DXL_CH][v % CONVT_DXL_CH];
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    if (slice == 0)
+        for (int v = 0; v < CONVT_DXL_VALUES; ++v) {
+            float sum = acc.v[v / CONVT_DXL_CH][v % CONVT_DXL_CH];
+            for (int s = 1; s < CONVT_DXL_SLICES; ++s)
+                sum += buf[(s - 1) * slice_size + at + v * (CONVT_SIMD + 1)];
+            buf[at + v * (CONVT_SIMD + 1)] = sum;
+        }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    // Output (tile, value v = pixel * CH + channel, column qq): qq fastest, so the 32 threads of
+    // a SIMD-group read 32 (v, qq) rows on distinct banks.
+    for (int out = int(lid); out < CONVT_DXL_TILES * CONVT_DXL_VALUES * CONVT_DXL_Q;
+         out += CONVT_DXL_THREADS) {
+        const int qq = out % CONVT_DXL_Q, v = (out / CONVT_DXL_Q) % CONVT_DXL_VALUES;
+        const int tt = out / (CONVT_DXL_Q * CONVT_DXL_VALUES);
+        const int u = v / CONVT_DXL_CH, c = v % CONVT_DXL_CH;
+        const int x = (int(tg.x) * CONVT_DXL_TILES + tt) * tile_w + qq + u * di;
+        const int y = iy0 + u * dj;
+        if (x >= p.src_w || y >= p.src_h || ic0 + c >= ig) continue;
+        const int row = (tt * CONVT_DXL_VALUES + v) * (CONVT_SIMD + 1) + qq * CONVT_DXL_J;
+        float sum = buf[row];
+        for (int jj = 1; jj < CONVT_DXL_J; ++jj) sum += buf[row + jj];
+        dx[p.src_base + n * p.src_stride_n + long(g * ig + ic0 + c) * p.src_stride_c +
+           long(y) * p.src_stride_h + long(x) * p.src_stride_w] = TX(sum);
+    }
+}
+
+#define CONVT_BACKWARD_DATA_KXLANES_ENTRY(NAME, TY, TX)                                         \
+    kernel void NAME(device const TY* dy [[buffer(0)]], device TX* dx [[buffer(1)]],           \
+                     device const float* weights [[buffer(2)]],                                 \
+                     constant ConvtParams& p [[buffer(3)]],                                     \
+                     uint3 tg [[threadgroup_position_in_grid]],                                 \
+                     uint lid [[thread_index_in_threadgroup]]) {                                \
+        threadgroup float buf[CONVT_DXL_BUF];                                                   \
+        convt_backward_data_kxlanes_impl<TY, TX>(dy, dx, weights, p, tg, lid, buf);             \
+    }
+
+CONVT_BACKWARD_DATA_KXLANES_ENTRY(convt_backward_data_kxlanes_f32_f32, float, float)
+CONVT_BACKWARD_DATA_KXLANES_ENTRY(convt_backward_data_kxlanes_f32_f16, float, half)
+CONVT_BACKWARD_DATA_KXLANES_ENTRY(convt_backward_data_kxlanes_f16_f32, half, float)
+CONVT_BACKWARD_DATA_KXLANES_ENTRY(convt_backward_data_kxlanes_f16_f16, half, half)
