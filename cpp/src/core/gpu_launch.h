@@ -45,8 +45,8 @@ constexpr int64_t kDwRows = 4, kNarrowPixels = 4, kDxSlices = 8, kDxPixels = 2, 
 constexpr int64_t kDxMinReduction = 64;
 // dX with lanes over (pixel column, kx mod 8) (convt_backward_data_kxlanes.metal): 4 columns x 8
 // residues a SIMD-group, 4 pixels x 8 input channels a lane, 2 pixel tiles x 4 reduction slices a
-// threadgroup; weights of up to kDxlMaxTaps taps (output channels x taps) staged at a time. It needs
-// kernel widths that are multiples of 8 (else lanes idle) and 32-bit dY offsets in one image.
+// threadgroup; weights of up to kDxlMaxTaps taps (output channels x taps) staged at a time. It
+// needs kernel widths that are multiples of 8 (else lanes idle) and 32-bit dY offsets in one image.
 constexpr int64_t kDxlLanes = 8, kDxlColumns = kSimd / kDxlLanes, kDxlPixels = 4, kDxlChannels = 8,
                   kDxlTiles = 2, kDxlSlices = 4, kDxlMaxTaps = 256;
 // The narrow forward kernel runs only with at least this many threadgroups: with fewer it lost
