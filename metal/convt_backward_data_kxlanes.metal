@@ -86,42 +86,37 @@ inline void convt_dxl_store_weights(W ws, int chunk_taps, uint lid, thread const
     }
 }
 
-// A threadgroup's dY window of one output channel: rows y0..y0+h-1, columns x0..x0+w-1, read
-// by whole SIMD-groups in segs runs of 32 columns.
+// A threadgroup's dY window of one output channel: rows y0..y0+h-1, columns x0..x0+w-1, in
+// runs of CONVT_DXL_PF_BYTES (segs a row, one more for a window that starts inside one).
 struct ConvtDxlWindow {
     int x0, y0, w, h, segs;
 };
 
-// Loads the windows of output channels o0..o0+count-1, a 32-column run a SIMD-group load (each
-// sector of it, not one element a line: L1 fills 32-byte sectors), and the sectors holding the
-// channel block's weights of their taps, so that the loads that use them hit L1.
+#define CONVT_DXL_PF_BYTES 128
+
+// Prefetches into L1 the windows of output channels o0..o0+count-1 and the weights of the
+// channel block for their taps, a run a thread, so that the loads of the tap loops and of the
+// staging that come a chunk later hit L1. Only where the target has a prefetch instruction.
 template <typename TY>
-inline float convt_dxl_touch(device const TY* dy, device const float* weights,
-                             constant ConvtParams& p, long dy_img, long w_g, int ic0, int o0,
-                             int count,
-                             thread const ConvtDxlWindow& win, uint lid) {
-    float sum = 0.0f;
-    const int simds = CONVT_DXL_THREADS / CONVT_SIMD, lane = int(lid % CONVT_SIMD);
-    // (channel, row, segment) of run k = simd, simd + simds, ..., advanced without divisions.
-    int o = 0, y = 0, seg = int(lid / CONVT_SIMD);
-    while (seg >= win.segs) seg -= win.segs, ++y;
-    while (y >= win.h) y -= win.h, ++o;
-    while (o < count) {
-        const int x = win.x0 + seg * CONVT_SIMD + lane, yy = win.y0 + y;
-        if (x < win.x0 + win.w && x >= 0 && x < p.clip_w && yy >= 0 && yy < p.clip_h)
-            sum += float(dy[dy_img + long(o0 + o) * p.dst_stride_c + long(yy) * p.dst_stride_h +
-                            long(p.clip_x + x) * p.dst_stride_w]);
-        seg += simds;
-        while (seg >= win.segs) seg -= win.segs, ++y;
-        while (y >= win.h) y -= win.h, ++o;
+inline void convt_dxl_prefetch(device const TY* dy, device const float* weights,
+                               constant ConvtParams& p, long dy_img, long w_g, int ic0, int o0,
+                               int count, thread const ConvtDxlWindow& win, uint lid) {
+    if (!CONVT_HAS_PREFETCH) return;
+    const int run = CONVT_DXL_PF_BYTES / int(sizeof(TY)), per_channel = win.h * win.segs;
+    for (int k = int(lid); k < count * per_channel; k += CONVT_DXL_THREADS) {
+        const int o = k / per_channel, rest = k - o * per_channel;
+        const int y = win.y0 + rest / win.segs;
+        const int x = min(win.x0 + (rest % win.segs) * run, win.x0 + win.w - 1);
+        if (y >= 0 && y < p.clip_h && x >= 0 && x < p.clip_w)
+            convt_prefetch(dy + (dy_img + long(o0 + o) * p.dst_stride_c + long(y) * p.dst_stride_h +
+                                 long(p.clip_x + x) * p.dst_stride_w));
     }
     const int taps = fc_kernel_w * fc_kernel_h, ig = p.in_per_group;
     if (int(lid) < count * taps) {
         const long at = w_g + (long(o0) * taps + int(lid)) * ig;
-        sum += weights[at];
-        if (ic0 + CONVT_DXL_CH - 1 < ig) sum += weights[at + CONVT_DXL_CH - 1];
+        convt_prefetch(weights + at);
+        convt_prefetch(weights + at + min(CONVT_DXL_CH, ig - ic0) - 1);
     }
-    return sum;
 }
 
 template <typename TY, typename TX, typename Buf>
@@ -175,17 +170,17 @@ inline void convt_backward_data_kxlanes_impl(device const TY* dy, device TX* dx,
     // suffices.
     const int chunk = max(1, CONVT_DXL_MAX_TAPS / taps);
     const long w_g = long(g * og) * taps * ig + ic0;
-    // The next chunk's dY window and weights are touched one chunk ahead, so the loads of the tap
-    // loops and of the staging hit L1: they waited on L2 before (ncu, H100: 62% of stalls, L1
-    // hit rate 56%, 313 us for FCN's dX at N = 8). The touched values feed only a store that
-    // never happens (num_images >= 0).
+    // The next chunk's dY window and weights are prefetched a chunk ahead: without, the tap loops
+    // waited on L2 (ncu, H100: 62% of stalls, L1 hit rate 56%, 313 us for FCN's dX at N = 8),
+    // and loads made only to warm L1 (their values summed) stalled on their own results.
     ConvtDxlWindow win;
     win.x0 = int(tg.x) * CONVT_DXL_TILES * tile_w * sx - p.first_tap_x - dil_x * (kw - 1);
     win.y0 = iy0 * sy - p.first_tap_y - dil_y * (kh - 1);
     win.w = (CONVT_DXL_TILES * tile_w - 1) * sx + dil_x * (kw - 1) + 1;
     win.h = (one_row ? 0 : (CONVT_DXL_PX - 1) * sy) + dil_y * (kh - 1) + 1;
-    win.segs = (win.w + CONVT_SIMD - 1) / CONVT_SIMD;
-    float touched = convt_dxl_touch(dy, weights, p, dy_img, w_g, ic0, 0, min(chunk, og), win, lid);
+    const int run = CONVT_DXL_PF_BYTES / int(sizeof(TY));
+    win.segs = (win.w + run - 1) / run + 1;
+    convt_dxl_prefetch(dy, weights, p, dy_img, w_g, ic0, 0, min(chunk, og), win, lid);
     float staged[CONVT_DXL_STAGE];
     convt_dxl_load_weights(weights, w_g, ig, ic0, min(chunk, og) * taps, lid, staged);
     convt_dxl_store_weights(buf, min(chunk, og) * taps, lid, staged);
@@ -195,8 +190,7 @@ inline void convt_backward_data_kxlanes_impl(device const TY* dy, device TX* dx,
         const int chunk_taps = min(chunk, og - o0) * taps;
         const int next_co = min(chunk, max(og - o0 - chunk, 0));
         if (next_co > 0)
-            touched += convt_dxl_touch(dy, weights, p, dy_img, w_g, ic0, o0 + chunk, next_co, win,
-                                       lid);
+            convt_dxl_prefetch(dy, weights, p, dy_img, w_g, ic0, o0 + chunk, next_co, win, lid);
         auto ws = buf + half * CONVT_DXL_WS;
         CONVT_NO_UNROLL
         for (int m = t0 / kh; m * kh < t1; ++m) {
@@ -232,7 +226,6 @@ inline void convt_backward_data_kxlanes_impl(device const TY* dy, device TX* dx,
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
     }
-    if (p.num_images < 0) dx[0] = TX(touched);
     // Slices 1.. hand their sums to slice 0, which adds them in slice order and stores the
     // result where slice 1's were; then the 8 lanes of each pixel column are added in lane order.
     // The buffer held the staged weights until now.

@@ -53,6 +53,21 @@ constant int fc_splits [[function_constant(10)]];      // gradients: K slices su
 #define CONVT_NO_UNROLL
 #endif
 
+// A hint that the memory at p is read soon: CUDA prefetches its line into L1 (no register, no
+// wait); MSL has no such instruction, so elsewhere it does nothing (CONVT_HAS_PREFETCH lets
+// kernels skip the address maths).
+#if defined(__CUDACC__)
+#define CONVT_HAS_PREFETCH 1
+template <typename T>
+__device__ __forceinline__ void convt_prefetch(const T* p) {
+    asm volatile("prefetch.global.L1 [%0];" ::"l"(p));
+}
+#else
+#define CONVT_HAS_PREFETCH 0
+template <typename T>
+inline void convt_prefetch(device const T*) {}
+#endif
+
 // Neuron codes (convt::NeuronType).
 #define CONVT_NEURON_NONE 0
 #define CONVT_NEURON_RELU 1
