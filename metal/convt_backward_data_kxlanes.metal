@@ -52,13 +52,19 @@ inline void convt_dxl_column(device const TY* row, long row_step, W ws, int tap,
                              int ky1, thread const ConvtDxlReads& r, thread ConvtDxlAcc& acc) {
     CONVT_NO_UNROLL
     for (int ky = ky0; ky < ky1; ++ky, tap += kw, row -= row_step) {
+        // All of a tap row's dY loads before any use, so their latencies overlap (nvcc otherwise
+        // interleaved them with the multiply-adds: 0.272 -> 0.350 ms for FCN's dX on an H100).
+        bool ok[CONVT_DXL_PX];
+        float d[CONVT_DXL_PX];
+        for (int u = 0; u < CONVT_DXL_PX; ++u) {
+            ok[u] = r.col_ok[u] && (!kChecked || (ky >= r.lo[u] && ky < r.hi[u]));
+            d[u] = ok[u] ? float(row[r.at[u]]) : 0.0f;
+        }
         float w[CONVT_DXL_CH];
         for (int c = 0; c < CONVT_DXL_CH; ++c) w[c] = ws[c * CONVT_DXL_WSTRIDE + tap];
         for (int u = 0; u < CONVT_DXL_PX; ++u) {
-            // No dY element: adds nothing (not 0 * w: w may be Inf).
-            if (!r.col_ok[u] || (kChecked && (ky < r.lo[u] || ky >= r.hi[u]))) continue;
-            const float d = float(row[r.at[u]]);
-            for (int c = 0; c < CONVT_DXL_CH; ++c) acc.v[u][c] = fma(d, w[c], acc.v[u][c]);
+            if (!ok[u]) continue;  // no dY element: adds nothing (not 0 * w: w may be Inf)
+            for (int c = 0; c < CONVT_DXL_CH; ++c) acc.v[u][c] = fma(d[u], w[c], acc.v[u][c]);
         }
     }
 }
