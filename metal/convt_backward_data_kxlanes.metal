@@ -4,8 +4,8 @@
 // of 32 dY words (with stride 8 and no dilation) instead of 32 words a stride apart, and each
 // lane's weights serve CONVT_DXL_PX pixels x CONVT_DXL_CH input channels. A threadgroup stages the
 // weights of its channel block for as many output channels as CONVT_DXL_MAX_TAPS taps hold (one
-// for 16x16 kernels); its SIMD-groups are CONVT_DXL_TILES
-// pixel tiles x CONVT_DXL_SLICES contiguous blocks of the (kx / 8, ky) pairs. The partial sums
+// for 16x16 kernels); its SIMD-groups are CONVT_DXL_TILES pixel tiles x CONVT_DXL_SLICES
+// contiguous blocks of the (kx / 8, ky) pairs. The partial sums
 // (over slices, then over the 8 kx residues) are added through threadgroup memory in a fixed
 // order, so results are the same on every run. dY offsets inside one image are 32-bit (the host
 // selects this kernel only when they fit). `p` describes dX in the source role and dY in the
@@ -46,25 +46,23 @@ struct ConvtDxlReads {
 };
 
 // Taps (ky0..ky1-1, kx fixed) of one output channel; `row` moves up `row_step` elements a tap
-// row. kChecked tests each pixel's row range (else every row is inside).
+// row. kChecked tests each pixel's row range (else every row is inside). In this form ptxas
+// issues a tap row's four dY loads together (SASS read on the H100 build); two rewrites of the
+// kernel around it (prefetch runs found once; the loads written before their uses) made it put
+// each load right before its eight multiply-adds, so the latencies added up: 0.272 -> 0.350 and
+// 0.430 ms for FCN's dX, reverted.
 template <bool kChecked, typename TY, typename W>
 inline void convt_dxl_column(device const TY* row, long row_step, W ws, int tap, int kw, int ky0,
                              int ky1, thread const ConvtDxlReads& r, thread ConvtDxlAcc& acc) {
     CONVT_NO_UNROLL
     for (int ky = ky0; ky < ky1; ++ky, tap += kw, row -= row_step) {
-        // All of a tap row's dY loads before any use, so their latencies overlap (nvcc otherwise
-        // interleaved them with the multiply-adds: 0.272 -> 0.350 ms for FCN's dX on an H100).
-        bool ok[CONVT_DXL_PX];
-        float d[CONVT_DXL_PX];
-        for (int u = 0; u < CONVT_DXL_PX; ++u) {
-            ok[u] = r.col_ok[u] && (!kChecked || (ky >= r.lo[u] && ky < r.hi[u]));
-            d[u] = ok[u] ? float(row[r.at[u]]) : 0.0f;
-        }
         float w[CONVT_DXL_CH];
         for (int c = 0; c < CONVT_DXL_CH; ++c) w[c] = ws[c * CONVT_DXL_WSTRIDE + tap];
         for (int u = 0; u < CONVT_DXL_PX; ++u) {
-            if (!ok[u]) continue;  // no dY element: adds nothing (not 0 * w: w may be Inf)
-            for (int c = 0; c < CONVT_DXL_CH; ++c) acc.v[u][c] = fma(d[u], w[c], acc.v[u][c]);
+            // No dY element: adds nothing (not 0 * w: w may be Inf).
+            if (!r.col_ok[u] || (kChecked && (ky < r.lo[u] || ky >= r.hi[u]))) continue;
+            const float d = float(row[r.at[u]]);
+            for (int c = 0; c < CONVT_DXL_CH; ++c) acc.v[u][c] = fma(d, w[c], acc.v[u][c]);
         }
     }
 }
@@ -92,59 +90,36 @@ inline void convt_dxl_store_weights(W ws, int chunk_taps, uint lid, thread const
     }
 }
 
-// The run of the dY window (rows x runs of CONVT_DXL_PF_BYTES, a run more for a window that
-// starts inside one) that one thread prefetches for every chunk: the chunk's output channel
-// `o` (-1: none) and the offset inside that channel's image. Found once: index maths done for
-// every chunk cost as much as the prefetch saved. Windows of more runs than threads are
-// prefetched in part.
-struct ConvtDxlRun {
-    int o, at;
+// A threadgroup's dY window of one output channel: rows y0..y0+h-1, columns x0..x0+w-1, in
+// runs of CONVT_DXL_PF_BYTES (segs a row, one more for a window that starts inside one).
+struct ConvtDxlWindow {
+    int x0, y0, w, h, segs;
 };
 
 #define CONVT_DXL_PF_BYTES 128
 
-template <typename TY>
-inline ConvtDxlRun convt_dxl_run(constant ConvtParams& p, int x0, int y0, int w, int h, int count,
-                                 uint lid) {
-    ConvtDxlRun run;
-    run.o = -1;
-    run.at = 0;
-    const int step = CONVT_DXL_PF_BYTES / int(sizeof(TY)), segs = (w + step - 1) / step + 1;
-    const int o = int(lid) / (h * segs), rest = int(lid) % (h * segs);
-    const int y = y0 + rest / segs, x = min(x0 + (rest % segs) * step, x0 + w - 1);
-    if (o < count && y >= 0 && y < p.clip_h && x >= 0 && x < p.clip_w) {
-        run.o = o;
-        run.at = y * int(p.dst_stride_h) + (p.clip_x + x) * int(p.dst_stride_w);
-    }
-    return run;
-}
-
-// Prefetches into L1 this thread's run of the dY windows of output channels o0..o0+count-1 and
-// the channel block's weights of one of their taps, for the tap loops and the staging a chunk
-// later (where the target has a prefetch instruction).
+// Prefetches into L1 the windows of output channels o0..o0+count-1 and the weights of the
+// channel block for their taps, a run a thread, so that the loads of the tap loops and of the
+// staging that come a chunk later hit L1. Only where the target has a prefetch instruction.
 template <typename TY>
 inline void convt_dxl_prefetch(device const TY* dy, device const float* weights,
                                constant ConvtParams& p, long dy_img, long w_g, int ic0, int o0,
-                               int count, ConvtDxlRun run, uint lid) {
+                               int count, thread const ConvtDxlWindow& win, uint lid) {
     if (!CONVT_HAS_PREFETCH) return;
-    if (run.o >= 0 && run.o < count)
-        convt_prefetch(dy + (dy_img + long(o0 + run.o) * p.dst_stride_c + run.at));
+    const int run = CONVT_DXL_PF_BYTES / int(sizeof(TY)), per_channel = win.h * win.segs;
+    for (int k = int(lid); k < count * per_channel; k += CONVT_DXL_THREADS) {
+        const int o = k / per_channel, rest = k - o * per_channel;
+        const int y = win.y0 + rest / win.segs;
+        const int x = min(win.x0 + (rest % win.segs) * run, win.x0 + win.w - 1);
+        if (y >= 0 && y < p.clip_h && x >= 0 && x < p.clip_w)
+            convt_prefetch(dy + (dy_img + long(o0 + o) * p.dst_stride_c + long(y) * p.dst_stride_h +
+                                 long(p.clip_x + x) * p.dst_stride_w));
+    }
     const int taps = fc_kernel_w * fc_kernel_h, ig = p.in_per_group;
     if (int(lid) < count * taps) {
-        device const float* w = weights + (w_g + (long(o0) * taps + int(lid)) * ig);
-        convt_prefetch(w);
-        convt_prefetch(w + (min(CONVT_DXL_CH, ig - ic0) - 1));
-    }
-}
-
-// The columns a lane reads for tap column kx: pixel u's (ix0 + u * di) dY column, the offset of
-// its element from pixel 0's row (rows `row_off` elements apart) and whether it is inside.
-inline void convt_dxl_columns(thread ConvtDxlReads& r, constant ConvtParams& p, int kx, int ix0,
-                              int di, int row_off, int sw) {
-    for (int u = 0; u < CONVT_DXL_PX; ++u) {
-        const int x = (ix0 + u * di) * fc_stride_x - p.first_tap_x - fc_dilation_x * kx;
-        r.col_ok[u] = ix0 + u * di < p.src_w && kx < fc_kernel_w && x >= 0 && x < p.clip_w;
-        r.at[u] = r.col_ok[u] ? u * row_off + (p.clip_x + x) * sw : 0;
+        const long at = w_g + (long(o0) * taps + int(lid)) * ig;
+        convt_prefetch(weights + at);
+        convt_prefetch(weights + at + min(CONVT_DXL_CH, ig - ic0) - 1);
     }
 }
 
@@ -202,35 +177,35 @@ inline void convt_backward_data_kxlanes_impl(device const TY* dy, device TX* dx,
     // The next chunk's dY window and weights are prefetched a chunk ahead: without, the tap loops
     // waited on L2 (ncu, H100: 62% of stalls, L1 hit rate 56%, 313 us for FCN's dX at N = 8),
     // and loads made only to warm L1 (their values summed) stalled on their own results.
-    const ConvtDxlRun run = convt_dxl_run<TY>(
-        p, int(tg.x) * CONVT_DXL_TILES * tile_w * sx - p.first_tap_x - dil_x * (kw - 1),
-        iy0 * sy - p.first_tap_y - dil_y * (kh - 1),
-        (CONVT_DXL_TILES * tile_w - 1) * sx + dil_x * (kw - 1) + 1,
-        (one_row ? 0 : (CONVT_DXL_PX - 1) * sy) + dil_y * (kh - 1) + 1, min(chunk, og), lid);
-    convt_dxl_prefetch(dy, weights, p, dy_img, w_g, ic0, 0, min(chunk, og), run, lid);
+    ConvtDxlWindow win;
+    win.x0 = int(tg.x) * CONVT_DXL_TILES * tile_w * sx - p.first_tap_x - dil_x * (kw - 1);
+    win.y0 = iy0 * sy - p.first_tap_y - dil_y * (kh - 1);
+    win.w = (CONVT_DXL_TILES * tile_w - 1) * sx + dil_x * (kw - 1) + 1;
+    win.h = (one_row ? 0 : (CONVT_DXL_PX - 1) * sy) + dil_y * (kh - 1) + 1;
+    const int run = CONVT_DXL_PF_BYTES / int(sizeof(TY));
+    win.segs = (win.w + run - 1) / run + 1;
+    convt_dxl_prefetch(dy, weights, p, dy_img, w_g, ic0, 0, min(chunk, og), win, lid);
     float staged[CONVT_DXL_STAGE];
     convt_dxl_load_weights(weights, w_g, ig, ic0, min(chunk, og) * taps, lid, staged);
     convt_dxl_store_weights(buf, min(chunk, og) * taps, lid, staged);
     threadgroup_barrier(mem_flags::mem_threadgroup);
-    const int m0 = t0 / kh;
-    const bool one_group = (t1 - 1) / kh == m0;
-    convt_dxl_columns(r, p, j + m0 * CONVT_DXL_J, ix0, di, dj * sy * sh, sw);
     CONVT_NO_UNROLL
     for (int o0 = 0, half = 0; o0 < og; o0 += chunk, half ^= 1) {
         const int chunk_taps = min(chunk, og - o0) * taps;
         const int next_co = min(chunk, max(og - o0 - chunk, 0));
         if (next_co > 0)
-            convt_dxl_prefetch(dy, weights, p, dy_img, w_g, ic0, o0 + chunk, next_co, run, lid);
+            convt_dxl_prefetch(dy, weights, p, dy_img, w_g, ic0, o0 + chunk, next_co, win, lid);
         auto ws = buf + half * CONVT_DXL_WS;
         CONVT_NO_UNROLL
-        for (int m = m0; m * kh < t1; ++m) {
+        for (int m = t0 / kh; m * kh < t1; ++m) {
             const int kx = j + m * CONVT_DXL_J;
             const int ky0 = max(t0 - m * kh, 0), ky1 = min(t1 - m * kh, kh);
-            // The first kx group's columns were found before the loop; a slice of more than one
-            // (short kernels) finds each again.
-            if (!one_group) convt_dxl_columns(r, p, j + m * CONVT_DXL_J, ix0, di, dj * sy * sh, sw);
             bool full = true, any = false;
             for (int u = 0; u < CONVT_DXL_PX; ++u) {
+                const int x = (ix0 + u * di) * sx - p.first_tap_x - dil_x * kx;
+                r.col_ok[u] = ix0 + u * di < p.src_w && kx < kw && x >= 0 && x < p.clip_w;
+                // Row offset of pixel u from pixel 0 plus its column (both inside the image).
+                r.at[u] = r.col_ok[u] ? u * dj * sy * sh + (p.clip_x + x) * sw : 0;
                 full = full && r.lo[u] <= ky0 && r.hi[u] >= ky1;
                 any = any || (r.col_ok[u] && max(r.lo[u], ky0) < min(r.hi[u], ky1));
             }
