@@ -1,8 +1,9 @@
 """Layers with few channels per group, where GPU backends run the narrow kernels: the depthwise
 forward (metal/convt_forward_depthwise.metal: only the taps that land, found once a thread), the
 forward for fewer than 4 output channels per group (convt_forward_narrow.metal: 4 pixels of one
-stride phase a thread) and dX with the reduction split over SIMD-groups
-(convt_backward_data_ksplit.metal: taps x output channels >= 64). Odd channel counts, pixel tails
+stride phase a thread) and dX for long reductions (taps x output channels >= 64): split over
+SIMD-groups (convt_backward_data_ksplit.metal), or with lanes over kx mod 8 for kernel widths that
+are multiples of 8 (convt_backward_data_kxlanes.metal). Odd channel counts, pixel tails
 of every tile, strides, dilation, groups, both layouts, 1-D images, fp16, the half accumulator,
 and outputs poisoned with NaN, against the float64 reference."""
 
@@ -139,53 +140,81 @@ def test_narrow_forward_half_accumulator_and_clip(
     assert_written(dst, ref, mask, FP16_TOL, "half accumulator")
 
 
-# (cin, cout, groups, size, stride, k, pad, dilation): FCN-like k16 s8, odd channel counts,
-# groups, dilation, stride 1 (9 taps, just over the 8 slices), a 1-D layer, a stride that the
-# dilation does not divide.
+def _check_backward_data(device: Any, rng: np.random.Generator, case, layout: str) -> None:
+    """dX of ``case`` (cin, cout, groups, (h, w), stride, (kh, kw), padding, dilation) against
+    the float64 reference, and bitwise the same on a second run."""
+    import convt
+
+    cin, cout, groups, size, stride, (kh, kw), padding, dil = case
+    x = rng.standard_normal((2, cin, *size)).astype(np.float32)
+    w = rng.standard_normal((cin, cout // groups, kh, kw)).astype(np.float32)
+    ref_y = R.conv_transpose_torch_ref(x, w, None, stride, padding, 0, groups, dil)
+    gy = rng.standard_normal(ref_y.shape).astype(np.float32)
+    ri, _, _ = R.conv_transpose_torch_backward(gy, x, w, stride, padding, 0, groups, dil)
+    runs = []
+    for _ in range(2):
+        gi, _, _ = convt.conv_transpose2d_backward(
+            from_nchw(gy, layout), from_nchw(x, layout), w, stride, padding, 0, groups, dil,
+            output_mask=(True, False, False), layout=layout, device=device,
+        )  # fmt: skip
+        runs.append(gi if layout == "NCHW" else np.moveaxis(gi, -1, 1))
+    assert_close(runs[0], ri, FP32_TOL, f"grad_input {case}")
+    assert np.array_equal(runs[0], runs[1]), f"grad_input {case} differs between runs"
+
+
+# convt_backward_data_ksplit (taps >= 8, taps x output channels >= 64, kernel widths that are
+# not multiples of 8): FCN-like stride 8, odd channel counts, groups, dilation, stride 1 (9
+# taps, just over the 8 slices), a 1-D layer, a stride that the dilation does not divide.
 DX_CASES = [
-    (21, 21, 1, (5, 9), 8, 16, 4, 1),
-    (7, 23, 1, (9, 18), 2, 4, 1, 1),
-    (23, 7, 1, (17, 6), 1, 3, 1, 1),
-    (14, 46, 2, (7, 7), 2, 3, 2, 2),
-    (5, 9, 1, (1, 150), 4, 8, 2, 1),
-    (6, 10, 2, (11, 13), 3, 7, 3, 2),
+    (21, 21, 1, (5, 9), 8, (15, 15), 4, 1),
+    (7, 23, 1, (9, 18), 2, (4, 4), 1, 1),
+    (23, 7, 1, (17, 6), 1, (3, 3), 1, 1),
+    (14, 46, 2, (7, 7), 2, (3, 3), 2, 2),
+    (5, 9, 1, (1, 150), 4, (1, 9), (0, 2), 1),
+    (6, 10, 2, (11, 13), 3, (7, 7), 3, 2),
 ]
 
 
 @pytest.mark.parametrize("case", DX_CASES)
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_ksplit_backward_data(device: Any, rng: np.random.Generator, case, layout) -> None:
+    _check_backward_data(device, rng, case, layout)
+
+
+# convt_backward_data_kxlanes (kernel widths a multiple of 8, <= 256 taps): FCN's k16 s8 on 9 x
+# 5 pixels (tails of the 16 x 4 pixel tile), 17 input channels (three blocks of 8, the last with
+# one), 3 groups of 8 kx shared unevenly by the two reduction slices, groups with dilation and a
+# stride that does not divide 8, stride 1, and 1-D layers with one kx group (a slice idle) and two.
+DXL_CASES = [
+    (21, 21, 1, (5, 9), 8, (16, 16), 4, 1),
+    (17, 6, 1, (6, 21), 4, (3, 24), (1, 9), 1),
+    (6, 10, 2, (11, 13), 3, (5, 8), (3, 2), 2),
+    (9, 12, 1, (7, 7), 1, (8, 8), 3, 1),
+    (5, 9, 1, (1, 150), 4, (1, 8), (0, 2), 1),
+    (3, 7, 1, (1, 70), 8, (1, 16), (0, 4), 1),
+]
+
+
+@pytest.mark.parametrize("case", DXL_CASES)
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_kxlanes_backward_data(device: Any, rng: np.random.Generator, case, layout) -> None:
+    _check_backward_data(device, rng, case, layout)
+
+
+@pytest.mark.parametrize("k, stride", [((4, 4), 2), ((3, 8), 4)])
+def test_narrow_backward_data_poisoned_fp16_and_window(
+    device: Any, rng: np.random.Generator, k, stride
+) -> None:
+    """MPS gradient API (ksplit: 4x4 taps; kxlanes: 3x8): dX written into a NaN-poisoned image,
+    fp16 dY and dX, a window that leaves some source pixels without any dY (written as 0), and
+    a clip rectangle (dY read from an offset region only)."""
     import convt
 
-    cin, cout, groups, size, stride, k, pad, dil = case
-    x = rng.standard_normal((2, cin, *size)).astype(np.float32)
-    kh = 1 if size[0] == 1 else k
-    w = rng.standard_normal((cin, cout // groups, kh, k)).astype(np.float32)
-    padding = (0, pad) if size[0] == 1 else pad
-    ref_y = R.conv_transpose_torch_ref(x, w, None, stride, padding, 0, groups, dil)
-    gy = rng.standard_normal(ref_y.shape).astype(np.float32)
-    ri, _, _ = R.conv_transpose_torch_backward(gy, x, w, stride, padding, 0, groups, dil)
-    gi, _, _ = convt.conv_transpose2d_backward(
-        from_nchw(gy, layout), from_nchw(x, layout), w, stride, padding, 0, groups, dil,
-        output_mask=(True, False, False), layout=layout, device=device,
-    )  # fmt: skip
-    gi = gi if layout == "NCHW" else np.moveaxis(gi, -1, 1)
-    assert_close(gi, ri, FP32_TOL, f"grad_input {case}")
-    again, _, _ = convt.conv_transpose2d_backward(
-        from_nchw(gy, layout), from_nchw(x, layout), w, stride, padding, 0, groups, dil,
-        output_mask=(True, False, False), layout=layout, device=device,
-    )  # fmt: skip
-    assert np.array_equal(again if layout == "NCHW" else np.moveaxis(again, -1, 1), gi)
-
-
-def test_ksplit_backward_data_poisoned_fp16_and_window(device: Any, rng: np.random.Generator):
-    """MPS gradient API: dX written into a NaN-poisoned image, fp16 dY and dX, a window that
-    leaves some source pixels without any dY (written as 0)."""
-    import convt
-
-    w = rng.uniform(-0.5, 0.5, (9, 4, 4, 3)).astype(np.float32)  # OHWI: 9 out, 3 in, 16 taps
-    fwd, grad = build_transpose_pair(device, w, stride=2, kernel_weights_dtype="float32")
+    w = rng.uniform(-0.5, 0.5, (9, *k, 3)).astype(np.float32)  # OHWI: 9 out, 3 in
+    fwd, grad = build_transpose_pair(device, w, stride=stride, kernel_weights_dtype="float32")
     set_total_offset(fwd, (5, 3))
+    clip = (2, 1, 0, 15, 14, 2)
+    fwd.clip_rect = convt.Region(*clip)
     x = rng.uniform(-1, 1, (2, 3, 10, 12)).astype(np.float16)
     dst = convt.Image(np.zeros((2, 9, 17, 19), np.float16))
     state = fwd.result_state(convt.Image(x), destination_image=dst)
@@ -197,9 +226,38 @@ def test_ksplit_backward_data_poisoned_fp16_and_window(device: Any, rng: np.rand
             cb, convt.Image(dy), convt.Image(x), state, destination_gradient=convt.Image(dx)
         ),
     )
-    dx_ref, _, _ = R.conv_transpose_mps_backward(dy, x, w, 2, 1, 1, (5, 3), (10, 12))
+    dx_ref, _, _ = R.conv_transpose_mps_backward(
+        dy, x, w, stride, 1, 1, (5, 3), (10, 12), clip=clip
+    )
     assert_written(dx, dx_ref, np.ones(x.shape, bool), FP16_TOL, "dX")
     assert np.any(dx == 0.0), "expected source pixels without any dY (written as 0)"
+
+
+@pytest.mark.parametrize("k", [(4, 4), (16, 16)])
+def test_narrow_backward_data_nonfinite(device: Any, rng: np.random.Generator, k) -> None:
+    """An Inf weight reaches only the dX pixels whose tap reads a real dY element (no 0 * Inf at
+    the borders), and a NaN in dY only the pixels that read it (ksplit: 4x4; kxlanes: 16x16)."""
+    import convt
+
+    x = rng.uniform(-1, 1, (2, 5, 6, 7)).astype(np.float32)
+    w = rng.uniform(-1, 1, (5, 6, *k)).astype(np.float32)
+    w[1, 2, 0, 0] = np.inf
+    w[3, 4, k[0] - 1, k[1] - 1] = -np.inf
+    stride = k[1] // 2
+    pad = k[1] // 4
+    gy = rng.uniform(-1, 1, R.conv_transpose_torch_ref(x, w, None, stride, pad).shape)
+    gy = gy.astype(np.float32)
+    gy[0, 3, 5, 6] = np.nan
+    with np.errstate(invalid="ignore"):
+        ref, _, _ = R.conv_transpose_torch_backward(gy, x, w, stride, pad)
+    got, _, _ = convt.conv_transpose2d_backward(
+        gy, x, w, stride, pad, output_mask=(True, False, False), device=device
+    )
+    for name, test in (("NaN", np.isnan), ("+Inf", np.isposinf), ("-Inf", np.isneginf)):
+        assert np.array_equal(test(got), test(ref)), f"{name} positions differ"
+    assert np.isfinite(ref).any() and not np.isfinite(ref).all()
+    fin = np.isfinite(ref)
+    assert_close(got[fin], ref[fin], FP32_TOL, "finite dX")
 
 
 @pytest.mark.parametrize("mode", ["auto", "always"])

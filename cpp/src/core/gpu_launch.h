@@ -43,6 +43,14 @@ constexpr int64_t kDxMinTiles = 128;
 // it is long (taps x output channels) and there are at least as many taps as slices.
 constexpr int64_t kDwRows = 4, kNarrowPixels = 4, kDxSlices = 8, kDxPixels = 2, kDxChannels = 8;
 constexpr int64_t kDxMinReduction = 64;
+// dX with lanes over (pixel column, kx mod 8) (convt_backward_data_kxlanes.metal): 4 columns x 8
+// residues a SIMD-group, 4 pixels x 8 input channels a lane, 2 pixel tiles x 4 reduction slices a
+// threadgroup; weights of up to kDxlMaxTaps taps (output channels x taps) staged at a time. It
+// needs kernel widths that are multiples of 8 (else lanes idle) and 32-bit dY offsets in one image.
+// Against ksplit on an H100 (bench_gpu): fcn8s_up8 N=8 0.334 -> 0.274 ms, N=1 0.204 -> 0.084,
+// hifigan_up1 N=1 0.162 -> 0.116.
+constexpr int64_t kDxlLanes = 8, kDxlColumns = kSimd / kDxlLanes, kDxlPixels = 4, kDxlChannels = 8,
+                  kDxlTiles = 2, kDxlSlices = 4, kDxlMaxTaps = 256;
 // The narrow forward kernel runs only with at least this many threadgroups: with fewer it lost
 // to convt_forward (H200, bench_gpu: fsrcnn_x3 N=1, 576 groups, 0.150 ms against 0.115;
 // dcgan_out N=8, 384 groups, 0.149 against 0.074) and won with more (fsrcnn_x3 N=8, 4608 groups,
@@ -119,6 +127,18 @@ inline Launch forward(const ConvtParams& p) {
             tile};
 }
 
+/// convt_backward_data_kxlanes runs the layer: kernel width a multiple of 8, at most kDxlMaxTaps
+/// taps, and the dY offsets it forms inside one image (rows x stride_h + columns x stride_w)
+/// in 32 bits.
+inline bool dx_kx_lanes_fit(const ConvtParams& p) {
+    const auto mag = [](int64_t v) { return v < 0 ? -v : v; };
+    // A lane's pixels are up to 3 rows apart (the offset of a lower row from the first pixel's).
+    const int64_t span = (int64_t(p.clip_h) + kDxlPixels * p.stride_y) * mag(p.dst_stride_h) +
+                         (int64_t(p.clip_x) + p.clip_w) * mag(p.dst_stride_w);
+    return p.kernel_w % kDxlLanes == 0 && int64_t(p.kernel_h) * p.kernel_w <= kDxlMaxTaps &&
+           span <= INT32_MAX;
+}
+
 inline Launch backward_data(const ConvtParams& p) {
     check_index_range(p);
     // GEMM (64 source pixels x 64 input channels) for wide layers with enough tiles to fill the
@@ -128,6 +148,14 @@ inline Launch backward_data(const ConvtParams& p) {
     if (p.in_per_group >= kGemmMinOut && gemm.x * gemm.y * gemm.z >= kDxMinTiles)
         return {"convt_backward_data_gemm_", gemm, {kGemmThreads, 1, 1}};
     const int64_t taps = int64_t(p.kernel_h) * p.kernel_w;
+    if (taps >= kDxSlices && taps * p.out_per_group >= kDxMinReduction && dx_kx_lanes_fit(p)) {
+        const bool one_row = p.src_h == 1;
+        const int64_t tile_w = kDxlTiles * kDxlColumns * (one_row ? kDxlPixels : 1);
+        return {"convt_backward_data_kxlanes_",
+                {ceil_div(p.src_w, tile_w), ceil_div(p.src_h, one_row ? 1 : kDxlPixels),
+                 int64_t(p.num_images) * p.groups * ceil_div(p.in_per_group, kDxlChannels)},
+                {kDxlTiles * kDxlSlices * kSimd, 1, 1}};
+    }
     if (taps >= kDxSlices && taps * p.out_per_group >= kDxMinReduction) {
         // A SIMD-group per slice; its lanes cover 8x4 pixels (32x1 for one-row images).
         const bool one_row = p.src_h == 1;
