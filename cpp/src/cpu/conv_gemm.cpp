@@ -535,25 +535,37 @@ class Footprint {
     };
     // Columns [x_lo, x_hi) of a footprint row from tensor element `at` (column x_lo) on, each
     // to its phase's part of `row`.
-    void copy_row(const Plane& t, int64_t at, int64_t x_lo, int64_t x_hi, float* row) const {
-        const bool packed = t.type == CONVT_TYPE_F32 && t.stride_w == 1;
+    void copy_row(const Plane& t, int64_t at, int64_t x_lo, int64_t x_hi, float* row) {
+        const int64_t count = x_hi - x_lo;
         const float* in = static_cast<const float*>(t.data) + at;
-        if (sx_ == 1 && packed) {
-            std::memcpy(row + x_lo, in, sizeof(float) * (x_hi - x_lo));
+        if (t.type == CONVT_TYPE_F16) {  // bits gathered, converted a row at once (F16C)
+            const uint16_t* h = static_cast<const uint16_t*>(t.data) + at;
+            bits_.resize(static_cast<size_t>(count));
+            for (int64_t x = 0; x < count; ++x) bits_[x] = h[x * t.stride_w];
+            floats_.resize(static_cast<size_t>(count));
+            halves_to_floats(bits_.data(), static_cast<int>(count), floats_.data());
+            in = floats_.data();
+        } else if (t.type != CONVT_TYPE_F32 || t.stride_w != 1) {
+            floats_.resize(static_cast<size_t>(count));
+            for (int64_t x = 0; x < count; ++x)
+                floats_[x] = load<float>(t.data, t.type, at + x * t.stride_w);
+            in = floats_.data();
+        }
+        if (sx_ == 1) {
+            std::memcpy(row + x_lo, in, sizeof(float) * count);
             return;
         }
-        if (sx_ == 2 && packed) {
-            int64_t x = x_lo;
+        int64_t x = x_lo;
+        if (sx_ == 2) {
             if (x % 2) row[phase_width_ + x / 2] = *in++, ++x;  // odd first column
             deinterleave2(in, x_hi - x, row + x / 2, row + phase_width_ + x / 2);
             return;
         }
-        for (int64_t x = x_lo; x < x_hi; ++x)
-            row[x % sx_ * phase_width_ + x / sx_] =
-                load<float>(t.data, t.type, at + (x - x_lo) * t.stride_w);
+        for (; x < x_hi; ++x) row[x % sx_ * phase_width_ + x / sx_] = *in++;
     }
     std::vector<Image> images_;
-    std::vector<float> data_;
+    std::vector<float> data_, floats_;  // floats_: a row converted to float first
+    std::vector<uint16_t> bits_;
     int64_t oy0_ = 0, ox0_ = 0, sy_ = 1, sx_ = 1, phase_width_ = 0, row_ = 0, stride_ = 0;
 };
 
@@ -626,8 +638,11 @@ void forward_gemm(const ConvtParams& p, const GemmWeights& w, const void* src, v
         // Worth a copy when 4 or more taps read it, along phase rows of a register column or
         // more (8-pixel rows, dcgan_g2, would gather every panel again from it: 7% slower; 1-
         // and 2-tap phases, unet and hifigan, gained nothing).
+        // Each phase builds its own; fp16 ones convert every element, which costs more than
+        // gathering once phases are many (fcn8s, 64 phases: 25 -> 30 ms).
         const bool compact =
             grid.ids.size() >= 4 && px.count >= kNr &&
+            (p.src_type == CONVT_TYPE_F32 || ys.size() * xs.size() <= 4) &&
             footprint.build(
                 {src, p.src_type, p.src_base + int64_t(t.g) * ig * p.src_stride_c, p.src_stride_n,
                  p.src_stride_c, p.src_stride_h, p.src_stride_w, p.src_h, p.src_w},

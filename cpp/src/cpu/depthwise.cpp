@@ -317,7 +317,7 @@ void forward_depthwise(const ConvtParams& p, const DepthwiseWeights& w, const vo
                 for (int64_t i = 0; i < phases * length; ++i)
                     v[i] = apply_neuron(ntype, v[i], p.neuron_a, p.neuron_b, p.neuron_c, slope);
             const int64_t out0 = dst_index(p, n, ch, yy, 0);
-            if (p.dst_type == CONVT_TYPE_F32 && p.dst_stride_w == 1) {
+            if (p.dst_type != CONVT_TYPE_F64 && p.dst_stride_w == 1) {
                 // The row put together in order, then written whole.
                 float* row_out = phases == 1 ? v : line.data();
                 if (phases == 2)
@@ -326,6 +326,11 @@ void forward_depthwise(const ConvtParams& p, const DepthwiseWeights& w, const vo
                     for (int64_t r = 0; phases > 1 && r < phases; ++r)
                         for (int64_t j = 0, xx = r; xx < p.clip_w; ++j, xx += s)
                             line[xx] = v[r * length + j];
+                if (p.dst_type == CONVT_TYPE_F16) {  // converted a row at once (F16C)
+                    floats_to_halves(row_out, static_cast<int>(p.clip_w),
+                                     static_cast<uint16_t*>(dst) + out0);
+                    continue;
+                }
                 float* d = static_cast<float*>(dst) + out0;
                 if (stream)
                     stream_floats(row_out, p.clip_w, d);
@@ -371,6 +376,11 @@ void backward_data_depthwise(const ConvtParams& p, const DepthwiseWeights& w, co
             const int64_t out0 = src_index(p, n, ch, iy, 0);
             if (p.src_type == CONVT_TYPE_F32 && p.src_stride_w == 1) {
                 std::memcpy(static_cast<float*>(dx) + out0, acc.data(), sizeof(float) * p.src_w);
+                continue;
+            }
+            if (p.src_type == CONVT_TYPE_F16 && p.src_stride_w == 1) {
+                floats_to_halves(acc.data(), static_cast<int>(p.src_w),
+                                 static_cast<uint16_t*>(dx) + out0);
                 continue;
             }
             for (int64_t ix = 0; ix < p.src_w; ++ix)
