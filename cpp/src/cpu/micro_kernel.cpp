@@ -100,23 +100,19 @@ void micro_neon(const Segment* segments, int count, int64_t a_shift, int64_t b_s
             const float32x4_t b2 = vld1q_f32(b + 8), b3 = vld1q_f32(b + 12);
             const float32x4_t a03 = vld1q_f32(a);     // rows 0-3
             const float32x2_t a45 = vld1_f32(a + 4);  // rows 4-5
-#define CONVT_ROW(i, v, lane)                            \
-    acc[i][0] = vfmaq_laneq_f32(acc[i][0], b0, v, lane); \
-    acc[i][1] = vfmaq_laneq_f32(acc[i][1], b1, v, lane); \
-    acc[i][2] = vfmaq_laneq_f32(acc[i][2], b2, v, lane); \
-    acc[i][3] = vfmaq_laneq_f32(acc[i][3], b3, v, lane);
-            CONVT_ROW(0, a03, 0)
-            CONVT_ROW(1, a03, 1)
-            CONVT_ROW(2, a03, 2)
-            CONVT_ROW(3, a03, 3)
-#undef CONVT_ROW
-#define CONVT_ROW(i, v, lane)                           \
-    acc[i][0] = vfmaq_lane_f32(acc[i][0], b0, v, lane); \
-    acc[i][1] = vfmaq_lane_f32(acc[i][1], b1, v, lane); \
-    acc[i][2] = vfmaq_lane_f32(acc[i][2], b2, v, lane); \
-    acc[i][3] = vfmaq_lane_f32(acc[i][3], b3, v, lane);
-            CONVT_ROW(4, a45, 0)
-            CONVT_ROW(5, a45, 1)
+// Row i of the tile += lane `lane` of v times the 16 floats of b (fma: the lane form for v's
+// width).
+#define CONVT_ROW(fma, i, v, lane)           \
+    acc[i][0] = fma(acc[i][0], b0, v, lane); \
+    acc[i][1] = fma(acc[i][1], b1, v, lane); \
+    acc[i][2] = fma(acc[i][2], b2, v, lane); \
+    acc[i][3] = fma(acc[i][3], b3, v, lane);
+            CONVT_ROW(vfmaq_laneq_f32, 0, a03, 0)
+            CONVT_ROW(vfmaq_laneq_f32, 1, a03, 1)
+            CONVT_ROW(vfmaq_laneq_f32, 2, a03, 2)
+            CONVT_ROW(vfmaq_laneq_f32, 3, a03, 3)
+            CONVT_ROW(vfmaq_lane_f32, 4, a45, 0)
+            CONVT_ROW(vfmaq_lane_f32, 5, a45, 1)
 #undef CONVT_ROW
             a += kMr;
             b += ldb;
