@@ -109,6 +109,23 @@ def make_storage(
 STORAGE_KINDS = ("NCHW", "NHWC", "strided", "nhwc-view")
 
 
+def encode_data_gradient(
+    device: Any, grad: Any, dy: np.ndarray, x: np.ndarray, state: Any
+) -> np.ndarray:
+    """Runs ``grad`` (a gradient kernel) on dY and X with the forward's ``state`` into a
+    NaN-poisoned image shaped like ``x``; returns it (dX). The state then holds dW and dB."""
+    import convt
+
+    dx = poison(np.empty_like(x))
+    run_encoded(
+        device,
+        lambda cb: grad.encode(
+            cb, convt.Image(dy), convt.Image(x), state, destination_gradient=convt.Image(dx)
+        ),
+    )
+    return dx
+
+
 def run_encoded(device: Any, encode: Callable[[Any], Any]) -> Any:
     """Create a command buffer, call ``encode(cb)``, commit, wait; return encode's result."""
     import convt

@@ -21,6 +21,7 @@ from _helpers import (
     assert_written,
     build_transpose,
     build_transpose_pair,
+    encode_data_gradient,
     from_nchw,
     poison,
     run_encoded,
@@ -219,13 +220,7 @@ def test_narrow_backward_data_poisoned_fp16_and_window(
     dst = convt.Image(np.zeros((2, 9, 17, 19), np.float16))
     state = fwd.result_state(convt.Image(x), destination_image=dst)
     dy = rng.uniform(-1, 1, (2, 9, 17, 19)).astype(np.float16)
-    dx = poison(np.empty_like(x))
-    run_encoded(
-        device,
-        lambda cb: grad.encode(
-            cb, convt.Image(dy), convt.Image(x), state, destination_gradient=convt.Image(dx)
-        ),
-    )
+    dx = encode_data_gradient(device, grad, dy, x, state)
     dx_ref, _, _ = R.conv_transpose_mps_backward(
         dy, x, w, stride, 1, 1, (5, 3), (10, 12), clip=clip
     )

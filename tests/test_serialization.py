@@ -11,7 +11,7 @@ import convt
 import numpy as np
 import pytest
 import reference as R
-from _helpers import DESCRIPTOR_FIELDS, make_data_source, poison, run_encoded
+from _helpers import DESCRIPTOR_FIELDS, encode_data_gradient, make_data_source, poison, run_encoded
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -145,13 +145,7 @@ def gradient_results(device: Any, fwd: Any, grad: Any) -> tuple[np.ndarray, ...]
     dy = rng.uniform(-1, 1, (2, 2 + O_CH + 1, 9, 11)).astype(np.float32)
     dst = convt.Image(np.zeros(dy.shape, np.float32))
     state = fwd.result_state(convt.Image(x), destination_image=dst)
-    dx = poison(np.empty_like(x))
-    run_encoded(
-        device,
-        lambda cb: grad.encode(
-            cb, convt.Image(dy), convt.Image(x), state, destination_gradient=convt.Image(dx)
-        ),
-    )
+    dx = encode_data_gradient(device, grad, dy, x, state)
     return dx, np.array(state.gradient_for_weights), np.array(state.gradient_for_biases)
 
 

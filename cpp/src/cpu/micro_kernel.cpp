@@ -85,12 +85,16 @@ __attribute__((target("avx2,fma"))) void micro_avx2(const Segment* segments, int
 
 #ifdef CONVT_NEON
 // 24 accumulators of 4 floats (6 rows x 16 columns), 4 loads of b and one of a's 6 values (as
-// two vectors) per step, each multiply-add by a lane of a: 30 of the 32 vector registers.
+// two vectors) per step, each multiply-add by a lane of a: 30 of the 32 vector registers. Named,
+// not an array: GCC stored an array of them to the stack on every step.
+#define CONVT_TILE_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
 void micro_neon(const Segment* segments, int count, int64_t a_shift, int64_t b_shift, float* c,
                 int64_t ldc) {
-    float32x4_t acc[kMr][4];
-    for (int i = 0; i < kMr; ++i)
-        for (int j = 0; j < 4; ++j) acc[i][j] = vld1q_f32(c + i * ldc + 4 * j);
+#define CONVT_LOAD(i)                                                                   \
+    float32x4_t c##i##0 = vld1q_f32(c + i * ldc), c##i##1 = vld1q_f32(c + i * ldc + 4); \
+    float32x4_t c##i##2 = vld1q_f32(c + i * ldc + 8), c##i##3 = vld1q_f32(c + i * ldc + 12);
+    CONVT_TILE_ROWS(CONVT_LOAD)
+#undef CONVT_LOAD
     for (int s = 0; s < count; ++s) {
         const float* a = segments[s].a + a_shift;
         const float* b = segments[s].b + b_shift;
@@ -102,11 +106,11 @@ void micro_neon(const Segment* segments, int count, int64_t a_shift, int64_t b_s
             const float32x2_t a45 = vld1_f32(a + 4);  // rows 4-5
 // Row i of the tile += lane `lane` of v times the 16 floats of b (fma: the lane form for v's
 // width).
-#define CONVT_ROW(fma, i, v, lane)           \
-    acc[i][0] = fma(acc[i][0], b0, v, lane); \
-    acc[i][1] = fma(acc[i][1], b1, v, lane); \
-    acc[i][2] = fma(acc[i][2], b2, v, lane); \
-    acc[i][3] = fma(acc[i][3], b3, v, lane);
+#define CONVT_ROW(fma, i, v, lane)       \
+    c##i##0 = fma(c##i##0, b0, v, lane); \
+    c##i##1 = fma(c##i##1, b1, v, lane); \
+    c##i##2 = fma(c##i##2, b2, v, lane); \
+    c##i##3 = fma(c##i##3, b3, v, lane);
             CONVT_ROW(vfmaq_laneq_f32, 0, a03, 0)
             CONVT_ROW(vfmaq_laneq_f32, 1, a03, 1)
             CONVT_ROW(vfmaq_laneq_f32, 2, a03, 2)
@@ -118,9 +122,13 @@ void micro_neon(const Segment* segments, int count, int64_t a_shift, int64_t b_s
             b += ldb;
         }
     }
-    for (int i = 0; i < kMr; ++i)
-        for (int j = 0; j < 4; ++j) vst1q_f32(c + i * ldc + 4 * j, acc[i][j]);
+#define CONVT_STORE(i)                                                    \
+    vst1q_f32(c + i * ldc, c##i##0), vst1q_f32(c + i * ldc + 4, c##i##1); \
+    vst1q_f32(c + i * ldc + 8, c##i##2), vst1q_f32(c + i * ldc + 12, c##i##3);
+    CONVT_TILE_ROWS(CONVT_STORE)
+#undef CONVT_STORE
 }
+#undef CONVT_TILE_ROWS
 #endif
 
 }  // namespace
