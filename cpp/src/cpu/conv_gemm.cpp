@@ -20,7 +20,7 @@ namespace {
 constexpr int kKc = 256;        // depth of one packed slice: a kMr x kKc weight panel fits L1
 constexpr int kMaxBlock = 128;  // pixels per forward/dX task: 8 register columns
 constexpr int64_t kBatchFloats = 48 * 1024;       // packed pixels of one batch of taps: L2-resident
-constexpr int64_t kFootprintFloats = 256 * 1024;  // largest forward block footprint (1 MB)
+constexpr int64_t kFootprintFloats = 256 * 1024;  // largest block footprint (1 MB)
 constexpr int kCompactInPlaceTiles = 12;
 // dW slices: as many whole source rows as keep their packed X and dY rows within this many
 // bytes (L2-resident).
