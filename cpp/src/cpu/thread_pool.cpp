@@ -1,9 +1,36 @@
 #include "thread_pool.h"
 
+#include <chrono>
 #include <stdexcept>
 #include <string>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 namespace convt::cpu {
+namespace {
+
+// How long a thread polls before it blocks: a worker for the next job, the caller for the
+// workers. The parallel loops of one call (dX, dW, dB, the layout finish) follow each other
+// within microseconds, while waking a blocked thread costs far more on a VM whose idle vCPU has
+// halted (dcgan_out's backward took 4.5 ms timed after an idle pause, 2.3 ms in a loop of calls).
+constexpr std::chrono::microseconds kSpin{250};
+
+// Polls ready() until it is true or kSpin has passed; returns its last value.
+template <typename Ready>
+bool spin_until(const Ready& ready) {
+    const auto until = std::chrono::steady_clock::now() + kSpin;
+    for (int i = 0;; ++i) {
+        if (ready()) return true;
+        if (i % 64 == 63 && std::chrono::steady_clock::now() > until) return false;
+#if defined(__x86_64__) || defined(__i386__)
+        _mm_pause();
+#endif
+    }
+}
+
+}  // namespace
 
 ThreadPool& ThreadPool::instance() {
     // Never destroyed: joining workers from a static destructor at process exit races with
@@ -58,6 +85,7 @@ void ThreadPool::drain() {
 void ThreadPool::worker_loop() {
     uint64_t seen = 0;
     for (;;) {
+        spin_until([&] { return stopping_.load() || generation_.load() != seen; });
         {
             std::unique_lock<std::mutex> lock(mutex_);
             wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
@@ -90,6 +118,7 @@ void ThreadPool::parallel_for(int64_t count, const std::function<void(int64_t)>&
     }
     wake_.notify_all();
     drain();
+    spin_until([&] { return active_.load() == 0; });
     std::exception_ptr error;
     {
         std::unique_lock<std::mutex> lock(mutex_);

@@ -36,12 +36,13 @@ class ThreadPool {
     std::condition_variable wake_, done_;
     std::vector<std::thread> workers_;
     int num_threads_ = 1;
-    bool stopping_ = false;
-    uint64_t generation_ = 0;
+    // Written under mutex_; atomic so that threads may also poll them while they spin.
+    std::atomic<bool> stopping_{false};
+    std::atomic<uint64_t> generation_{0};
     const std::function<void(int64_t)>* fn_ = nullptr;
     int64_t count_ = 0;
     std::atomic<int64_t> next_{0};
-    int active_ = 0;
+    std::atomic<int> active_{0};
     std::exception_ptr error_;
 };
 
