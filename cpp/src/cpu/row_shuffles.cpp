@@ -10,17 +10,26 @@
 namespace convt::cpu {
 namespace {
 
+// The element loops index even and odd separately: `(x % 2 ? odd : even)[x / 2]` inside the
+// AVX2-targeted functions read wild addresses when GCC 12 built them with -O1 and ASan or UBSan
+// (tools/sanitize.sh found it; -O3 builds were right).
+
 void interleave_portable(const float* even, const float* odd, int64_t n, float* out) {
-    for (int64_t x = 0; x < n; ++x) out[x] = (x % 2 ? odd : even)[x / 2];
+    for (int64_t x = 0; x < n; ++x) out[x] = x % 2 ? odd[x / 2] : even[x / 2];
 }
 
 void deinterleave_portable(const float* in, int64_t n, float* even, float* odd) {
-    for (int64_t x = 0; x < n; ++x) (x % 2 ? odd : even)[x / 2] = in[x];
+    for (int64_t x = 0; x < n; ++x) {
+        if (x % 2)
+            odd[x / 2] = in[x];
+        else
+            even[x / 2] = in[x];
+    }
 }
 
 #ifdef CONVT_X86_DISPATCH
-__attribute__((target("avx2"))) void interleave_avx2(const float* even, const float* odd,
-                                                     int64_t n, float* out) {
+__attribute__((target("avx2"))) void interleave_avx2(const float* even, const float* odd, int64_t n,
+                                                     float* out) {
     int64_t x = 0;
     for (; x + 16 <= n; x += 16) {
         const __m256 e = _mm256_loadu_ps(even + x / 2), o = _mm256_loadu_ps(odd + x / 2);
@@ -28,7 +37,7 @@ __attribute__((target("avx2"))) void interleave_avx2(const float* even, const fl
         _mm256_storeu_ps(out + x, _mm256_permute2f128_ps(lo, hi, 0x20));
         _mm256_storeu_ps(out + x + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
     }
-    for (; x < n; ++x) out[x] = (x % 2 ? odd : even)[x / 2];
+    for (; x < n; ++x) out[x] = x % 2 ? odd[x / 2] : even[x / 2];
 }
 
 __attribute__((target("avx2"))) void deinterleave_avx2(const float* in, int64_t n, float* even,
@@ -44,7 +53,12 @@ __attribute__((target("avx2"))) void deinterleave_avx2(const float* in, int64_t 
         _mm256_storeu_ps(odd + x / 2, _mm256_castpd_ps(_mm256_permute4x64_pd(
                                           _mm256_castps_pd(o), _MM_SHUFFLE(3, 1, 2, 0))));
     }
-    for (; x < n; ++x) (x % 2 ? odd : even)[x / 2] = in[x];
+    for (; x < n; ++x) {
+        if (x % 2)
+            odd[x / 2] = in[x];
+        else
+            even[x / 2] = in[x];
+    }
 }
 #endif
 
