@@ -18,6 +18,11 @@
 namespace convt::cpu {
 namespace {
 
+// X(i) for every row of a register tile (kMr of them): the SIMD kernels name each row's
+// accumulators, which keeps them in registers.
+#define CONVT_TILE_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
+static_assert(kMr == 6, "CONVT_TILE_ROWS lists kMr rows");
+
 void micro_portable(const Segment* segments, int count, int64_t a_shift, int64_t b_shift, float* c,
                     int64_t ldc) {
     float acc[kMr][kNr];
@@ -39,46 +44,33 @@ void micro_portable(const Segment* segments, int count, int64_t a_shift, int64_t
 __attribute__((target("avx2,fma"))) void micro_avx2(const Segment* segments, int count,
                                                     int64_t a_shift, int64_t b_shift, float* c,
                                                     int64_t ldc) {
-    __m256 c00 = _mm256_loadu_ps(c), c01 = _mm256_loadu_ps(c + 8);
-    __m256 c10 = _mm256_loadu_ps(c + ldc), c11 = _mm256_loadu_ps(c + ldc + 8);
-    __m256 c20 = _mm256_loadu_ps(c + 2 * ldc), c21 = _mm256_loadu_ps(c + 2 * ldc + 8);
-    __m256 c30 = _mm256_loadu_ps(c + 3 * ldc), c31 = _mm256_loadu_ps(c + 3 * ldc + 8);
-    __m256 c40 = _mm256_loadu_ps(c + 4 * ldc), c41 = _mm256_loadu_ps(c + 4 * ldc + 8);
-    __m256 c50 = _mm256_loadu_ps(c + 5 * ldc), c51 = _mm256_loadu_ps(c + 5 * ldc + 8);
+    // Named accumulators, not an array: an array of them spilled to the stack (2x slower).
+#define CONVT_LOAD(i) \
+    __m256 c##i##0 = _mm256_loadu_ps(c + i * ldc), c##i##1 = _mm256_loadu_ps(c + i * ldc + 8);
+    CONVT_TILE_ROWS(CONVT_LOAD)
+#undef CONVT_LOAD
     for (int s = 0; s < count; ++s) {
         const float* a = segments[s].a + a_shift;
         const float* b = segments[s].b + b_shift;
         const int64_t ldb = segments[s].ldb;
         for (int p = 0; p < segments[s].depth; ++p) {
             const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
-            __m256 av = _mm256_broadcast_ss(a);
-            c00 = _mm256_fmadd_ps(av, b0, c00);
-            c01 = _mm256_fmadd_ps(av, b1, c01);
-            av = _mm256_broadcast_ss(a + 1);
-            c10 = _mm256_fmadd_ps(av, b0, c10);
-            c11 = _mm256_fmadd_ps(av, b1, c11);
-            av = _mm256_broadcast_ss(a + 2);
-            c20 = _mm256_fmadd_ps(av, b0, c20);
-            c21 = _mm256_fmadd_ps(av, b1, c21);
-            av = _mm256_broadcast_ss(a + 3);
-            c30 = _mm256_fmadd_ps(av, b0, c30);
-            c31 = _mm256_fmadd_ps(av, b1, c31);
-            av = _mm256_broadcast_ss(a + 4);
-            c40 = _mm256_fmadd_ps(av, b0, c40);
-            c41 = _mm256_fmadd_ps(av, b1, c41);
-            av = _mm256_broadcast_ss(a + 5);
-            c50 = _mm256_fmadd_ps(av, b0, c50);
-            c51 = _mm256_fmadd_ps(av, b1, c51);
+#define CONVT_ROW(i)                                  \
+    {                                                 \
+        const __m256 av = _mm256_broadcast_ss(a + i); \
+        c##i##0 = _mm256_fmadd_ps(av, b0, c##i##0);   \
+        c##i##1 = _mm256_fmadd_ps(av, b1, c##i##1);   \
+    }
+            CONVT_TILE_ROWS(CONVT_ROW)
+#undef CONVT_ROW
             a += kMr;
             b += ldb;
         }
     }
-    _mm256_storeu_ps(c, c00), _mm256_storeu_ps(c + 8, c01);
-    _mm256_storeu_ps(c + ldc, c10), _mm256_storeu_ps(c + ldc + 8, c11);
-    _mm256_storeu_ps(c + 2 * ldc, c20), _mm256_storeu_ps(c + 2 * ldc + 8, c21);
-    _mm256_storeu_ps(c + 3 * ldc, c30), _mm256_storeu_ps(c + 3 * ldc + 8, c31);
-    _mm256_storeu_ps(c + 4 * ldc, c40), _mm256_storeu_ps(c + 4 * ldc + 8, c41);
-    _mm256_storeu_ps(c + 5 * ldc, c50), _mm256_storeu_ps(c + 5 * ldc + 8, c51);
+#define CONVT_STORE(i) \
+    _mm256_storeu_ps(c + i * ldc, c##i##0), _mm256_storeu_ps(c + i * ldc + 8, c##i##1);
+    CONVT_TILE_ROWS(CONVT_STORE)
+#undef CONVT_STORE
 }
 
 #endif
@@ -87,7 +79,6 @@ __attribute__((target("avx2,fma"))) void micro_avx2(const Segment* segments, int
 // 24 accumulators of 4 floats (6 rows x 16 columns), 4 loads of b and one of a's 6 values (as
 // two vectors) per step, each multiply-add by a lane of a: 30 of the 32 vector registers. Named,
 // not an array: GCC stored an array of them to the stack on every step.
-#define CONVT_TILE_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
 void micro_neon(const Segment* segments, int count, int64_t a_shift, int64_t b_shift, float* c,
                 int64_t ldc) {
 #define CONVT_LOAD(i)                                                                   \
@@ -128,8 +119,9 @@ void micro_neon(const Segment* segments, int count, int64_t a_shift, int64_t b_s
     CONVT_TILE_ROWS(CONVT_STORE)
 #undef CONVT_STORE
 }
-#undef CONVT_TILE_ROWS
 #endif
+
+#undef CONVT_TILE_ROWS
 
 }  // namespace
 
