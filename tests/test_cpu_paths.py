@@ -60,6 +60,10 @@ CASES = {
     "row_ranges": (23, 13, 1, (20, 11), 3, 1, 1, 0, 1),
     "row_ranges_groups": (16, 24, 2, (19, 9), 3, 2, 1, 1, 1),
     "row_ranges_many": (9, 7, 1, (70, 5), 3, 1, 1, 0, 1),
+    # Sixteen outputs or fewer: dX weights tile-major, packed B (rows under 16 pixels: no
+    # footprint), a batch of taps one segment; 49 taps of 16 channels over 128 pixels fill
+    # three batches (24 taps each).
+    "tile_major_batches": (23, 16, 1, (40, 13), 7, 1, 3, 0, 1),
 }
 
 

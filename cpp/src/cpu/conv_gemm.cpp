@@ -22,6 +22,7 @@ constexpr int kMaxBlock = 128;  // pixels per forward/dX task: 8 register column
 constexpr int64_t kBatchFloats = 48 * 1024;       // packed pixels of one batch of taps: L2-resident
 constexpr int64_t kFootprintFloats = 256 * 1024;  // largest block footprint (1 MB)
 constexpr int kCompactInPlaceTiles = 12;
+constexpr int kTileMajorDepth = 16;  // dX weights this few output channels deep: tile-major
 // dW slices: as many whole source rows as keep their packed X and dY rows within this many
 // bytes (L2-resident).
 constexpr int64_t kWeightSliceBytes = 512 * 1024;
@@ -160,12 +161,13 @@ struct Columns {
 };
 
 // c[tiles * kMr][cols] += sum over the grid's taps of A(tap) x B(tap), B(tap) gathered as
-// `columns` says; A(tap) = a + id * a_tap_step is packed [tile][depth][kMr]. Taps are packed in
+// `columns` says; A(tap) of tile o = a + id * a_tap_step + o * a_tile_step is packed
+// [depth][kMr]. Taps are packed in
 // batches of up to kBatchFloats; each register tile then runs through the whole batch
 // (kKc-deep segments) before it is stored. Taps that reach no column are skipped.
 void accumulate_taps(const Gathered& src, const TapGrid& grid, const Columns& columns, int cols,
-                     int depth, const float* a, int64_t a_tap_step, int tiles, float* c,
-                     std::vector<float>& packed, bool compact = false) {
+                     int depth, const float* a, int64_t a_tap_step, int64_t a_tile_step, int tiles,
+                     float* c, std::vector<float>& packed, bool compact = false) {
     const MicroKernel uk = micro_kernel();
     const int panels = cols / kNr;
     const int64_t slice = int64_t(std::min(depth, kKc)) * cols;  // floats of one segment
@@ -179,20 +181,43 @@ void accumulate_taps(const Gathered& src, const TapGrid& grid, const Columns& co
     // more than a copy (unet_up1).
     const bool in_place =
         (tiles <= 2 || (compact && tiles <= kCompactInPlaceTiles)) && src.type == CONVT_TYPE_F32;
+    // Taps a few channels deep (dcgan_out's dX: 3, fsrcnn's: 1) make segments of a few steps,
+    // each a restart of the kernel's loop. When a tile's weights lie tap after tap (a_tap_step
+    // is one tap's panel), packed B is laid out the same way within each register column, so
+    // taps of consecutive ids run as one segment (the same products in the same order).
+    const bool merge = !in_place && depth <= kKc && a_tap_step == int64_t(depth) * kMr;
     struct Packed {
         const float* a;  // tile 0's panel
         int64_t b;       // offset in `packed`
-        int depth;
+        int depth, id;
     };
     thread_local std::vector<Packed> batch;
     thread_local std::vector<const float*> direct;  // [entry][panel]: in-place B, else null
     thread_local std::vector<Segment> segments;
     auto run = [&] {
+        if (merge) {  // runs of consecutive taps, one segment each
+            segments.clear();
+            for (size_t s = 0; s < batch.size(); ++s) {
+                if (s > 0 && batch[s].id == batch[s - 1].id + 1) {
+                    segments.back().depth += depth;
+                    continue;
+                }
+                segments.push_back({batch[s].a, packed.data() + int64_t(s) * depth * kNr, depth});
+            }
+            for (int o = 0; o < tiles; ++o)
+                for (int j = 0; j < panels; ++j)
+                    uk(segments.data(), int(segments.size()), int64_t(o) * a_tile_step,
+                       int64_t(j) * per_batch * depth * kNr, c + int64_t(o) * kMr * cols + j * kNr,
+                       cols);
+            batch.clear();
+            direct.clear();
+            return;
+        }
         segments.resize(batch.size());
         for (int o = 0; o < tiles; ++o)
             for (int j = 0; j < panels; ++j) {
                 for (size_t s = 0; s < batch.size(); ++s) {
-                    const float* a_s = batch[s].a + int64_t(o) * depth * kMr;
+                    const float* a_s = batch[s].a + int64_t(o) * a_tile_step;
                     const float* d = direct[s * panels + j];
                     segments[s] =
                         d ? Segment{a_s, d, batch[s].depth, src.channel_stride}
@@ -222,7 +247,10 @@ void accumulate_taps(const Gathered& src, const TapGrid& grid, const Columns& co
                 if (int64_t(batch.size()) == per_batch) run();
                 const int64_t at = int64_t(batch.size()) * slice;
                 for (int j = 0; j < panels; ++j) {
-                    float* out = packed.data() + at + int64_t(j) * kc * kNr;
+                    float* out =
+                        packed.data() +
+                        (merge ? (int64_t(j) * per_batch + int64_t(batch.size())) * kc * kNr
+                               : at + int64_t(j) * kc * kNr);
                     const float* in_tensor = nullptr;
                     if (columns.step[j] != kMissing && ta >= columns.all_row_lo[j] &&
                         ta <= columns.all_row_hi[j] && tb >= columns.all_col_lo[j] &&
@@ -244,8 +272,8 @@ void accumulate_taps(const Gathered& src, const TapGrid& grid, const Columns& co
                                      : kMissing;
                     pack_columns(src, off, c0, kc, out);
                 }
-                batch.push_back(
-                    {a + grid.ids[ta * ncol + tb] * a_tap_step + int64_t(c0) * kMr, at, kc});
+                const int id = grid.ids[ta * ncol + tb];
+                batch.push_back({a + id * a_tap_step + int64_t(c0) * kMr, at, kc, id});
             }
         }
     if (!batch.empty()) run();
@@ -417,6 +445,9 @@ void pack_gemm_weights(const detail::PreparedWeights& pw, GemmWeights& out) {
     out.in_tiles = tiles_of(ig, kMr);
     out.forward.assign(size_t(out.groups) * taps * out.out_tiles * kMr * ig, 0.f);
     out.backward.assign(size_t(out.groups) * taps * out.in_tiles * kMr * og, 0.f);
+    const bool tile_major = og <= kTileMajorDepth;
+    out.backward_tap_step = tile_major ? int64_t(og) * kMr : int64_t(out.in_tiles) * og * kMr;
+    out.backward_tile_step = tile_major ? int64_t(taps) * og * kMr : int64_t(og) * kMr;
     for (int64_t oc = 0; oc < pw.out_channels; ++oc) {
         const int64_t g = oc / og, ocl = oc % og;
         for (int64_t t = 0; t < taps; ++t)
@@ -424,8 +455,9 @@ void pack_gemm_weights(const detail::PreparedWeights& pw, GemmWeights& out) {
                 const auto v = static_cast<float>(pw.values[(oc * taps + t) * ig + icl]);
                 const int64_t fwd = (((g * taps + t) * out.out_tiles + ocl / kMr) * ig + icl);
                 out.forward[fwd * kMr + ocl % kMr] = v;
-                const int64_t bwd = (((g * taps + t) * out.in_tiles + icl / kMr) * og + ocl);
-                out.backward[bwd * kMr + icl % kMr] = v;
+                const int64_t bwd = g * taps * out.in_tiles * og * kMr + t * out.backward_tap_step +
+                                    icl / kMr * out.backward_tile_step + ocl * kMr + icl % kMr;
+                out.backward[bwd] = v;
             }
     }
     out.bias.assign(static_cast<size_t>(pw.out_channels), 0.f);
@@ -603,10 +635,24 @@ void forward_gemm(const ConvtParams& p, const GemmWeights& w, const void* src, v
         }
     task_groups.push_back(tasks.size());
 
+    // When every phase has the same q-grid, block f of each covers the same source pixels: one
+    // footprint, over every phase's taps, serves the whole unit (fcn8s built it 64 times).
+    bool share = true;
+    for (const Phase& ph : ys) share = share && ph.count == ys[0].count;
+    for (const Phase& ph : xs) share = share && ph.count == xs[0].count;
+    auto all_sources = [](const std::vector<Phase>& phases) {
+        std::vector<int64_t> all;
+        for (const Phase& ph : phases)
+            all.insert(all.end(), ph.first_source.begin(), ph.first_source.end());
+        return all;
+    };
+    const std::vector<int64_t> oy_all = all_sources(ys), ox_all = all_sources(xs);
+
     const Gathered source{src, p.src_type, p.src_stride_c};
     const auto ntype = static_cast<NeuronType>(p.neuron);
     const int64_t group_weights = int64_t(w.taps) * tiles * ig * kMr;
-    auto run_task = [&](const Task& t) {
+    // shared_ready: the unit's shared footprint is built (reset at each unit).
+    auto run_task = [&](const Task& t, bool& shared_ready) {
         const Phase& py = ys[t.ry];
         const Phase& px = xs[t.rx];
         const int real =
@@ -637,16 +683,30 @@ void forward_gemm(const ConvtParams& p, const GemmWeights& w, const void* src, v
         thread_local Footprint footprint;
         // Worth a copy when 4 or more taps read it, along phase rows of a register column or
         // more (8-pixel rows, dcgan_g2, would gather every panel again from it: 7% slower; 1-
-        // and 2-tap phases, unet and hifigan, gained nothing).
-        // Each phase builds its own; fp16 ones convert every element, which costs more than
-        // gathering once phases are many (fcn8s, 64 phases: 25 -> 30 ms).
-        const bool compact =
-            grid.ids.size() >= 4 && px.count >= kNr &&
-            (p.src_type == CONVT_TYPE_F32 || ys.size() * xs.size() <= 4) &&
-            footprint.build(
-                {src, p.src_type, p.src_base + int64_t(t.g) * ig * p.src_stride_c, p.src_stride_n,
-                 p.src_stride_c, p.src_stride_h, p.src_stride_w, p.src_h, p.src_w},
-                ig, py.count, px.count, 1, 1, py.first_source, px.first_source, t.first, real);
+        // and 2-tap phases, unet and hifigan, gained nothing). A footprint per phase in fp16
+        // converts every element once per phase, which costs more than gathering once phases
+        // are many (fcn8s, 64 phases: 25 -> 30 ms).
+        const bool wanted = grid.ids.size() >= 4 && px.count >= kNr &&
+                            (p.src_type == CONVT_TYPE_F32 || share || ys.size() * xs.size() <= 4);
+        const Plane plane{src,
+                          p.src_type,
+                          p.src_base + int64_t(t.g) * ig * p.src_stride_c,
+                          p.src_stride_n,
+                          p.src_stride_c,
+                          p.src_stride_h,
+                          p.src_stride_w,
+                          p.src_h,
+                          p.src_w};
+        bool compact = false;
+        if (wanted && share) {
+            if (!shared_ready)
+                shared_ready = footprint.build(plane, ig, py.count, px.count, 1, 1, oy_all, ox_all,
+                                               t.first, real);
+            compact = shared_ready;
+        } else if (wanted) {
+            compact = footprint.build(plane, ig, py.count, px.count, 1, 1, py.first_source,
+                                      px.first_source, t.first, real);
+        }
         if (compact) {
             for (size_t a = 0; a < py.taps.size(); ++a)
                 grid.row_delta[a] = footprint.row_delta(py.first_source[a]);
@@ -677,8 +737,8 @@ void forward_gemm(const ConvtParams& p, const GemmWeights& w, const void* src, v
                         oc < og ? w.bias[int64_t(t.g) * og + oc] : 0.f);
         columns.summarize(cols);
         accumulate_taps(compact ? footprint.source() : source, grid, columns, cols, ig,
-                        w.forward.data() + t.g * group_weights, int64_t(tiles) * ig * kMr, tiles,
-                        c.data(), packed, compact);
+                        w.forward.data() + t.g * group_weights, int64_t(tiles) * ig * kMr,
+                        int64_t(ig) * kMr, tiles, c.data(), packed, compact);
         find_runs(dst_offsets.data(), real, runs);
         for (int oc = 0; oc < og; ++oc) {
             const int64_t ch = int64_t(t.g) * og + oc;
@@ -694,7 +754,9 @@ void forward_gemm(const ConvtParams& p, const GemmWeights& w, const void* src, v
         }
     };
     ThreadPool::instance().parallel_for(int64_t(task_groups.size()) - 1, [&](int64_t u) {
-        for (size_t i = task_groups[u]; i < task_groups[u + 1]; ++i) run_task(tasks[i]);
+        bool shared_ready = false;
+        for (size_t i = task_groups[u]; i < task_groups[u + 1]; ++i)
+            run_task(tasks[i], shared_ready);
     });
 }
 
@@ -777,8 +839,8 @@ void backward_data_gemm(const ConvtParams& p, const GemmWeights& w, const void* 
         c.assign(size_t(tiles) * kMr * cols, 0.f);
         columns.summarize(cols);
         accumulate_taps(compact ? footprint.source() : grad, compact ? local : grid, columns, cols,
-                        og, w.backward.data() + g * group_weights, int64_t(tiles) * og * kMr, tiles,
-                        c.data(), packed, compact);
+                        og, w.backward.data() + g * group_weights, w.backward_tap_step,
+                        w.backward_tile_step, tiles, c.data(), packed, compact);
         find_runs(dx_offsets.data(), real, runs);
         for (int icl = 0; icl < ig; ++icl) {
             const float* row = c.data() + int64_t(icl) * cols;

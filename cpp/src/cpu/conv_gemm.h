@@ -17,9 +17,14 @@ struct GemmWeights {
     int groups = 0, taps = 0, in_per_group = 0, out_per_group = 0;
     int out_tiles = 0, in_tiles = 0;  // register tiles over O/groups and I/groups
     std::vector<float> forward;       // [g][tap][out tile][icl][kMr]
-    std::vector<float> backward;      // [g][tap][in tile][ocl][kMr]
-    std::vector<float> bias;          // [O], zeros when the layer has none
-    std::vector<float> slopes;        // [O] PReLU slopes, else empty
+    // [g][tap][in tile][ocl][kMr], or [g][in tile][tap][ocl][kMr] for few output channels (a
+    // tile's taps then run as one segment); element (g, tap, tile, ocl, i) at g * taps *
+    // in_tiles * out_per_group * kMr + tap * backward_tap_step + tile * backward_tile_step +
+    // ocl * kMr + i.
+    std::vector<float> backward;
+    int64_t backward_tap_step = 0, backward_tile_step = 0;
+    std::vector<float> bias;    // [O], zeros when the layer has none
+    std::vector<float> slopes;  // [O] PReLU slopes, else empty
 };
 
 void pack_gemm_weights(const detail::PreparedWeights& weights, GemmWeights& out);
