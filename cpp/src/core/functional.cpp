@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "../cpu/thread_pool.h"
+#include "../cpu/transpose.h"
 #include "check.h"
 #include "convt/geometry.h"
 #include "half.h"
@@ -285,12 +287,31 @@ void ConvTransposeLayer::store_weight_gradient(const T* dw, const TensorView& gw
     // one thread, 6% of dcgan_g2's dW).
     const int64_t channels = out_channels_;
     const int64_t blocks = std::clamp<int64_t>(channels * taps * ig / 32768, 1, channels);
+    // Float32 with each kernel window contiguous: 8 taps x 8 input channels at a time, the taps
+    // read from the last down (the flip) by a negative row stride (dcgan_g2 dW 23.8 -> 21.3 ms
+    // on one thread).
+    const bool by_8x8 = gw.stride_w == 1 && gw.stride_h == kernel_w_;
     auto transpose = [&](auto* out, auto convert) {
         cpu::ThreadPool::instance().parallel_for(blocks, [&](int64_t b) {
             for (int64_t oc = b * channels / blocks; oc < (b + 1) * channels / blocks; ++oc) {
                 const int64_t g = oc / og, ocl = oc % og;
                 const T* block = dw + oc * taps * ig;  // [tap][icl]
-                for (int64_t i = 0; i < ig; ++i) {
+                int64_t i = 0;
+                if constexpr (std::is_same_v<T, float> &&
+                              std::is_same_v<std::remove_pointer_t<decltype(out)>, float>) {
+                    if (by_8x8)
+                        for (; i + 8 <= ig; i += 8) {
+                            float* o = out + (g * ig + i) * gw.stride_n + ocl * gw.stride_c;
+                            int64_t t = 0;  // flipped tap: window element t is OHWI tap taps-1-t
+                            for (; t + 8 <= taps; t += 8)
+                                cpu::transpose8(block + (taps - 1 - t) * ig + i, -ig, 1, 8, o + t,
+                                                gw.stride_n);
+                            for (; t < taps; ++t)
+                                for (int64_t k = 0; k < 8; ++k)
+                                    o[k * gw.stride_n + t] = block[(taps - 1 - t) * ig + i + k];
+                        }
+                }
+                for (; i < ig; ++i) {
                     auto* o = out + (g * ig + i) * gw.stride_n + ocl * gw.stride_c;
                     for (int64_t t = 0; t < taps; ++t)
                         o[tap_offset[t]] = convert(block[t * ig + i]);
