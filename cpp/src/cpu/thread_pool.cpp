@@ -12,10 +12,13 @@ namespace convt::cpu {
 namespace {
 
 // How long a thread polls before it blocks: a worker for the next job, the caller for the
-// workers. The parallel loops of one call (dX, dW, dB, the layout finish) follow each other
-// within microseconds, while waking a blocked thread costs far more on a VM whose idle vCPU has
-// halted (dcgan_out's backward took 4.5 ms timed after an idle pause, 2.3 ms in a loop of calls).
-constexpr std::chrono::microseconds kSpin{250};
+// workers. Waking a blocked thread costs far more on a VM whose idle vCPU has halted, and not
+// only between the loops of one call: after an idle pause, dcgan_out's backward (2 threads, N=8)
+// took 1.8-4.3 ms (median 3.3) in the call after a priming call with a 250 us poll, 1.8-2.0 ms
+// (median 1.9) with 3 ms, as in a loop of calls; 1 ms was not enough. OpenMP runtimes poll as
+// long or longer (torch's workers about 10 ms here). The cost: up to 3 ms of a core after the
+// last call of a burst.
+constexpr std::chrono::microseconds kSpin{3000};
 
 // Polls ready() until it is true or kSpin has passed; returns its last value.
 template <typename Ready>
