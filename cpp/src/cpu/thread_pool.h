@@ -20,8 +20,9 @@ class ThreadPool {
     /// Total threads used by parallel_for, the caller included (>= 1).
     void set_num_threads(int n);
     int num_threads() const { return num_threads_; }
-    /// Runs fn(i) for every i in [0, count). Each index runs once, on one thread. Concurrent
-    /// callers are served one after another. The first exception thrown is rethrown here.
+    /// Runs fn(i) for every i in [0, count). Each index runs once, on one thread. Returns once
+    /// every worker has taken the job up (a join). Concurrent callers are served one after
+    /// another. The first exception thrown is rethrown here.
     void parallel_for(int64_t count, const std::function<void(int64_t)>& fn);
 
  private:
@@ -43,6 +44,7 @@ class ThreadPool {
     int64_t count_ = 0;
     std::atomic<int64_t> next_{0};
     std::atomic<int> active_{0};
+    std::atomic<int> arrived_{0};  // workers that took up the current job
     std::exception_ptr error_;
 };
 
