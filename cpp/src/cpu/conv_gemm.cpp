@@ -213,21 +213,22 @@ void accumulate_taps(const Gathered& src, const TapGrid& grid, const Columns& co
             direct.clear();
             return;
         }
+        // Panel by panel, every tile: one panel's B (18 KB for dil2's dX, read in place) stays
+        // in L1 while the tiles' weights stream in order.
         segments.resize(batch.size());
-        for (int o = 0; o < tiles; ++o)
-            for (int j = 0; j < panels; ++j) {
-                for (size_t s = 0; s < batch.size(); ++s) {
-                    const float* a_s = batch[s].a + int64_t(o) * a_tile_step;
-                    const float* d = direct[s * panels + j];
-                    segments[s] =
-                        d ? Segment{a_s, d, batch[s].depth, src.channel_stride}
-                          : Segment{a_s,
-                                    packed.data() + batch[s].b + int64_t(j) * batch[s].depth * kNr,
-                                    batch[s].depth};
-                }
-                uk(segments.data(), int(batch.size()), 0, 0, c + int64_t(o) * kMr * cols + j * kNr,
-                   cols);
+        for (int j = 0; j < panels; ++j) {
+            for (size_t s = 0; s < batch.size(); ++s) {
+                const float* d = direct[s * panels + j];
+                segments[s] =
+                    d ? Segment{batch[s].a, d, batch[s].depth, src.channel_stride}
+                      : Segment{batch[s].a,
+                                packed.data() + batch[s].b + int64_t(j) * batch[s].depth * kNr,
+                                batch[s].depth};
             }
+            for (int o = 0; o < tiles; ++o)
+                uk(segments.data(), int(batch.size()), int64_t(o) * a_tile_step, 0,
+                   c + int64_t(o) * kMr * cols + j * kNr, cols);
+        }
         batch.clear();
         direct.clear();
     };
