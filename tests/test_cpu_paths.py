@@ -50,6 +50,9 @@ CASES = {
     # One or two outputs from eight or more inputs: dW tiles over (output channel, kx) pairs.
     "two_out_wide_in": (23, 2, 1, (5, 18), 9, 3, 4, 2, 1),
     "one_out_groups": (24, 2, 2, (4, 21), 5, 2, 2, 1, 1),
+    # Rows so wide and a dilation so large that the few-output dW keeps no ring of packed dY
+    # rows (each repacked when needed).
+    "narrow_wide_dilated": (9, 2, 1, (6, 400), 5, 2, 1, 0, 4),
     # A stride larger than the image's pixel count per tile, 17 taps wide.
     "big_stride": (10, 9, 1, (3, 5), 17, 8, 4, 0, 1),
     # Stride 1, rows of 16 pixels or more, 4 taps or more: forward and dX read a block's

@@ -22,7 +22,10 @@ constexpr int kMaxBlock = 128;  // pixels per forward/dX task: 8 register column
 constexpr int64_t kBatchFloats = 48 * 1024;       // packed pixels of one batch of taps: L2-resident
 constexpr int64_t kFootprintFloats = 256 * 1024;  // largest block footprint (1 MB)
 constexpr int kCompactInPlaceTiles = 12;
-constexpr int kTileMajorDepth = 16;  // dX weights this few output channels deep: tile-major
+constexpr int kTileMajorDepth = 16;
+constexpr int64_t kTapsRingFloats =
+    64 * 1024;  // few-output dW: packed dY rows kept (256 KB)  // dX weights this few output
+                // channels deep: tile-major
 // dW slices: as many whole source rows as keep their packed X and dY rows within this many
 // bytes (L2-resident).
 constexpr int64_t kWeightSliceBytes = 512 * 1024;
@@ -1039,21 +1042,32 @@ void backward_weights_taps_image(const ConvtParams& p, const void* x, const void
     const Gathered xs{x, p.src_type, p.src_stride_c};
     thread_local std::vector<int64_t> xoff;
     thread_local std::vector<float> xpack, apack, c;
+    thread_local std::vector<int64_t> packed_row;  // [slot]: the dY row packed there, or -1
+    // A depends on the dY row alone, and rows iy that are `stride` apart reach the same dY row
+    // through different ky (fsrcnn: 3 of them): packed A rows are kept in a ring of `slots`, the
+    // dY rows one source row reaches (then no row still needed is overwritten).
+    const int64_t a_floats = int64_t(tiles) * width * kMr;
+    const int64_t span = int64_t(p.dilation_y) * (p.kernel_h - 1) + 1;
+    const int64_t slots = span * a_floats <= kTapsRingFloats ? span : 1;
     xoff.resize(static_cast<size_t>(width));
     xpack.resize(size_t(width) * ldc);
-    apack.resize(size_t(tiles) * width * kMr);
+    apack.resize(static_cast<size_t>(slots * a_floats));
     const MicroKernel uk = micro_kernel();
     for (int g = 0; g < p.groups; ++g) {
         c.assign(size_t(p.kernel_h) * tiles * kMr * ldc, 0.f);  // [ky][pair][ic]
+        packed_row.assign(static_cast<size_t>(slots), -1);
         for (int64_t iy = row_begin; iy < row_end; ++iy) {
             for (int ix = 0; ix < width; ++ix) xoff[ix] = src_index(p, n, int64_t(g) * ig, iy, ix);
             pack_rows(xs, xoff.data(), width, 0, ldc, ig, kNr, xpack.data());
             for (int ky = 0; ky < p.kernel_h; ++ky) {
                 const int64_t yy = iy * p.stride_y - p.first_tap_y - int64_t(p.dilation_y) * ky;
                 if (yy < 0 || yy >= p.clip_h) continue;
+                float* a_row = apack.data() + yy % slots * a_floats;
+                const bool packed = packed_row[yy % slots] == yy;
+                packed_row[yy % slots] = yy;
                 // A[tile][ix][i]: pair (oc, kx) = tile * kMr + i reads dY[oc][yy][ix*sx - cx].
-                for (int m = 0; m < tiles * kMr; ++m) {
-                    float* a = apack.data() + int64_t(m / kMr) * width * kMr + m % kMr;
+                for (int m = 0; m < tiles * kMr && !packed; ++m) {
+                    float* a = a_row + int64_t(m / kMr) * width * kMr + m % kMr;
                     if (m >= pairs) {
                         for (int ix = 0; ix < width; ++ix) a[ix * kMr] = 0.f;
                         continue;
@@ -1081,7 +1095,7 @@ void backward_weights_taps_image(const ConvtParams& p, const void* x, const void
                 }
                 for (int o = 0; o < tiles; ++o)
                     for (int jp = 0; jp < in_panels; ++jp) {
-                        const Segment one{apack.data() + int64_t(o) * width * kMr,
+                        const Segment one{a_row + int64_t(o) * width * kMr,
                                           xpack.data() + int64_t(jp) * width * kNr, width};
                         uk(&one, 1, 0, 0,
                            c.data() + (int64_t(ky) * tiles + o) * kMr * ldc + jp * kNr, ldc);
