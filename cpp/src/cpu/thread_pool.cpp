@@ -20,10 +20,13 @@ namespace {
 // last call of a burst.
 constexpr std::chrono::microseconds kSpin{3000};
 
-// Polls ready() until it is true or kSpin has passed; returns its last value.
+// A worker yet to take a job up is polled for this long, then waited for blocked.
+constexpr std::chrono::microseconds kArrivalSpin{50};
+
+// Polls ready() until it is true or `limit` has passed; returns its last value.
 template <typename Ready>
-bool spin_until(const Ready& ready) {
-    const auto until = std::chrono::steady_clock::now() + kSpin;
+bool spin_until(const Ready& ready, std::chrono::microseconds limit = kSpin) {
+    const auto until = std::chrono::steady_clock::now() + limit;
     for (int i = 0;; ++i) {
         if (ready()) return true;
         if (i % 64 == 63 && std::chrono::steady_clock::now() > until) return false;
@@ -127,9 +130,12 @@ void ThreadPool::parallel_for(int64_t count, const std::function<void(int64_t)>&
     // late to find work. Returning before a late worker arrived left the next call to the caller
     // alone (the worker, woken after an idle pause, was still on its way: dcgan_out's backward,
     // 2 threads, took 3.5-4.7 ms instead of 1.9 in a quarter of the calls after a priming call).
+    // Polls while workers that took the job still run it; one yet to arrive is polled for
+    // briefly (a spinning worker arrives within microseconds), then waited for blocked, which
+    // frees this core for it when the machine is oversubscribed.
     const int workers = static_cast<int>(workers_.size());
     auto joined = [&] { return active_.load() == 0 && arrived_.load() == workers; };
-    spin_until(joined);
+    if (spin_until([&] { return active_.load() == 0; })) spin_until(joined, kArrivalSpin);
     std::exception_ptr error;
     {
         std::unique_lock<std::mutex> lock(mutex_);
