@@ -163,6 +163,41 @@ def test_cpu_depthwise_odd_after_even_width(rng: np.random.Generator) -> None:
         convt.set_num_threads(before)
 
 
+@pytest.mark.parametrize("storage", STORAGE_KINDS)
+@pytest.mark.parametrize("case", ["depthwise", "depthwise_s3_d2", "depthwise_d3", "depthwise_odd"])
+def test_cpu_depthwise_fused_backward_bitwise(
+    rng: np.random.Generator, case: str, storage: str
+) -> None:
+    """dX and dW asked together run in one pass over dY (depthwise): the same bits as asked
+    apart, which run the two passes."""
+    import convt
+
+    cin, cout, groups, (h, w), k, s, p, op, d = CASES[case]
+    x = rng.standard_normal((3, cin, h, w)).astype(np.float32)
+    wt = rng.standard_normal((cin, cout // groups, k, k)).astype(np.float32)
+    dy = rng.standard_normal(
+        R.conv_transpose_torch_ref(x, wt, None, s, p, op, groups, d).shape
+    ).astype(np.float32)
+    xs, layout, _, _ = make_storage(x, storage, np.float32)
+    dys, _, _, _ = make_storage(dy, storage, np.float32)
+
+    def grads(mask: tuple[bool, bool, bool]) -> tuple[Any, Any, Any]:
+        return convt.conv_transpose2d_backward(
+            dys, xs, wt, s, p, op, groups, d, output_mask=mask, layout=layout, device=_cpu()
+        )
+
+    together = grads((True, True, True))
+    dx_alone = grads((True, False, False))[0]
+    dw_alone, db_alone = grads((False, True, True))[1:]
+    np.testing.assert_array_equal(together[0], dx_alone)
+    np.testing.assert_array_equal(together[1], dw_alone)
+    np.testing.assert_array_equal(together[2], db_alone)
+    gx, gw, _ = R.conv_transpose_torch_backward(dy, x, wt, s, p, op, groups, d)
+    got_dx = together[0] if layout == "NCHW" else np.moveaxis(together[0], -1, 1)
+    assert_close(got_dx, gx, FP32_TOL, f"{case} {storage} fused dX")
+    assert_close(together[1], gw, FP32_TOL, f"{case} {storage} fused dW")
+
+
 def test_cpu_path_threads_bitwise(rng: np.random.Generator) -> None:
     """Every path sums in a fixed order: 1 and 2 threads give identical bits."""
     import convt

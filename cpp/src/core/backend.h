@@ -67,6 +67,17 @@ class Backend {
     /// dW and dB from X (source role) and dY (destination role), in a fixed reduction order.
     virtual void backward_weights(const ConvtParams& params, const TensorView& x,
                                   const TensorView& dy, const GradientOutput& out) = 0;
+    /// backward_data(data_params, weights, dy, dx) and backward_weights(weight_params, x, dy,
+    /// out) in one go, with the same results, where the backend can share their passes over
+    /// dY. Returns false, having done nothing, where it cannot; the caller then makes both calls.
+    virtual bool backward_data_and_weights(const ConvtParams& data_params,
+                                           const DeviceWeights& weights, const TensorView& dy,
+                                           const TensorView& dx, const ConvtParams& weight_params,
+                                           const TensorView& x, const GradientOutput& out) {
+        (void)data_params, (void)weights, (void)dy, (void)dx, (void)weight_params, (void)x,
+            (void)out;
+        return false;
+    }
 };
 
 /// A layer's weights on the host and on its device. Encoded work reads them when it runs, so a

@@ -98,11 +98,16 @@ void ConvolutionTransposeGradient::encode(
     // The state is held by the work: its gradient buffers must outlive the command buffer.
     command_buffer.add([backend = device().backend(), weights = layer_weights(), params_w, params_d,
                         dy = source_gradient, x = source_image, dx, dw, db, accumulate, state_ptr] {
+        const detail::GradientOutput out{dw, db, DataType::Float32, accumulate};
         if (dx.data) {
             std::shared_lock lock(weights->mutex);
+            // All three in one go where the backend can share its passes over dY.
+            if (dw && backend->backward_data_and_weights(params_d, *weights->device, dy, dx,
+                                                         params_w, x, out))
+                return;
             backend->backward_data(params_d, *weights->device, dy, dx);
         }
-        if (dw) backend->backward_weights(params_w, x, dy, {dw, db, DataType::Float32, accumulate});
+        if (dw) backend->backward_weights(params_w, x, dy, out);
     });
 }
 

@@ -231,17 +231,19 @@ void ConvTransposeLayer::backward(const TensorView& input, const TensorView& gra
                 concat(name, " must be host memory (it is finished on the host), got CUDA memory"));
     const detail::Placement pl = placement(options_, kernel_h_, kernel_w_);
     const auto& host = weights_->host;
+    ConvtParams pd{};
     if (grad_input) {
         const TensorView& gi = *grad_input;
         require_output("grad_input", gi, dtype_, {input.n, input.c, input.h, input.w});
         if (gi.may_overlap(grad_output) || gi.may_overlap(input))
             throw std::invalid_argument("grad_input must not share memory with x or grad_output");
         detail::check_zero_copy(backend, gi, "grad_input");
-        const ConvtParams p =
-            detail::make_params(host, pl, gi, grad_output, {"grad_input", "grad_output", false});
-        device_.backend()->backward_data(p, *weights_->device, grad_output, gi);
+        pd = detail::make_params(host, pl, gi, grad_output, {"grad_input", "grad_output", false});
     }
-    if (!grad_weight && !grad_bias) return;
+    if (!grad_weight && !grad_bias) {
+        if (grad_input) backend.backward_data(pd, *weights_->device, grad_output, *grad_input);
+        return;
+    }
     const int64_t ig = host.in_per_group, og = host.out_channels / host.groups;
     if (grad_weight)
         require_output("grad_weight", *grad_weight, dtype_,
@@ -254,11 +256,16 @@ void ConvTransposeLayer::backward(const TensorView& input, const TensorView& gra
     const size_t nw = grad_weight ? host.values.size() : 0, nb = grad_bias ? out_channels_ : 0;
     std::vector<double> dw(f64 ? nw : 0), db(f64 ? nb : 0);
     std::vector<float> dw32(f64 ? 0 : nw), db32(f64 ? 0 : nb);
-    device_.backend()->backward_weights(
-        p, input, grad_output,
-        {grad_weight ? (f64 ? static_cast<void*>(dw.data()) : dw32.data()) : nullptr,
-         grad_bias ? (f64 ? static_cast<void*>(db.data()) : db32.data()) : nullptr,
-         f64 ? DataType::Float64 : DataType::Float32, false});
+    const detail::GradientOutput out{
+        grad_weight ? (f64 ? static_cast<void*>(dw.data()) : dw32.data()) : nullptr,
+        grad_bias ? (f64 ? static_cast<void*>(db.data()) : db32.data()) : nullptr,
+        f64 ? DataType::Float64 : DataType::Float32, false};
+    // All three in one go where the backend can share its passes over dY (CPU depthwise).
+    if (!grad_input || !backend.backward_data_and_weights(pd, *weights_->device, grad_output,
+                                                          *grad_input, p, input, out)) {
+        if (grad_input) backend.backward_data(pd, *weights_->device, grad_output, *grad_input);
+        backend.backward_weights(p, input, grad_output, out);
+    }
     if (grad_weight) {
         if (f64)
             store_weight_gradient(dw.data(), *grad_weight, og, ig);

@@ -345,6 +345,34 @@ void forward_depthwise(const ConvtParams& p, const DepthwiseWeights& w, const vo
     });
 }
 
+namespace {
+// Row iy of plane (n, ch) of the tensor in the source role (dX), from floats.
+void store_source_row(const ConvtParams& p, const float* row, void* dx, int64_t n, int64_t ch,
+                      int64_t iy) {
+    const int64_t out0 = src_index(p, n, ch, iy, 0);
+    if (p.src_type == CONVT_TYPE_F32 && p.src_stride_w == 1) {
+        std::memcpy(static_cast<float*>(dx) + out0, row, sizeof(float) * p.src_w);
+    } else if (p.src_type == CONVT_TYPE_F16 && p.src_stride_w == 1) {
+        floats_to_halves(row, static_cast<int>(p.src_w), static_cast<uint16_t*>(dx) + out0);
+    } else {
+        for (int64_t ix = 0; ix < p.src_w; ++ix)
+            store<float>(dx, p.src_type, out0 + ix * p.src_stride_w, row[ix]);
+    }
+}
+
+// dW's eight lanes of each tap, summed pairwise into the channel's weights.
+void finish_weight_lanes(const float* lanes, int taps, int64_t ch,
+                         const detail::GradientOutput& out) {
+    auto* dw = static_cast<float*>(out.weights);
+    for (int t = 0; t < taps; ++t) {
+        const float* l = lanes + t * 8;
+        const float v = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+        float& o = dw[ch * taps + t];
+        o = out.accumulate ? o + v : v;
+    }
+}
+}  // namespace
+
 void backward_data_depthwise(const ConvtParams& p, const DepthwiseWeights& w, const void* dy,
                              void* dx) {
     const int64_t taps = int64_t(p.kernel_h) * p.kernel_w;
@@ -373,18 +401,7 @@ void backward_data_depthwise(const ConvtParams& p, const DepthwiseWeights& w, co
                 }
             }
             fused(list.data(), static_cast<int>(list.size()), 0.f, p.src_w, acc.data());
-            const int64_t out0 = src_index(p, n, ch, iy, 0);
-            if (p.src_type == CONVT_TYPE_F32 && p.src_stride_w == 1) {
-                std::memcpy(static_cast<float*>(dx) + out0, acc.data(), sizeof(float) * p.src_w);
-                continue;
-            }
-            if (p.src_type == CONVT_TYPE_F16 && p.src_stride_w == 1) {
-                floats_to_halves(acc.data(), static_cast<int>(p.src_w),
-                                 static_cast<uint16_t*>(dx) + out0);
-                continue;
-            }
-            for (int64_t ix = 0; ix < p.src_w; ++ix)
-                store<float>(dx, p.src_type, out0 + ix * p.src_stride_w, acc[ix]);
+            store_source_row(p, acc.data(), dx, n, ch, iy);
         }
     });
 }
@@ -422,13 +439,55 @@ void backward_weights_depthwise(const ConvtParams& p, const void* x, const void*
                 }
             }
         }
-        auto* dw = static_cast<float*>(out.weights);
-        for (int t = 0; t < taps; ++t) {
-            const float* l = lanes.data() + t * 8;
-            const float v = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
-            float& o = dw[ch * taps + t];
-            o = out.accumulate ? o + v : v;
+        finish_weight_lanes(lanes.data(), taps, ch, out);
+    });
+}
+
+void backward_depthwise(const ConvtParams& pd, const DepthwiseWeights& w, const void* dy, void* dx,
+                        const ConvtParams& pw, const void* x, const detail::GradientOutput& out) {
+    const int taps = pd.kernel_h * pd.kernel_w;
+    std::vector<TapColumn> columns;
+    for (int kx = 0; kx < pd.kernel_w; ++kx) columns.push_back(tap_column(pd, kx));
+    const int64_t pad = gradient_padding(pd, columns);
+    const FusedTaps fused = pick_fused_taps();
+    const DotLanes dot = pick_dot_lanes();
+    // By channel, images in order (dW's order, as backward_weights_depthwise); each dY row is
+    // read and split once for both gradients.
+    ThreadPool::instance().parallel_for(pd.groups, [&](int64_t ch) {
+        const float* wc = w.taps.data() + ch * taps;
+        thread_local DyRows dy_rows;
+        thread_local std::vector<float> acc, xrow, lanes;
+        thread_local std::vector<Tap> list;
+        acc.resize(static_cast<size_t>(pd.src_w));
+        xrow.resize(static_cast<size_t>(pw.src_w));
+        lanes.assign(static_cast<size_t>(taps) * 8, 0.f);  // [tap][column % 8]
+        for (int64_t n = 0; n < pd.num_images; ++n) {
+            dy_rows.begin(pd, dy, n, ch, pad);
+            for (int64_t iy = 0; iy < pd.src_h; ++iy) {
+                list.clear();
+                bool loaded = false;
+                for (int ky = 0; ky < pd.kernel_h; ++ky) {
+                    const int64_t yy =
+                        iy * pd.stride_y - pd.first_tap_y - int64_t(pd.dilation_y) * ky;
+                    if (yy < 0 || yy >= pd.clip_h) continue;
+                    if (!loaded)
+                        load_row(x, pw.src_type, src_index(pw, n, ch, iy, 0), pw.src_stride_w,
+                                 pw.src_w, xrow.data());
+                    loaded = true;
+                    const PaddedPhases& row = dy_rows.get(yy);
+                    for (int kx = 0; kx < pd.kernel_w; ++kx) {
+                        const TapColumn& t = columns[kx];
+                        if (t.lo > t.hi) continue;  // the tap reaches no column
+                        const float* d = row.phase(t.phase) - t.shift;
+                        list.push_back({d, wc[ky * pd.kernel_w + kx]});
+                        dot(xrow.data(), d, pw.src_w, lanes.data() + (ky * pd.kernel_w + kx) * 8);
+                    }
+                }
+                fused(list.data(), static_cast<int>(list.size()), 0.f, pd.src_w, acc.data());
+                store_source_row(pd, acc.data(), dx, n, ch, iy);
+            }
         }
+        finish_weight_lanes(lanes.data(), taps, ch, out);
     });
 }
 
