@@ -924,7 +924,7 @@ void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
         const int o1 = static_cast<int>(int64_t(split + 1) * out_tiles / splits);
         if (o0 >= o1) return;
         const int rows = (o1 - o0) * kMr;
-        // Floats packed per source row: X, then every (ky, phase) dY row.
+        // Floats packed per source row at most: X, then every (ky, phase) dY row.
         const int64_t x_floats = int64_t(p.src_w) * ldc;
         const int64_t phase_floats = phase_len * rows;
         const int64_t row_floats = x_floats + int64_t(p.kernel_h) * phases * phase_floats;
@@ -932,10 +932,8 @@ void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
             std::clamp<int64_t>(kWeightSliceBytes / (int64_t(sizeof(float)) * row_floats), 1, 64);
         thread_local std::vector<float> packed, c;
         thread_local std::vector<int64_t> off;
-        thread_local std::vector<uint8_t> has;  // [row][ky]: the row's dY row yy is in the clip
         thread_local std::vector<Segment> segments;
         packed.resize(static_cast<size_t>(slice_rows * row_floats));
-        has.resize(static_cast<size_t>(slice_rows * p.kernel_h));
         off.resize(static_cast<size_t>(std::max<int64_t>(p.src_w, phase_len)));
         segments.resize(static_cast<size_t>(slice_rows));
         // [tap][row][ic]: this task's tiles, or its slots of the range's partial.
@@ -949,19 +947,39 @@ void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
             ct0 = c.data();
         }
         const MicroKernel uk = micro_kernel();
-        for (int64_t r0 = row_begin; r0 < row_end; r0 += slice_rows) {
-            const int nr = static_cast<int>(std::min<int64_t>(slice_rows, row_end - r0));
+        // A dY row serves up to kernel_h source rows (through different ky): within a slice
+        // (one image's rows) each is packed once, into the next free slot after the X rows.
+        thread_local std::vector<int64_t> dy_at;    // [row][ky]: its packed dY row, or -1
+        thread_local std::vector<int32_t> slot_of;  // [yy - lowest yy of the slice]
+        dy_at.resize(static_cast<size_t>(slice_rows * p.kernel_h));
+        const int64_t dy_floats = phases * phase_floats;  // one packed dY row, every phase
+        for (int64_t r0 = row_begin; r0 < row_end;) {
+            const int64_t n = r0 / p.src_h, iy0 = r0 % p.src_h;
+            const int nr =
+                static_cast<int>(std::min({slice_rows, row_end - r0, (n + 1) * p.src_h - r0}));
+            const int64_t yy_lo =
+                iy0 * p.stride_y - p.first_tap_y - int64_t(p.dilation_y) * (p.kernel_h - 1);
+            slot_of.assign(static_cast<size_t>(int64_t(nr - 1) * p.stride_y +
+                                               int64_t(p.dilation_y) * (p.kernel_h - 1) + 1),
+                           -1);
+            int slots = 0;
+            float* dy_base = packed.data() + slice_rows * x_floats;
             for (int r = 0; r < nr; ++r) {
-                const int64_t n = (r0 + r) / p.src_h, iy = (r0 + r) % p.src_h;
-                float* base = packed.data() + r * row_floats;
+                const int64_t iy = iy0 + r;
+                float* base = packed.data() + r * x_floats;
                 for (int64_t ix = 0; ix < p.src_w; ++ix)
                     off[ix] = p.src_base + n * p.src_stride_n + int64_t(g) * ig * p.src_stride_c +
                               iy * p.src_stride_h + ix * p.src_stride_w;
                 pack_rows(xs, off.data(), p.src_w, 0, ldc, ig, kNr, base);
                 for (int ky = 0; ky < p.kernel_h; ++ky) {
                     const int64_t yy = iy * p.stride_y - p.first_tap_y - int64_t(p.dilation_y) * ky;
-                    has[r * p.kernel_h + ky] = yy >= 0 && yy < p.clip_h;
-                    if (!has[r * p.kernel_h + ky]) continue;
+                    int64_t& at = dy_at[r * p.kernel_h + ky];
+                    at = -1;
+                    if (yy < 0 || yy >= p.clip_h) continue;
+                    int32_t& slot = slot_of[yy - yy_lo];
+                    at = (slot >= 0 ? slot : slots) * dy_floats;
+                    if (slot >= 0) continue;
+                    slot = slots++;
                     for (int64_t ph = 0; ph < phases; ++ph) {
                         const int64_t len = ceil_div(p.clip_w - ph, sx);
                         for (int64_t j = 0; j < len; ++j)
@@ -970,7 +988,7 @@ void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
                                      (p.clip_y + yy) * p.dst_stride_h +
                                      (p.clip_x + ph + sx * j) * p.dst_stride_w;
                         pack_rows(ds, off.data(), static_cast<int>(len), o0 * kMr, o1 * kMr, og,
-                                  kMr, base + x_floats + (ky * phases + ph) * phase_floats);
+                                  kMr, dy_base + at + ph * phase_floats);
                     }
                 }
             }
@@ -983,11 +1001,11 @@ void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
                 // One segment list for the tap (tile 0, panel 0); tiles and panels are shifts.
                 int count = 0;
                 for (int r = 0; r < nr; ++r) {
-                    if (!has[r * p.kernel_h + ky]) continue;
-                    const float* base = packed.data() + r * row_floats;
-                    const float* a = base + x_floats + (ky * phases + tc.phase) * phase_floats +
-                                     (tc.lo - tc.shift) * kMr;
-                    segments[count++] = {a, base + tc.lo * kNr,
+                    const int64_t at = dy_at[r * p.kernel_h + ky];
+                    if (at < 0) continue;
+                    const float* a =
+                        dy_base + at + tc.phase * phase_floats + (tc.lo - tc.shift) * kMr;
+                    segments[count++] = {a, packed.data() + r * x_floats + tc.lo * kNr,
                                          static_cast<int>(tc.hi - tc.lo + 1)};
                 }
                 if (!count) continue;
@@ -997,6 +1015,7 @@ void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
                            int64_t(jp) * p.src_w * kNr, ct + int64_t(o) * kMr * ldc + jp * kNr,
                            ldc);
             }
+            r0 += nr;
         }
         if (ranges > 1) return;
         auto* dw = static_cast<float*>(out.weights);
