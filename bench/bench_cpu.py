@@ -240,18 +240,43 @@ def settle() -> float:
     return time.perf_counter() - start
 
 
+PRIME_S = 0.010  # untimed calls before each settled timed call: at least this long, at least one
+PRIME_MAX_CALLS = 50
+
+
+def prime(fn: Thunk, seconds: float = PRIME_S) -> None:
+    """Calls ``fn`` (untimed) until ``seconds`` have passed: at least once, at most
+    PRIME_MAX_CALLS times.
+
+    On the 2-core KVM dev VM, a call made within a few milliseconds of an idle pause ran slower
+    than in a loop even after one untimed call: convt's dcgan_out forward took 1.45-7.9 ms
+    (median about 1.9) timed after one priming call, 1.40-1.8 ms (median 1.44) after 10 ms of
+    them; torch's took 2.8-5.9 ms either way (its OpenMP workers spin for several ms after each
+    call, which keeps them going).
+    """
+    start = time.perf_counter()
+    for _ in range(PRIME_MAX_CALLS):
+        fn()
+        if time.perf_counter() - start >= seconds:
+            break
+
+
 def interleave(
-    fns: Mapping[str, Thunk], warmup: int, repeats: int, settled: bool = True
+    fns: Mapping[str, Thunk],
+    warmup: int,
+    repeats: int,
+    settled: bool = True,
+    prime_s: float = PRIME_S,
 ) -> dict[str, list[float]]:
     """Runs the functions in turn, ``warmup`` untimed then ``repeats`` timed rounds.
 
     Each round runs every function once; the order rotates from round to round, so that no
     function always runs right after the same other one. With ``settled``, every timed call
-    follows a wait for the process to go idle (``settle``) and then one untimed call of the same
-    function, so it is measured as in a loop of its own calls: warm caches and threads, none of
-    the other library's threads still running. (Timed straight after the wait, calls ran
-    slower than in a loop: dil2's forward took 7.75 ms against 4.2 ms.) Returns seconds per
-    call, per name.
+    follows a wait for the process to go idle (``settle``) and then untimed calls of the same
+    function for ``prime_s`` seconds (at least one call; ``prime``), so it is measured as in a
+    loop of its own calls: warm caches and threads, none of the other library's threads still
+    running. (Timed straight after the wait, calls ran slower than in a loop: dil2's forward
+    took 7.75 ms against 4.2 ms.) Returns seconds per call, per name.
     """
     names = list(fns)
     samples: dict[str, list[float]] = {name: [] for name in names}
@@ -261,7 +286,7 @@ def interleave(
             for name in names[shift:] + names[:shift]:
                 if settled:
                     settle()
-                    fns[name]()
+                    prime(fns[name], prime_s)
                 t = _timed(fns[name])
                 if i >= warmup:
                     samples[name].append(t)
@@ -466,7 +491,13 @@ class Report:
 
 
 def measure_overhead(
-    with_torch: bool, dtype: np.dtype, warmup: int, repeats: int, calls: int, settled: bool
+    with_torch: bool,
+    dtype: np.dtype,
+    warmup: int,
+    repeats: int,
+    calls: int,
+    settled: bool,
+    prime_s: float = PRIME_S,
 ) -> dict[str, float]:
     """Microseconds per call on a tiny layer (8->8, 4x4 input, k4 s2 p1, N=1), interleaved."""
     layer = convt.ConvTranspose2d(8, 8, 4, stride=2, padding=1, dtype=dtype, seed=0)
@@ -488,7 +519,7 @@ def measure_overhead(
     if with_torch:
         xt, wt, bt = (torch.from_numpy(np.array(a, dtype=np.float32)) for a in (x, w, b))
         fns["torch F.conv_transpose2d"] = loop(lambda: F.conv_transpose2d(xt, wt, bt, 2, 1))
-    samples = interleave(fns, warmup, repeats, settled)
+    samples = interleave(fns, warmup, repeats, settled, prime_s)
     return {name: statistics.median(s) / calls * 1e6 for name, s in samples.items()}
 
 
@@ -506,7 +537,9 @@ def run_shape(
     results = []
     for op, fns in case.ops.items():
         progress.step(f"{shape.name} {op}")
-        samples = interleave(fns, args.warmup, args.repeats, not args.no_settle)
+        samples = interleave(
+            fns, args.warmup, args.repeats, not args.no_settle, args.prime_ms / 1e3
+        )
         err = case.rel_err[op]
         if err is not None and err > REL_TOL[args.dtype]:
             print(f"\nWARNING: {shape.name} {op}: max rel err vs torch {err:.2e}", file=sys.stderr)
@@ -670,8 +703,14 @@ def markdown_section(report: Report) -> str:
         lines.append(
             "- Before every timed call the bench waited for the process to go idle (torch's OpenMP "
             "workers spin for a while after each torch call, on the cores the next call needs), "
-            "then made one untimed call of the same function: each library is timed as in a loop "
-            "of its own calls (`--no-settle` turns this off)."
+            + (
+                f"then made untimed calls of the same function for {m['prime_ms']:g} ms (at least "
+                "one)"
+                if "prime_ms" in m
+                else "then made one untimed call of the same function"
+            )
+            + ": each library is timed as in a loop of its own calls (`--no-settle` turns this "
+            "off)."
             if m.get("settled")
             else "- Calls ran back to back (`--no-settle`): a call that follows a torch call "
             "shares the cores with torch's still-spinning OpenMP workers."
@@ -873,6 +912,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="time each call right after the previous one, without waiting for the process's "
         "threads (torch's spinning OpenMP workers) to go idle",
     )
+    p.add_argument(
+        "--prime-ms",
+        type=float,
+        default=PRIME_S * 1e3,
+        help="after the idle wait, untimed calls of the same function for this long (at least "
+        "one) before each timed call",
+    )
     p.add_argument("--json", type=Path, default=DEFAULT_JSON, help="JSON output path")
     p.add_argument(
         "--markdown",
@@ -978,6 +1024,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "repeats": args.repeats,
             "warmup": args.warmup,
             "settled": not args.no_settle,
+            "prime_ms": args.prime_ms,
             "dtype": args.dtype,
             "with_torch": with_torch,
             "torch_backward": torch_backward,
@@ -1007,7 +1054,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.results += run_shape(shape, args, dtype, with_torch, peak, progress, index)
     progress.step("overhead")
     report.overhead_us = measure_overhead(
-        with_torch, dtype, args.warmup, args.repeats, args.overhead_calls, not args.no_settle
+        with_torch,
+        dtype,
+        args.warmup,
+        args.repeats,
+        args.overhead_calls,
+        not args.no_settle,
+        args.prime_ms / 1e3,
     )
     progress.close()
     report.meta["loadavg_end"] = loadavg()
