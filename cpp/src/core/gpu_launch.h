@@ -36,6 +36,18 @@ constexpr int64_t kTile = 8, kThreads = 64, kChannelBlock = 4, kSimd = 32;
 constexpr int64_t kGemmTile = 64, kGemmThreads = 256, kGemmMinOut = 32, kDwMinProduct = 16;
 // dW splits K into slices until about this many threadgroups run, each slice >= kDwMinSlice.
 constexpr int64_t kDwTargetGroups = 512, kDwMinSlice = 256, kDwMaxSplits = 64;
+// Narrow dW (convt_backward_weights.metal): a SIMD-group per kDwdOut x kDwdIn channels of a tap
+// and a slice, kDwdSimds SIMD-groups a threadgroup; slices until about kDwdTargetSimds
+// SIMD-groups run (a full H100 holds 132 x 64), each of >= kDwdMinSlice K positions.
+constexpr int64_t kDwdOut = 4, kDwdIn = 8, kDwdSimds = 4, kDwdTargetSimds = 8192,
+                  kDwdMinSlice = 2048;
+// Depthwise dW: a threadgroup of kDwwSimds SIMD-groups per channel, chunk of kDwwTaps taps and
+// slice; slices until about kDwwTargetGroups threadgroups run, each of >= kDwwMinUnits units
+// (32 source columns of a row).
+constexpr int64_t kDwwTaps = 16, kDwwSimds = 8, kDwwTargetGroups = 528, kDwwMinUnits = 32;
+// dB: a SIMD-group per output channel and slice; slices until about kDbTargetSimds SIMD-groups
+// run, each of >= kDbMinSlice pixels (fsrcnn's one channel had 7 SIMD-groups for 1.2M pixels).
+constexpr int64_t kDbTargetSimds = 1024, kDbMinSlice = 4096;
 constexpr int64_t kDxMinTiles = 128;
 // Narrow kernels: rows per thread (convt_forward_depthwise.metal), pixels per thread
 // (convt_forward_narrow.metal), and dX's reduction slices,
@@ -177,18 +189,77 @@ inline int64_t weight_count(const ConvtParams& p) {
     return int64_t(p.out_channels) * p.kernel_h * p.kernel_w * p.in_per_group;
 }
 
-inline bool weights_by_gemm(const ConvtParams& p) {
-    return int64_t(p.out_per_group) * p.in_per_group >= kDwMinProduct;
+/// The dW kernel for a layer: CONVT_GPU_DW=gemm or direct forces one (tests reach every kernel
+/// with small layers; benchmarks compare them); auto picks by channels per group.
+enum class WeightsKernel { Gemm, Direct, Depthwise };
+
+inline WeightsKernel weights_kernel(const ConvtParams& p) {
+    const char* v = std::getenv("CONVT_GPU_DW");
+    const std::string mode = v ? v : "auto";
+    if (mode == "gemm") return WeightsKernel::Gemm;
+    if (mode == "direct") return WeightsKernel::Direct;
+    if (mode != "auto")
+        throw std::invalid_argument(
+            concat("CONVT_GPU_DW must be 'auto', 'gemm' or 'direct', got '", mode, "'"));
+    if (p.out_per_group == 1 && p.in_per_group == 1) return WeightsKernel::Depthwise;
+    return int64_t(p.out_per_group) * p.in_per_group >= kDwMinProduct ? WeightsKernel::Gemm
+                                                                      : WeightsKernel::Direct;
 }
 
-/// Fixed by the shape alone, so results are the same on every run.
+/// CONVT_GPU_DW_SPLITS=n forces n slices on every dW and dB kernel (tests); 0: by shape.
+inline int64_t forced_splits() {
+    const char* v = std::getenv("CONVT_GPU_DW_SPLITS");
+    if (v == nullptr || *v == '\0') return 0;
+    char* end = nullptr;
+    const long n = std::strtol(v, &end, 10);
+    if (*end != '\0' || n < 1 || n > 4096)
+        throw std::invalid_argument(
+            concat("CONVT_GPU_DW_SPLITS must be an integer in [1, 4096], got '", v, "'"));
+    return n;
+}
+
+/// Slices of K: fixed by the shape alone (never by timing or the device), so results are the
+/// same on every run.
+inline int64_t splits_for(int64_t units, int64_t target, int64_t k, int64_t min_slice) {
+    const int64_t forced = forced_splits();
+    if (forced) return forced;
+    return std::clamp<int64_t>(
+        std::min(ceil_div(target, std::max<int64_t>(units, 1)), k / min_slice), 1, kDwMaxSplits);
+}
+
+inline int64_t phase_positions(const ConvtParams& p) {
+    return int64_t(p.num_images) * ceil_div(p.clip_h, p.stride_y) * ceil_div(p.clip_w, p.stride_x);
+}
+
 inline int64_t weight_splits(const ConvtParams& p) {
     const int64_t groups = ceil_div(p.out_per_group, kGemmTile) *
                            ceil_div(p.in_per_group, kGemmTile) * p.kernel_h * p.kernel_w * p.groups;
-    const int64_t k =
-        int64_t(p.num_images) * ceil_div(p.clip_h, p.stride_y) * ceil_div(p.clip_w, p.stride_x);
-    return std::clamp<int64_t>(std::min(ceil_div(kDwTargetGroups, groups), k / kDwMinSlice), 1,
-                               kDwMaxSplits);
+    return splits_for(groups, kDwTargetGroups, phase_positions(p), kDwMinSlice);
+}
+
+inline int64_t direct_units(const ConvtParams& p) {
+    return ceil_div(p.out_per_group, kDwdOut) * ceil_div(p.in_per_group, kDwdIn) * p.kernel_h *
+           p.kernel_w * p.groups;
+}
+
+inline int64_t direct_splits(const ConvtParams& p) {
+    return splits_for(direct_units(p), kDwdTargetSimds, phase_positions(p), kDwdMinSlice);
+}
+
+/// Depthwise units a channel: 32 source columns of one row of one image.
+inline int64_t depthwise_units(const ConvtParams& p) {
+    return int64_t(p.num_images) * p.src_h * ceil_div(p.src_w, kSimd);
+}
+
+inline int64_t depthwise_splits(const ConvtParams& p) {
+    return splits_for(
+        int64_t(p.out_channels) * ceil_div(int64_t(p.kernel_h) * p.kernel_w, kDwwTaps),
+        kDwwTargetGroups, depthwise_units(p), kDwwMinUnits);
+}
+
+inline int64_t bias_splits(const ConvtParams& p) {
+    return splits_for(p.out_channels, kDbTargetSimds, int64_t(p.num_images) * p.clip_h * p.clip_w,
+                      kDbMinSlice);
 }
 
 inline Launch weights_gemm(const ConvtParams& p, int64_t splits) {
@@ -198,31 +269,38 @@ inline Launch weights_gemm(const ConvtParams& p, int64_t splits) {
             {kGemmThreads, 1, 1}};
 }
 
+inline Launch weights_direct(const ConvtParams& p, int64_t splits) {
+    return {"convt_backward_weights_",
+            {ceil_div(direct_units(p), kDwdSimds), 1, splits},
+            {kDwdSimds * kSimd, 1, 1}};
+}
+
+inline Launch weights_depthwise(const ConvtParams& p, int64_t splits) {
+    return {"convt_backward_weights_depthwise_",
+            {p.out_channels, ceil_div(int64_t(p.kernel_h) * p.kernel_w, kDwwTaps), splits},
+            {kDwwSimds * kSimd, 1, 1}};
+}
+
 inline Launch bias_partial(const ConvtParams& p, int64_t splits) {
     return {"convt_backward_bias_partial_", {p.out_channels, 1, splits}, {kSimd, 1, 1}};
 }
 
-/// Sums `total` partial elements (weights, then biases) over the slices.
-inline Launch reduce_partials(int64_t total) {
-    return {"convt_reduce_partials", {ceil_div(total, kGemmThreads), 1, 1}, {kGemmThreads, 1, 1}};
+/// Adds the slices of `count` weights (row 0) and of the biases (row 1).
+inline Launch reduce_partials(int64_t count, int64_t biases) {
+    return {"convt_reduce_partials",
+            {ceil_div(std::max(count, biases), kGemmThreads), 2, 1},
+            {kGemmThreads, 1, 1}};
 }
 
-inline Launch weights_direct(const ConvtParams& p) {
-    return {"convt_backward_weights_", {weight_count(p), 1, 1}, {kSimd, 1, 1}};
-}
-
-inline Launch bias_direct(const ConvtParams& p) {
-    return {"convt_backward_bias_", {p.out_channels, 1, 1}, {kSimd, 1, 1}};
-}
-
-/// The gradient kernels' function constants (9: accumulate, 10: K slices).
+/// The gradient kernels' function constants (9: accumulate, 10: dW slices, 11: dB slices).
 struct Constants {
     bool accumulate = false;
     int64_t splits = 1;
+    int64_t bias_splits = 1;
 };
 
-/// Every function constant of a dispatch, indexed as in metal/convt_kernel.h (0-10).
-inline std::array<int32_t, 11> function_constants(const ConvtParams& p, Constants c) {
+/// Every function constant of a dispatch, indexed as in metal/convt_kernel.h (0-11).
+inline std::array<int32_t, 12> function_constants(const ConvtParams& p, Constants c) {
     return {p.neuron,
             p.has_bias,
             p.accumulate_half,
@@ -233,7 +311,8 @@ inline std::array<int32_t, 11> function_constants(const ConvtParams& p, Constant
             p.dilation_x,
             p.dilation_y,
             c.accumulate,
-            static_cast<int32_t>(c.splits)};
+            static_cast<int32_t>(c.splits),
+            static_cast<int32_t>(c.bias_splits)};
 }
 
 /// A kernel's type suffix ("f32", "f16"); GPUs run no float64 images.
@@ -244,39 +323,43 @@ inline const char* type_suffix(int32_t type, const char* backend) {
         concat("the ", backend, " backend runs float32 and float16 images only, got float64"));
 }
 
-/// dW and dB, the same sequence on every GPU backend. `call` binds memory (`bind_raw(data, bytes,
-/// read)`, `scratch(bytes)`) and returns the backend's buffer handle; `run(launch, types, params,
-/// constants, {buffers})` encodes one launch. `xs` and `ys` are X and dY, already bound.
+/// dW and dB, the same sequence on every GPU backend: each kernel writes the partial sums of its
+/// slices of K to scratch, and one pass adds them in slice order. `call` binds memory
+/// (`bind_raw(data, bytes, read)`, `scratch(bytes)`) and returns the backend's buffer handle;
+/// `run(launch, types, params, constants, {buffers})` encodes one launch. `xs` and `ys` are X and
+/// dY, already bound.
 template <typename Buffer, typename Call, typename Run>
 void backward_weights(ConvtParams p, Buffer xs, Buffer ys, const GradientOutput& out, Call& call,
                       Run&& run, const char* backend) {
-    const int64_t count = weight_count(p);
+    if (!out.weights && !out.bias) return;
+    const int64_t count = out.weights ? weight_count(p) : 0;
+    const int64_t biases = out.bias ? p.out_channels : 0;
     const std::string y = type_suffix(p.dst_type, backend);
     const std::string xy = std::string(type_suffix(p.src_type, backend)) + "_" + y;
     const auto bytes = [](int64_t n) { return static_cast<size_t>(n) * sizeof(float); };
-    if (out.weights && weights_by_gemm(p)) {
-        // Slices of K write partial sums to scratch; one pass adds them in slice order.
-        p.has_bias = out.bias != nullptr;
-        const int64_t splits = weight_splits(p);
-        const int64_t total = count + (out.bias ? p.out_channels : 0);
-        Buffer partial = call.scratch(bytes(splits * total));
-        Buffer dw = call.bind_raw(out.weights, bytes(count), out.accumulate);
-        Buffer db =
-            out.bias ? call.bind_raw(out.bias, bytes(p.out_channels), out.accumulate) : partial;
-        const Constants fc{out.accumulate, splits};
-        run(weights_gemm(p, splits), xy, p, fc, {xs, ys, partial});
-        if (out.bias) run(bias_partial(p, splits), y, p, fc, {ys, partial});
-        run(reduce_partials(total), "", p, fc, {partial, dw, db});
-        return;
-    }
+    p.has_bias = out.bias != nullptr;
+    Launch weights{};
+    Constants fc{out.accumulate, 0, out.bias ? bias_splits(p) : 1};
     if (out.weights) {
-        Buffer dw = call.bind_raw(out.weights, bytes(count), out.accumulate);
-        run(weights_direct(p), xy, p, {out.accumulate, 1}, {xs, ys, dw});
+        switch (weights_kernel(p)) {
+            case WeightsKernel::Gemm:
+                weights = weights_gemm(p, fc.splits = weight_splits(p));
+                break;
+            case WeightsKernel::Direct:
+                weights = weights_direct(p, fc.splits = direct_splits(p));
+                break;
+            case WeightsKernel::Depthwise:
+                weights = weights_depthwise(p, fc.splits = depthwise_splits(p));
+                break;
+        }
     }
-    if (out.bias) {
-        Buffer db = call.bind_raw(out.bias, bytes(p.out_channels), out.accumulate);
-        run(bias_direct(p), y, p, {out.accumulate, 1}, {ys, db});
-    }
+    Buffer partial =
+        call.scratch(bytes(fc.splits * count + (out.bias ? fc.bias_splits : 0) * biases));
+    Buffer dw = out.weights ? call.bind_raw(out.weights, bytes(count), out.accumulate) : partial;
+    Buffer db = out.bias ? call.bind_raw(out.bias, bytes(biases), out.accumulate) : partial;
+    if (out.weights) run(weights, xy, p, fc, {xs, ys, partial});
+    if (out.bias) run(bias_partial(p, fc.bias_splits), y, p, fc, {ys, partial});
+    run(reduce_partials(count, biases), "", p, fc, {partial, dw, db});
 }
 
 }  // namespace convt::detail::gpu
