@@ -6,7 +6,8 @@ forced by CONVT_GPU_DW_SPLITS (1 slice, 3, and 64: more slices than some taps ha
 empty slices must write zeros). Odd sizes, channel tails of both blocks, groups, strides,
 dilation, 1-D images, images with fewer positions than lanes, fp16, NHWC, non-finite values and
 MPS batches that add into one state (the accumulate path), against the float64 reference and
-bitwise the same on a second run. On the CPU device the variables do nothing."""
+bitwise the same on a second run. On the CPU device the variables do nothing. Also dX of
+depthwise layers (convt_backward_data_depthwise.metal on GPU backends)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from _helpers import (
     FP16_TOL,
     FP32_TOL,
     assert_close,
+    assert_written,
     build_transpose_pair,
+    encode_data_gradient,
     from_nchw,
     run_encoded,
     set_total_offset,
@@ -119,6 +122,58 @@ def test_weight_gradient_kernels_fp16_nhwc(device: Any, rng, dw_kernel, case, mo
     """fp16 X and dY read from NHWC arrays (channel stride 1, pixel strides C); fp32 sums."""
     dw_kernel(mode)
     _check(device, rng, case, "NHWC", np.float16, FP16_TOL)
+
+
+@pytest.mark.parametrize(
+    "layout, dtype, tol", [("NCHW", np.float32, FP32_TOL), ("NHWC", np.float16, FP16_TOL)]
+)
+@pytest.mark.parametrize("case", CASES[:3])
+def test_depthwise_backward_data(device: Any, rng, case, layout, dtype, tol) -> None:
+    """dX of depthwise layers (GPU backends: convt_backward_data_depthwise.metal, a thread per
+    column and 4 rows) into a NaN-poisoned array, bitwise the same on a second run."""
+    import convt
+
+    n, cin, cout, groups, size, stride, k, pad, op, dil = case
+    x = rng.standard_normal((n, cin, *size)).astype(dtype)
+    w = rng.standard_normal((cin, 1, *k)).astype(dtype)
+    gy = rng.standard_normal(
+        R.conv_transpose_torch_ref(x, w, None, stride, pad, op, groups, dil).shape
+    ).astype(dtype)
+    ri, _, _ = R.conv_transpose_torch_backward(gy, x, w, stride, pad, op, groups, dil)
+    runs = []
+    for _ in range(2):
+        gi, _, _ = convt.conv_transpose2d_backward(
+            from_nchw(gy, layout), from_nchw(x, layout), w, stride, pad, op, groups, dil,
+            output_mask=(True, False, False), layout=layout, device=device,
+        )  # fmt: skip
+        runs.append(gi if layout == "NCHW" else np.moveaxis(gi, -1, 1))
+    assert_close(runs[0], ri, tol, f"grad_input {case}")
+    assert runs[0].tobytes() == runs[1].tobytes(), "grad_input differs between runs"
+
+
+@pytest.mark.parametrize("k, stride", [((4, 4), 2), ((3, 5), 3)])
+def test_depthwise_backward_data_window_and_clip(device: Any, rng, k, stride) -> None:
+    """MPS gradient API, depthwise: fp16 dY and dX, a window that leaves source pixels without
+    any dY (written as 0) and a clip rectangle (dY read from an offset region only)."""
+    import convt
+
+    w = rng.uniform(-0.5, 0.5, (5, *k, 1)).astype(np.float32)  # OHWI: 5 groups of 1 x 1
+    fwd, grad = build_transpose_pair(
+        device, w, stride=stride, groups=5, kernel_weights_dtype="float32"
+    )
+    set_total_offset(fwd, (5, 3))
+    clip = (2, 1, 0, 15, 14, 2)
+    fwd.clip_rect = convt.Region(*clip)
+    x = rng.uniform(-1, 1, (2, 5, 10, 12)).astype(np.float16)
+    dst = convt.Image(np.zeros((2, 5, 17, 19), np.float16))
+    state = fwd.result_state(convt.Image(x), destination_image=dst)
+    dy = rng.uniform(-1, 1, (2, 5, 17, 19)).astype(np.float16)
+    dx = encode_data_gradient(device, grad, dy, x, state)
+    dx_ref, _, _ = R.conv_transpose_mps_backward(
+        dy, x, w, stride, 1, 5, (5, 3), (10, 12), clip=clip
+    )
+    assert_written(dx, dx_ref, np.ones(x.shape, bool), FP16_TOL, "dX")
+    assert np.any(dx == 0.0), "expected source pixels without any dY (written as 0)"
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -55,6 +55,8 @@ constexpr int64_t kDxMinTiles = 128;
 // it is long (taps x output channels) and there are at least as many taps as slices.
 constexpr int64_t kDwRows = 4, kNarrowPixels = 4, kDxSlices = 8, kDxPixels = 2, kDxChannels = 8;
 constexpr int64_t kDxMinReduction = 64;
+// Depthwise dX (convt_backward_data_depthwise.metal): a thread per column and kDxdRows rows.
+constexpr int64_t kDxdRows = 4;
 // dX with lanes over (pixel column, kx mod 8) (convt_backward_data_kxlanes.metal): 4 columns x 8
 // residues a SIMD-group, 4 pixels x 8 input channels a lane, 2 pixel tiles x 4 reduction slices a
 // threadgroup; weights of up to kDxlMaxTaps taps (output channels x taps) staged at a time. It
@@ -153,6 +155,11 @@ inline bool dx_kx_lanes_fit(const ConvtParams& p) {
 
 inline Launch backward_data(const ConvtParams& p) {
     check_index_range(p);
+    if (p.out_per_group == 1 && p.in_per_group == 1)  // depthwise: kDxdRows rows a thread
+        return {"convt_backward_data_depthwise_",
+                {ceil_div(p.src_w, kThreads), ceil_div(p.src_h, kDxdRows),
+                 int64_t(p.num_images) * p.groups},
+                {kThreads, 1, 1}};
     // GEMM (64 source pixels x 64 input channels) for wide layers with enough tiles to fill the
     // GPU; measured on an H200: 128 tiles (hifigan_up1, N=8) gained 1.7x, 64 (dcgan_g2) lost.
     const Dims gemm{ceil_div(int64_t(p.src_h) * p.src_w, kGemmTile),
