@@ -1,7 +1,7 @@
-"""Weight-gradient timings on a CUDA machine: dW + dB alone (output_mask (False, True, True)) and
-the whole backward of convt's layer, for each CONVT_GPU_DW mode, against cuDNN's, plus the
-per-kernel CUDA time of one dW + dB call (torch.profiler). Used through the device tool to pick
-gpu_launch.h's dW kernel selection; see bench/RESULTS.md.
+"""Weight-gradient timings on a CUDA machine: dW + dB alone (output_mask (False, True, True)), dX
+alone and the whole backward of convt's layer, for each CONVT_GPU_DW mode, against cuDNN's, plus
+the per-kernel CUDA time of one dW + dB call (torch.profiler). Used through the device tool to
+pick gpu_launch.h's dW kernel selection; see bench/RESULTS.md.
 
     python tools/gpu_dw_bench.py --shapes dw_k4s2 fsrcnn_x3 --modes auto direct gemm
 """
@@ -57,6 +57,8 @@ def bench_shape(shape, args, torch, dev) -> None:
         "bwd": lambda i: layer.backward(xs[i % copies], gys[i % copies]),
         "cudnn_dw": cudnn,
         "cudnn_bwd": lambda i: cudnn(i, (True, True, True)),
+        "dx": lambda i: layer.backward(xs[i % copies], gys[i % copies], (True, False, False)),
+        "cudnn_dx": lambda i: cudnn(i, (True, False, False)),
     }
     ref = cudnn(0, double=True)[1].cpu().numpy()
     for mode in args.modes:
@@ -67,7 +69,8 @@ def bench_shape(shape, args, torch, dev) -> None:
         print(
             f"{shape.name:11s} {mode:6s} dW+dB {ms['dw']:.3f} ms (cuDNN {ms['cudnn_dw']:.3f})"
             f"  backward {ms['bwd']:.3f} ms (cuDNN {ms['cudnn_bwd']:.3f}, "
-            f"{ms['cudnn_bwd'] / ms['bwd']:.2f}x)  dW rel err {err:.1e}",
+            f"{ms['cudnn_bwd'] / ms['bwd']:.2f}x)  dX {ms['dx']:.3f} ms (cuDNN "
+            f"{ms['cudnn_dx']:.3f})  dW rel err {err:.1e}",
             flush=True,
         )
         if args.profile:
