@@ -9,17 +9,19 @@
 // of the tap's stride phase, consecutive columns: X reads are contiguous), keeps the channel
 // block's sums in registers, and the lanes combine with simd_sum.
 //
-// convt_backward_weights_depthwise (one input and one output channel per group): a threadgroup
-// owns one channel, up to CONVT_DWW_TAPS taps and one slice of source rows; lanes run over 32
-// consecutive source columns, each X pixel is read once and meets every tap of the chunk
-// (CONVT_DWW_TAPS sums in registers), then simd_sum and a fixed-order sum over the SIMD-groups.
+// convt_backward_weights_taps{1,4}: a threadgroup owns one output channel, 1 or 4 of its input
+// channels (1 for depthwise layers), up to CONVT_DWW_TAPS taps and one slice of the source rows;
+// lanes run over 32 consecutive source columns, each X pixel is read once and meets every tap of
+// the chunk (CONVT_DWW_TAPS x channels sums in registers: a dY load feeds 1 or 4 multiply-adds,
+// an X load 16), then simd_sum and a fixed-order sum over the SIMD-groups. Lanes idle past the
+// image's width, so narrow images take convt_backward_weights.
 #include "convt_weight_partials.h"
 
 #define CONVT_DWD_OB 4     // output channels a SIMD-group
 #define CONVT_DWD_CB 8     // input channels a SIMD-group
 #define CONVT_DWD_SIMDS 4  // SIMD-groups a threadgroup, each on its own channel block and tap
-#define CONVT_DWW_TAPS 16  // taps a depthwise threadgroup sums at once
-#define CONVT_DWW_SIMDS 8  // SIMD-groups a depthwise threadgroup
+#define CONVT_DWW_TAPS 16  // taps a "taps" threadgroup sums at once
+#define CONVT_DWW_SIMDS 8  // SIMD-groups a "taps" threadgroup
 
 template <typename TX, typename TY>
 inline void convt_backward_weights_impl(device const TX* x, device const TY* dy,
@@ -113,32 +115,36 @@ inline void convt_backward_weights_impl(device const TX* x, device const TY* dy,
         }
 }
 
-template <typename TX, typename TY, typename Red>
-inline void convt_backward_weights_depthwise_impl(device const TX* x, device const TY* dy,
-                                                  device float* partial, constant ConvtParams& p,
-                                                  uint3 tg, uint lid, Red red) {
+template <int CB, typename TX, typename TY, typename Red>
+inline void convt_backward_weights_taps_impl(device const TX* x, device const TY* dy,
+                                             device float* partial, constant ConvtParams& p,
+                                             uint3 tg, uint lid, Red red) {
     const int sx = fc_stride_x, sy = fc_stride_y;
     const int kw = fc_kernel_w, taps = fc_kernel_h * kw;
-    const int c = int(tg.x), t0 = int(tg.y) * CONVT_DWW_TAPS;
+    const int ig = p.in_per_group, og = p.out_per_group;
+    const int c_blocks = (ig + CB - 1) / CB;
+    const int cb = int(tg.x % uint(c_blocks)), oc = int(tg.x / uint(c_blocks));
+    const int c0 = cb * CB, nc = ig - c0 < CB ? ig - c0 : CB;
+    const int t0 = int(tg.y) * CONVT_DWW_TAPS;
     const int nt = taps - t0 < CONVT_DWW_TAPS ? taps - t0 : CONVT_DWW_TAPS;
     const uint lane = lid % CONVT_SIMD, sg = lid / CONVT_SIMD;
     // Source pixel (iy, ix) meets tap t at destination (iy * sy - ty[t], ix * sx - tx[t]),
     // relative to the clip.
     int ty[CONVT_DWW_TAPS], tx[CONVT_DWW_TAPS];
-    float acc[CONVT_DWW_TAPS];
+    float acc[CONVT_DWW_TAPS][CB];
     for (int t = 0; t < CONVT_DWW_TAPS; ++t) {
         const int tap = t0 + (t < nt ? t : 0), ky = tap / kw;
         ty[t] = p.first_tap_y + fc_dilation_y * ky;
         tx[t] = p.first_tap_x + fc_dilation_x * (tap - ky * kw);
-        acc[t] = 0.0f;
+        for (int c = 0; c < CB; ++c) acc[t][c] = 0.0f;
     }
     // Units of 32 source columns of one row of one image, split into fc_splits slices; the
     // SIMD-groups of the threadgroup take consecutive units (neighbouring rows share dY rows).
     const long chunks = (p.src_w + CONVT_SIMD - 1) / CONVT_SIMD;
     const long units = long(p.num_images) * p.src_h * chunks;
     const long u_end = units * (long(tg.z) + 1) / fc_splits;
-    const long x_c = p.src_base + long(c) * p.src_stride_c;
-    const long dy_c = p.dst_base + long(c) * p.dst_stride_c + long(p.clip_y) * p.dst_stride_h +
+    const long x_c = p.src_base + long(oc / og * ig + c0) * p.src_stride_c;
+    const long dy_c = p.dst_base + long(oc) * p.dst_stride_c + long(p.clip_y) * p.dst_stride_h +
                       long(p.clip_x) * p.dst_stride_w;
     CONVT_NO_UNROLL
     for (long u = units * long(tg.z) / fc_splits + sg; u < u_end; u += CONVT_DWW_SIMDS) {
@@ -146,28 +152,35 @@ inline void convt_backward_weights_depthwise_impl(device const TX* x, device con
         const int iy = int(r - n * p.src_h);
         const int ix = int(u - r * chunks) * CONVT_SIMD + int(lane);
         if (ix >= p.src_w) continue;
-        const float v = float(x[x_c + n * p.src_stride_n + long(iy) * p.src_stride_h +
-                                long(ix) * p.src_stride_w]);
+        const long px = x_c + n * p.src_stride_n + long(iy) * p.src_stride_h +
+                        long(ix) * p.src_stride_w;
+        float v[CB];
+        for (int c = 0; c < CB; ++c) v[c] = c < nc ? float(x[px + c * p.src_stride_c]) : 0.0f;
         const long plane = dy_c + n * p.dst_stride_n;
         const int ey = iy * sy, ex = ix * sx;
         for (int t = 0; t < CONVT_DWW_TAPS; ++t) {
             const int yy = ey - ty[t], xx = ex - tx[t];
             // A tap that misses the clip adds nothing (not 0 * v: v may be Inf).
-            if (t < nt && yy >= 0 && yy < p.clip_h && xx >= 0 && xx < p.clip_w)
-                acc[t] = fma(float(dy[plane + long(yy) * p.dst_stride_h +
-                                      long(xx) * p.dst_stride_w]),
-                             v, acc[t]);
+            if (t < nt && yy >= 0 && yy < p.clip_h && xx >= 0 && xx < p.clip_w) {
+                const float d = float(dy[plane + long(yy) * p.dst_stride_h +
+                                         long(xx) * p.dst_stride_w]);
+                for (int c = 0; c < CB; ++c) acc[t][c] = fma(d, v[c], acc[t][c]);
+            }
         }
     }
-    for (int t = 0; t < CONVT_DWW_TAPS; ++t) {
-        const float sum = simd_sum(acc[t]);
-        if (lane == 0) red[sg * CONVT_DWW_TAPS + t] = sum;
-    }
+    // Lane sums, then SIMD-group sums in SIMD-group order. Channels past nc hold junk (0 x dY)
+    // and are never written.
+    for (int t = 0; t < CONVT_DWW_TAPS; ++t)
+        for (int c = 0; c < CB; ++c) {
+            const float sum = simd_sum(acc[t][c]);
+            if (lane == 0) red[(sg * CONVT_DWW_TAPS + t) * CB + c] = sum;
+        }
     threadgroup_barrier(mem_flags::mem_threadgroup);
-    if (int(lid) >= nt) return;
+    const int t = int(lid) / CB, c = int(lid) % CB;
+    if (t >= nt || c >= nc) return;
     float sum = 0.0f;
-    for (int s = 0; s < CONVT_DWW_SIMDS; ++s) sum += red[s * CONVT_DWW_TAPS + lid];
-    partial[convt_dw_slice(p, tg.z) + long(c) * taps + t0 + lid] = sum;
+    for (int s = 0; s < CONVT_DWW_SIMDS; ++s) sum += red[(s * CONVT_DWW_TAPS + t) * CB + c];
+    partial[convt_dw_slice(p, tg.z) + (long(oc) * taps + t0 + t) * ig + c0 + c] = sum;
 }
 
 #define CONVT_BACKWARD_WEIGHTS_ENTRY(NAME, TX, TY)                                              \
@@ -178,20 +191,24 @@ inline void convt_backward_weights_depthwise_impl(device const TX* x, device con
         convt_backward_weights_impl<TX, TY>(x, dy, partial, p, tg, lid);                        \
     }
 
-#define CONVT_BACKWARD_WEIGHTS_DEPTHWISE_ENTRY(NAME, TX, TY)                                    \
+#define CONVT_BACKWARD_WEIGHTS_TAPS_ENTRY(NAME, CB, TX, TY)                                     \
     kernel void NAME(device const TX* x [[buffer(0)]], device const TY* dy [[buffer(1)]],      \
                      device float* partial [[buffer(2)]], constant ConvtParams& p [[buffer(3)]], \
                      uint3 tg [[threadgroup_position_in_grid]],                                 \
                      uint lid [[thread_index_in_threadgroup]]) {                                \
-        threadgroup float red[CONVT_DWW_SIMDS * CONVT_DWW_TAPS];                                \
-        convt_backward_weights_depthwise_impl<TX, TY>(x, dy, partial, p, tg, lid, red);         \
+        threadgroup float red[CONVT_DWW_SIMDS * CONVT_DWW_TAPS * CB];                           \
+        convt_backward_weights_taps_impl<CB, TX, TY>(x, dy, partial, p, tg, lid, red);          \
     }
 
 CONVT_BACKWARD_WEIGHTS_ENTRY(convt_backward_weights_f32_f32, float, float)
 CONVT_BACKWARD_WEIGHTS_ENTRY(convt_backward_weights_f32_f16, float, half)
 CONVT_BACKWARD_WEIGHTS_ENTRY(convt_backward_weights_f16_f32, half, float)
 CONVT_BACKWARD_WEIGHTS_ENTRY(convt_backward_weights_f16_f16, half, half)
-CONVT_BACKWARD_WEIGHTS_DEPTHWISE_ENTRY(convt_backward_weights_depthwise_f32_f32, float, float)
-CONVT_BACKWARD_WEIGHTS_DEPTHWISE_ENTRY(convt_backward_weights_depthwise_f32_f16, float, half)
-CONVT_BACKWARD_WEIGHTS_DEPTHWISE_ENTRY(convt_backward_weights_depthwise_f16_f32, half, float)
-CONVT_BACKWARD_WEIGHTS_DEPTHWISE_ENTRY(convt_backward_weights_depthwise_f16_f16, half, half)
+CONVT_BACKWARD_WEIGHTS_TAPS_ENTRY(convt_backward_weights_taps1_f32_f32, 1, float, float)
+CONVT_BACKWARD_WEIGHTS_TAPS_ENTRY(convt_backward_weights_taps1_f32_f16, 1, float, half)
+CONVT_BACKWARD_WEIGHTS_TAPS_ENTRY(convt_backward_weights_taps1_f16_f32, 1, half, float)
+CONVT_BACKWARD_WEIGHTS_TAPS_ENTRY(convt_backward_weights_taps1_f16_f16, 1, half, half)
+CONVT_BACKWARD_WEIGHTS_TAPS_ENTRY(convt_backward_weights_taps4_f32_f32, 4, float, float)
+CONVT_BACKWARD_WEIGHTS_TAPS_ENTRY(convt_backward_weights_taps4_f32_f16, 4, float, half)
+CONVT_BACKWARD_WEIGHTS_TAPS_ENTRY(convt_backward_weights_taps4_f16_f32, 4, half, float)
+CONVT_BACKWARD_WEIGHTS_TAPS_ENTRY(convt_backward_weights_taps4_f16_f16, 4, half, half)

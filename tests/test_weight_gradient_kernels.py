@@ -1,11 +1,12 @@
 """Weight and bias gradients on every dW kernel of the GPU backends, each forced by CONVT_GPU_DW
 (gpu_launch.h): the narrow kernel (convt_backward_weights.metal: a SIMD-group per 4 output x 8
-input channels of a tap and a slice of K), the depthwise one (same file: lanes over 32 source
-columns, 16 taps a thread) and the GEMM one; K split into slices summed in order, by shape or
-forced by CONVT_GPU_DW_SPLITS (1 slice, 3, and 64: more slices than some taps have positions, so
-empty slices must write zeros). Odd sizes, channel tails of both blocks, groups, strides,
-dilation, 1-D images, images with fewer positions than lanes, fp16, NHWC, non-finite values and
-MPS batches that add into one state (the accumulate path), against the float64 reference and
+input channels of a tap and a slice of K), the "taps" kernels (same file: lanes over 32 source
+columns, 16 taps x 1 or 4 input channels a thread) and the GEMM one; K split into slices summed
+in order, by shape or forced by CONVT_GPU_DW_SPLITS (1 slice, 3, and 64: more slices than some
+taps have positions, so empty slices must write zeros); dB over slices of rows. Odd sizes,
+channel and tap-chunk tails, groups, strides, dilation, 1-D images, images narrower than a
+SIMD-group and images with fewer positions than lanes, fp16, NHWC, non-finite values and MPS
+batches that add into one state (the accumulate path), against the float64 reference and
 bitwise the same on a second run. On the CPU device the variables do nothing. Also dX of
 depthwise layers (convt_backward_data_depthwise.metal on GPU backends)."""
 
@@ -38,8 +39,9 @@ CASES = [
     (2, 5, 7, 1, (5, 6), 8, (16, 16), 4, 0, 1),  # FCN-like k16 s8: 7 = 4 + 3 output channels
     (2, 17, 9, 1, (8, 5), 1, (3, 3), 1, 0, 1),  # tails: 9 = 4+4+1 out, 17 = 8+8+1 in
     (7, 2, 3, 1, (2, 3), 1, (2, 2), 0, 0, 1),  # 6 positions an image: a lane's step wraps images
+    (2, 3, 6, 3, (5, 40), 2, (3, 3), 1, 1, 1),  # one input, two output channels a group
 ]
-MODES = ["auto", "direct", "gemm"]
+MODES = ["auto", "direct", "taps", "gemm"]
 
 
 @pytest.fixture
@@ -87,13 +89,15 @@ def _check(device, rng, case, layout="NCHW", dtype=np.float32, tol=FP32_TOL) -> 
 
 
 def _selections():
-    """(case, mode, splits): every split count on the narrow and depthwise kernels; the GEMM
-    kernel (tested at its own sizes elsewhere) by shape and with 64 slices, on the smaller cases
-    (the simulation runs its 256-thread groups slowly); no 64 slices for the 256 taps of FCN."""
+    """(case, mode, splits): every split count on the narrow kernel; the GEMM kernel (tested at
+    its own sizes elsewhere) by shape and with 64 slices on the smaller grids, and the taps
+    kernels with 64 slices on two small grids only (the simulation runs 256-thread groups
+    slowly); FCN's 256 taps by shape and in one slice only."""
     for i, case in enumerate(CASES):
         for mode in MODES:
-            for splits in (None, 1, 3, 64) if mode != "gemm" else (None, 64):
-                if (mode == "gemm" and i == 0) or (i == 5 and splits == 64):
+            counts = {"gemm": (None, 64), "taps": (None, 1, 3) + ((64,) if i in (2, 7) else ())}
+            for splits in counts.get(mode, (None, 1, 3, 64)):
+                if (mode == "gemm" and i in (0, 1, 3)) or (i == 5 and splits not in (None, 1)):
                     continue
                 label = f"case{i}-{mode}-" + (f"s{splits}" if splits else "by_shape")
                 yield pytest.param(case, mode, splits, id=label)
@@ -107,16 +111,16 @@ def test_weight_gradient_kernels(device: Any, rng, dw_kernel, case, mode, splits
 
 @pytest.mark.parametrize("mode", MODES)
 def test_weight_gradient_split_counts_differ(device: Any, rng, dw_kernel, mode) -> None:
-    """Slices by shape where dW and dB differ (3 -> 1 channels, 64 x 64 source pixels: 4 dW
-    slices on the narrow kernel, 32 on the GEMM one; 8 dB slices), so each reads its own part
-    of the scratch buffer."""
+    """Slices by shape where dW and dB differ (3 -> 1 channels, 64 x 48 source pixels: dW in 3
+    slices on the narrow kernel, 4 on the taps one, 24 on the GEMM one; dB in 32), so each
+    reads its own part of the scratch buffer."""
     if device.kind == "cpu":
         pytest.skip("GPU scratch layout (the CPU backend's dB of 32768 pixels is off by 1.25e-5)")
     dw_kernel(mode)
-    _check(device, rng, (2, 3, 1, 1, (64, 64), 2, (4, 4), 1, 0, 1))
+    _check(device, rng, (2, 3, 1, 1, (64, 48), 2, (4, 4), 1, 0, 1))
 
 
-@pytest.mark.parametrize("mode", ["auto", "direct"])
+@pytest.mark.parametrize("mode", ["auto", "direct", "taps"])
 @pytest.mark.parametrize("case", CASES)
 def test_weight_gradient_kernels_fp16_nhwc(device: Any, rng, dw_kernel, case, mode) -> None:
     """fp16 X and dY read from NHWC arrays (channel stride 1, pixel strides C); fp32 sums."""
@@ -261,7 +265,7 @@ def test_weight_gradient_batches_accumulate(
 @pytest.mark.parametrize(
     "name, value, message",
     [
-        ("CONVT_GPU_DW", "fast", "CONVT_GPU_DW must be 'auto', 'gemm' or 'direct'"),
+        ("CONVT_GPU_DW", "fast", "CONVT_GPU_DW must be 'auto', 'gemm', 'direct' or 'taps'"),
         ("CONVT_GPU_DW_SPLITS", "0", r"CONVT_GPU_DW_SPLITS must be an integer in \[1, 4096\]"),
         ("CONVT_GPU_DW_SPLITS", "2x", r"CONVT_GPU_DW_SPLITS must be an integer in \[1, 4096\]"),
     ],

@@ -1,6 +1,6 @@
 """Weight-gradient timings on a CUDA machine: dW + dB alone (output_mask (False, True, True)), dX
 alone and the whole backward of convt's layer, for each CONVT_GPU_DW mode, against cuDNN's, plus
-the per-kernel CUDA time of one dW + dB call (torch.profiler). Used through the device tool to
+the per-kernel CUDA time of one whole backward (torch.profiler). Used through the device tool to
 pick gpu_launch.h's dW kernel selection; see bench/RESULTS.md.
 
     python tools/gpu_dw_bench.py --shapes dw_k4s2 fsrcnn_x3 --modes auto direct gemm
@@ -77,7 +77,7 @@ def bench_shape(shape, args, torch, dev) -> None:
             from torch.profiler import ProfilerActivity, profile
 
             with profile(activities=[ProfilerActivity.CUDA]) as prof:
-                layer.backward(xs[1], gys[1], (False, True, True))
+                layer.backward(xs[1], gys[1])
                 torch.cuda.synchronize()
             for e in prof.key_averages():
                 if e.device_time_total > 0:
@@ -92,7 +92,7 @@ def main() -> int:
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--warmup", type=int, default=6)
     ap.add_argument("--repeats", type=int, default=30)
-    ap.add_argument("--profile", action="store_true", help="per-kernel times of one dW call")
+    ap.add_argument("--profile", action="store_true", help="per-kernel times of one backward")
     ap.add_argument("--label", default="")
     args = ap.parse_args()
     import convt

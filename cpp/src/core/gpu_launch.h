@@ -30,10 +30,11 @@ struct Launch {
 constexpr int64_t kTile = 8, kThreads = 64, kChannelBlock = 4, kSimd = 32;
 // GEMM kernels: 64 x 64 tiles, 256 threads. The forward one serves layers with at least
 // kGemmMinOut output channels per group (narrower ones waste most of its tile), dW the layers
-// whose per-group channel product reaches kDwMinProduct: measured on an H200 (bench_gpu, N=8),
-// GEMM dW beat the direct kernel from 3 x 128 channels up (dcgan_out 0.88 -> 0.56 ms, fcn8s
-// 15.5 -> 8.6 ms, fsrcnn 22 -> 14 ms) but lost 10x on depthwise (2.9 -> 27 ms).
-constexpr int64_t kGemmTile = 64, kGemmThreads = 256, kGemmMinOut = 32, kDwMinProduct = 16;
+// with at least kDwGemmMin output and input channels per group. Measured on an H100 (dW + dB,
+// N=8, tools/gpu_dw_bench.py): the narrow kernels won below that (dcgan_out 3 x 128 channels
+// 0.45 -> 0.24 ms, grp4 16 x 16 2.2 -> 0.72, fcn8s 21 x 21 2.2 -> 1.1, fsrcnn 1 x 56 11 -> 1.7),
+// the GEMM one at 32 x 64 (unet_up2 1.11 against 1.20).
+constexpr int64_t kGemmTile = 64, kGemmThreads = 256, kGemmMinOut = 32, kDwGemmMin = 32;
 // dW splits K into slices until about this many threadgroups run, each slice >= kDwMinSlice.
 constexpr int64_t kDwTargetGroups = 512, kDwMinSlice = 256, kDwMaxSplits = 64;
 // Narrow dW (convt_backward_weights.metal): a SIMD-group per kDwdOut x kDwdIn channels of a tap
@@ -41,13 +42,17 @@ constexpr int64_t kDwTargetGroups = 512, kDwMinSlice = 256, kDwMaxSplits = 64;
 // SIMD-groups run (a full H100 holds 132 x 64), each of >= kDwdMinSlice K positions.
 constexpr int64_t kDwdOut = 4, kDwdIn = 8, kDwdSimds = 4, kDwdTargetSimds = 8192,
                   kDwdMinSlice = 2048;
-// Depthwise dW: a threadgroup of kDwwSimds SIMD-groups per channel, chunk of kDwwTaps taps and
-// slice; slices until about kDwwTargetGroups threadgroups run, each of >= kDwwMinUnits units
-// (32 source columns of a row).
-constexpr int64_t kDwwTaps = 16, kDwwSimds = 8, kDwwTargetGroups = 528, kDwwMinUnits = 32;
-// dB: a SIMD-group per output channel and slice; slices until about kDbTargetSimds SIMD-groups
-// run, each of >= kDbMinSlice pixels (fsrcnn's one channel had 7 SIMD-groups for 1.2M pixels).
-constexpr int64_t kDbTargetSimds = 1024, kDbMinSlice = 4096;
+// "Taps" dW (convt_backward_weights_taps{1,4}): a threadgroup of kDwwSimds SIMD-groups per
+// output channel, kDwwIn input channels (1 when the group has one), chunk of kDwwTaps taps and
+// slice; slices until about kDwwTargetGroups threadgroups run, each of >= kDwwMinUnits units (32
+// source columns of a row). Lanes run over columns: images narrower than kDwwMinWidth take the
+// narrow kernel instead.
+constexpr int64_t kDwwTaps = 16, kDwwIn = 4, kDwwSimds = 8, kDwwTargetGroups = 528,
+                  kDwwMinUnits = 64, kDwwMinWidth = 24;
+// dB: a threadgroup of kDbSimds SIMD-groups per output channel and slice of the clip rows;
+// slices until about kDbTargetGroups threadgroups run, each of >= kDbMinRows rows (fsrcnn's one
+// channel had 7 SIMD-groups for 1.2M pixels).
+constexpr int64_t kDbSimds = 8, kDbTargetGroups = 528, kDbMinRows = 8;
 constexpr int64_t kDxMinTiles = 128;
 // Narrow kernels: rows per thread (convt_forward_depthwise.metal), pixels per thread
 // (convt_forward_narrow.metal), and dX's reduction slices,
@@ -196,21 +201,21 @@ inline int64_t weight_count(const ConvtParams& p) {
     return int64_t(p.out_channels) * p.kernel_h * p.kernel_w * p.in_per_group;
 }
 
-/// The dW kernel for a layer: CONVT_GPU_DW=gemm or direct forces one (tests reach every kernel
-/// with small layers; benchmarks compare them); auto picks by channels per group.
-enum class WeightsKernel { Gemm, Direct, Depthwise };
+/// The dW kernel for a layer: CONVT_GPU_DW=gemm, direct or taps forces one (tests reach every
+/// kernel with small layers; benchmarks compare them); auto picks by channels and width.
+enum class WeightsKernel { Gemm, Direct, Taps };
 
 inline WeightsKernel weights_kernel(const ConvtParams& p) {
     const char* v = std::getenv("CONVT_GPU_DW");
     const std::string mode = v ? v : "auto";
     if (mode == "gemm") return WeightsKernel::Gemm;
     if (mode == "direct") return WeightsKernel::Direct;
+    if (mode == "taps") return WeightsKernel::Taps;
     if (mode != "auto")
         throw std::invalid_argument(
-            concat("CONVT_GPU_DW must be 'auto', 'gemm' or 'direct', got '", mode, "'"));
-    if (p.out_per_group == 1 && p.in_per_group == 1) return WeightsKernel::Depthwise;
-    return int64_t(p.out_per_group) * p.in_per_group >= kDwMinProduct ? WeightsKernel::Gemm
-                                                                      : WeightsKernel::Direct;
+            concat("CONVT_GPU_DW must be 'auto', 'gemm', 'direct' or 'taps', got '", mode, "'"));
+    if (p.out_per_group >= kDwGemmMin && p.in_per_group >= kDwGemmMin) return WeightsKernel::Gemm;
+    return p.src_w >= kDwwMinWidth ? WeightsKernel::Taps : WeightsKernel::Direct;
 }
 
 /// CONVT_GPU_DW_SPLITS=n forces n slices on every dW and dB kernel (tests); 0: by shape.
@@ -253,20 +258,25 @@ inline int64_t direct_splits(const ConvtParams& p) {
     return splits_for(direct_units(p), kDwdTargetSimds, phase_positions(p), kDwdMinSlice);
 }
 
-/// Depthwise units a channel: 32 source columns of one row of one image.
-inline int64_t depthwise_units(const ConvtParams& p) {
+/// "Taps" units of a channel: 32 source columns of one row of one image.
+inline int64_t taps_units(const ConvtParams& p) {
     return int64_t(p.num_images) * p.src_h * ceil_div(p.src_w, kSimd);
 }
 
-inline int64_t depthwise_splits(const ConvtParams& p) {
-    return splits_for(
-        int64_t(p.out_channels) * ceil_div(int64_t(p.kernel_h) * p.kernel_w, kDwwTaps),
-        kDwwTargetGroups, depthwise_units(p), kDwwMinUnits);
+inline int64_t taps_inputs(const ConvtParams& p) { return p.in_per_group == 1 ? 1 : kDwwIn; }
+
+inline int64_t taps_groups(const ConvtParams& p) {
+    return int64_t(p.out_channels) * ceil_div(p.in_per_group, taps_inputs(p)) *
+           ceil_div(int64_t(p.kernel_h) * p.kernel_w, kDwwTaps);
+}
+
+inline int64_t taps_splits(const ConvtParams& p) {
+    return splits_for(taps_groups(p), kDwwTargetGroups, taps_units(p), kDwwMinUnits);
 }
 
 inline int64_t bias_splits(const ConvtParams& p) {
-    return splits_for(p.out_channels, kDbTargetSimds, int64_t(p.num_images) * p.clip_h * p.clip_w,
-                      kDbMinSlice);
+    return splits_for(p.out_channels, kDbTargetGroups, int64_t(p.num_images) * p.clip_h,
+                      kDbMinRows);
 }
 
 inline Launch weights_gemm(const ConvtParams& p, int64_t splits) {
@@ -282,14 +292,15 @@ inline Launch weights_direct(const ConvtParams& p, int64_t splits) {
             {kDwdSimds * kSimd, 1, 1}};
 }
 
-inline Launch weights_depthwise(const ConvtParams& p, int64_t splits) {
-    return {"convt_backward_weights_depthwise_",
-            {p.out_channels, ceil_div(int64_t(p.kernel_h) * p.kernel_w, kDwwTaps), splits},
+inline Launch weights_taps(const ConvtParams& p, int64_t splits) {
+    return {taps_inputs(p) == 1 ? "convt_backward_weights_taps1_" : "convt_backward_weights_taps4_",
+            {int64_t(p.out_channels) * ceil_div(p.in_per_group, taps_inputs(p)),
+             ceil_div(int64_t(p.kernel_h) * p.kernel_w, kDwwTaps), splits},
             {kDwwSimds * kSimd, 1, 1}};
 }
 
 inline Launch bias_partial(const ConvtParams& p, int64_t splits) {
-    return {"convt_backward_bias_partial_", {p.out_channels, 1, splits}, {kSimd, 1, 1}};
+    return {"convt_backward_bias_partial_", {p.out_channels, 1, splits}, {kDbSimds * kSimd, 1, 1}};
 }
 
 /// Adds the slices of `count` weights (row 0) and of the biases (row 1).
@@ -355,8 +366,8 @@ void backward_weights(ConvtParams p, Buffer xs, Buffer ys, const GradientOutput&
             case WeightsKernel::Direct:
                 weights = weights_direct(p, fc.splits = direct_splits(p));
                 break;
-            case WeightsKernel::Depthwise:
-                weights = weights_depthwise(p, fc.splits = depthwise_splits(p));
+            case WeightsKernel::Taps:
+                weights = weights_taps(p, fc.splits = taps_splits(p));
                 break;
         }
     }
