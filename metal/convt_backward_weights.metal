@@ -23,15 +23,15 @@
 #define CONVT_DWW_TAPS 16  // taps a "taps" threadgroup sums at once
 #define CONVT_DWW_SIMDS 8  // SIMD-groups a "taps" threadgroup
 
-template <typename TX, typename TY>
+template <int OB, int CB, typename TX, typename TY>
 inline void convt_backward_weights_impl(device const TX* x, device const TY* dy,
                                         device float* partial, constant ConvtParams& p, uint3 tg,
                                         uint lid) {
     const int sx = fc_stride_x, sy = fc_stride_y;
     const int kw = fc_kernel_w, taps = fc_kernel_h * kw;
     const int ig = p.in_per_group, og = p.out_per_group;
-    const int o_blocks = (og + CONVT_DWD_OB - 1) / CONVT_DWD_OB;
-    const int c_blocks = (ig + CONVT_DWD_CB - 1) / CONVT_DWD_CB;
+    const int o_blocks = (og + OB - 1) / OB;
+    const int c_blocks = (ig + CB - 1) / CB;
     const uint lane = lid % CONVT_SIMD;
     // unit = ((g * o_blocks + ob) * taps + tap) * c_blocks + cb
     long unit = long(tg.x) * CONVT_DWD_SIMDS + long(lid / CONVT_SIMD);
@@ -42,9 +42,9 @@ inline void convt_backward_weights_impl(device const TX* x, device const TY* dy,
     unit /= taps;
     const int ob = int(unit % o_blocks), g = int(unit / o_blocks);
     const int ky = tap / kw, kx = tap - ky * kw;
-    const int o0 = ob * CONVT_DWD_OB, c0 = cb * CONVT_DWD_CB;
-    const int no = og - o0 < CONVT_DWD_OB ? og - o0 : CONVT_DWD_OB;
-    const int nc = ig - c0 < CONVT_DWD_CB ? ig - c0 : CONVT_DWD_CB;
+    const int o0 = ob * OB, c0 = cb * CB;
+    const int no = og - o0 < OB ? og - o0 : OB;
+    const int nc = ig - c0 < CB ? ig - c0 : CB;
     // Destination rows/columns this tap reaches: a phase of the stride, cut to those whose source
     // pixel exists (first source row iy0, column ix0).
     const long ey = long(p.first_tap_y) + long(fc_dilation_y) * ky;
@@ -58,9 +58,9 @@ inline void convt_backward_weights_impl(device const TX* x, device const TY* dy,
     const long per_image = rows * cols, k_total = long(p.num_images) * per_image;
     const long k_end = k_total * (long(tg.z) + 1) / fc_splits;
 
-    float acc[CONVT_DWD_OB][CONVT_DWD_CB];
-    for (int o = 0; o < CONVT_DWD_OB; ++o)
-        for (int c = 0; c < CONVT_DWD_CB; ++c) acc[o][c] = 0.0f;
+    float acc[OB][CB];
+    for (int o = 0; o < OB; ++o)
+        for (int c = 0; c < CB; ++c) acc[o][c] = 0.0f;
     long k = k_total * long(tg.z) / fc_splits + lane;
     if (k < k_end) {
         // Position k is (image n, row, col); stepping by 32 moves step_r rows and step_c columns.
@@ -78,14 +78,14 @@ inline void convt_backward_weights_impl(device const TX* x, device const TY* dy,
         const long dy_step = step_r * dyr + step_c * dyc, x_step = step_r * xr + step_c * xc;
         CONVT_NO_UNROLL
         for (; k < k_end; k += CONVT_SIMD) {
-            float d[CONVT_DWD_OB], v[CONVT_DWD_CB];
-            for (int o = 0; o < CONVT_DWD_OB; ++o)
+            float d[OB], v[CB];
+            for (int o = 0; o < OB; ++o)
                 d[o] = o < no ? float(dy[dyo + o * p.dst_stride_c]) : 0.0f;
-            for (int c = 0; c < CONVT_DWD_CB; ++c)
+            for (int c = 0; c < CB; ++c)
                 v[c] = c < nc ? float(x[xo + c * p.src_stride_c]) : 0.0f;
-            for (int o = 0; o < CONVT_DWD_OB; ++o)
+            for (int o = 0; o < OB; ++o)
                 if (o < no)
-                    for (int c = 0; c < CONVT_DWD_CB; ++c)
+                    for (int c = 0; c < CB; ++c)
                         if (c < nc) acc[o][c] = fma(d[o], v[c], acc[o][c]);
             col += step_c;
             row += step_r;
@@ -107,15 +107,15 @@ inline void convt_backward_weights_impl(device const TX* x, device const TY* dy,
         }
     }
     const long out = convt_dw_slice(p, tg.z);
-    for (int o = 0; o < CONVT_DWD_OB; ++o)
-        for (int c = 0; c < CONVT_DWD_CB; ++c) {
+    for (int o = 0; o < OB; ++o)
+        for (int c = 0; c < CB; ++c) {
             if (o >= no || c >= nc) continue;  // the same for the whole SIMD-group
             const float sum = simd_sum(acc[o][c]);
             if (lane == 0) partial[out + (long(g * og + o0 + o) * taps + tap) * ig + c0 + c] = sum;
         }
 }
 
-template <int CB, typename TX, typename TY, typename Red>
+template <int CB, int T, typename TX, typename TY, typename Red>
 inline void convt_backward_weights_taps_impl(device const TX* x, device const TY* dy,
                                              device float* partial, constant ConvtParams& p,
                                              uint3 tg, uint lid, Red red) {
@@ -125,14 +125,14 @@ inline void convt_backward_weights_taps_impl(device const TX* x, device const TY
     const int c_blocks = (ig + CB - 1) / CB;
     const int cb = int(tg.x % uint(c_blocks)), oc = int(tg.x / uint(c_blocks));
     const int c0 = cb * CB, nc = ig - c0 < CB ? ig - c0 : CB;
-    const int t0 = int(tg.y) * CONVT_DWW_TAPS;
-    const int nt = taps - t0 < CONVT_DWW_TAPS ? taps - t0 : CONVT_DWW_TAPS;
+    const int t0 = int(tg.y) * T;
+    const int nt = taps - t0 < T ? taps - t0 : T;
     const uint lane = lid % CONVT_SIMD, sg = lid / CONVT_SIMD;
     // Source pixel (iy, ix) meets tap t at destination (iy * sy - ty[t], ix * sx - tx[t]),
     // relative to the clip.
-    int ty[CONVT_DWW_TAPS], tx[CONVT_DWW_TAPS];
-    float acc[CONVT_DWW_TAPS][CB];
-    for (int t = 0; t < CONVT_DWW_TAPS; ++t) {
+    int ty[T], tx[T];
+    float acc[T][CB];
+    for (int t = 0; t < T; ++t) {
         const int tap = t0 + (t < nt ? t : 0), ky = tap / kw;
         ty[t] = p.first_tap_y + fc_dilation_y * ky;
         tx[t] = p.first_tap_x + fc_dilation_x * (tap - ky * kw);
@@ -158,7 +158,7 @@ inline void convt_backward_weights_taps_impl(device const TX* x, device const TY
         for (int c = 0; c < CB; ++c) v[c] = c < nc ? float(x[px + c * p.src_stride_c]) : 0.0f;
         const long plane = dy_c + n * p.dst_stride_n;
         const int ey = iy * sy, ex = ix * sx;
-        for (int t = 0; t < CONVT_DWW_TAPS; ++t) {
+        for (int t = 0; t < T; ++t) {
             const int yy = ey - ty[t], xx = ex - tx[t];
             // A tap that misses the clip adds nothing (not 0 * v: v may be Inf).
             if (t < nt && yy >= 0 && yy < p.clip_h && xx >= 0 && xx < p.clip_w) {
@@ -170,45 +170,58 @@ inline void convt_backward_weights_taps_impl(device const TX* x, device const TY
     }
     // Lane sums, then SIMD-group sums in SIMD-group order. Channels past nc hold junk (0 x dY)
     // and are never written.
-    for (int t = 0; t < CONVT_DWW_TAPS; ++t)
+    for (int t = 0; t < T; ++t)
         for (int c = 0; c < CB; ++c) {
             const float sum = simd_sum(acc[t][c]);
-            if (lane == 0) red[(sg * CONVT_DWW_TAPS + t) * CB + c] = sum;
+            if (lane == 0) red[(sg * T + t) * CB + c] = sum;
         }
     threadgroup_barrier(mem_flags::mem_threadgroup);
     const int t = int(lid) / CB, c = int(lid) % CB;
     if (t >= nt || c >= nc) return;
     float sum = 0.0f;
-    for (int s = 0; s < CONVT_DWW_SIMDS; ++s) sum += red[(s * CONVT_DWW_TAPS + t) * CB + c];
+    for (int s = 0; s < CONVT_DWW_SIMDS; ++s) sum += red[(s * T + t) * CB + c];
     partial[convt_dw_slice(p, tg.z) + (long(oc) * taps + t0 + t) * ig + c0 + c] = sum;
 }
 
-#define CONVT_BACKWARD_WEIGHTS_ENTRY(NAME, TX, TY)                                              \
+#define CONVT_BACKWARD_WEIGHTS_ENTRY(NAME, OB, CB, TX, TY)                                      \
     kernel void NAME(device const TX* x [[buffer(0)]], device const TY* dy [[buffer(1)]],      \
                      device float* partial [[buffer(2)]], constant ConvtParams& p [[buffer(3)]], \
                      uint3 tg [[threadgroup_position_in_grid]],                                 \
                      uint lid [[thread_index_in_threadgroup]]) {                                \
-        convt_backward_weights_impl<TX, TY>(x, dy, partial, p, tg, lid);                        \
+        convt_backward_weights_impl<OB, CB, TX, TY>(x, dy, partial, p, tg, lid);                \
     }
 
-#define CONVT_BACKWARD_WEIGHTS_TAPS_ENTRY(NAME, CB, TX, TY)                                     \
+#define CONVT_BACKWARD_WEIGHTS_TAPS_ENTRY(NAME, CB, T, TX, TY)                                  \
     kernel void NAME(device const TX* x [[buffer(0)]], device const TY* dy [[buffer(1)]],      \
                      device float* partial [[buffer(2)]], constant ConvtParams& p [[buffer(3)]], \
                      uint3 tg [[threadgroup_position_in_grid]],                                 \
                      uint lid [[thread_index_in_threadgroup]]) {                                \
-        threadgroup float red[CONVT_DWW_SIMDS * CONVT_DWW_TAPS * CB];                           \
-        convt_backward_weights_taps_impl<CB, TX, TY>(x, dy, partial, p, tg, lid, red);          \
+        threadgroup float red[CONVT_DWW_SIMDS * T * CB];                                        \
+        convt_backward_weights_taps_impl<CB, T, TX, TY>(x, dy, partial, p, tg, lid, red);       \
     }
 
-CONVT_BACKWARD_WEIGHTS_ENTRY(convt_backward_weights_f32_f32, float, float)
-CONVT_BACKWARD_WEIGHTS_ENTRY(convt_backward_weights_f32_f16, float, half)
-CONVT_BACKWARD_WEIGHTS_ENTRY(convt_backward_weights_f16_f32, half, float)
-CONVT_BACKWARD_WEIGHTS_ENTRY(convt_backward_weights_f16_f16, half, half)
-CONVT_BACKWARD_WEIGHTS_TAPS_ENTRY(convt_backward_weights_taps1_f32_f32, 1, float, float)
-CONVT_BACKWARD_WEIGHTS_TAPS_ENTRY(convt_backward_weights_taps1_f32_f16, 1, float, half)
-CONVT_BACKWARD_WEIGHTS_TAPS_ENTRY(convt_backward_weights_taps1_f16_f32, 1, half, float)
-CONVT_BACKWARD_WEIGHTS_TAPS_ENTRY(convt_backward_weights_taps1_f16_f16, 1, half, half)
-CONVT_BACKWARD_WEIGHTS_TAPS_ENTRY(convt_backward_weights_taps4_f32_f32, 4, float, float)
-CONVT_BACKWARD_WEIGHTS_TAPS_ENTRY(convt_backward_weights_taps4_f32_f16, 4, float, half)
-CONVT_BACKWARD_WEIGHTS_TAPS_ENTRY(convt_backward_weights_taps4_f16_f32, 4, half, float)
-CONVT_BACKWARD_WEIGHTS_TAPS_ENTRY(convt_backward_weights_taps4_f16_f16, 4, half, half)
+CONVT_BACKWARD_WEIGHTS_ENTRY(convt_backward_weights_f32_f32, CONVT_DWD_OB, CONVT_DWD_CB, float, float)
+CONVT_BACKWARD_WEIGHTS_ENTRY(convt_backward_weights_f32_f16, CONVT_DWD_OB, CONVT_DWD_CB, float, half)
+CONVT_BACKWARD_WEIGHTS_ENTRY(convt_backward_weights_f16_f32, CONVT_DWD_OB, CONVT_DWD_CB, half, float)
+CONVT_BACKWARD_WEIGHTS_ENTRY(convt_backward_weights_f16_f16, CONVT_DWD_OB, CONVT_DWD_CB, half, half)
+CONVT_BACKWARD_WEIGHTS_TAPS_ENTRY(convt_backward_weights_taps1_f32_f32, 1, CONVT_DWW_TAPS, float, float)
+CONVT_BACKWARD_WEIGHTS_TAPS_ENTRY(convt_backward_weights_taps1_f32_f16, 1, CONVT_DWW_TAPS, float, half)
+CONVT_BACKWARD_WEIGHTS_TAPS_ENTRY(convt_backward_weights_taps1_f16_f32, 1, CONVT_DWW_TAPS, half, float)
+CONVT_BACKWARD_WEIGHTS_TAPS_ENTRY(convt_backward_weights_taps1_f16_f16, 1, CONVT_DWW_TAPS, half, half)
+CONVT_BACKWARD_WEIGHTS_TAPS_ENTRY(convt_backward_weights_taps4_f32_f32, 4, CONVT_DWW_TAPS, float, float)
+CONVT_BACKWARD_WEIGHTS_TAPS_ENTRY(convt_backward_weights_taps4_f32_f16, 4, CONVT_DWW_TAPS, float, half)
+CONVT_BACKWARD_WEIGHTS_TAPS_ENTRY(convt_backward_weights_taps4_f16_f32, 4, CONVT_DWW_TAPS, half, float)
+CONVT_BACKWARD_WEIGHTS_TAPS_ENTRY(convt_backward_weights_taps4_f16_f16, 4, CONVT_DWW_TAPS, half, half)
+// EXPERIMENT (tile variants, f32 only; CONVT_GPU_DW_TILE)
+CONVT_BACKWARD_WEIGHTS_ENTRY(convt_backward_weights_o2c8_f32_f32, 2, 8, float, float)
+CONVT_BACKWARD_WEIGHTS_ENTRY(convt_backward_weights_o4c4_f32_f32, 4, 4, float, float)
+CONVT_BACKWARD_WEIGHTS_ENTRY(convt_backward_weights_o2c4_f32_f32, 2, 4, float, float)
+CONVT_BACKWARD_WEIGHTS_ENTRY(convt_backward_weights_o1c8_f32_f32, 1, 8, float, float)
+CONVT_BACKWARD_WEIGHTS_ENTRY(convt_backward_weights_o8c4_f32_f32, 8, 4, float, float)
+CONVT_BACKWARD_WEIGHTS_TAPS_ENTRY(convt_backward_weights_c1t8_f32_f32, 1, 8, float, float)
+CONVT_BACKWARD_WEIGHTS_TAPS_ENTRY(convt_backward_weights_c1t4_f32_f32, 1, 4, float, float)
+CONVT_BACKWARD_WEIGHTS_TAPS_ENTRY(convt_backward_weights_c4t8_f32_f32, 4, 8, float, float)
+CONVT_BACKWARD_WEIGHTS_TAPS_ENTRY(convt_backward_weights_c4t4_f32_f32, 4, 4, float, float)
+CONVT_BACKWARD_WEIGHTS_TAPS_ENTRY(convt_backward_weights_c2t8_f32_f32, 2, 8, float, float)
+CONVT_BACKWARD_WEIGHTS_TAPS_ENTRY(convt_backward_weights_c8t4_f32_f32, 8, 4, float, float)
+CONVT_BACKWARD_WEIGHTS_TAPS_ENTRY(convt_backward_weights_c2t4_f32_f32, 2, 4, float, float)

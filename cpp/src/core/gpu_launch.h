@@ -249,8 +249,35 @@ inline int64_t weight_splits(const ConvtParams& p) {
     return splits_for(groups, kDwTargetGroups, phase_positions(p), kDwMinSlice);
 }
 
+/// Channels a narrow-kernel SIMD-group owns (out x in), and a taps threadgroup (in, taps).
+struct DirectTile {
+    int64_t out, in;
+};
+struct TapsTile {
+    int64_t in, taps;
+};
+
+// EXPERIMENT: CONVT_GPU_DW_TILE=oXcY (narrow kernel) or cXtY (taps) picks a tile variant.
+inline std::string tile_override() {
+    const char* v = std::getenv("CONVT_GPU_DW_TILE");
+    return v ? v : "";
+}
+
+inline DirectTile direct_tile() {
+    const std::string t = tile_override();
+    if (t.size() == 4 && t[0] == 'o') return {t[1] - '0', t[3] - '0'};
+    return {kDwdOut, kDwdIn};
+}
+
+inline TapsTile taps_tile(const ConvtParams& p) {
+    const std::string t = tile_override();
+    if (t.size() == 4 && t[0] == 'c') return {t[1] - '0', t[3] - '0'};
+    return {p.in_per_group == 1 ? 1 : kDwwIn, kDwwTaps};
+}
+
 inline int64_t direct_units(const ConvtParams& p) {
-    return ceil_div(p.out_per_group, kDwdOut) * ceil_div(p.in_per_group, kDwdIn) * p.kernel_h *
+    const DirectTile t = direct_tile();
+    return ceil_div(p.out_per_group, t.out) * ceil_div(p.in_per_group, t.in) * p.kernel_h *
            p.kernel_w * p.groups;
 }
 
@@ -263,11 +290,10 @@ inline int64_t taps_units(const ConvtParams& p) {
     return int64_t(p.num_images) * p.src_h * ceil_div(p.src_w, kSimd);
 }
 
-inline int64_t taps_inputs(const ConvtParams& p) { return p.in_per_group == 1 ? 1 : kDwwIn; }
-
 inline int64_t taps_groups(const ConvtParams& p) {
-    return int64_t(p.out_channels) * ceil_div(p.in_per_group, taps_inputs(p)) *
-           ceil_div(int64_t(p.kernel_h) * p.kernel_w, kDwwTaps);
+    const TapsTile t = taps_tile(p);
+    return int64_t(p.out_channels) * ceil_div(p.in_per_group, t.in) *
+           ceil_div(int64_t(p.kernel_h) * p.kernel_w, t.taps);
 }
 
 inline int64_t taps_splits(const ConvtParams& p) {
@@ -287,15 +313,21 @@ inline Launch weights_gemm(const ConvtParams& p, int64_t splits) {
 }
 
 inline Launch weights_direct(const ConvtParams& p, int64_t splits) {
-    return {"convt_backward_weights_",
+    const std::string t = tile_override();
+    return {t.size() == 4 && t[0] == 'o' ? "convt_backward_weights_" + t + "_"
+                                         : "convt_backward_weights_",
             {ceil_div(direct_units(p), kDwdSimds), 1, splits},
             {kDwdSimds * kSimd, 1, 1}};
 }
 
 inline Launch weights_taps(const ConvtParams& p, int64_t splits) {
-    return {taps_inputs(p) == 1 ? "convt_backward_weights_taps1_" : "convt_backward_weights_taps4_",
-            {int64_t(p.out_channels) * ceil_div(p.in_per_group, taps_inputs(p)),
-             ceil_div(int64_t(p.kernel_h) * p.kernel_w, kDwwTaps), splits},
+    const TapsTile tile = taps_tile(p);
+    const std::string t = tile_override();
+    return {t.size() == 4 && t[0] == 'c' ? "convt_backward_weights_" + t + "_"
+                                         : (tile.in == 1 ? "convt_backward_weights_taps1_"
+                                                         : "convt_backward_weights_taps4_"),
+            {int64_t(p.out_channels) * ceil_div(p.in_per_group, tile.in),
+             ceil_div(int64_t(p.kernel_h) * p.kernel_w, tile.taps), splits},
             {kDwwSimds * kSimd, 1, 1}};
 }
 
