@@ -1,14 +1,14 @@
 """Weight and bias gradients on every dW kernel of the GPU backends, each forced by CONVT_GPU_DW
-(gpu_launch.h): the narrow kernel (convt_backward_weights.metal: a SIMD-group per 4 output x 8
+(gpu_launch.h): the narrow kernel (convt_backward_weights.metal: a SIMD-group per 2 output x 8
 input channels of a tap and a slice of K), the "taps" kernels (same file: lanes over 32 source
-columns, 16 taps x 1 or 4 input channels a thread) and the GEMM one; K split into slices summed
-in order, by shape or forced by CONVT_GPU_DW_SPLITS (1 slice, 3, and 64: more slices than some
-taps have positions, so empty slices must write zeros); dB over slices of rows. Odd sizes,
-channel and tap-chunk tails, groups, strides, dilation, 1-D images, images narrower than a
-SIMD-group and images with fewer positions than lanes, fp16, NHWC, non-finite values and MPS
-batches that add into one state (the accumulate path), against the float64 reference and
-bitwise the same on a second run. On the CPU device the variables do nothing. Also dX of
-depthwise layers (convt_backward_data_depthwise.metal on GPU backends)."""
+columns, 16 taps x 1 input channel or 4 taps x 8 input channels a thread) and the GEMM one; K
+split into slices summed in order, by shape or forced by CONVT_GPU_DW_SPLITS (1 slice, 3, and
+64: more slices than some taps have positions, so empty slices must write zeros); dB over
+slices of rows. Odd sizes, channel and tap-chunk tails, groups, strides, dilation, 1-D images,
+images narrower than a SIMD-group and images with fewer positions than lanes, fp16, NHWC,
+non-finite values and MPS batches that add into one state (the accumulate path), against the
+float64 reference and bitwise the same on a second run. On the CPU device the variables do
+nothing. Also dX of depthwise layers (convt_backward_data_depthwise.metal on GPU backends)."""
 
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ CASES = [
     (2, 3, 3, 3, (1, 70), 4, (1, 8), (0, 2), 0, 1),  # depthwise 1-D
     (2, 11, 1, 1, (10, 12), 3, (9, 9), 4, 2, 1),  # FSRCNN-like: one output channel
     (2, 6, 10, 2, (7, 9), 2, (3, 3), 2, 1, 2),  # groups and dilation: 5 x 3 channels a group
-    (2, 5, 7, 1, (5, 6), 8, (16, 16), 4, 0, 1),  # FCN-like k16 s8: 7 = 4 + 3 output channels
-    (2, 17, 9, 1, (8, 5), 1, (3, 3), 1, 0, 1),  # tails: 9 = 4+4+1 out, 17 = 8+8+1 in
+    (2, 5, 7, 1, (5, 6), 8, (16, 16), 4, 0, 1),  # FCN-like k16 s8: 7 = 2+2+2+1 output channels
+    (2, 17, 9, 1, (8, 5), 1, (3, 3), 1, 0, 1),  # tails: 9 = 4 x 2 + 1 out, 17 = 8+8+1 in
     (7, 2, 3, 1, (2, 3), 1, (2, 2), 0, 0, 1),  # 6 positions an image: a lane's step wraps images
     (2, 3, 6, 3, (5, 40), 2, (3, 3), 1, 1, 1),  # one input, two output channels a group
 ]

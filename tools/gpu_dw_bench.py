@@ -61,22 +61,6 @@ def bench_shape(shape, args, torch, dev) -> None:
         "cudnn_dx": lambda i: cudnn(i, (True, False, False)),
     }
     ref = cudnn(0, double=True)[1].cpu().numpy()
-    for variant in args.variants:  # EXPERIMENT: dW kernel time of each tile variant
-        mode, _, tile = variant.partition(":")
-        os.environ["CONVT_GPU_DW"] = mode
-        os.environ["CONVT_GPU_DW_TILE"] = tile
-        _, gw, _ = layer.backward(xs[0], gys[0], (False, True, True))
-        err = float(np.abs(np.asarray(gw, np.float64) - ref).max() / np.abs(ref).max())
-        from torch.profiler import ProfilerActivity, profile
-
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            for i in range(10):
-                layer.backward(xs[i % copies], gys[i % copies], (False, True, True))
-            torch.cuda.synchronize()
-        ms = sum(e.device_time_total for e in prof.key_averages() if "weights" in e.key) / 1e4
-        print(f"{shape.name:11s} {variant:12s} dW kernel {ms:.3f} ms  err {err:.1e}", flush=True)
-    os.environ.pop("CONVT_GPU_DW_TILE", None)
     for mode in args.modes:
         os.environ["CONVT_GPU_DW"] = mode
         ms = time_interleaved(fns, args.warmup, args.repeats)
@@ -110,7 +94,6 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--profile", action="store_true", help="per-kernel times of one backward")
     ap.add_argument("--label", default="")
-    ap.add_argument("--variants", nargs="*", default=[], help="EXPERIMENT: mode:tile")
     args = ap.parse_args()
     import convt
 

@@ -30,24 +30,25 @@ struct Launch {
 constexpr int64_t kTile = 8, kThreads = 64, kChannelBlock = 4, kSimd = 32;
 // GEMM kernels: 64 x 64 tiles, 256 threads. The forward one serves layers with at least
 // kGemmMinOut output channels per group (narrower ones waste most of its tile), dW the layers
-// with at least kDwGemmMin output and input channels per group. Measured on an H100 (dW + dB,
-// N=8, tools/gpu_dw_bench.py): the narrow kernels won below that (dcgan_out 3 x 128 channels
-// 0.45 -> 0.24 ms, grp4 16 x 16 2.2 -> 0.72, fcn8s 21 x 21 2.2 -> 1.1, fsrcnn 1 x 56 11 -> 1.7),
-// the GEMM one at 32 x 64 (unet_up2 1.11 against 1.20).
+// with at least kDwGemmMin output and input channels per group. Measured on an H100 (dW kernel,
+// N=8, tools/gpu_dw_bench.py): the taps kernel beat it below that (dcgan_out 3 x 128 channels
+// 0.21 -> 0.03 ms, grp4 16 x 16 1.70 -> 0.25, fcn8s 21 x 21 1.72 -> 0.47, fsrcnn 1 x 56 10.1 ->
+// 0.32), and lost at 32 x 64 (unet_up2: GEMM 0.49, narrow kernel 0.67, taps 4 x 16 3.3).
 constexpr int64_t kGemmTile = 64, kGemmThreads = 256, kGemmMinOut = 32, kDwGemmMin = 32;
 // dW splits K into slices until about this many threadgroups run, each slice >= kDwMinSlice.
 constexpr int64_t kDwTargetGroups = 512, kDwMinSlice = 256, kDwMaxSplits = 64;
 // Narrow dW (convt_backward_weights.metal): a SIMD-group per kDwdOut x kDwdIn channels of a tap
 // and a slice, kDwdSimds SIMD-groups a threadgroup; slices until about kDwdTargetSimds
-// SIMD-groups run (a full H100 holds 132 x 64), each of >= kDwdMinSlice K positions.
-constexpr int64_t kDwdOut = 4, kDwdIn = 8, kDwdSimds = 4, kDwdTargetSimds = 8192,
+// SIMD-groups run (a full H100 holds 132 x 64), each of >= kDwdMinSlice K positions. 2 x 8 had
+// the lowest total over five shapes on an H100 of 4 x 8, 2 x 8, 4 x 4, 2 x 4, 1 x 8, 8 x 4.
+constexpr int64_t kDwdOut = 2, kDwdIn = 8, kDwdSimds = 4, kDwdTargetSimds = 8192,
                   kDwdMinSlice = 2048;
-// "Taps" dW (convt_backward_weights_taps{1,4}): a threadgroup of kDwwSimds SIMD-groups per
-// output channel, kDwwIn input channels (1 when the group has one), chunk of kDwwTaps taps and
-// slice; slices until about kDwwTargetGroups threadgroups run, each of >= kDwwMinUnits units (32
-// source columns of a row). Lanes run over columns: images narrower than kDwwMinWidth take the
-// narrow kernel instead.
-constexpr int64_t kDwwTaps = 16, kDwwIn = 4, kDwwSimds = 8, kDwwTargetGroups = 528,
+// "Taps" dW (convt_backward_weights_taps{1,8}): a threadgroup of kDwwSimds SIMD-groups per
+// output channel, kDwwIn input channels and kDwwTaps taps (1 and 16 when the group has one input
+// channel) and slice; slices until about kDwwTargetGroups threadgroups run, each of >=
+// kDwwMinUnits units (32 source columns of a row). Lanes run over columns: images narrower than
+// kDwwMinWidth take the narrow kernel instead.
+constexpr int64_t kDwwIn = 8, kDwwTaps = 4, kDwwTaps1 = 16, kDwwSimds = 8, kDwwTargetGroups = 528,
                   kDwwMinUnits = 64, kDwwMinWidth = 24;
 // dB: a threadgroup of kDbSimds SIMD-groups per output channel and slice of the clip rows;
 // slices until about kDbTargetGroups threadgroups run, each of >= kDbMinRows rows (fsrcnn's one
@@ -249,35 +250,17 @@ inline int64_t weight_splits(const ConvtParams& p) {
     return splits_for(groups, kDwTargetGroups, phase_positions(p), kDwMinSlice);
 }
 
-/// Channels a narrow-kernel SIMD-group owns (out x in), and a taps threadgroup (in, taps).
-struct DirectTile {
-    int64_t out, in;
-};
+/// Input channels and taps a "taps" threadgroup owns.
 struct TapsTile {
     int64_t in, taps;
 };
 
-// EXPERIMENT: CONVT_GPU_DW_TILE=oXcY (narrow kernel) or cXtY (taps) picks a tile variant.
-inline std::string tile_override() {
-    const char* v = std::getenv("CONVT_GPU_DW_TILE");
-    return v ? v : "";
-}
-
-inline DirectTile direct_tile() {
-    const std::string t = tile_override();
-    if (t.size() == 4 && t[0] == 'o') return {t[1] - '0', t[3] - '0'};
-    return {kDwdOut, kDwdIn};
-}
-
 inline TapsTile taps_tile(const ConvtParams& p) {
-    const std::string t = tile_override();
-    if (t.size() == 4 && t[0] == 'c') return {t[1] - '0', t[3] - '0'};
-    return {p.in_per_group == 1 ? 1 : kDwwIn, kDwwTaps};
+    return p.in_per_group == 1 ? TapsTile{1, kDwwTaps1} : TapsTile{kDwwIn, kDwwTaps};
 }
 
 inline int64_t direct_units(const ConvtParams& p) {
-    const DirectTile t = direct_tile();
-    return ceil_div(p.out_per_group, t.out) * ceil_div(p.in_per_group, t.in) * p.kernel_h *
+    return ceil_div(p.out_per_group, kDwdOut) * ceil_div(p.in_per_group, kDwdIn) * p.kernel_h *
            p.kernel_w * p.groups;
 }
 
@@ -313,19 +296,14 @@ inline Launch weights_gemm(const ConvtParams& p, int64_t splits) {
 }
 
 inline Launch weights_direct(const ConvtParams& p, int64_t splits) {
-    const std::string t = tile_override();
-    return {t.size() == 4 && t[0] == 'o' ? "convt_backward_weights_" + t + "_"
-                                         : "convt_backward_weights_",
+    return {"convt_backward_weights_",
             {ceil_div(direct_units(p), kDwdSimds), 1, splits},
             {kDwdSimds * kSimd, 1, 1}};
 }
 
 inline Launch weights_taps(const ConvtParams& p, int64_t splits) {
     const TapsTile tile = taps_tile(p);
-    const std::string t = tile_override();
-    return {t.size() == 4 && t[0] == 'c' ? "convt_backward_weights_" + t + "_"
-                                         : (tile.in == 1 ? "convt_backward_weights_taps1_"
-                                                         : "convt_backward_weights_taps4_"),
+    return {tile.in == 1 ? "convt_backward_weights_taps1_" : "convt_backward_weights_taps8_",
             {int64_t(p.out_channels) * ceil_div(p.in_per_group, tile.in),
              ceil_div(int64_t(p.kernel_h) * p.kernel_w, tile.taps), splits},
             {kDwwSimds * kSimd, 1, 1}};

@@ -7,10 +7,7 @@
 
 #include <cuda_runtime_api.h>
 
-#include <cstdlib>
 #include <cstring>
-#include <map>
-#include <mutex>
 #include <unordered_map>
 #include <vector>
 
@@ -47,73 +44,6 @@ struct DeviceBuffer {
     DeviceBuffer& operator=(const DeviceBuffer&) = delete;
 };
 
-// Staging and scratch memory, reused across calls: cudaMalloc and cudaFree cost microseconds
-// each (cudaFree also waits for the device), and a backward makes several. Every convt launch
-// and copy runs on the legacy default stream, so work that reuses a buffer is ordered after the
-// work that used it before. Buffers up to kMaxPooled are kept by device and power-of-two size,
-// kPoolBytes in all.
-class BufferPool {
- public:
-    static BufferPool& instance() {
-        static BufferPool* pool = new BufferPool;  // never destroyed: CUDA may be gone at exit
-        return *pool;
-    }
-    /// A device buffer of at least `bytes` on the current device; `*capacity` is for release().
-    void* acquire(size_t bytes, size_t* capacity) {
-        size_t cap = kMinBytes;
-        while (cap < bytes) cap <<= 1;
-        if (cap > kMaxPooled || !enabled_) cap = bytes ? bytes : 1;
-        *capacity = cap;
-        int device = 0;
-        check(cudaGetDevice(&device), "cudaGetDevice");
-        if (cap <= kMaxPooled && enabled_) {
-            std::lock_guard<std::mutex> lock(mutex_);
-            auto it = free_.find({device, cap});
-            if (it != free_.end()) {
-                void* p = it->second;
-                free_.erase(it);
-                held_ -= cap;
-                return p;
-            }
-        }
-        void* p = nullptr;
-        check(cudaMalloc(&p, cap), concat("cudaMalloc(", cap, " bytes)").c_str());
-        return p;
-    }
-    void release(void* p, size_t capacity) {
-        int device = 0;
-        if (capacity <= kMaxPooled && enabled_ && cudaGetDevice(&device) == cudaSuccess) {
-            std::lock_guard<std::mutex> lock(mutex_);
-            if (held_ + capacity <= kPoolBytes) {
-                free_.emplace(std::make_pair(device, capacity), p);
-                held_ += capacity;
-                return;
-            }
-        }
-        cudaFree(p);
-    }
-
- private:
-    static constexpr size_t kMinBytes = 256, kMaxPooled = size_t(64) << 20,
-                            kPoolBytes = size_t(256) << 20;
-    std::mutex mutex_;
-    std::multimap<std::pair<int, size_t>, void*> free_;
-    size_t held_ = 0;
-    // EXPERIMENT: CONVT_CUDA_POOL=0 allocates and frees every buffer, as before.
-    bool enabled_ =
-        !(std::getenv("CONVT_CUDA_POOL") && std::string(std::getenv("CONVT_CUDA_POOL")) == "0");
-};
-
-/// A buffer from the pool, handed back when destroyed.
-struct PooledBuffer {
-    void* ptr = nullptr;
-    size_t capacity = 0;
-    explicit PooledBuffer(size_t bytes) { ptr = BufferPool::instance().acquire(bytes, &capacity); }
-    ~PooledBuffer() { BufferPool::instance().release(ptr, capacity); }
-    PooledBuffer(const PooledBuffer&) = delete;
-    PooledBuffer& operator=(const PooledBuffer&) = delete;
-};
-
 struct CudaWeights : DeviceWeights {
     DeviceBuffer weights, bias, slopes;
 };
@@ -140,7 +70,7 @@ class Binding {
             device_ = host_;
             return;
         }
-        staging_ = std::make_unique<PooledBuffer>(bytes);
+        staging_ = std::make_unique<DeviceBuffer>(bytes);
         if (read)
             check(cudaMemcpy(staging_->ptr, first, bytes, cudaMemcpyHostToDevice),
                   "copy to device");
@@ -151,7 +81,7 @@ class Binding {
         : host_(nullptr),
           bytes_(0),
           written_(false),
-          staging_(std::make_unique<PooledBuffer>(bytes)) {
+          staging_(std::make_unique<DeviceBuffer>(bytes)) {
         device_ = static_cast<char*>(staging_->ptr);
     }
     void finish() {
@@ -174,7 +104,7 @@ class Binding {
     size_t bytes_;
     bool written_;
     char* device_ = nullptr;
-    std::unique_ptr<PooledBuffer> staging_;
+    std::unique_ptr<DeviceBuffer> staging_;
 };
 
 // Device work of one convt command buffer: the bindings its dispatches share until flush().
