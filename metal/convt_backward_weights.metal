@@ -187,7 +187,8 @@ inline void convt_backward_weights_taps_impl(device const TX* x, device const TY
                      device float* partial [[buffer(2)]], constant ConvtParams& p [[buffer(3)]], \
                      uint3 tg [[threadgroup_position_in_grid]],                                 \
                      uint lid [[thread_index_in_threadgroup]]) {                                \
-        convt_backward_weights_impl<CONVT_DWD_OB, CONVT_DWD_CB>(x, dy, partial, p, tg, lid);    \
+        convt_backward_weights_impl<CONVT_DWD_OB, CONVT_DWD_CB, TX, TY>(x, dy, partial, p, tg,  \
+                                                                        lid);                   \
     }
 
 #define CONVT_BACKWARD_WEIGHTS_TAPS_ENTRY(NAME, CB, T, TX, TY)                                  \
