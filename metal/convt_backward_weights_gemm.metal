@@ -4,22 +4,15 @@
 // operands in threadgroup memory; each thread keeps a 4x4 register tile. Slices write partial
 // sums that convt_reduce_partials adds in slice order: results are the same run to run, with no
 // atomics. dB partials come from convt_backward_bias_partial, into the same scratch buffer after
-// the weights. `p` describes X in the source role and dY in the destination role.
-#include "convt_kernel.h"
+// the weights (convt_weight_partials.h). `p` describes X in the source role and dY in the
+// destination role.
+#include "convt_weight_partials.h"
 
 #define CONVT_DW_TILE 64  // output and input channels per group
 #define CONVT_DW_BK 8     // K positions per stage
 #define CONVT_DW_T 4      // register tile: 4 x 4
 #define CONVT_DW_THREADS 256
-
-inline long convt_dw_count(constant ConvtParams& p) {
-    return long(p.out_channels) * fc_kernel_h * fc_kernel_w * p.in_per_group;
-}
-
-// Scratch layout: slice s holds [count weights][out_channels biases if fc_has_bias].
-inline long convt_dw_total(constant ConvtParams& p) {
-    return convt_dw_count(p) + (fc_has_bias ? long(p.out_channels) : 0);
-}
+#define CONVT_DB_SIMDS 8  // SIMD-groups of a dB threadgroup
 
 template <typename TX, typename TY, typename Tile>
 inline void convt_backward_weights_gemm_impl(device const TX* x, device const TY* dy,
@@ -79,7 +72,7 @@ inline void convt_backward_weights_gemm_impl(device const TX* x, device const TY
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
     }
-    device float* out = partial + long(tg.z) * convt_dw_total(p);
+    device float* out = partial + convt_dw_slice(p, tg.z);
     for (int a = 0; a < CONVT_DW_T; ++a) {
         const int o = o0 + tm + 16 * a;
         if (o >= og) break;
@@ -91,38 +84,51 @@ inline void convt_backward_weights_gemm_impl(device const TX* x, device const TY
     }
 }
 
-// One SIMD-group per (output channel, slice): lane l sums positions l, l + 32, ... of the slice.
-template <typename TY>
+// dB partial sums: a threadgroup of CONVT_DB_SIMDS SIMD-groups per (output channel, slice of
+// fc_bias_splits of the images' clip rows); SIMD-group s sums rows s, s + CONVT_DB_SIMDS, ... of
+// the slice, lane l columns l, l + 32, ... (no divisions per element), then simd_sum and a sum
+// over the SIMD-groups in order.
+template <typename TY, typename Red>
 inline void convt_backward_bias_partial_impl(device const TY* dy, device float* partial,
-                                             constant ConvtParams& p, uint3 tg, uint lane) {
+                                             constant ConvtParams& p, uint3 tg, uint lid,
+                                             Red red) {
     const long oc = long(tg.x);
-    const long per_image = long(p.clip_h) * p.clip_w, k_total = long(p.num_images) * per_image;
-    const long k_begin = k_total * long(tg.z) / fc_splits;
-    const long k_end = k_total * (long(tg.z) + 1) / fc_splits;
+    const uint lane = lid % CONVT_SIMD, sg = lid / CONVT_SIMD;
+    const long rows = long(p.num_images) * p.clip_h;
+    const long r_end = rows * (long(tg.z) + 1) / fc_bias_splits;
     float sum = 0.0f;
-    for (long kk = k_begin + lane; kk < k_end; kk += CONVT_SIMD) {
-        const long n = convt_div(kk, per_image), q = kk - n * per_image;
-        const long row = convt_div(q, p.clip_w);
-        sum += float(dy[p.dst_base + n * p.dst_stride_n + oc * p.dst_stride_c +
-                        (p.clip_y + row) * p.dst_stride_h +
-                        (p.clip_x + q - row * p.clip_w) * p.dst_stride_w]);
+    for (long r = rows * long(tg.z) / fc_bias_splits + sg; r < r_end; r += CONVT_DB_SIMDS) {
+        const long n = convt_div(r, p.clip_h), y = r - n * p.clip_h;
+        const long row = p.dst_base + n * p.dst_stride_n + oc * p.dst_stride_c +
+                         (p.clip_y + y) * p.dst_stride_h + long(p.clip_x) * p.dst_stride_w;
+        for (long x = lane; x < p.clip_w; x += CONVT_SIMD)
+            sum += float(dy[row + x * p.dst_stride_w]);
     }
     sum = simd_sum(sum);
-    if (lane == 0) partial[long(tg.z) * convt_dw_total(p) + convt_dw_count(p) + oc] = sum;
+    if (lane == 0) red[sg] = sum;
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    if (lid != 0) return;
+    float total = 0.0f;
+    for (int s = 0; s < CONVT_DB_SIMDS; ++s) total += red[s];
+    partial[convt_db_slice(p, tg.z) + oc] = total;
 }
 
-// dW (then dB) = the slices' partial sums, added in slice order (to what is there when
-// fc_accumulate).
+// dW (row tg.y = 0, when fc_splits > 0) and dB (row 1, when fc_has_bias) = their slices'
+// partial sums, added in slice order (to what is there when fc_accumulate).
 inline void convt_reduce_partials_impl(device const float* partial, device float* dw,
                                        device float* db, constant ConvtParams& p, uint3 tg,
                                        uint lid) {
-    const long e = long(tg.x) * CONVT_DW_THREADS + lid, total = convt_dw_total(p);
-    if (e >= total) return;
+    const long e = long(tg.x) * CONVT_DW_THREADS + lid;
     float sum = 0.0f;
-    for (int s = 0; s < fc_splits; ++s) sum += partial[long(s) * total + e];
-    const long count = convt_dw_count(p);
-    device float* out = e < count ? dw + e : db + (e - count);
-    *out = fc_accumulate ? *out + sum : sum;
+    if (tg.y == 0) {
+        if (e >= (fc_splits > 0 ? convt_dw_count(p) : 0)) return;
+        for (int s = 0; s < fc_splits; ++s) sum += partial[convt_dw_slice(p, s) + e];
+        dw[e] = fc_accumulate ? dw[e] + sum : sum;
+    } else {
+        if (!fc_has_bias || e >= p.out_channels) return;
+        for (int s = 0; s < fc_bias_splits; ++s) sum += partial[convt_db_slice(p, s) + e];
+        db[e] = fc_accumulate ? db[e] + sum : sum;
+    }
 }
 
 #define CONVT_BACKWARD_WEIGHTS_GEMM_ENTRY(NAME, TX, TY)                                         \
@@ -139,8 +145,9 @@ inline void convt_reduce_partials_impl(device const float* partial, device float
     kernel void NAME(device const TY* dy [[buffer(0)]], device float* partial [[buffer(1)]],   \
                      constant ConvtParams& p [[buffer(2)]],                                     \
                      uint3 tg [[threadgroup_position_in_grid]],                                 \
-                     uint lane [[thread_index_in_simdgroup]]) {                                 \
-        convt_backward_bias_partial_impl<TY>(dy, partial, p, tg, lane);                         \
+                     uint lid [[thread_index_in_threadgroup]]) {                                \
+        threadgroup float red[CONVT_DB_SIMDS];                                                  \
+        convt_backward_bias_partial_impl<TY>(dy, partial, p, tg, lid, red);                     \
     }
 
 CONVT_BACKWARD_WEIGHTS_GEMM_ENTRY(convt_backward_weights_gemm_f32_f32, float, float)

@@ -23,6 +23,7 @@ constant int fc_dilation_x [[function_constant(7)]];
 constant int fc_dilation_y [[function_constant(8)]];
 constant bool fc_accumulate [[function_constant(9)]];  // gradients: add to what is there
 constant int fc_splits [[function_constant(10)]];      // gradients: K slices summed in order
+constant int fc_bias_splits [[function_constant(11)]];  // dB: its own slices
 #else
 #define fc_neuron CONVT_FC(int, 0)
 #define fc_has_bias CONVT_FC(bool, 1)
@@ -35,6 +36,7 @@ constant int fc_splits [[function_constant(10)]];      // gradients: K slices su
 #define fc_dilation_y CONVT_FC(int, 8)
 #define fc_accumulate CONVT_FC(bool, 9)
 #define fc_splits CONVT_FC(int, 10)
+#define fc_bias_splits CONVT_FC(int, 11)
 #endif
 
 // Threadgroup shape shared by host code and kernels: 64 pixels (8x8, or 64x1 when the image has

@@ -30,12 +30,30 @@ struct Launch {
 constexpr int64_t kTile = 8, kThreads = 64, kChannelBlock = 4, kSimd = 32;
 // GEMM kernels: 64 x 64 tiles, 256 threads. The forward one serves layers with at least
 // kGemmMinOut output channels per group (narrower ones waste most of its tile), dW the layers
-// whose per-group channel product reaches kDwMinProduct: measured on an H200 (bench_gpu, N=8),
-// GEMM dW beat the direct kernel from 3 x 128 channels up (dcgan_out 0.88 -> 0.56 ms, fcn8s
-// 15.5 -> 8.6 ms, fsrcnn 22 -> 14 ms) but lost 10x on depthwise (2.9 -> 27 ms).
-constexpr int64_t kGemmTile = 64, kGemmThreads = 256, kGemmMinOut = 32, kDwMinProduct = 16;
+// with at least kDwGemmMin output and input channels per group. Measured on an H100 (dW kernel,
+// N=8, tools/gpu_dw_bench.py): the taps kernel beat it below that (dcgan_out 3 x 128 channels
+// 0.21 -> 0.03 ms, grp4 16 x 16 1.70 -> 0.25, fcn8s 21 x 21 1.72 -> 0.47, fsrcnn 1 x 56 10.1 ->
+// 0.32), and lost at 32 x 64 (unet_up2: GEMM 0.49, narrow kernel 0.67, taps 4 x 16 3.3).
+constexpr int64_t kGemmTile = 64, kGemmThreads = 256, kGemmMinOut = 32, kDwGemmMin = 32;
 // dW splits K into slices until about this many threadgroups run, each slice >= kDwMinSlice.
 constexpr int64_t kDwTargetGroups = 512, kDwMinSlice = 256, kDwMaxSplits = 64;
+// Narrow dW (convt_backward_weights.metal): a SIMD-group per kDwdOut x kDwdIn channels of a tap
+// and a slice, kDwdSimds SIMD-groups a threadgroup; slices until about kDwdTargetSimds
+// SIMD-groups run (a full H100 holds 132 x 64), each of >= kDwdMinSlice K positions. 2 x 8 had
+// the lowest total over five shapes on an H100 of 4 x 8, 2 x 8, 4 x 4, 2 x 4, 1 x 8, 8 x 4.
+constexpr int64_t kDwdOut = 2, kDwdIn = 8, kDwdSimds = 4, kDwdTargetSimds = 8192,
+                  kDwdMinSlice = 2048;
+// "Taps" dW (convt_backward_weights_taps{1,8}): a threadgroup of kDwwSimds SIMD-groups per
+// output channel, kDwwIn input channels and kDwwTaps taps (1 and 16 when the group has one input
+// channel) and slice; slices until about kDwwTargetGroups threadgroups run, each of >=
+// kDwwMinUnits units (32 source columns of a row). Lanes run over columns: images narrower than
+// kDwwMinWidth take the narrow kernel instead.
+constexpr int64_t kDwwIn = 8, kDwwTaps = 4, kDwwTaps1 = 16, kDwwSimds = 8, kDwwTargetGroups = 528,
+                  kDwwMinUnits = 64, kDwwMinWidth = 24;
+// dB: a threadgroup of kDbSimds SIMD-groups per output channel and slice of the clip rows;
+// slices until about kDbTargetGroups threadgroups run, each of >= kDbMinRows rows (fsrcnn's one
+// channel had 7 SIMD-groups for 1.2M pixels).
+constexpr int64_t kDbSimds = 8, kDbTargetGroups = 528, kDbMinRows = 8;
 constexpr int64_t kDxMinTiles = 128;
 // Narrow kernels: rows per thread (convt_forward_depthwise.metal), pixels per thread
 // (convt_forward_narrow.metal), and dX's reduction slices,
@@ -43,6 +61,8 @@ constexpr int64_t kDxMinTiles = 128;
 // it is long (taps x output channels) and there are at least as many taps as slices.
 constexpr int64_t kDwRows = 4, kNarrowPixels = 4, kDxSlices = 8, kDxPixels = 2, kDxChannels = 8;
 constexpr int64_t kDxMinReduction = 64;
+// Depthwise dX (convt_backward_data_depthwise.metal): a thread per column and kDxdRows rows.
+constexpr int64_t kDxdRows = 4;
 // dX with lanes over (pixel column, kx mod 8) (convt_backward_data_kxlanes.metal): 4 columns x 8
 // residues a SIMD-group, 4 pixels x 8 input channels a lane, 2 pixel tiles x 4 reduction slices a
 // threadgroup; weights of up to kDxlMaxTaps taps (output channels x taps) staged at a time. It
@@ -141,6 +161,11 @@ inline bool dx_kx_lanes_fit(const ConvtParams& p) {
 
 inline Launch backward_data(const ConvtParams& p) {
     check_index_range(p);
+    if (p.out_per_group == 1 && p.in_per_group == 1)  // depthwise: kDxdRows rows a thread
+        return {"convt_backward_data_depthwise_",
+                {ceil_div(p.src_w, kThreads), ceil_div(p.src_h, kDxdRows),
+                 int64_t(p.num_images) * p.groups},
+                {kThreads, 1, 1}};
     // GEMM (64 source pixels x 64 input channels) for wide layers with enough tiles to fill the
     // GPU; measured on an H200: 128 tiles (hifigan_up1, N=8) gained 1.7x, 64 (dcgan_g2) lost.
     const Dims gemm{ceil_div(int64_t(p.src_h) * p.src_w, kGemmTile),
@@ -177,18 +202,90 @@ inline int64_t weight_count(const ConvtParams& p) {
     return int64_t(p.out_channels) * p.kernel_h * p.kernel_w * p.in_per_group;
 }
 
-inline bool weights_by_gemm(const ConvtParams& p) {
-    return int64_t(p.out_per_group) * p.in_per_group >= kDwMinProduct;
+/// The dW kernel for a layer: CONVT_GPU_DW=gemm, direct or taps forces one (tests reach every
+/// kernel with small layers; benchmarks compare them); auto picks by channels and width.
+enum class WeightsKernel { Gemm, Direct, Taps };
+
+inline WeightsKernel weights_kernel(const ConvtParams& p) {
+    const char* v = std::getenv("CONVT_GPU_DW");
+    const std::string mode = v ? v : "auto";
+    if (mode == "gemm") return WeightsKernel::Gemm;
+    if (mode == "direct") return WeightsKernel::Direct;
+    if (mode == "taps") return WeightsKernel::Taps;
+    if (mode != "auto")
+        throw std::invalid_argument(
+            concat("CONVT_GPU_DW must be 'auto', 'gemm', 'direct' or 'taps', got '", mode, "'"));
+    if (p.out_per_group >= kDwGemmMin && p.in_per_group >= kDwGemmMin) return WeightsKernel::Gemm;
+    return p.src_w >= kDwwMinWidth ? WeightsKernel::Taps : WeightsKernel::Direct;
 }
 
-/// Fixed by the shape alone, so results are the same on every run.
+/// CONVT_GPU_DW_SPLITS=n forces n slices on every dW and dB kernel (tests); 0: by shape.
+inline int64_t forced_splits() {
+    const char* v = std::getenv("CONVT_GPU_DW_SPLITS");
+    if (v == nullptr || *v == '\0') return 0;
+    char* end = nullptr;
+    const long n = std::strtol(v, &end, 10);
+    if (*end != '\0' || n < 1 || n > 4096)
+        throw std::invalid_argument(
+            concat("CONVT_GPU_DW_SPLITS must be an integer in [1, 4096], got '", v, "'"));
+    return n;
+}
+
+/// Slices of K: fixed by the shape alone (never by timing or the device), so results are the
+/// same on every run.
+inline int64_t splits_for(int64_t units, int64_t target, int64_t k, int64_t min_slice) {
+    const int64_t forced = forced_splits();
+    if (forced) return forced;
+    return std::clamp<int64_t>(
+        std::min(ceil_div(target, std::max<int64_t>(units, 1)), k / min_slice), 1, kDwMaxSplits);
+}
+
+inline int64_t phase_positions(const ConvtParams& p) {
+    return int64_t(p.num_images) * ceil_div(p.clip_h, p.stride_y) * ceil_div(p.clip_w, p.stride_x);
+}
+
 inline int64_t weight_splits(const ConvtParams& p) {
     const int64_t groups = ceil_div(p.out_per_group, kGemmTile) *
                            ceil_div(p.in_per_group, kGemmTile) * p.kernel_h * p.kernel_w * p.groups;
-    const int64_t k =
-        int64_t(p.num_images) * ceil_div(p.clip_h, p.stride_y) * ceil_div(p.clip_w, p.stride_x);
-    return std::clamp<int64_t>(std::min(ceil_div(kDwTargetGroups, groups), k / kDwMinSlice), 1,
-                               kDwMaxSplits);
+    return splits_for(groups, kDwTargetGroups, phase_positions(p), kDwMinSlice);
+}
+
+/// Input channels and taps a "taps" threadgroup owns.
+struct TapsTile {
+    int64_t in, taps;
+};
+
+inline TapsTile taps_tile(const ConvtParams& p) {
+    return p.in_per_group == 1 ? TapsTile{1, kDwwTaps1} : TapsTile{kDwwIn, kDwwTaps};
+}
+
+inline int64_t direct_units(const ConvtParams& p) {
+    return ceil_div(p.out_per_group, kDwdOut) * ceil_div(p.in_per_group, kDwdIn) * p.kernel_h *
+           p.kernel_w * p.groups;
+}
+
+inline int64_t direct_splits(const ConvtParams& p) {
+    return splits_for(direct_units(p), kDwdTargetSimds, phase_positions(p), kDwdMinSlice);
+}
+
+/// "Taps" units of a channel: 32 source columns of one row of one image.
+inline int64_t taps_units(const ConvtParams& p) {
+    return int64_t(p.num_images) * p.src_h * ceil_div(p.src_w, kSimd);
+}
+
+inline int64_t taps_groups(const ConvtParams& p) {
+    const TapsTile t = taps_tile(p);
+    return int64_t(p.out_channels) * ceil_div(p.in_per_group, t.in) *
+           ceil_div(int64_t(p.kernel_h) * p.kernel_w, t.taps);
+}
+
+inline int64_t taps_splits(const ConvtParams& p) {
+    return splits_for(taps_groups(p), kDwwTargetGroups, taps_units(p), kDwwMinUnits);
+}
+
+inline int64_t bias_splits(const ConvtParams& p) {
+    return splits_for(p.out_channels, kDbTargetGroups, int64_t(p.num_images) * p.clip_h,
+                      kDbMinRows);
 }
 
 inline Launch weights_gemm(const ConvtParams& p, int64_t splits) {
@@ -198,31 +295,40 @@ inline Launch weights_gemm(const ConvtParams& p, int64_t splits) {
             {kGemmThreads, 1, 1}};
 }
 
+inline Launch weights_direct(const ConvtParams& p, int64_t splits) {
+    return {"convt_backward_weights_",
+            {ceil_div(direct_units(p), kDwdSimds), 1, splits},
+            {kDwdSimds * kSimd, 1, 1}};
+}
+
+inline Launch weights_taps(const ConvtParams& p, int64_t splits) {
+    const TapsTile tile = taps_tile(p);
+    return {tile.in == 1 ? "convt_backward_weights_taps1_" : "convt_backward_weights_taps8_",
+            {int64_t(p.out_channels) * ceil_div(p.in_per_group, tile.in),
+             ceil_div(int64_t(p.kernel_h) * p.kernel_w, tile.taps), splits},
+            {kDwwSimds * kSimd, 1, 1}};
+}
+
 inline Launch bias_partial(const ConvtParams& p, int64_t splits) {
-    return {"convt_backward_bias_partial_", {p.out_channels, 1, splits}, {kSimd, 1, 1}};
+    return {"convt_backward_bias_partial_", {p.out_channels, 1, splits}, {kDbSimds * kSimd, 1, 1}};
 }
 
-/// Sums `total` partial elements (weights, then biases) over the slices.
-inline Launch reduce_partials(int64_t total) {
-    return {"convt_reduce_partials", {ceil_div(total, kGemmThreads), 1, 1}, {kGemmThreads, 1, 1}};
+/// Adds the slices of `count` weights (row 0) and of the biases (row 1).
+inline Launch reduce_partials(int64_t count, int64_t biases) {
+    return {"convt_reduce_partials",
+            {ceil_div(std::max(count, biases), kGemmThreads), 2, 1},
+            {kGemmThreads, 1, 1}};
 }
 
-inline Launch weights_direct(const ConvtParams& p) {
-    return {"convt_backward_weights_", {weight_count(p), 1, 1}, {kSimd, 1, 1}};
-}
-
-inline Launch bias_direct(const ConvtParams& p) {
-    return {"convt_backward_bias_", {p.out_channels, 1, 1}, {kSimd, 1, 1}};
-}
-
-/// The gradient kernels' function constants (9: accumulate, 10: K slices).
+/// The gradient kernels' function constants (9: accumulate, 10: dW slices, 11: dB slices).
 struct Constants {
     bool accumulate = false;
     int64_t splits = 1;
+    int64_t bias_splits = 1;
 };
 
-/// Every function constant of a dispatch, indexed as in metal/convt_kernel.h (0-10).
-inline std::array<int32_t, 11> function_constants(const ConvtParams& p, Constants c) {
+/// Every function constant of a dispatch, indexed as in metal/convt_kernel.h (0-11).
+inline std::array<int32_t, 12> function_constants(const ConvtParams& p, Constants c) {
     return {p.neuron,
             p.has_bias,
             p.accumulate_half,
@@ -233,7 +339,8 @@ inline std::array<int32_t, 11> function_constants(const ConvtParams& p, Constant
             p.dilation_x,
             p.dilation_y,
             c.accumulate,
-            static_cast<int32_t>(c.splits)};
+            static_cast<int32_t>(c.splits),
+            static_cast<int32_t>(c.bias_splits)};
 }
 
 /// A kernel's type suffix ("f32", "f16"); GPUs run no float64 images.
@@ -244,39 +351,43 @@ inline const char* type_suffix(int32_t type, const char* backend) {
         concat("the ", backend, " backend runs float32 and float16 images only, got float64"));
 }
 
-/// dW and dB, the same sequence on every GPU backend. `call` binds memory (`bind_raw(data, bytes,
-/// read)`, `scratch(bytes)`) and returns the backend's buffer handle; `run(launch, types, params,
-/// constants, {buffers})` encodes one launch. `xs` and `ys` are X and dY, already bound.
+/// dW and dB, the same sequence on every GPU backend: each kernel writes the partial sums of its
+/// slices of K to scratch, and one pass adds them in slice order. `call` binds memory
+/// (`bind_raw(data, bytes, read)`, `scratch(bytes)`) and returns the backend's buffer handle;
+/// `run(launch, types, params, constants, {buffers})` encodes one launch. `xs` and `ys` are X and
+/// dY, already bound.
 template <typename Buffer, typename Call, typename Run>
 void backward_weights(ConvtParams p, Buffer xs, Buffer ys, const GradientOutput& out, Call& call,
                       Run&& run, const char* backend) {
-    const int64_t count = weight_count(p);
+    if (!out.weights && !out.bias) return;
+    const int64_t count = out.weights ? weight_count(p) : 0;
+    const int64_t biases = out.bias ? p.out_channels : 0;
     const std::string y = type_suffix(p.dst_type, backend);
     const std::string xy = std::string(type_suffix(p.src_type, backend)) + "_" + y;
     const auto bytes = [](int64_t n) { return static_cast<size_t>(n) * sizeof(float); };
-    if (out.weights && weights_by_gemm(p)) {
-        // Slices of K write partial sums to scratch; one pass adds them in slice order.
-        p.has_bias = out.bias != nullptr;
-        const int64_t splits = weight_splits(p);
-        const int64_t total = count + (out.bias ? p.out_channels : 0);
-        Buffer partial = call.scratch(bytes(splits * total));
-        Buffer dw = call.bind_raw(out.weights, bytes(count), out.accumulate);
-        Buffer db =
-            out.bias ? call.bind_raw(out.bias, bytes(p.out_channels), out.accumulate) : partial;
-        const Constants fc{out.accumulate, splits};
-        run(weights_gemm(p, splits), xy, p, fc, {xs, ys, partial});
-        if (out.bias) run(bias_partial(p, splits), y, p, fc, {ys, partial});
-        run(reduce_partials(total), "", p, fc, {partial, dw, db});
-        return;
-    }
+    p.has_bias = out.bias != nullptr;
+    Launch weights{};
+    Constants fc{out.accumulate, 0, out.bias ? bias_splits(p) : 1};
     if (out.weights) {
-        Buffer dw = call.bind_raw(out.weights, bytes(count), out.accumulate);
-        run(weights_direct(p), xy, p, {out.accumulate, 1}, {xs, ys, dw});
+        switch (weights_kernel(p)) {
+            case WeightsKernel::Gemm:
+                weights = weights_gemm(p, fc.splits = weight_splits(p));
+                break;
+            case WeightsKernel::Direct:
+                weights = weights_direct(p, fc.splits = direct_splits(p));
+                break;
+            case WeightsKernel::Taps:
+                weights = weights_taps(p, fc.splits = taps_splits(p));
+                break;
+        }
     }
-    if (out.bias) {
-        Buffer db = call.bind_raw(out.bias, bytes(p.out_channels), out.accumulate);
-        run(bias_direct(p), y, p, {out.accumulate, 1}, {ys, db});
-    }
+    Buffer partial =
+        call.scratch(bytes(fc.splits * count + (out.bias ? fc.bias_splits : 0) * biases));
+    Buffer dw = out.weights ? call.bind_raw(out.weights, bytes(count), out.accumulate) : partial;
+    Buffer db = out.bias ? call.bind_raw(out.bias, bytes(biases), out.accumulate) : partial;
+    if (out.weights) run(weights, xy, p, fc, {xs, ys, partial});
+    if (out.bias) run(bias_partial(p, fc.bias_splits), y, p, fc, {ys, partial});
+    run(reduce_partials(count, biases), "", p, fc, {partial, dw, db});
 }
 
 }  // namespace convt::detail::gpu
