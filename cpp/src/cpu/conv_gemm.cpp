@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "elements.h"
+#include "finite_rows.h"
 #include "geometry.h"
 #include "half_rows.h"
 #include "micro_kernel.h"
@@ -1078,6 +1079,10 @@ void backward_weights_taps_image(const ConvtParams& p, const void* x, const void
         for (int64_t iy = row_begin; iy < row_end; ++iy) {
             for (int ix = 0; ix < width; ++ix) xoff[ix] = src_index(p, n, int64_t(g) * ig, iy, ix);
             pack_rows(xs, xoff.data(), width, 0, ldc, ig, kNr, xpack.data());
+            // A holds zeros where a pair's tap misses dY; times an infinite or NaN x they would
+            // add NaN where nothing should be added. Rows with such an x (rare) take the exact
+            // loop below, over each pair's own columns.
+            const bool finite = all_finite(xpack.data(), int64_t(width) * ldc);
             for (int ky = 0; ky < p.kernel_h; ++ky) {
                 const int64_t yy = iy * p.stride_y - p.first_tap_y - int64_t(p.dilation_y) * ky;
                 if (yy < 0 || yy >= p.clip_h) continue;
@@ -1111,6 +1116,20 @@ void backward_weights_taps_image(const ConvtParams& p, const void* x, const void
                             a[ix * kMr] = load<float>(dy, p.dst_type, at);
                     }
                     for (int64_t ix = hi + 1; ix < width; ++ix) a[ix * kMr] = 0.f;
+                }
+                if (!finite) {
+                    for (int m = 0; m < pairs; ++m) {
+                        const int64_t cx = p.first_tap_x + int64_t(p.dilation_x) * (m % kw);
+                        const Span in = source_span(cx, p.stride_x, p.clip_w, width);
+                        const float* a = a_row + int64_t(m / kMr) * width * kMr + m % kMr;
+                        float* cm = c.data() + (int64_t(ky) * tiles * kMr + m) * ldc;
+                        for (int64_t ix = std::max<int64_t>(in.lo, 0);
+                             ix <= std::min<int64_t>(in.hi, width - 1); ++ix)
+                            for (int ic = 0; ic < ig; ++ic)
+                                cm[ic] += a[ix * kMr] *
+                                          xpack[(int64_t(ic / kNr) * width + ix) * kNr + ic % kNr];
+                    }
+                    continue;
                 }
                 for (int o = 0; o < tiles; ++o)
                     for (int jp = 0; jp < in_panels; ++jp) {

@@ -107,7 +107,8 @@ FusedTaps pick_fused_taps() {
 }
 
 // lanes[j % 8] += x[j] * d[j] for j < n (a dW sum in eight lanes by column, a fixed order);
-// and the same compiled for AVX2+FMA.
+// and the same compiled for AVX2+FMA. Callers pass only the columns a tap reaches (lo..hi): the
+// padding's zeros times an infinite x would add NaN where nothing should be added.
 void dot_lanes_portable(const float* x, const float* d, int64_t n, float* lanes) {
     float l[8];
     std::copy(lanes, lanes + 8, l);
@@ -433,8 +434,8 @@ void backward_weights_depthwise(const ConvtParams& p, const void* x, const void*
                     for (int kx = 0; kx < p.kernel_w; ++kx) {
                         const TapColumn& t = columns[kx];
                         if (t.lo <= t.hi)  // else the tap reaches no column: adds nothing
-                            dot(xrow.data(), row.phase(t.phase) - t.shift, p.src_w,
-                                lanes.data() + (ky * p.kernel_w + kx) * 8);
+                            dot(xrow.data() + t.lo, row.phase(t.phase) - t.shift + t.lo,
+                                t.hi - t.lo + 1, lanes.data() + (ky * p.kernel_w + kx) * 8);
                     }
                 }
             }
@@ -480,7 +481,8 @@ void backward_depthwise(const ConvtParams& pd, const DepthwiseWeights& w, const 
                         if (t.lo > t.hi) continue;  // the tap reaches no column
                         const float* d = row.phase(t.phase) - t.shift;
                         list.push_back({d, wc[ky * pd.kernel_w + kx]});
-                        dot(xrow.data(), d, pw.src_w, lanes.data() + (ky * pd.kernel_w + kx) * 8);
+                        dot(xrow.data() + t.lo, d + t.lo, t.hi - t.lo + 1,
+                            lanes.data() + (ky * pd.kernel_w + kx) * 8);
                     }
                 }
                 fused(list.data(), static_cast<int>(list.size()), 0.f, pd.src_w, acc.data());
