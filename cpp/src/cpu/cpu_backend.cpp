@@ -444,8 +444,9 @@ void backward_weights_image_narrow(const ConvtParams& p, const void* x, const vo
 }
 
 // dB[oc]: eight running sums over a row's columns (column xx feeds sum xx % 8), each row's
-// added to eight double totals (float totals over 32K pixels drifted 1.25e-5 from the float64
-// reference), added pairwise at the end; the same order for every layout and thread count.
+// added to eight double totals (float totals over many rows lose accuracy: one run saw 1.25e-5
+// relative over 32K pixels), added pairwise at the end; the same order for every layout and
+// thread count.
 template <typename T>
 T bias_gradient(const ConvtParams& p, const void* dy, int64_t oc) {
     double totals[8] = {};
