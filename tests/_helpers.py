@@ -436,3 +436,31 @@ def case_gradient_state(c: dict) -> Any | None:
         dilation_x=c["d"][1], dilation_y=c["d"][0],
         padding_method=c["state"]["method"],
     )  # fmt: skip
+
+
+def check_windowed_fp16_dx(
+    device: Any, rng: np.random.Generator, w: np.ndarray, groups: int, stride: int
+) -> None:
+    """MPS gradient API: dX of the OHWI float32 weights ``w`` (``groups`` groups) written into a
+    NaN-poisoned fp16 image from fp16 dY, with a window (T = (5, 3)) that leaves some source
+    pixels without any dY (they must be written as 0) and a clip rectangle (dY read from an
+    offset region only); 2 images of 10 x 12 pixels, dY 17 x 19."""
+    import convt
+
+    cin, cout = w.shape[3] * groups, w.shape[0]
+    fwd, grad = build_transpose_pair(
+        device, w, stride=stride, groups=groups, kernel_weights_dtype="float32"
+    )
+    set_total_offset(fwd, (5, 3))
+    clip = (2, 1, 0, 15, 14, 2)
+    fwd.clip_rect = convt.Region(*clip)
+    x = rng.uniform(-1, 1, (2, cin, 10, 12)).astype(np.float16)
+    dst = convt.Image(np.zeros((2, cout, 17, 19), np.float16))
+    state = fwd.result_state(convt.Image(x), destination_image=dst)
+    dy = rng.uniform(-1, 1, (2, cout, 17, 19)).astype(np.float16)
+    dx = encode_data_gradient(device, grad, dy, x, state)
+    dx_ref, _, _ = R.conv_transpose_mps_backward(
+        dy, x, w, stride, 1, groups, (5, 3), (10, 12), clip=clip
+    )
+    assert_written(dx, dx_ref, np.ones(x.shape, bool), FP16_TOL, "dX")
+    assert np.any(dx == 0.0), "expected source pixels without any dY (written as 0)"

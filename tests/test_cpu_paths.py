@@ -70,6 +70,20 @@ CASES = {
 }
 
 
+def _case_tensors(
+    rng: np.random.Generator, case: str, images: int = 3
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int, int, int, int]]:
+    """x, torch-layout weights and dY of a CASES entry, and its (stride, padding,
+    output_padding, groups, dilation)."""
+    cin, cout, groups, (h, w), k, s, p, op, d = CASES[case]
+    x = rng.standard_normal((images, cin, h, w)).astype(np.float32)
+    wt = rng.standard_normal((cin, cout // groups, k, k)).astype(np.float32)
+    dy = rng.standard_normal(
+        R.conv_transpose_torch_ref(x, wt, None, s, p, op, groups, d).shape
+    ).astype(np.float32)
+    return x, wt, dy, (s, p, op, groups, d)
+
+
 def _cpu() -> Any:
     import convt
 
@@ -172,12 +186,7 @@ def test_cpu_depthwise_fused_backward_bitwise(
     apart, which run the two passes."""
     import convt
 
-    cin, cout, groups, (h, w), k, s, p, op, d = CASES[case]
-    x = rng.standard_normal((3, cin, h, w)).astype(np.float32)
-    wt = rng.standard_normal((cin, cout // groups, k, k)).astype(np.float32)
-    dy = rng.standard_normal(
-        R.conv_transpose_torch_ref(x, wt, None, s, p, op, groups, d).shape
-    ).astype(np.float32)
+    x, wt, dy, (s, p, op, groups, d) = _case_tensors(rng, case)
     xs, layout, _, _ = make_storage(x, storage, np.float32)
     dys, _, _, _ = make_storage(dy, storage, np.float32)
 
@@ -213,12 +222,7 @@ def test_cpu_path_threads_bitwise(rng: np.random.Generator) -> None:
             "row_ranges_groups",
             "row_ranges_many",
         ):
-            cin, cout, groups, (h, w), k, s, p, op, d = CASES[case]
-            x = rng.standard_normal((3, cin, h, w)).astype(np.float32)
-            wt = rng.standard_normal((cin, cout // groups, k, k)).astype(np.float32)
-            dy = rng.standard_normal(
-                R.conv_transpose_torch_ref(x, wt, None, s, p, op, groups, d).shape
-            ).astype(np.float32)
+            x, wt, dy, (s, p, op, groups, d) = _case_tensors(rng, case)
             runs = []
             for threads in (1, 2):
                 convt.set_num_threads(threads)

@@ -21,9 +21,8 @@ from _helpers import (
     FP16_TOL,
     FP32_TOL,
     assert_close,
-    assert_written,
     build_transpose_pair,
-    encode_data_gradient,
+    check_windowed_fp16_dx,
     from_nchw,
     run_encoded,
     set_total_offset,
@@ -157,25 +156,8 @@ def test_depthwise_backward_data(device: Any, rng, case, layout, dtype, tol) -> 
 def test_depthwise_backward_data_window_and_clip(device: Any, rng, k, stride) -> None:
     """MPS gradient API, depthwise: fp16 dY and dX, a window that leaves source pixels without
     any dY (written as 0) and a clip rectangle (dY read from an offset region only)."""
-    import convt
-
     w = rng.uniform(-0.5, 0.5, (5, *k, 1)).astype(np.float32)  # OHWI: 5 groups of 1 x 1
-    fwd, grad = build_transpose_pair(
-        device, w, stride=stride, groups=5, kernel_weights_dtype="float32"
-    )
-    set_total_offset(fwd, (5, 3))
-    clip = (2, 1, 0, 15, 14, 2)
-    fwd.clip_rect = convt.Region(*clip)
-    x = rng.uniform(-1, 1, (2, 5, 10, 12)).astype(np.float16)
-    dst = convt.Image(np.zeros((2, 5, 17, 19), np.float16))
-    state = fwd.result_state(convt.Image(x), destination_image=dst)
-    dy = rng.uniform(-1, 1, (2, 5, 17, 19)).astype(np.float16)
-    dx = encode_data_gradient(device, grad, dy, x, state)
-    dx_ref, _, _ = R.conv_transpose_mps_backward(
-        dy, x, w, stride, 1, 5, (5, 3), (10, 12), clip=clip
-    )
-    assert_written(dx, dx_ref, np.ones(x.shape, bool), FP16_TOL, "dX")
-    assert np.any(dx == 0.0), "expected source pixels without any dY (written as 0)"
+    check_windowed_fp16_dx(device, rng, w, 5, stride)
 
 
 @pytest.mark.parametrize("mode", MODES)
