@@ -1,9 +1,11 @@
 """Layers with few channels per group, where GPU backends run the narrow kernels: the depthwise
 forward (metal/convt_forward_depthwise.metal: only the taps that land, found once a thread), the
-forward for fewer than 4 output channels per group (convt_forward_narrow.metal: 4 pixels of one
-stride phase a thread) and dX for long reductions (taps x output channels >= 64): split over
-SIMD-groups (convt_backward_data_ksplit.metal), or with lanes over kx mod 8 for kernel widths that
-are multiples of 8 (convt_backward_data_kxlanes.metal). Odd channel counts, pixel tails
+forward for fewer than 4 output channels per group (convt_forward_rows.metal: 8 rows of one
+stride phase a thread, where the weights are finite and a phase's ky taps read consecutive source
+rows; else convt_forward_narrow.metal: 4 pixels of one stride phase a thread) and dX for long
+reductions (taps x output channels >= 64): split over SIMD-groups
+(convt_backward_data_ksplit.metal), or with lanes over kx mod 8 for kernel widths that are
+multiples of 8 (convt_backward_data_kxlanes.metal). Odd channel counts, pixel tails
 of every tile, strides, dilation, groups, both layouts, 1-D images, fp16, the half accumulator,
 and outputs poisoned with NaN, against the float64 reference."""
 
@@ -71,6 +73,58 @@ def test_narrow_forward(device: Any, rng: np.random.Generator, cin, cout, groups
     b = rng.standard_normal(cout).astype(np.float32)
     got, ref = _forward(device, x, w, b, geo, groups, layout)
     assert_close(got, ref, FP32_TOL, f"{layout} {geo} g{groups}")
+
+
+@pytest.mark.parametrize("cin, cout, groups", [(23, 1, 1), (14, 6, 2)])
+@pytest.mark.parametrize(
+    "geo", [(1, 3, 1, 0, 1), (3, 9, 4, 2, 1), (2, 8, 3, 1, 1), (4, 5, 2, 3, 2)]
+)
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_rows_forward_tall(device: Any, rng: np.random.Generator, cin, cout, groups, geo, layout):
+    """Images of 70 rows, where GPU backends run convt_forward_rows (8 rows of a phase a thread,
+    4 SIMD-groups a threadgroup: 32-row tiles with a 6-row tail) with 1 to 4 ky taps a phase
+    (k3 s1: 3; k9 s3: 3; k8 s2: 4; k5 s4 dilation 2: 3, every other kernel row), fp32 and fp16."""
+    x = rng.standard_normal((2, cin, 70, 37)).astype(np.float32)
+    w = rng.standard_normal((cin, cout // groups, geo[1], geo[1])).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    got, ref = _forward(device, x, w, b, geo, groups, layout)
+    assert_close(got, ref, FP32_TOL, f"{layout} {geo} g{groups}")
+    got, ref = _forward(device, x, w, None, geo, groups, layout, np.float16)
+    assert_close(got, ref, FP16_TOL, f"fp16 {layout} {geo} g{groups}")
+
+
+def test_rows_forward_one_simd_group_tiles(
+    device: Any, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CONVT_GPU_NARROW=auto on a grid of 576 SIMD-groups (fsrcnn's k9 s3 on a 128x128 image):
+    GPU backends run convt_forward_rows with one SIMD-group a threadgroup (32 x 8 pixels of a
+    phase), fp16 source."""
+    monkeypatch.setenv("CONVT_GPU_NARROW", "auto")
+    x = rng.standard_normal((1, 6, 128, 128)).astype(np.float32)
+    w = rng.standard_normal((6, 1, 9, 9)).astype(np.float32)
+    b = rng.standard_normal(1).astype(np.float32)
+    got, ref = _forward(device, x, w, b, (3, 9, 4, 2, 1), 1, "NCHW", np.float16)
+    assert_close(got, ref, FP16_TOL, "fp16 576 groups")
+
+
+@pytest.mark.parametrize("geo", [(3, 9, 4, 2, 1), (2, 4, 1, 0, 1)])
+def test_narrow_forward_nonfinite_weights(device: Any, rng: np.random.Generator, geo) -> None:
+    """Inf and NaN weights on taps that fall outside the source at the borders: they reach only
+    the pixels whose tap reads a real source pixel (no 0 * Inf). GPU backends send layers with a
+    non-finite weight to convt_forward_narrow, not convt_forward_rows (which reads missing
+    pixels as 0)."""
+    x = rng.standard_normal((2, 5, 40, 11)).astype(np.float32)
+    w = rng.standard_normal((5, 2, geo[1], geo[1])).astype(np.float32)
+    w[1, 0, 0, 0] = np.inf
+    w[3, 1, -1, -1] = -np.inf
+    w[2, 1, 0, -1] = np.nan
+    with np.errstate(invalid="ignore"):
+        got, ref = _forward(device, x, w, None, geo, 1, "NCHW")
+    for name, test in (("NaN", np.isnan), ("+Inf", np.isposinf), ("-Inf", np.isneginf)):
+        assert np.array_equal(test(got), test(ref)), f"{name} positions differ"
+    fin = np.isfinite(ref)
+    assert fin.any() and not fin.all()
+    assert_close(got[fin], ref[fin], FP32_TOL, "finite outputs")
 
 
 @pytest.mark.parametrize("channels", [7, 23])

@@ -6,10 +6,13 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <numeric>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "../../../metal/convt_params.h"
 #include "backend.h"
@@ -74,13 +77,22 @@ constexpr int64_t kDxlLanes = 8, kDxlColumns = kSimd / kDxlLanes, kDxlPixels = 4
 // The narrow forward kernel runs only with at least this many threadgroups: with fewer it lost
 // to convt_forward (H200, bench_gpu: fsrcnn_x3 N=1, 576 groups, 0.150 ms against 0.115;
 // dcgan_out N=8, 384 groups, 0.149 against 0.074) and won with more (fsrcnn_x3 N=8, 4608 groups,
-// 0.559 against 0.661). CONVT_GPU_NARROW=always drops the limit (tests reach the kernel with
-// small images).
+// 0.559 against 0.661). CONVT_GPU_NARROW=always drops the limit, and gives convt_forward_rows
+// its tall threadgroups on any grid (tests reach both with small images).
 constexpr int64_t kNarrowMinGroups = 2048;
 // The narrow kernel's threadgroups are 32 x 2 threads (4 pixels a thread, 2 rows apart: a tile of
 // 32 x 8 pixels), so a SIMD-group reads one 32-pixel row a load: on an H200 (fsrcnn_x3, N=8)
 // L1 hits rose from 18% to 76% and the time fell 0.561 -> 0.513 ms against 8 x 8 threads.
 constexpr int64_t kNarrowTileX = 32;
+// convt_forward_rows: kRowsPixels consecutive rows of a phase a thread (CONVT_ROWS_R), lanes
+// over columns, kRowsTileY SIMD-groups a threadgroup (1 where that makes fewer than
+// kRowsMinTallGroups threadgroups, 4 an H100 core), at most kRowsMaxTaps ky taps a phase
+// (CONVT_ROWS_MAX_TAPS). Grids of fewer than kRowsMinGroups SIMD-groups take the other kernels
+// (H100, fp16: dcgan_out N=8, 384 SIMD-groups, 0.14-0.19 ms against convt_forward's 0.11;
+// fsrcnn_x3 N=1, 576, 0.12-0.13 against convt_forward's 0.12-0.15; N=8 fp32
+// 0.51 -> 0.17 ms, fp16 0.53 -> 0.23).
+constexpr int64_t kRowsPixels = 8, kRowsTileX = 32, kRowsTileY = 4, kRowsMaxTaps = 4,
+                  kRowsMinTallGroups = 528, kRowsMinGroups = 512;
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -114,7 +126,28 @@ inline bool narrow_always() {
         concat("CONVT_GPU_NARROW must be 'auto' or 'always', got '", v, "'"));
 }
 
-inline Launch forward(const ConvtParams& p) {
+/// Whether every weight is finite: the forward kernels that read missing source pixels as 0
+/// need that (0 * Inf would add a NaN where the reference adds nothing).
+inline bool all_finite(const std::vector<double>& values) {
+    return std::all_of(values.begin(), values.end(), [](double v) { return std::isfinite(v); });
+}
+
+/// convt_forward_rows runs the layer: float accumulation, fewer output channels per group than a
+/// channel block, finite weights, consecutive ky taps of a phase one source row apart (the
+/// dilation divides the stride) and at most kRowsMaxTaps of them, more than one phase row, and
+/// source offsets of one channel plane in 32 bits.
+inline bool forward_rows_fit(const ConvtParams& p, bool weights_finite) {
+    const auto mag = [](int64_t v) { return v < 0 ? -v : v; };
+    const int64_t dy = p.dilation_y, sy = p.stride_y;
+    const int64_t step = sy / std::gcd(sy, dy);  // taps of a phase are `step` apart
+    const int64_t span =
+        (int64_t(p.src_h) - 1) * mag(p.src_stride_h) + (int64_t(p.src_w) - 1) * mag(p.src_stride_w);
+    return weights_finite && !p.accumulate_half && p.out_per_group < kChannelBlock &&
+           sy % dy == 0 && ceil_div(p.kernel_h, step) <= kRowsMaxTaps &&
+           ceil_div(p.clip_h, sy) > 1 && span <= INT32_MAX;
+}
+
+inline Launch forward(const ConvtParams& p, bool weights_finite) {
     check_index_range(p);
     const int64_t sx = p.stride_x, sy = p.stride_y;
     const int64_t cols = ceil_div(p.clip_w, sx), rows = ceil_div(p.clip_h, sy);
@@ -131,6 +164,17 @@ inline Launch forward(const ConvtParams& p) {
         return {"convt_forward_gemm_",
                 {ceil_div(rows * cols, kGemmTile), ceil_div(p.out_per_group, kGemmTile), images},
                 {kGemmThreads, 1, 1}};
+    const bool always = narrow_always();  // read (and checked) on every such layer
+    if (forward_rows_fit(p, weights_finite)) {
+        // One SIMD-group a threadgroup on small grids, so that they spread over every core.
+        const Dims tall{ceil_div(cols, kRowsTileX), ceil_div(rows, kRowsTileY * kRowsPixels),
+                        images * p.out_per_group};
+        if (tall.x * tall.y * tall.z >= kRowsMinTallGroups || always)
+            return {"convt_forward_rows_", tall, {kRowsTileX, kRowsTileY, 1}};
+        const Dims flat{tall.x, ceil_div(rows, kRowsPixels), tall.z};
+        if (flat.x * flat.y * flat.z >= kRowsMinGroups)
+            return {"convt_forward_rows_", flat, {kRowsTileX, 1, 1}};
+    }
     const Dims tile = pixel_tile(rows);
     // Fewer channels than a channel block: one channel and kNarrowPixels pixels a thread.
     const Dims ntile =
@@ -139,7 +183,7 @@ inline Launch forward(const ConvtParams& p) {
                       ceil_div(rows, ntile.y * (rows == 1 ? 1 : kNarrowPixels)),
                       images * p.out_per_group};
     if (p.out_per_group < kChannelBlock &&
-        (narrow.x * narrow.y * narrow.z >= kNarrowMinGroups || narrow_always()))
+        (narrow.x * narrow.y * narrow.z >= kNarrowMinGroups || always))
         return {"convt_forward_narrow_", narrow, ntile};
     return {"convt_forward_",
             {ceil_div(cols, tile.x), ceil_div(rows, tile.y),

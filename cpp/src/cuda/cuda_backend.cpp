@@ -46,6 +46,7 @@ struct DeviceBuffer {
 
 struct CudaWeights : DeviceWeights {
     DeviceBuffer weights, bias, slopes;
+    bool finite = false;  // every weight finite (gpu::forward_rows_fit)
 };
 
 bool is_device_memory(const void* p) {
@@ -153,6 +154,7 @@ class CudaBackend : public Backend {
             throw TypeError("the CUDA backend keeps float32 or float16 weights, got float64");
         auto w = std::make_unique<CudaWeights>();
         std::vector<float> values(pw.values.begin(), pw.values.end());
+        w->finite = gpu::all_finite(pw.values);
         std::vector<float> bias(static_cast<size_t>(pw.out_channels), 0.f);
         std::copy(pw.bias.begin(), pw.bias.end(), bias.begin());
         std::vector<float> slopes(static_cast<size_t>(pw.out_channels), 0.f);
@@ -188,7 +190,7 @@ class CudaBackend : public Backend {
         ConvtParams p = params;
         const void* s = call.bind(src, false, &p.src_base);
         const void* d = call.bind(dst, true, &p.dst_base);
-        run(gpu::forward(p), types(p.src_type, p.dst_type), p, {},
+        run(gpu::forward(p, w.finite), types(p.src_type, p.dst_type), p, {},
             {s, d, w.weights.ptr, w.bias.ptr, w.slopes.ptr});
         call.done();
     }

@@ -52,6 +52,7 @@ std::string describe(NS::Error* error) {
 
 struct MetalWeights : DeviceWeights {
     Ref<MTL::Buffer> weights, bias, slopes;
+    bool finite = false;  // every weight finite (gpu::forward_rows_fit)
 };
 
 // convt.metallib next to the binary that holds this code (the Python extension module), if
@@ -183,6 +184,7 @@ class MetalBackend : public Backend {
         Pool pool;
         auto w = std::make_unique<MetalWeights>();
         std::vector<float> values(pw.values.begin(), pw.values.end());
+        w->finite = gpu::all_finite(pw.values);
         std::vector<float> bias(static_cast<size_t>(pw.out_channels), 0.f);
         std::copy(pw.bias.begin(), pw.bias.end(), bias.begin());
         std::vector<float> slopes(static_cast<size_t>(pw.out_channels), 0.f);
@@ -219,7 +221,7 @@ class MetalBackend : public Backend {
         ConvtParams p = params;
         MTL::Buffer* s = call.bind(src, false, &p.src_base);
         MTL::Buffer* d = call.bind(dst, true, &p.dst_base);
-        run(gpu::forward(p), types(p.src_type, p.dst_type), p, {},
+        run(gpu::forward(p, w.finite), types(p.src_type, p.dst_type), p, {},
             {s, d, w.weights.get(), w.bias.get(), w.slopes.get()});
         call.done();
     }
