@@ -76,8 +76,8 @@ inline void convt_forward_rows_impl(device const TS* src, device TD* dst,
     const int g = int(z % uint(p.groups));
     const long n = long(z / uint(p.groups));
     const int py = phase / nx, px = phase % nx;
-    const int i = int(tg.x * tpg.x + t.x);                       // phase-grid column
-    const int j = int((tg.y * tpg.y + t.y) * CONVT_ROWS_R);      // first phase-grid row
+    const int i = int(tg.x * tpg.x + t.x);                   // phase-grid column
+    const int j = int((tg.y * tpg.y + t.y) * CONVT_ROWS_R);  // first phase-grid row
     const int x0 = px + sx * i, y0 = py + sy * j;  // destination pixel 0, relative to the clip
     if (x0 >= p.clip_w || y0 >= p.clip_h) return;  // no barriers below
     const int oc = g * og + o;
@@ -91,11 +91,20 @@ inline void convt_forward_rows_impl(device const TS* src, device TD* dst,
     device const TS* plane = src + p.src_base + n * p.src_stride_n + long(g) * ig * p.src_stride_c;
     device const float* w = weights + long(oc * kh + ty.first) * kw * ig;
     switch (taps_y) {
-        case 1: convt_rows_sum<1>(plane, w, p, ty, tx, i, j, ig, kw, acc); break;
-        case 2: convt_rows_sum<2>(plane, w, p, ty, tx, i, j, ig, kw, acc); break;
-        case 3: convt_rows_sum<3>(plane, w, p, ty, tx, i, j, ig, kw, acc); break;
-        case 4: convt_rows_sum<4>(plane, w, p, ty, tx, i, j, ig, kw, acc); break;
-        default: break;  // 0: no tap lands on this phase
+        case 1:
+            convt_rows_sum<1>(plane, w, p, ty, tx, i, j, ig, kw, acc);
+            break;
+        case 2:
+            convt_rows_sum<2>(plane, w, p, ty, tx, i, j, ig, kw, acc);
+            break;
+        case 3:
+            convt_rows_sum<3>(plane, w, p, ty, tx, i, j, ig, kw, acc);
+            break;
+        case 4:
+            convt_rows_sum<4>(plane, w, p, ty, tx, i, j, ig, kw, acc);
+            break;
+        default:
+            break;  // 0: no tap lands on this phase
     }
     const float slope = fc_neuron == CONVT_NEURON_PRELU ? slopes[oc] : 0.0f;
     device TD* out = dst + p.dst_base + n * p.dst_stride_n + long(oc) * p.dst_stride_c +
@@ -109,15 +118,13 @@ inline void convt_forward_rows_impl(device const TS* src, device TD* dst,
 }
 
 #define CONVT_FORWARD_ROWS_ENTRY(NAME, TS, TD)                                                 \
-    kernel void NAME(device const TS* src [[buffer(0)]], device TD* dst [[buffer(1)]],         \
-                     device const float* weights [[buffer(2)]],                                 \
-                     device const float* bias [[buffer(3)]],                                    \
-                     device const float* slopes [[buffer(4)]],                                  \
-                     constant ConvtParams& p [[buffer(5)]],                                     \
-                     uint3 tg [[threadgroup_position_in_grid]],                                 \
-                     uint3 t [[thread_position_in_threadgroup]],                                \
-                     uint3 tpg [[threads_per_threadgroup]]) {                                   \
-        convt_forward_rows_impl<TS, TD>(src, dst, weights, bias, slopes, p, tg, t, tpg);        \
+    kernel void NAME(                                                                          \
+        device const TS* src [[buffer(0)]], device TD* dst [[buffer(1)]],                      \
+        device const float* weights [[buffer(2)]], device const float* bias [[buffer(3)]],     \
+        device const float* slopes [[buffer(4)]], constant ConvtParams& p [[buffer(5)]],       \
+        uint3 tg [[threadgroup_position_in_grid]], uint3 t [[thread_position_in_threadgroup]], \
+        uint3 tpg [[threads_per_threadgroup]]) {                                               \
+        convt_forward_rows_impl<TS, TD>(src, dst, weights, bias, slopes, p, tg, t, tpg);       \
     }
 
 CONVT_FORWARD_ROWS_ENTRY(convt_forward_rows_f32_f32, float, float)
