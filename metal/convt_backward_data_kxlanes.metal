@@ -3,8 +3,8 @@
 // columns) x (8 residues of kx mod 8), so for one tap row the SIMD-group reads one contiguous run
 // of 32 dY words (with stride 8 and no dilation) instead of 32 words a stride apart, and each
 // lane's weights serve CONVT_DXL_PX pixels x CONVT_DXL_CH input channels. A threadgroup stages the
-// weights of its channel block for as many output channels as CONVT_DXL_MAX_TAPS taps hold (one
-// for 16x16 kernels); its SIMD-groups are CONVT_DXL_TILES pixel tiles x CONVT_DXL_SLICES
+// weights of its channel block for as many output channels as CONVT_DXL_STAGE_TAPS taps hold
+// (two for 16x16 kernels); its SIMD-groups are CONVT_DXL_TILES pixel tiles x CONVT_DXL_SLICES
 // contiguous blocks of the (kx / 8, ky) pairs. The partial sums
 // (over slices, then over the 8 kx residues) are added through threadgroup memory in a fixed
 // order, so results are the same on every run. dY offsets inside one image are 32-bit (the host
@@ -12,18 +12,19 @@
 // destination role.
 #include "convt_kernel.h"
 
-#define CONVT_DXL_J 8                            // lanes of one pixel: kx = j, j + 8, ...
-#define CONVT_DXL_Q (CONVT_SIMD / CONVT_DXL_J)   // pixel columns of a SIMD-group
-#define CONVT_DXL_PX 4       // pixels a lane: rows, or columns CONVT_DXL_Q apart (one-row images)
-#define CONVT_DXL_CH 8       // input channels a lane
-#define CONVT_DXL_TILES 2    // SIMD-groups side by side over pixels
-#define CONVT_DXL_SLICES 4   // SIMD-groups over the reduction
+#define CONVT_DXL_J 8                           // lanes of one pixel: kx = j, j + 8, ...
+#define CONVT_DXL_Q (CONVT_SIMD / CONVT_DXL_J)  // pixel columns of a SIMD-group
+#define CONVT_DXL_PX 4      // pixels a lane: rows, or columns CONVT_DXL_Q apart (one-row images)
+#define CONVT_DXL_CH 8      // input channels a lane
+#define CONVT_DXL_TILES 2   // SIMD-groups side by side over pixels
+#define CONVT_DXL_SLICES 4  // SIMD-groups over the reduction
 #define CONVT_DXL_THREADS (CONVT_DXL_TILES * CONVT_DXL_SLICES * CONVT_SIMD)
-#define CONVT_DXL_MAX_TAPS 256
+#define CONVT_DXL_MAX_TAPS 256    // taps of the largest kernel (gpu_launch.h kDxlMaxTaps)
+#define CONVT_DXL_STAGE_TAPS 512  // taps staged at a time: 2 output channels of 16x16 taps
 // Staged weights: channel c of tap t at c * CONVT_DXL_WSTRIDE + t. 8 lanes reading 8 consecutive
 // taps hit 8 banks; the stride (4 mod 32) keeps the staging stores, 4 taps x 8 channels a
 // SIMD-group, on 32 distinct banks.
-#define CONVT_DXL_WSTRIDE (CONVT_DXL_MAX_TAPS + 4)
+#define CONVT_DXL_WSTRIDE (CONVT_DXL_STAGE_TAPS + 4)
 #define CONVT_DXL_VALUES (CONVT_DXL_PX * CONVT_DXL_CH)
 // Partial sums of slices 1..: value v of lane l of tile t of slice s at
 // ((s - 1) * TILES + t) * VALUES * 33 + v * 33 + l (the odd row length keeps the final reads, 8
@@ -31,8 +32,9 @@
 // staging buffer.
 #define CONVT_DXL_RED \
     ((CONVT_DXL_SLICES - 1) * CONVT_DXL_TILES * CONVT_DXL_VALUES * (CONVT_SIMD + 1))
-#define CONVT_DXL_WS (CONVT_DXL_CH * CONVT_DXL_WSTRIDE)  // one of two staging halves
-#define CONVT_DXL_BUF (CONVT_DXL_RED > 2 * CONVT_DXL_WS ? CONVT_DXL_RED : 2 * CONVT_DXL_WS)
+#define CONVT_DXL_WS (CONVT_DXL_CH * CONVT_DXL_WSTRIDE)
+// One staging buffer (two would pass Apple GPUs' 32 KB of threadgroup memory).
+#define CONVT_DXL_BUF (CONVT_DXL_RED > CONVT_DXL_WS ? CONVT_DXL_RED : CONVT_DXL_WS)
 
 struct ConvtDxlAcc {
     float v[CONVT_DXL_PX][CONVT_DXL_CH];
@@ -68,26 +70,32 @@ inline void convt_dxl_column(device const TY* row, long row_step, W ws, int tap,
 }
 
 // Weights of the channel block for output channels o0.. (chunk_taps taps of consecutive channels,
-// consecutive in memory: OHWI), CONVT_DXL_STAGE a thread: element e = lid + k * THREADS is tap e /
-// CH, channel e % CH.
-#define CONVT_DXL_STAGE (CONVT_DXL_MAX_TAPS * CONVT_DXL_CH / CONVT_DXL_THREADS)
+// consecutive in memory: OHWI), CONVT_DXL_STAGE a thread: element k of thread lid is channel
+// lid % CH of tap lid / CH + k * THREADS / CH, so a thread's loads are a fixed stride apart and
+// its stores at fixed offsets (the index maths of a general element-to-tap mapping had cost as
+// many instructions as the tap loops: ncu source counters, H100, FCN's dX).
+#define CONVT_DXL_STAGE (CONVT_DXL_STAGE_TAPS * CONVT_DXL_CH / CONVT_DXL_THREADS)
+#define CONVT_DXL_TAP_STEP (CONVT_DXL_THREADS / CONVT_DXL_CH)
+#if CONVT_DXL_THREADS % CONVT_DXL_CH != 0
+#error "a thread's staged channel must stay the same"
+#endif
 
 inline void convt_dxl_load_weights(device const float* weights, long w_o, int ig, int ic0,
                                    int chunk_taps, uint lid, thread float* v) {
-    for (int k = 0; k < CONVT_DXL_STAGE; ++k) {
-        const int e = int(lid) + k * CONVT_DXL_THREADS;
-        const int t = e / CONVT_DXL_CH, c = e % CONVT_DXL_CH;
-        v[k] = t < chunk_taps && ic0 + c < ig ? weights[w_o + long(t) * ig + c] : 0.0f;
-    }
+    const int c = int(lid) % CONVT_DXL_CH, t0 = int(lid) / CONVT_DXL_CH;
+    const bool c_ok = ic0 + c < ig;
+    device const float* w = weights + (w_o + long(t0) * ig + c);
+    const long step = long(CONVT_DXL_TAP_STEP) * ig;
+    for (int k = 0; k < CONVT_DXL_STAGE; ++k)
+        v[k] = c_ok && t0 + k * CONVT_DXL_TAP_STEP < chunk_taps ? w[k * step] : 0.0f;
 }
 
 template <typename W>
 inline void convt_dxl_store_weights(W ws, int chunk_taps, uint lid, thread const float* v) {
-    for (int k = 0; k < CONVT_DXL_STAGE; ++k) {
-        const int e = int(lid) + k * CONVT_DXL_THREADS;
-        const int t = e / CONVT_DXL_CH, c = e % CONVT_DXL_CH;
-        if (t < chunk_taps) ws[c * CONVT_DXL_WSTRIDE + t] = v[k];
-    }
+    const int c = int(lid) % CONVT_DXL_CH, t0 = int(lid) / CONVT_DXL_CH;
+    for (int k = 0; k < CONVT_DXL_STAGE; ++k)
+        if (t0 + k * CONVT_DXL_TAP_STEP < chunk_taps)
+            ws[c * CONVT_DXL_WSTRIDE + t0 + k * CONVT_DXL_TAP_STEP] = v[k];
 }
 
 // A threadgroup's dY window of one output channel: rows y0..y0+h-1, columns x0..x0+w-1, in
@@ -97,6 +105,7 @@ struct ConvtDxlWindow {
 };
 
 #define CONVT_DXL_PF_BYTES 128
+#define CONVT_DXL_PF_SEGS 4  // threads side by side over a window row's runs
 
 // Prefetches into L1 the windows of output channels o0..o0+count-1 and the weights of the
 // channel block for their taps, a run a thread, so that the loads of the tap loops and of the
@@ -106,18 +115,26 @@ inline void convt_dxl_prefetch(device const TY* dy, device const float* weights,
                                constant ConvtParams& p, long dy_img, long w_g, int ic0, int o0,
                                int count, thread const ConvtDxlWindow& win, uint lid) {
     if (!CONVT_HAS_PREFETCH) return;
-    const int run = CONVT_DXL_PF_BYTES / int(sizeof(TY)), per_channel = win.h * win.segs;
-    for (int k = int(lid); k < count * per_channel; k += CONVT_DXL_THREADS) {
-        const int o = k / per_channel, rest = k - o * per_channel;
-        const int y = win.y0 + rest / win.segs;
-        const int x = min(win.x0 + (rest % win.segs) * run, win.x0 + win.w - 1);
-        if (y >= 0 && y < p.clip_h && x >= 0 && x < p.clip_w)
-            convt_prefetch(dy + (dy_img + long(o0 + o) * p.dst_stride_c + long(y) * p.dst_stride_h +
-                                 long(p.clip_x + x) * p.dst_stride_w));
+    // Thread lid takes runs lid % PF_SEGS, + PF_SEGS, ... of rows lid / PF_SEGS, + ..., in every
+    // channel: no division (the divisions by the window's run count had cost about 180
+    // instructions a thread a chunk, ncu source counters, H100, FCN's dX).
+    const int run = CONVT_DXL_PF_BYTES / int(sizeof(TY));
+    const int rows_step = CONVT_DXL_THREADS / CONVT_DXL_PF_SEGS;
+    for (int r = int(lid) / CONVT_DXL_PF_SEGS; r < win.h; r += rows_step) {
+        const int y = win.y0 + r;
+        if (y < 0 || y >= p.clip_h) continue;
+        for (int sg = int(lid) % CONVT_DXL_PF_SEGS; sg < win.segs; sg += CONVT_DXL_PF_SEGS) {
+            const int x = min(win.x0 + sg * run, win.x0 + win.w - 1);
+            if (x < 0 || x >= p.clip_w) continue;
+            device const TY* at =
+                dy + (dy_img + long(o0) * p.dst_stride_c + long(y) * p.dst_stride_h +
+                      long(p.clip_x + x) * p.dst_stride_w);
+            for (int o = 0; o < count; ++o) convt_prefetch(at + long(o) * p.dst_stride_c);
+        }
     }
     const int taps = fc_kernel_w * fc_kernel_h, ig = p.in_per_group;
-    if (int(lid) < count * taps) {
-        const long at = w_g + (long(o0) * taps + int(lid)) * ig;
+    for (int t = int(lid); t < count * taps; t += CONVT_DXL_THREADS) {
+        const long at = w_g + (long(o0) * taps + t) * ig;
         convt_prefetch(weights + at);
         convt_prefetch(weights + at + min(CONVT_DXL_CH, ig - ic0) - 1);
     }
@@ -169,10 +186,11 @@ inline void convt_backward_data_kxlanes_impl(device const TY* dy, device TX* dx,
     const int t0 = slice * pairs / CONVT_DXL_SLICES, t1 = (slice + 1) * pairs / CONVT_DXL_SLICES;
     const long dy_img = p.dst_base + n * p.dst_stride_n + long(g) * og * p.dst_stride_c +
                         long(p.clip_y) * p.dst_stride_h;
-    // Output channels in chunks whose weights fill one half of the buffer (one channel for 16x16
-    // taps), staged in the other half while the chunk before is used, so one barrier a chunk
-    // suffices.
-    const int chunk = max(1, CONVT_DXL_MAX_TAPS / taps);
+    // Output channels in chunks whose weights fill the staging buffer (two channels for 16x16
+    // taps: the per-chunk work, prefetch, staging and pixel set-up, had cost as many instructions
+    // as the tap loops with one). The next chunk's weights are loaded before the barrier that
+    // ends the use of this one's and stored after it.
+    const int chunk = max(1, CONVT_DXL_STAGE_TAPS / taps);
     const long w_g = long(g * og) * taps * ig + ic0;
     // The next chunk's dY window and weights are prefetched a chunk ahead: without, the tap loops
     // waited on L2 (ncu, H100: 62% of stalls, L1 hit rate 56%, 313 us for FCN's dX at N = 8),
@@ -190,12 +208,12 @@ inline void convt_backward_data_kxlanes_impl(device const TY* dy, device TX* dx,
     convt_dxl_store_weights(buf, min(chunk, og) * taps, lid, staged);
     threadgroup_barrier(mem_flags::mem_threadgroup);
     CONVT_NO_UNROLL
-    for (int o0 = 0, half = 0; o0 < og; o0 += chunk, half ^= 1) {
+    for (int o0 = 0; o0 < og; o0 += chunk) {
         const int chunk_taps = min(chunk, og - o0) * taps;
         const int next_co = min(chunk, max(og - o0 - chunk, 0));
         if (next_co > 0)
             convt_dxl_prefetch(dy, weights, p, dy_img, w_g, ic0, o0 + chunk, next_co, win, lid);
-        auto ws = buf + half * CONVT_DXL_WS;
+        auto ws = buf;
         CONVT_NO_UNROLL
         for (int m = t0 / kh; m * kh < t1; ++m) {
             const int kx = j + m * CONVT_DXL_J;
@@ -222,13 +240,14 @@ inline void convt_backward_data_kxlanes_impl(device const TY* dy, device TX* dx,
                     convt_dxl_column<true>(row, row_step, ws, tap, kw, ky0, ky1, r, acc);
             }
         }
-        if (next_co > 0) {
-            const int next_taps = next_co * taps;
+        if (next_co > 0)
             convt_dxl_load_weights(weights, w_g + long(o0 + chunk) * taps * ig, ig, ic0,
-                                   next_taps, lid, staged);
-            convt_dxl_store_weights(buf + (half ^ 1) * CONVT_DXL_WS, next_taps, lid, staged);
-        }
+                                   next_co * taps, lid, staged);
         threadgroup_barrier(mem_flags::mem_threadgroup);
+        if (next_co > 0) {
+            convt_dxl_store_weights(buf, next_co * taps, lid, staged);
+            threadgroup_barrier(mem_flags::mem_threadgroup);
+        }
     }
     // Slices 1.. hand their sums to slice 0, which adds them in slice order and stores the
     // result where slice 1's were; then the 8 lanes of each pixel column are added in lane order.
@@ -266,14 +285,13 @@ inline void convt_backward_data_kxlanes_impl(device const TY* dy, device TX* dx,
     }
 }
 
-#define CONVT_BACKWARD_DATA_KXLANES_ENTRY(NAME, TY, TX)                                         \
-    kernel void NAME(device const TY* dy [[buffer(0)]], device TX* dx [[buffer(1)]],           \
-                     device const float* weights [[buffer(2)]],                                 \
-                     constant ConvtParams& p [[buffer(3)]],                                     \
-                     uint3 tg [[threadgroup_position_in_grid]],                                 \
-                     uint lid [[thread_index_in_threadgroup]]) {                                \
-        threadgroup float buf[CONVT_DXL_BUF];                                                   \
-        convt_backward_data_kxlanes_impl<TY, TX>(dy, dx, weights, p, tg, lid, buf);             \
+#define CONVT_BACKWARD_DATA_KXLANES_ENTRY(NAME, TY, TX)                                        \
+    kernel void NAME(                                                                          \
+        device const TY* dy [[buffer(0)]], device TX* dx [[buffer(1)]],                        \
+        device const float* weights [[buffer(2)]], constant ConvtParams& p [[buffer(3)]],      \
+        uint3 tg [[threadgroup_position_in_grid]], uint lid [[thread_index_in_threadgroup]]) { \
+        threadgroup float buf[CONVT_DXL_BUF];                                                  \
+        convt_backward_data_kxlanes_impl<TY, TX>(dy, dx, weights, p, tg, lid, buf);            \
     }
 
 CONVT_BACKWARD_DATA_KXLANES_ENTRY(convt_backward_data_kxlanes_f32_f32, float, float)
