@@ -147,6 +147,7 @@ class CudaBackend : public Backend {
         return v.numel() == 0 || is_device_memory(v.data);
     }
     bool accepts_device_memory() const override { return true; }
+    bool writes_torch_gradients() const override { return true; }
 
     std::unique_ptr<DeviceWeights> upload(const PreparedWeights& pw) override {
         if (pw.type == DataType::Float64)
@@ -207,8 +208,6 @@ class CudaBackend : public Backend {
 
     void backward_weights(const ConvtParams& params, const TensorView& x, const TensorView& dy,
                           const GradientOutput& out) override {
-        if (out.type != DataType::Float32)
-            throw TypeError("the CUDA backend writes float32 weight gradients");
         Call call(*this);
         ConvtParams p = params;
         const void* xs = call.bind(x, false, &p.src_base);
@@ -239,12 +238,13 @@ class CudaBackend : public Backend {
      public:
         explicit Call(CudaBackend& backend)
             : backend_(backend), bindings_(batch_list(backend.current_batch())) {}
-        /// Binds a view; adds the element offset of its origin to `base`.
-        const void* bind(const TensorView& v, bool written, int64_t* base) {
+        /// Binds a view; adds the element offset of its origin to `base`. `read`: a staged copy
+        /// takes the view's contents first (false for outputs the work overwrites whole).
+        const void* bind(const TensorView& v, bool written, int64_t* base, bool read = true) {
             const char* first;
             size_t bytes;
             Bindings::extent(v, &first, &bytes, base);
-            return region(first, bytes, written, true);
+            return region(first, bytes, written, read);
         }
         /// A dense gradient buffer; `read` when the work adds to it.
         const void* bind_raw(void* data, size_t bytes, bool read) {
