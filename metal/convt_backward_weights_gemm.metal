@@ -146,11 +146,24 @@ inline void convt_reduce_partials_impl(device const float* partial, device float
     }
 }
 
+// Element offset in PyTorch's dW view (the destination role of `p`: N = Cin, C = Cout/groups,
+// H = kH, W = kW, taps flipped) of OHWI weight e. I: the index type of the divisions, uint where
+// the weights count < 2^32 (64-bit divisions made the finish 4x slower on an H100).
+template <typename I>
+inline long convt_torch_weight_at(constant ConvtParams& p, I e) {
+    const I ig = I(p.in_per_group), og = I(p.out_per_group), kw = I(fc_kernel_w);
+    const I q = e / ig, icl = e - q * ig;
+    const I o = q / (I(fc_kernel_h) * kw), tap = q - o * (I(fc_kernel_h) * kw);
+    const I ky = tap / kw, kx = tap - ky * kw;
+    const I g = o / og, ocl = o - g * og;
+    return p.dst_base + long(g * ig + icl) * p.dst_stride_n + long(ocl) * p.dst_stride_c +
+           long(I(fc_kernel_h) - 1 - ky) * p.dst_stride_h + long(kw - 1 - kx) * p.dst_stride_w;
+}
+
 // The same sums in PyTorch's convention, written into the caller's views of type T: dW
-// [Cin][Cout/groups][kH][kW] with the taps flipped, described by the destination role of `p`
-// (base and strides; N = Cin, C = Cout/groups, H = kH, W = kW), and dB [Cout] by the source
-// role's base and channel stride. Threads run in OHWI order so that the partial sums are read
-// coalesced; the scattered writes gather in L2 (the weights of one layer fit there). They
+// [Cin][Cout/groups][kH][kW] with the taps flipped (convt_torch_weight_at), and dB [Cout] by the
+// source role's base and channel stride. Threads run in OHWI order so that the partial sums are
+// read coalesced; the scattered writes gather in L2 (the weights of one layer fit there). They
 // overwrite: PyTorch's convention has no accumulating gradient call.
 template <typename T>
 inline void convt_reduce_partials_torch_impl(device const float* partial, device T* dw,
@@ -158,21 +171,14 @@ inline void convt_reduce_partials_torch_impl(device const float* partial, device
                                              uint lid) {
     const long e = long(tg.x) * CONVT_DW_THREADS + lid;
     if (tg.y == 0) {
-        if (e >= (fc_splits > 0 ? convt_dw_count(p) : 0)) return;
-        const long ig = p.in_per_group, og = p.out_per_group, kw = fc_kernel_w;
-        const long taps = long(fc_kernel_h) * kw;
-        const long icl = e % ig, o = e / ig / taps, tap = e / ig % taps;
-        const long g = o / og, ocl = o % og;
-        const long at = p.dst_base + (g * ig + icl) * p.dst_stride_n + ocl * p.dst_stride_c +
-                        (fc_kernel_h - 1 - tap / kw) * p.dst_stride_h +
-                        (kw - 1 - tap % kw) * p.dst_stride_w;
-        const float sum = convt_dw_sum(partial, p, e);
-        dw[at] = T(sum);
+        const long count = fc_splits > 0 ? convt_dw_count(p) : 0;
+        if (e >= count) return;
+        const long at = count <= long(0xffffffffu) ? convt_torch_weight_at<uint>(p, uint(e))
+                                                   : convt_torch_weight_at<long>(p, e);
+        dw[at] = T(convt_dw_sum(partial, p, e));
     } else {
         if (!fc_has_bias || e >= p.out_channels) return;
-        const long at = p.src_base + e * p.src_stride_c;
-        const float sum = convt_db_sum(partial, p, e);
-        db[at] = T(sum);
+        db[p.src_base + e * p.src_stride_c] = T(convt_db_sum(partial, p, e));
     }
 }
 
