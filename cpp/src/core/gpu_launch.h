@@ -320,11 +320,15 @@ inline Launch reduce_partials(int64_t count, int64_t biases) {
             {kGemmThreads, 1, 1}};
 }
 
-/// The same sums written into PyTorch-convention views (GradientOutput::weight_view, bias_view).
-inline Launch reduce_partials_torch(int64_t count, int64_t biases) {
-    Launch l = reduce_partials(count, biases);
-    l.kernel = "convt_reduce_partials_torch_";
-    return l;
+/// The same sums written into PyTorch-convention views (GradientOutput::weight_view, bias_view):
+/// a threadgroup per kFinishTile taps x kFinishTile input channels of an output channel.
+constexpr int64_t kFinishTile = 16;
+inline Launch reduce_partials_torch(const ConvtParams& p, bool weights) {
+    const int64_t tiles = ceil_div(p.in_per_group, kFinishTile) *
+                          ceil_div(int64_t(p.kernel_h) * p.kernel_w, kFinishTile);
+    return {"convt_reduce_partials_torch_",
+            {weights ? tiles : 1, p.out_channels, 1},
+            {kFinishTile * kFinishTile, 1, 1}};
 }
 
 /// The gradient kernels' function constants (9: accumulate, 10: dW slices, 11: dB slices).
@@ -445,7 +449,7 @@ void backward_weights(ConvtParams p, Buffer xs, Buffer ys, const GradientOutput&
     if (want_w) run(weights, xy, p, fc, {xs, ys, partial});
     if (want_b) run(bias_partial(p, fc.bias_splits), y, p, fc, {ys, partial});
     if (torch_views)
-        run(reduce_partials_torch(count, biases), type == CONVT_TYPE_F16 ? "f16" : "f32", q, fc,
+        run(reduce_partials_torch(p, want_w), type == CONVT_TYPE_F16 ? "f16" : "f32", q, fc,
             {partial, dw, db});
     else
         run(reduce_partials(count, biases), "", p, fc, {partial, dw, db});
