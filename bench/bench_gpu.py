@@ -6,9 +6,9 @@ it times, in one process and interleaved:
 
 - forward: a ``convt.ConvTranspose1d/2d`` layer (weights prepared once) on CUDA tensors with a
   preallocated ``out=`` (DLPack, no copies) against ``torch.nn.functional.conv_transpose{1,2}d``;
-- backward (dX + dW + dB): ``convt.conv_transpose{1,2}d_backward`` against
-  ``aten.convolution_backward`` with all three outputs. convt's functional backward prepares the
-  weights on the host and finishes dW/dB there on every call; that cost is in its numbers.
+- backward (dX + dW + dB): the layer's ``backward`` (weights prepared once) against
+  ``aten.convolution_backward`` with all three outputs; convt finishes dW/dB on the GPU, into
+  CUDA tensors allocated like x (no host round trip).
 
 Each call is bracketed by its own CUDA events on the legacy default stream (both libraries run
 there); inputs rotate among enough copies to exceed twice the L2 cache; the median of the
@@ -168,8 +168,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"{meta['cudnn']}; {meta['date']}. Command: `{meta['command']}`. Median of "
         f"{meta['repeats']} event-timed calls after {meta['warmup']} warm-up calls, inputs rotated "
         "past 2x L2. fp32 is strict (TF32 off on both sides). Ratio = torch time / convt time "
-        "(> 1: convt faster). Backward = dX + dW + dB (convt's layer backward finishes dW/dB on "
-        "the host on every call).",
+        "(> 1: convt faster). Backward = dX + dW + dB (convt's layer backward, all on the GPU: "
+        "dW/dB finished there into CUDA tensors).",
         "",
         "| shape | N | prec | GFLOP | fwd convt ms | fwd torch ms | fwd ratio | convt TFLOP/s "
         "| bwd convt ms | bwd torch ms | bwd ratio | dX convt ms | dX torch ms | dX ratio "

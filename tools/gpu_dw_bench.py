@@ -65,7 +65,8 @@ def bench_shape(shape, args, torch, dev) -> None:
         os.environ["CONVT_GPU_DW"] = mode
         ms = time_interleaved(fns, args.warmup, args.repeats)
         _, gw, _ = layer.backward(xs[0], gys[0], (False, True, True))
-        err = float(np.abs(np.asarray(gw, np.float64) - ref).max() / np.abs(ref).max())
+        gw = gw.double().cpu().numpy()  # a CUDA tensor: finished on the device
+        err = float(np.abs(gw - ref).max() / np.abs(ref).max())
         print(
             f"{shape.name:11s} {mode:6s} dW+dB {ms['dw']:.3f} ms (cuDNN {ms['cudnn_dw']:.3f})"
             f"  backward {ms['bwd']:.3f} ms (cuDNN {ms['cudnn_bwd']:.3f}, "

@@ -113,6 +113,13 @@ def is_array(value: object) -> bool:
     )
 
 
+def on_gpu(x: object) -> bool:
+    """Whether x is a DLPack tensor in CUDA device (or managed) memory."""
+    if isinstance(x, np.ndarray) or not hasattr(x, "__dlpack_device__"):
+        return False
+    return x.__dlpack_device__()[0] in (2, 13)  # kDLCUDA, kDLCUDAManaged
+
+
 def empty_like_input(x: object, shape: tuple[int, ...], name: str, aligned: bool = False) -> object:
     """An uninitialised array of ``shape`` in x's dtype, from x's own library and on x's device
     (a CUDA tensor gives a CUDA tensor): numpy arrays give numpy arrays (page-aligned when

@@ -126,11 +126,17 @@ def _backward(layer, x, grad_output, layout, output_mask, weight_shape, weight4_
     if not _args.is_array(x):
         raise TypeError(f"x must be a numpy.ndarray or a DLPack tensor, got {type(x).__name__}")
     layer.output_shape(view(x, "x"), layout)  # validates x before grad_input is allocated
-    # grad_input lives where x does; weight and bias gradients are finished on the host (numpy).
-    dtype = np.dtype(str(x.dtype).replace("torch.", ""))
+    # grad_input lives where x does; so do the weight and bias gradients of GPU-resident x (the
+    # GPU backends finish them on the device), else they are numpy arrays.
     grad_input = _args.empty_like_input(x, tuple(x.shape), "x") if mask[0] else None
-    grad_weight = np.empty(weight_shape, dtype=dtype) if mask[1] else None
-    grad_bias = np.empty(layer.out_channels, dtype=dtype) if mask[2] else None
+    gpu = _args.on_gpu(x)
+    dtype = None if gpu else np.dtype(str(x.dtype).replace("torch.", ""))
+
+    def alloc(shape):
+        return _args.empty_like_input(x, shape, "x") if gpu else np.empty(shape, dtype=dtype)
+
+    grad_weight = alloc(tuple(weight_shape)) if mask[1] else None
+    grad_bias = alloc((layer.out_channels,)) if mask[2] else None
     layer.backward(
         view(x, "x"),
         view(grad_output, "grad_output"),
@@ -159,9 +165,11 @@ def conv_transpose2d_backward(
     """Gradients of ``conv_transpose2d``: ``(grad_input, grad_weight, grad_bias)``.
 
     grad_output has the forward output's shape; grad_input x's shape, grad_weight the weight's
-    (Cin, Cout/groups, kH, kW) and grad_bias (Cout,), all in x's dtype. Entries whose
-    ``output_mask`` flag is False are None. Weight and bias gradients are summed over the batch
-    in a fixed order (bitwise reproducible).
+    (Cin, Cout/groups, kH, kW) and grad_bias (Cout,), all in x's dtype. grad_input is allocated
+    like x; grad_weight and grad_bias too when x is in GPU memory (a CUDA tensor stays on the
+    GPU, no host copy), else they are numpy arrays. Entries whose ``output_mask`` flag is False
+    are None. Weight and bias gradients are summed over the batch in a fixed order (bitwise
+    reproducible).
     """
     layout = _args.layout_2d(layout)
     layer = _layer_2d(weight, None, stride, padding, output_padding, groups, dilation, device)

@@ -145,8 +145,9 @@ class _ConvTransposeNd:
     def backward(self, x, grad_output, output_mask=(True, True, True)):
         """Gradients ``(grad_input, grad_weight, grad_bias)`` of this layer's forward, with the
         weights prepared once (unlike ``conv_transpose2d_backward``). grad_input is allocated like
-        x (on x's device); grad_weight (PyTorch layout) and grad_bias are numpy arrays. Entries
-        whose ``output_mask`` flag is False are None; grad_bias is None for a layer without bias.
+        x (on x's device); grad_weight (PyTorch layout) and grad_bias too when x is GPU memory,
+        else they are numpy arrays. Entries whose ``output_mask`` flag is False are None;
+        grad_bias is None for a layer without bias.
         """
         from .functional import _backward
 

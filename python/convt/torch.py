@@ -3,8 +3,8 @@
 CPU tensors run on convt's CPU kernels and cross to numpy and back without copies
 (``Tensor.numpy()`` / ``torch.from_numpy`` share memory). CUDA tensors run on convt's ``cuda``
 device and pass through DLPack without copies; their weights and bias are prepared on the host
-(a weight-sized copy each call, and the weight/bias gradients come back the same way). Inputs
-never move between host and GPU behind the caller's back.
+(a weight-sized copy each call), while the weight/bias gradients are finished on the GPU into
+CUDA tensors. Inputs never move between host and GPU behind the caller's back.
 """
 
 from __future__ import annotations
@@ -96,8 +96,7 @@ class ConvTransposeFunction(torch.autograd.Function):
                 output_mask=(need_x, need_w, need_b and ctx.has_bias),
                 device="cuda",
             )
-            # Weight and bias gradients are finished on the host (weight-sized copies back).
-            gw, gb = (None if g is None else torch.from_numpy(g).to(x.device) for g in (gw, gb))
+            # Weight and bias gradients come back as CUDA tensors, finished on the device.
             return gi, gw, gb, None, None, None, None, None
         gi, gw, gb = fn(
             _array(grad_output, "grad_output"),

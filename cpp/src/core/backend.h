@@ -28,12 +28,20 @@ class DeviceWeights {
     virtual ~DeviceWeights() = default;
 };
 
-/// Where weight and bias gradients go: dense OHWI / [O] arrays of `type` (Float32 or Float64).
+/// Where weight and bias gradients go: dense OHWI / [O] arrays of `type` (Float32 or Float64),
+/// or, for backends whose writes_torch_gradients() is true, the caller's PyTorch-convention
+/// views instead: dW [Cin][Cout/groups][kH][kW] with flipped taps, dB [1][O][1][1], each in its
+/// own dtype and strides (host or device memory).
 struct GradientOutput {
     void* weights = nullptr;  // null: not wanted
     void* bias = nullptr;     // null: not wanted
     DataType type = DataType::Float32;
     bool accumulate = false;  // add to what is there (batches) instead of overwriting
+    const TensorView* weight_view = nullptr;  // instead of `weights`
+    const TensorView* bias_view = nullptr;    // instead of `bias`
+
+    bool wants_weights() const { return weights || weight_view; }
+    bool wants_bias() const { return bias || bias_view; }
 };
 
 class Backend {
@@ -47,6 +55,9 @@ class Backend {
     virtual bool uses_in_place(const TensorView&) const { return true; }
     /// Whether views of GPU memory (TensorView::device_memory) can be used.
     virtual bool accepts_device_memory() const { return false; }
+    /// Whether backward_weights() writes GradientOutput::weight_view/bias_view itself (the GPU
+    /// backends finish them on the device); otherwise the core converts dense OHWI results.
+    virtual bool writes_torch_gradients() const { return false; }
     /// A command buffer's device work between begin_batch() and flush() may be submitted as
     /// one batch on this thread; flush() runs it, waits, and throws on failure. Without an open
     /// batch every call runs at once.

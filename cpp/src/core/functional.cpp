@@ -226,9 +226,7 @@ void ConvTransposeLayer::backward(const TensorView& input, const TensorView& gra
     detail::check_zero_copy(backend, input, "x");
     detail::check_zero_copy(backend, grad_output, "grad_output");
     for (auto [name, v] : {std::pair{"grad_weight", grad_weight}, {"grad_bias", grad_bias}})
-        if (v && v->device_memory)
-            throw std::invalid_argument(
-                concat(name, " must be host memory (it is finished on the host), got CUDA memory"));
+        if (v) detail::check_zero_copy(backend, *v, name);
     const detail::Placement pl = placement(options_, kernel_h_, kernel_w_);
     const auto& host = weights_->host;
     ConvtParams pd{};
@@ -249,8 +247,24 @@ void ConvTransposeLayer::backward(const TensorView& input, const TensorView& gra
         require_output("grad_weight", *grad_weight, dtype_,
                        {in_channels_, og, kernel_h_, kernel_w_});
     if (grad_bias) require_output("grad_bias", *grad_bias, dtype_, {1, out_channels_, 1, 1});
+    // GPU backends write the gradients in place, after reading x and dY and writing dX.
+    for (auto [name, v] : {std::pair{"grad_weight", grad_weight}, {"grad_bias", grad_bias}})
+        if (v && (v->may_overlap(input) || v->may_overlap(grad_output) ||
+                  (grad_input && v->may_overlap(*grad_input))))
+            throw std::invalid_argument(
+                concat(name, " must not share memory with x, grad_output or grad_input"));
+    if (grad_weight && grad_bias && grad_weight->may_overlap(*grad_bias))
+        throw std::invalid_argument("grad_weight must not share memory with grad_bias");
     const ConvtParams p =
         detail::make_params(host, pl, input, grad_output, {"x", "grad_output", false});
+    if (backend.writes_torch_gradients()) {
+        // Finished on the device, straight into the caller's views (their layout and dtype).
+        detail::GradientOutput out;
+        out.weight_view = grad_weight, out.bias_view = grad_bias;
+        if (grad_input) backend.backward_data(pd, *weights_->device, grad_output, *grad_input);
+        backend.backward_weights(p, input, grad_output, out);
+        return;
+    }
     // Gradients land in float32 (float64 for float64 layers) before taking the weight's dtype.
     const bool f64 = dtype_ == DataType::Float64;
     const size_t nw = grad_weight ? host.values.size() : 0, nb = grad_bias ? out_channels_ : 0;

@@ -364,6 +364,17 @@ inline Launch reduce_partials(int64_t count, int64_t biases) {
             {kGemmThreads, 1, 1}};
 }
 
+/// The same sums written into PyTorch-convention views (GradientOutput::weight_view, bias_view):
+/// a threadgroup per kFinishTile taps x kFinishTile input channels of an output channel.
+constexpr int64_t kFinishTile = 16;
+inline Launch reduce_partials_torch(const ConvtParams& p, bool weights) {
+    const int64_t tiles = ceil_div(p.in_per_group, kFinishTile) *
+                          ceil_div(int64_t(p.kernel_h) * p.kernel_w, kFinishTile);
+    return {"convt_reduce_partials_torch_",
+            {weights ? tiles : 1, p.out_channels, 1},
+            {kFinishTile * kFinishTile, 1, 1}};
+}
+
 /// The gradient kernels' function constants (9: accumulate, 10: dW slices, 11: dB slices).
 struct Constants {
     bool accumulate = false;
@@ -395,24 +406,47 @@ inline const char* type_suffix(int32_t type, const char* backend) {
         concat("the ", backend, " backend runs float32 and float16 images only, got float64"));
 }
 
+/// A gradient view's CONVT_TYPE_* code: GPU backends write float32 and float16.
+inline int32_t gradient_type(const TensorView& v, const char* name, const char* backend) {
+    if (v.type == DataType::Float32) return CONVT_TYPE_F32;
+    if (v.type == DataType::Float16) return CONVT_TYPE_F16;
+    throw TypeError(concat(name, " dtype must be float32 or float16 on the ", backend,
+                           " backend, got ", to_string(v.type)));
+}
+
+/// Whether the view's elements fill its byte extent, so writing every element overwrites all of
+/// it (a staged copy then needs no copy in).
+inline bool fills_extent(const TensorView& v) {
+    const char *first, *last;
+    v.byte_extent(&first, &last);
+    return last - first == v.numel() * static_cast<int64_t>(element_size(v.type));
+}
+
 /// dW and dB, the same sequence on every GPU backend: each kernel writes the partial sums of its
-/// slices of K to scratch, and one pass adds them in slice order. `call` binds memory
-/// (`bind_raw(data, bytes, read)`, `scratch(bytes)`) and returns the backend's buffer handle;
-/// `run(launch, types, params, constants, {buffers})` encodes one launch. `xs` and `ys` are X and
-/// dY, already bound.
+/// slices of K to scratch, and one pass adds them in slice order, straight into the destination
+/// (dense OHWI float for MPS states, or PyTorch-layout views in their dtype). `call` binds memory
+/// (`bind(view, written, &base, read)`, `bind_raw(data, bytes, read)`, `scratch(bytes)`) and
+/// returns the backend's buffer handle; `run(launch, types, params, constants, {buffers})`
+/// encodes one launch. `xs` and `ys` are X and dY, already bound.
 template <typename Buffer, typename Call, typename Run>
 void backward_weights(ConvtParams p, Buffer xs, Buffer ys, const GradientOutput& out, Call& call,
                       Run&& run, const char* backend) {
-    if (!out.weights && !out.bias) return;
-    const int64_t count = out.weights ? weight_count(p) : 0;
-    const int64_t biases = out.bias ? p.out_channels : 0;
+    const bool want_w = out.wants_weights(), want_b = out.wants_bias();
+    if (!want_w && !want_b) return;
+    const bool torch_views = out.weight_view || out.bias_view;
+    if (torch_views && (out.accumulate || out.weights || out.bias))
+        throw std::logic_error("gradient views are overwritten, never mixed with dense outputs");
+    if (!torch_views && out.type != DataType::Float32)
+        throw TypeError(concat("the ", backend, " backend writes float32 weight gradients"));
+    const int64_t count = want_w ? weight_count(p) : 0;
+    const int64_t biases = want_b ? p.out_channels : 0;
     const std::string y = type_suffix(p.dst_type, backend);
     const std::string xy = std::string(type_suffix(p.src_type, backend)) + "_" + y;
     const auto bytes = [](int64_t n) { return static_cast<size_t>(n) * sizeof(float); };
-    p.has_bias = out.bias != nullptr;
+    p.has_bias = want_b;
     Launch weights{};
-    Constants fc{out.accumulate, 0, out.bias ? bias_splits(p) : 1};
-    if (out.weights) {
+    Constants fc{out.accumulate, 0, want_b ? bias_splits(p) : 1};
+    if (want_w) {
         switch (weights_kernel(p)) {
             case WeightsKernel::Gemm:
                 weights = weights_gemm(p, fc.splits = weight_splits(p));
@@ -426,12 +460,43 @@ void backward_weights(ConvtParams p, Buffer xs, Buffer ys, const GradientOutput&
         }
     }
     Buffer partial =
-        call.scratch(bytes(fc.splits * count + (out.bias ? fc.bias_splits : 0) * biases));
-    Buffer dw = out.weights ? call.bind_raw(out.weights, bytes(count), out.accumulate) : partial;
-    Buffer db = out.bias ? call.bind_raw(out.bias, bytes(biases), out.accumulate) : partial;
-    if (out.weights) run(weights, xy, p, fc, {xs, ys, partial});
-    if (out.bias) run(bias_partial(p, fc.bias_splits), y, p, fc, {ys, partial});
-    run(reduce_partials(count, biases), "", p, fc, {partial, dw, db});
+        call.scratch(bytes(fc.splits * count + (want_b ? fc.bias_splits : 0) * biases));
+    Buffer dw = partial, db = partial;
+    // PyTorch-layout views: the finish reads dW's through the destination role of its
+    // parameters, dB's through the source role (convt_reduce_partials_torch_impl).
+    ConvtParams q = p;
+    int32_t type = CONVT_TYPE_F32;
+    if (torch_views) {
+        const TensorView* w = out.weight_view;
+        const TensorView* b = out.bias_view;
+        if (w && b && w->type != b->type)
+            throw TypeError(concat("grad_bias dtype must match grad_weight dtype (",
+                                   to_string(w->type), "), got ", to_string(b->type)));
+        type =
+            w ? gradient_type(*w, "grad_weight", backend) : gradient_type(*b, "grad_bias", backend);
+        q.dst_base = q.src_base = 0;
+        if (w) {
+            q.dst_type = type;
+            q.dst_stride_n = w->stride_n, q.dst_stride_c = w->stride_c;
+            q.dst_stride_h = w->stride_h, q.dst_stride_w = w->stride_w;
+            dw = call.bind(*w, true, &q.dst_base, !fills_extent(*w));
+        }
+        if (b) {
+            q.src_type = type;
+            q.src_stride_c = b->stride_c;
+            db = call.bind(*b, true, &q.src_base, !fills_extent(*b));
+        }
+    } else {
+        if (out.weights) dw = call.bind_raw(out.weights, bytes(count), out.accumulate);
+        if (out.bias) db = call.bind_raw(out.bias, bytes(biases), out.accumulate);
+    }
+    if (want_w) run(weights, xy, p, fc, {xs, ys, partial});
+    if (want_b) run(bias_partial(p, fc.bias_splits), y, p, fc, {ys, partial});
+    if (torch_views)
+        run(reduce_partials_torch(p, want_w), type == CONVT_TYPE_F16 ? "f16" : "f32", q, fc,
+            {partial, dw, db});
+    else
+        run(reduce_partials(count, biases), "", p, fc, {partial, dw, db});
 }
 
 }  // namespace convt::detail::gpu

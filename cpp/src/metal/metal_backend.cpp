@@ -177,6 +177,7 @@ class MetalBackend : public Backend {
         return v.numel() == 0 || reinterpret_cast<uintptr_t>(first) % page_size() == 0;
     }
     std::string name() const override { return kind_ + " (" + name_ + ")"; }
+    bool writes_torch_gradients() const override { return true; }
 
     std::unique_ptr<DeviceWeights> upload(const PreparedWeights& pw) override {
         if (pw.type == DataType::Float64)
@@ -241,8 +242,6 @@ class MetalBackend : public Backend {
 
     void backward_weights(const ConvtParams& params, const TensorView& x, const TensorView& dy,
                           const GradientOutput& out) override {
-        if (out.type != DataType::Float32)
-            throw TypeError("the Metal backend writes float32 weight gradients");
         Pool pool;
         Call call(*this);
         ConvtParams p = params;
@@ -302,8 +301,9 @@ class MetalBackend : public Backend {
      public:
         explicit Call(MetalBackend& backend)
             : backend_(backend), bindings_(batch_list(backend.current_batch())) {}
-        /// Binds a view; adds the element offset of its origin to `base`.
-        MTL::Buffer* bind(const TensorView& v, bool written, int64_t* base) {
+        /// Binds a view; adds the element offset of its origin to `base` (staged copies take
+        /// the view's contents whether or not the work reads them: unified memory, no transfer).
+        MTL::Buffer* bind(const TensorView& v, bool written, int64_t* base, bool /*read*/ = true) {
             const char* first;
             size_t bytes;
             Bindings::extent(v, &first, &bytes, base);
