@@ -44,3 +44,18 @@ def rng(request: pytest.FixtureRequest) -> np.random.Generator:
     if callspec is not None:
         key += repr(sorted((k, repr(v)) for k, v in callspec.params.items() if k != "device"))
     return np.random.default_rng(zlib.crc32(key.encode()))
+
+
+@pytest.fixture
+def dw_kernel(monkeypatch: pytest.MonkeyPatch):
+    """select(mode, splits=None): the GPU dW kernel (CONVT_GPU_DW: auto, direct, taps, gemm) and
+    a forced slice count (CONVT_GPU_DW_SPLITS) for the rest of the test (GPU backends read them)."""
+
+    def select(mode: str, splits: int | None = None) -> None:
+        monkeypatch.setenv("CONVT_GPU_DW", mode)
+        if splits is None:
+            monkeypatch.delenv("CONVT_GPU_DW_SPLITS", raising=False)
+        else:
+            monkeypatch.setenv("CONVT_GPU_DW_SPLITS", str(splits))
+
+    return select

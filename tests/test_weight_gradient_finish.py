@@ -79,18 +79,6 @@ def _layer(device, w, case):
     return _layer_2d(w, None, stride, pad, op, groups, dil, device)
 
 
-@pytest.fixture
-def dw_kernel(monkeypatch: pytest.MonkeyPatch):
-    def select(mode: str, splits: int | None = None) -> None:
-        monkeypatch.setenv("CONVT_GPU_DW", mode)
-        if splits is None:
-            monkeypatch.delenv("CONVT_GPU_DW_SPLITS", raising=False)
-        else:
-            monkeypatch.setenv("CONVT_GPU_DW_SPLITS", str(splits))
-
-    return select
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize("kind", WEIGHT_VIEWS)
 @pytest.mark.parametrize("case", CASES, ids=[f"case{i}" for i in range(len(CASES))])

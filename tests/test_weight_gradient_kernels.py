@@ -43,18 +43,6 @@ CASES = [
 MODES = ["auto", "direct", "taps", "gemm"]
 
 
-@pytest.fixture
-def dw_kernel(monkeypatch: pytest.MonkeyPatch):
-    def select(mode: str, splits: int | None = None) -> None:
-        monkeypatch.setenv("CONVT_GPU_DW", mode)
-        if splits is None:
-            monkeypatch.delenv("CONVT_GPU_DW_SPLITS", raising=False)
-        else:
-            monkeypatch.setenv("CONVT_GPU_DW_SPLITS", str(splits))
-
-    return select
-
-
 def _check(device, rng, case, layout="NCHW", dtype=np.float32, tol=FP32_TOL) -> None:
     import convt
 
