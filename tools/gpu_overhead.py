@@ -2,9 +2,8 @@
 
 import time
 
-import torch
-
 import convt
+import torch
 
 dev = convt.Device("cuda")
 layer = convt.ConvTranspose2d(8, 8, 3, stride=2, padding=1, device=dev, seed=0)
@@ -27,4 +26,6 @@ print(f"layer(x, out=out)        {per_call(lambda: layer(x, out=out)):7.1f} us")
 print(f"x.__dlpack__(stream=1)   {per_call(lambda: x.__dlpack__(stream=1)):7.1f} us")
 print(f"x.__dlpack__()           {per_call(lambda: x.__dlpack__()):7.1f} us")
 print(f"x.__dlpack_device__()    {per_call(lambda: x.__dlpack_device__()):7.1f} us")
-print(f"torch conv_transpose2d   {per_call(lambda: torch.nn.functional.conv_transpose2d(x, torch.ones(8, 8, 3, 3, device='cuda'), stride=2, padding=1)):7.1f} us")
+w3 = torch.ones(8, 8, 3, 3, device="cuda")
+torch_call = per_call(lambda: torch.nn.functional.conv_transpose2d(x, w3, stride=2, padding=1))
+print(f"torch conv_transpose2d   {torch_call:7.1f} us")
