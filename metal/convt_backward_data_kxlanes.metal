@@ -69,6 +69,41 @@ inline void convt_dxl_column(device const TY* row, long row_step, W ws, int tap,
     }
 }
 
+// Paired taps (kernels of two taps a stride phase: kh = 2 * stride_y / dil_y, as FCN's k16 s8):
+// for rho in [r0, r1), taps ky = rho and rho + P (P = stride_y / dil_y) of one output channel.
+// Pixel u's dY row for tap rho + P is pixel u - 1's row for tap rho, so the rows v = -1 .. PX - 1
+// (at offsets v * row_at + col from `row`, pixel 0's row for tap rho) serve all 2 x PX (pixel,
+// tap) pairs: PX + 1 loads where convt_dxl_column makes 2 x PX. `y` is pixel 0's row for tap r0
+// relative to the clip, `sy` the rows from pixel to pixel; kChecked tests each row against the
+// clip (a row outside it adds nothing).
+template <bool kChecked, typename TY, typename W>
+inline void convt_dxl_column_paired(device const TY* row, long row_step, W ws, int tap, int tap_p,
+                                    int kw, int r0, int r1, int y, int sy, int dil_y, int clip_h,
+                                    int row_at, int col, thread ConvtDxlAcc& acc) {
+    CONVT_NO_UNROLL
+    for (int rho = r0; rho < r1; ++rho, tap += kw, row -= row_step, y -= dil_y) {
+        float wa[CONVT_DXL_CH], wb[CONVT_DXL_CH];
+        for (int c = 0; c < CONVT_DXL_CH; ++c) {
+            wa[c] = ws[c * CONVT_DXL_WSTRIDE + tap];
+            wb[c] = ws[c * CONVT_DXL_WSTRIDE + tap + tap_p];
+        }
+        float d[CONVT_DXL_PX + 1];  // d[v + 1]: row v
+        bool ok[CONVT_DXL_PX + 1];
+        for (int v = -1; v < CONVT_DXL_PX; ++v) {
+            const int yv = y + v * sy;
+            ok[v + 1] = !kChecked || (yv >= 0 && yv < clip_h);
+            d[v + 1] = ok[v + 1] ? float(row[v * row_at + col]) : 0.0f;
+        }
+        for (int u = 0; u < CONVT_DXL_PX; ++u) {
+            if (ok[u + 1])
+                for (int c = 0; c < CONVT_DXL_CH; ++c)
+                    acc.v[u][c] = fma(d[u + 1], wa[c], acc.v[u][c]);
+            if (ok[u])
+                for (int c = 0; c < CONVT_DXL_CH; ++c) acc.v[u][c] = fma(d[u], wb[c], acc.v[u][c]);
+        }
+    }
+}
+
 // Weights of the channel block for output channels o0.. (chunk_taps taps of consecutive channels,
 // consecutive in memory: OHWI), CONVT_DXL_STAGE a thread: element k of thread lid is channel
 // lid % CH of tap lid / CH + k * THREADS / CH, so a thread's loads are a fixed stride apart and
@@ -140,7 +175,7 @@ inline void convt_dxl_prefetch(device const TY* dy, device const float* weights,
     }
 }
 
-template <typename TY, typename TX, typename Buf>
+template <bool kPaired, typename TY, typename TX, typename Buf>
 inline void convt_backward_data_kxlanes_impl(device const TY* dy, device TX* dx,
                                              device const float* weights, constant ConvtParams& p,
                                              uint3 tg, uint lid, Buf buf) {
@@ -181,8 +216,11 @@ inline void convt_backward_data_kxlanes_impl(device const TY* dy, device TX* dx,
     ConvtDxlAcc acc;
     for (int u = 0; u < CONVT_DXL_PX; ++u)
         for (int c = 0; c < CONVT_DXL_CH; ++c) acc.v[u][c] = 0.0f;
-    // This slice's (kx / 8, ky) pairs: t = m * kh + ky in [t0, t1).
-    const int groups_x = (kw + CONVT_DXL_J - 1) / CONVT_DXL_J, pairs = groups_x * kh;
+    // This slice's (kx / 8, ky) pairs: t = m * kh + ky in [t0, t1); paired, (kx / 8, rho) units
+    // t = m * P + rho, each the taps rho and rho + P.
+    const int P = kh / 2;
+    const int rows_x = kPaired ? P : kh;  // units of one kx group
+    const int groups_x = (kw + CONVT_DXL_J - 1) / CONVT_DXL_J, pairs = groups_x * rows_x;
     const int t0 = slice * pairs / CONVT_DXL_SLICES, t1 = (slice + 1) * pairs / CONVT_DXL_SLICES;
     const long dy_img = p.dst_base + n * p.dst_stride_n + long(g) * og * p.dst_stride_c +
                         long(p.clip_y) * p.dst_stride_h;
@@ -215,29 +253,55 @@ inline void convt_backward_data_kxlanes_impl(device const TY* dy, device TX* dx,
             convt_dxl_prefetch(dy, weights, p, dy_img, w_g, ic0, o0 + chunk, next_co, win, lid);
         auto ws = buf;
         CONVT_NO_UNROLL
-        for (int m = t0 / kh; m * kh < t1; ++m) {
-            const int kx = j + m * CONVT_DXL_J;
-            const int ky0 = max(t0 - m * kh, 0), ky1 = min(t1 - m * kh, kh);
-            bool full = true, any = false;
-            for (int u = 0; u < CONVT_DXL_PX; ++u) {
-                const int x = (ix0 + u * di) * sx - p.first_tap_x - dil_x * kx;
-                r.col_ok[u] = ix0 + u * di < p.src_w && kx < kw && x >= 0 && x < p.clip_w;
-                // Row offset of pixel u from pixel 0 plus its column (both inside the image).
-                r.at[u] = r.col_ok[u] ? u * dj * sy * sh + (p.clip_x + x) * sw : 0;
-                full = full && r.lo[u] <= ky0 && r.hi[u] >= ky1;
-                any = any || (r.col_ok[u] && max(r.lo[u], ky0) < min(r.hi[u], ky1));
-            }
-            if (!any) continue;
+        if (kPaired) {
             CONVT_NO_UNROLL
-            for (int o = o0, tap = ky0 * kw + kx; tap < chunk_taps; ++o, tap += taps) {
-                // Pixel 0's row for ky0 (outside the image where only pixels below it have dY:
-                // the pointer is then only moved, never read).
-                device const TY* row = dy + (dy_img + long(o) * p.dst_stride_c +
-                                             long(y0 - dil_y * ky0) * p.dst_stride_h);
-                if (full)
-                    convt_dxl_column<false>(row, row_step, ws, tap, kw, ky0, ky1, r, acc);
-                else
-                    convt_dxl_column<true>(row, row_step, ws, tap, kw, ky0, ky1, r, acc);
+            for (int m = t0 / P; m * P < t1; ++m) {
+                const int kx = j + m * CONVT_DXL_J;
+                const int r0 = max(t0 - m * P, 0), r1 = min(t1 - m * P, P);
+                const int x = ix0 * sx - p.first_tap_x - dil_x * kx;
+                if (ix0 >= p.src_w || kx >= kw || x < 0 || x >= p.clip_w) continue;
+                const int col = (p.clip_x + x) * sw;
+                // Rows v = -1 .. PX - 1 for rho = r0 .. r1 - 1 all inside the clip.
+                const int ya = y0 - dil_y * r0;
+                const bool full =
+                    ya + (CONVT_DXL_PX - 1) * sy < p.clip_h && ya - sy - dil_y * (r1 - 1 - r0) >= 0;
+                CONVT_NO_UNROLL
+                for (int o = o0, tap = r0 * kw + kx; tap < chunk_taps; ++o, tap += taps) {
+                    device const TY* row =
+                        dy + (dy_img + long(o) * p.dst_stride_c + long(ya) * p.dst_stride_h);
+                    if (full)
+                        convt_dxl_column_paired<false>(row, row_step, ws, tap, P * kw, kw, r0, r1,
+                                                       ya, sy, dil_y, p.clip_h, sy * sh, col, acc);
+                    else
+                        convt_dxl_column_paired<true>(row, row_step, ws, tap, P * kw, kw, r0, r1,
+                                                      ya, sy, dil_y, p.clip_h, sy * sh, col, acc);
+                }
+            }
+        } else {
+            for (int m = t0 / kh; m * kh < t1; ++m) {
+                const int kx = j + m * CONVT_DXL_J;
+                const int ky0 = max(t0 - m * kh, 0), ky1 = min(t1 - m * kh, kh);
+                bool full = true, any = false;
+                for (int u = 0; u < CONVT_DXL_PX; ++u) {
+                    const int x = (ix0 + u * di) * sx - p.first_tap_x - dil_x * kx;
+                    r.col_ok[u] = ix0 + u * di < p.src_w && kx < kw && x >= 0 && x < p.clip_w;
+                    // Row offset of pixel u from pixel 0 plus its column (both inside the image).
+                    r.at[u] = r.col_ok[u] ? u * dj * sy * sh + (p.clip_x + x) * sw : 0;
+                    full = full && r.lo[u] <= ky0 && r.hi[u] >= ky1;
+                    any = any || (r.col_ok[u] && max(r.lo[u], ky0) < min(r.hi[u], ky1));
+                }
+                if (!any) continue;
+                CONVT_NO_UNROLL
+                for (int o = o0, tap = ky0 * kw + kx; tap < chunk_taps; ++o, tap += taps) {
+                    // Pixel 0's row for ky0 (outside the image where only pixels below it have dY:
+                    // the pointer is then only moved, never read).
+                    device const TY* row = dy + (dy_img + long(o) * p.dst_stride_c +
+                                                 long(y0 - dil_y * ky0) * p.dst_stride_h);
+                    if (full)
+                        convt_dxl_column<false>(row, row_step, ws, tap, kw, ky0, ky1, r, acc);
+                    else
+                        convt_dxl_column<true>(row, row_step, ws, tap, kw, ky0, ky1, r, acc);
+                }
             }
         }
         if (next_co > 0)
@@ -285,16 +349,21 @@ inline void convt_backward_data_kxlanes_impl(device const TY* dy, device TX* dx,
     }
 }
 
-#define CONVT_BACKWARD_DATA_KXLANES_ENTRY(NAME, TY, TX)                                        \
+#define CONVT_BACKWARD_DATA_KXLANES_ENTRY(NAME, PAIRED, TY, TX)                                \
     kernel void NAME(                                                                          \
         device const TY* dy [[buffer(0)]], device TX* dx [[buffer(1)]],                        \
         device const float* weights [[buffer(2)]], constant ConvtParams& p [[buffer(3)]],      \
         uint3 tg [[threadgroup_position_in_grid]], uint lid [[thread_index_in_threadgroup]]) { \
         threadgroup float buf[CONVT_DXL_BUF];                                                  \
-        convt_backward_data_kxlanes_impl<TY, TX>(dy, dx, weights, p, tg, lid, buf);            \
+        convt_backward_data_kxlanes_impl<PAIRED, TY, TX>(dy, dx, weights, p, tg, lid, buf);    \
     }
 
-CONVT_BACKWARD_DATA_KXLANES_ENTRY(convt_backward_data_kxlanes_f32_f32, float, float)
-CONVT_BACKWARD_DATA_KXLANES_ENTRY(convt_backward_data_kxlanes_f32_f16, float, half)
-CONVT_BACKWARD_DATA_KXLANES_ENTRY(convt_backward_data_kxlanes_f16_f32, half, float)
-CONVT_BACKWARD_DATA_KXLANES_ENTRY(convt_backward_data_kxlanes_f16_f16, half, half)
+CONVT_BACKWARD_DATA_KXLANES_ENTRY(convt_backward_data_kxlanes_f32_f32, false, float, float)
+CONVT_BACKWARD_DATA_KXLANES_ENTRY(convt_backward_data_kxlanes_f32_f16, false, float, half)
+CONVT_BACKWARD_DATA_KXLANES_ENTRY(convt_backward_data_kxlanes_f16_f32, false, half, float)
+CONVT_BACKWARD_DATA_KXLANES_ENTRY(convt_backward_data_kxlanes_f16_f16, false, half, half)
+// Kernels of two taps a stride phase (kh = 2 * stride_y / dil_y, 2-D images): paired taps.
+CONVT_BACKWARD_DATA_KXLANES_ENTRY(convt_backward_data_kxlanes2_f32_f32, true, float, float)
+CONVT_BACKWARD_DATA_KXLANES_ENTRY(convt_backward_data_kxlanes2_f32_f16, true, float, half)
+CONVT_BACKWARD_DATA_KXLANES_ENTRY(convt_backward_data_kxlanes2_f16_f32, true, half, float)
+CONVT_BACKWARD_DATA_KXLANES_ENTRY(convt_backward_data_kxlanes2_f16_f16, true, half, half)

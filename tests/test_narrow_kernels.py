@@ -239,12 +239,16 @@ def test_ksplit_backward_data(device: Any, rng: np.random.Generator, case, layou
 # 5 pixels (tails of the 16 x 4 pixel tile), 17 input channels (three blocks of 8, the last with
 # one), 3 groups of 8 kx shared unevenly by the two reduction slices, groups with dilation and a
 # stride that does not divide 8, stride 1, and 1-D layers with one kx group (a slice idle) and two.
+# Kernels of two taps a stride phase (FCN's k16 s8, k4 s2 wide 8, k8 s8 dilated 2) take the paired
+# entry (kxlanes2: one dY row load serves a pixel's tap rho and the next pixel's tap rho + P).
 DXL_CASES = [
     (21, 21, 1, (5, 9), 8, (16, 16), 4, 1),
     (17, 6, 1, (6, 21), 4, (3, 24), (1, 9), 1),
     (6, 10, 2, (11, 13), 3, (5, 8), (3, 2), 2),
     (9, 12, 1, (7, 7), 1, (8, 8), 3, 1),
     (5, 9, 1, (1, 150), 4, (1, 8), (0, 2), 1),
+    (7, 9, 1, (6, 11), 2, (4, 8), 1, 1),  # two taps a phase (paired), 2 units a slice
+    (5, 10, 1, (7, 9), 8, (8, 8), 2, 2),  # paired with dilation: taps rho and rho + 4
     (3, 7, 1, (1, 70), 8, (1, 16), (0, 4), 1),
 ]
 

@@ -220,7 +220,10 @@ inline Launch backward_data(const ConvtParams& p) {
     if (taps >= kDxSlices && taps * p.out_per_group >= kDxMinReduction && dx_kx_lanes_fit(p)) {
         const bool one_row = p.src_h == 1;
         const int64_t tile_w = kDxlTiles * kDxlColumns * (one_row ? kDxlPixels : 1);
-        return {"convt_backward_data_kxlanes_",
+        // Two taps a stride phase on 2-D images: the paired entry (convt_dxl_column_paired).
+        const bool paired = !one_row && p.stride_y % p.dilation_y == 0 &&
+                            p.kernel_h == 2 * (p.stride_y / p.dilation_y);
+        return {paired ? "convt_backward_data_kxlanes2_" : "convt_backward_data_kxlanes_",
                 {ceil_div(p.src_w, tile_w), ceil_div(p.src_h, one_row ? 1 : kDxlPixels),
                  int64_t(p.num_images) * p.groups * ceil_div(p.in_per_group, kDxlChannels)},
                 {kDxlTiles * kDxlSlices * kSimd, 1, 1}};
