@@ -161,13 +161,16 @@ def test_narrow_forward_fp16_1d_and_views(device: Any, rng: np.random.Generator,
     assert np.isnan(big_out[:, 0::2]).all(), "wrote outside the output view"
 
 
-@pytest.mark.parametrize("out_ch, groups", [(1, 1), (3, 3)])
-def test_narrow_forward_half_accumulator_and_clip(
-    device: Any, rng: np.random.Generator, out_ch, groups
+@pytest.mark.parametrize("accumulator", ["half", "float"])
+@pytest.mark.parametrize("out_ch, groups", [(1, 1), (3, 1), (3, 3)])
+def test_narrow_forward_accumulators_and_clip(
+    device: Any, rng: np.random.Generator, out_ch, groups, accumulator
 ):
     """MPS-style: fp16 weights, the half accumulator (rounded after every multiply-add, in
-    (ky, kx, channel) order), a fused neuron and a clip rectangle that leaves pixels unwritten
-    (depthwise when groups == channels)."""
+    (ky, kx, channel) order) or the float one, a fused neuron, a total offset and a clip
+    rectangle whose origin is not 0 and that leaves pixels unwritten (depthwise when groups ==
+    channels; GPU backends run convt_forward_rows for the float accumulator with few output
+    channels, convt_forward_narrow for the half one)."""
     import convt
 
     ig = 3 if groups == 1 else 1
@@ -176,7 +179,7 @@ def test_narrow_forward_half_accumulator_and_clip(
     neuron = R.Neuron("relu", a=0.1)
     kernel = build_transpose(device, w, b, in_channels=ig * groups, stride=2, groups=groups,
                              neuron=neuron)  # fmt: skip
-    kernel.accumulator_precision = convt.AccumulatorPrecision.half
+    kernel.accumulator_precision = getattr(convt.AccumulatorPrecision, accumulator)
     set_total_offset(kernel, (1, 2))
     clip = (1, 2, 0, 13, 9, 2)
     kernel.clip_rect = convt.Region(*clip)
@@ -188,10 +191,10 @@ def test_narrow_forward_half_accumulator_and_clip(
     w16 = w.astype(np.float16).astype(np.float32)
     ref = R.conv_transpose_mps(
         x, w16, b, stride=2, groups=groups, T=(1, 2), dst_hw=(16, 17), clip=clip, neuron=neuron,
-        accumulator="half", dst_dtype=np.float16,
+        accumulator=accumulator, dst_dtype=np.float16,
     )  # fmt: skip
     mask = R.written_mask(dst.shape, out_ch, clip, 2)
-    assert_written(dst, ref, mask, FP16_TOL, "half accumulator")
+    assert_written(dst, ref, mask, FP16_TOL, f"{accumulator} accumulator")
 
 
 def _check_backward_data(device: Any, rng: np.random.Generator, case, layout: str) -> None:
