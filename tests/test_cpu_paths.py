@@ -67,6 +67,10 @@ CASES = {
     # footprint), a batch of taps one segment; 49 taps of 16 channels over 128 pixels fill
     # three batches (24 taps each).
     "tile_major_batches": (23, 16, 1, (40, 13), 7, 1, 3, 0, 1),
+    # Reductions deeper than one packed slice (kKc = 512 channels): the forward over 530 input
+    # channels (a full slice and an 18-deep tail); 530 output channels for dX and dW.
+    "deep_forward": (530, 7, 1, (3, 5), 3, 2, 1, 1, 1),
+    "deep_dx": (7, 530, 1, (3, 5), 3, 2, 1, 1, 1),
 }
 
 

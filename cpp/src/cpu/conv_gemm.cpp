@@ -18,8 +18,12 @@
 namespace convt::cpu {
 namespace {
 
-constexpr int kKc = 256;        // depth of one packed slice: a kMr x kKc weight panel fits L1
-constexpr int kMaxBlock = 128;  // pixels per forward/dX task: 8 register columns
+// Depth of one packed slice: a kMr x kKc weight panel (12 KB) fits L1. 512 rather than 256: the
+// 512-channel forwards then keep each tap's sum in registers, one kernel call a tap (one thread:
+// dcgan_g2 23.6-24.5 -> 22.2-23.4 ms, hifigan_up1 45-51 -> 45-48 ms; two threads, hifigan_up1
+// 24.5-25.0 -> 22.3-23.6 ms, dcgan_g2 within noise).
+constexpr int kKc = 512;
+constexpr int kMaxBlock = 128;                    // pixels per forward/dX task: 8 register columns
 constexpr int64_t kBatchFloats = 48 * 1024;       // packed pixels of one batch of taps: L2-resident
 constexpr int64_t kFootprintFloats = 256 * 1024;  // largest block footprint (1 MB)
 constexpr int kCompactInPlaceTiles = 12;
