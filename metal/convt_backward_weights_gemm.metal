@@ -4,8 +4,8 @@
 // operands in threadgroup memory; each thread keeps a 4x4 register tile. Slices write partial
 // sums that convt_reduce_partials (MPS's OHWI float) or convt_reduce_partials_torch_* (PyTorch's
 // layout and dtype, into the caller's views) adds in slice order: results are the same run to
-// run, with no atomics. dB partials come from convt_backward_bias_partial, into the same scratch buffer after
-// the weights (convt_weight_partials.h). `p` describes X in the source role and dY in the
+// run, with no atomics. dB partials come from convt_backward_bias_partial, into the same scratch
+// buffer after the weights (convt_weight_partials.h). `p` describes X in the source role and dY in the
 // destination role.
 #include "convt_weight_partials.h"
 
