@@ -45,7 +45,8 @@ struct DeviceBuffer {
     bool stream_ordered = false;
     DeviceBuffer() = default;
     explicit DeviceBuffer(size_t bytes) { allocate(bytes); }
-    /// Scratch used only by work on the legacy default stream: allocated and freed in that
+    /// Memory used only by work on the legacy default stream (scratch, and staged copies of host
+    /// views, whose copies in and out run there too): allocated and freed in that
     /// stream's order where the device has memory pools, so freeing it waits for nothing (a
     /// cudaMalloc/cudaFree pair cost ~80 us and a device-wide wait on every GPU backward).
     struct OnStream {};
@@ -105,7 +106,8 @@ class Binding {
             device_ = host_;
             return;
         }
-        staging_ = std::make_unique<DeviceBuffer>(bytes);
+        // Stream-ordered like the scratch below: every use of the copy is on the legacy stream.
+        staging_ = std::make_unique<DeviceBuffer>(bytes, DeviceBuffer::OnStream{});
         if (read)
             check(cudaMemcpy(staging_->ptr, first, bytes, cudaMemcpyHostToDevice),
                   "copy to device");
