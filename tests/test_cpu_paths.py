@@ -40,6 +40,10 @@ CASES = {
     "one_out": (7, 1, 1, (5, 18), 9, 3, 4, 2, 1),
     # Stride 2 and dilation 2: every odd phase gets no tap (bias alone).
     "empty_phases": (9, 10, 1, (4, 18), 2, 2, 0, 1, 2),
+    # Stride 3 with every phase the same size (15 x 57 outputs): the forward stores the three
+    # x-phases of a row together (the stride-2 cases above with equal phases take the two-phase
+    # shuffle: gemm_tails, narrow_out, empty_phases, row_ranges_groups, deep_forward).
+    "phases_s3": (7, 8, 1, (5, 19), 5, 3, 1, 0, 1),
     # Depthwise (one channel in and out per group): the direct per-plane loops.
     "depthwise": (7, 7, 7, (5, 19), 4, 2, 1, 0, 1),
     "depthwise_s3_d2": (5, 5, 5, (6, 23), 3, 3, 2, 1, 2),

@@ -669,9 +669,51 @@ void forward_gemm(const ConvtParams& p, const GemmWeights& w, const void* src, v
     };
     const std::vector<int64_t> oy_all = all_sources(ys), ox_all = all_sources(xs);
 
+    // A destination row's x-phases interleave element by element, so each phase alone stores
+    // one element at a time (a fifth of unet_up2's forward). When every phase has the same
+    // q-grid and rows are contiguous, a unit keeps each x-phase's result of a row phase and
+    // stores them together, a whole destination run at a time.
+    const bool weave = share && xs.size() >= 2 && p.dst_stride_w == 1 &&
+                       (p.dst_type == CONVT_TYPE_F32 || p.dst_type == CONVT_TYPE_F16);
+
     const Gathered source{src, p.src_type, p.src_stride_c};
     const auto ntype = static_cast<NeuronType>(p.neuron);
     const int64_t group_weights = int64_t(w.taps) * tiles * ig * kMr;
+    // The woven store of row phase py of the block at `first` (n_images * py.count * xs[0].count
+    // pixels from there, real of them), each x-phase's result in phase_c[rx].
+    auto store_woven = [&](int g, const Phase& py, int64_t first, int real,
+                           const std::vector<std::vector<float>>& phase_c) {
+        const int sx = static_cast<int>(xs.size());
+        const int64_t qw = xs[0].count;
+        thread_local std::vector<const float*> rows;
+        thread_local std::vector<float> woven_row;
+        thread_local std::vector<uint16_t> bits;
+        rows.resize(size_t(sx));
+        PixelCursor at(first, py.count, qw);
+        for (int j = 0; j < real;) {
+            const int len = static_cast<int>(std::min<int64_t>(real - j, qw - at.x));
+            const int64_t o = p.dst_base + at.n * p.dst_stride_n +
+                              int64_t(g) * og * p.dst_stride_c +
+                              (p.clip_y + py.r + int64_t(p.stride_y) * at.y) * p.dst_stride_h +
+                              p.clip_x + int64_t(sx) * at.x;
+            for (int oc = 0; oc < og; ++oc) {
+                for (int r = 0; r < sx; ++r) rows[r] = phase_c[r].data() + int64_t(oc) * cols + j;
+                const int64_t at_oc = o + int64_t(oc) * p.dst_stride_c;
+                if (p.dst_type == CONVT_TYPE_F32) {
+                    interleave(rows.data(), sx, len, static_cast<float*>(dst) + at_oc);
+                } else {
+                    woven_row.resize(size_t(sx) * len);
+                    bits.resize(woven_row.size());
+                    interleave(rows.data(), sx, len, woven_row.data());
+                    floats_to_halves(woven_row.data(), int64_t(woven_row.size()), bits.data());
+                    std::memcpy(static_cast<uint16_t*>(dst) + at_oc, bits.data(),
+                                sizeof(uint16_t) * bits.size());
+                }
+            }
+            j += len;
+            for (int k = 0; k < len; ++k) at.next();
+        }
+    };
     // shared_ready: the unit's shared footprint is built (reset at each unit).
     auto run_task = [&](const Task& t, bool& shared_ready) {
         const Phase& py = ys[t.ry];
@@ -682,7 +724,10 @@ void forward_gemm(const ConvtParams& p, const GemmWeights& w, const void* src, v
         thread_local Columns columns;
         thread_local std::vector<int64_t> dst_offsets;
         thread_local std::vector<Run> runs;
-        thread_local std::vector<float> c, packed;
+        thread_local std::vector<float> plain, packed;
+        thread_local std::vector<std::vector<float>> phase_c;  // weave: per x-phase
+        if (weave) phase_c.resize(xs.size());
+        std::vector<float>& c = weave ? phase_c[size_t(t.rx)] : plain;
         grid.ids.clear();
         for (int ky : py.taps)
             for (int kx : px.taps) grid.ids.push_back(ky * p.kernel_w + kx);
@@ -702,12 +747,13 @@ void forward_gemm(const ConvtParams& p, const GemmWeights& w, const void* src, v
             while (hi >= lo && first[hi] + q >= size) --hi;
         };
         thread_local Footprint footprint;
-        // Worth a copy when 4 or more taps read it, along phase rows of a register column or
-        // more (8-pixel rows, dcgan_g2, would gather every panel again from it: 7% slower; 1-
-        // and 2-tap phases, unet and hifigan, gained nothing). A footprint per phase in fp16
-        // converts every element once per phase, which costs more than gathering once phases
-        // are many (fcn8s, 64 phases: 25 -> 30 ms).
-        const bool wanted = grid.ids.size() >= 4 && px.count >= kNr &&
+        // Worth a copy when 4 or more taps read it, or when every phase of the unit shares it,
+        // along phase rows of a register column or more (8-pixel rows, dcgan_g2, would gather
+        // every panel again from it: 7% slower; a footprint per phase of 1 or 2 taps, unet and
+        // hifigan, gained nothing; shared, one thread: unet_up2 46 -> 42.5 ms, vae_dec 15.1 ->
+        // 14.6). A footprint per phase in fp16 converts every element once per phase, which
+        // costs more than gathering once phases are many (fcn8s, 64 phases: 25 -> 30 ms).
+        const bool wanted = (grid.ids.size() >= 4 || share) && px.count >= kNr &&
                             (p.src_type == CONVT_TYPE_F32 || share || ys.size() * xs.size() <= 4);
         const Plane plane{src,
                           p.src_type,
@@ -760,19 +806,21 @@ void forward_gemm(const ConvtParams& p, const GemmWeights& w, const void* src, v
         accumulate_taps(compact ? footprint.source() : source, grid, columns, cols, ig,
                         w.forward.data() + t.g * group_weights, int64_t(tiles) * ig * kMr,
                         int64_t(ig) * kMr, tiles, c.data(), packed, compact);
-        find_runs(dst_offsets.data(), real, runs);
-        for (int oc = 0; oc < og; ++oc) {
-            const int64_t ch = int64_t(t.g) * og + oc;
-            const float slope = w.slopes.empty() ? 0.f : w.slopes[ch];
-            const float* row = c.data() + int64_t(oc) * cols;
-            const int64_t co = int64_t(oc) * p.dst_stride_c;
-            if (ntype != NeuronType::None) {
+        if (ntype != NeuronType::None)
+            for (int oc = 0; oc < og; ++oc) {
+                const float slope = w.slopes.empty() ? 0.f : w.slopes[int64_t(t.g) * og + oc];
                 float* r = c.data() + int64_t(oc) * cols;
                 for (int j = 0; j < real; ++j)
                     r[j] = apply_neuron(ntype, r[j], p.neuron_a, p.neuron_b, p.neuron_c, slope);
             }
-            scatter_row(dst, p.dst_type, dst_offsets.data(), runs, co, row, real);
+        if (weave) {  // the row phase's last x-phase stores them all
+            if (t.rx + 1 == int(xs.size())) store_woven(t.g, py, t.first, real, phase_c);
+            return;
         }
+        find_runs(dst_offsets.data(), real, runs);
+        for (int oc = 0; oc < og; ++oc)
+            scatter_row(dst, p.dst_type, dst_offsets.data(), runs, int64_t(oc) * p.dst_stride_c,
+                        c.data() + int64_t(oc) * cols, real);
     };
     ThreadPool::instance().parallel_for(int64_t(task_groups.size()) - 1, [&](int64_t u) {
         bool shared_ready = false;

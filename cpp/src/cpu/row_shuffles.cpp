@@ -71,6 +71,12 @@ void interleave2(const float* even, const float* odd, int64_t n, float* out) {
     interleave_portable(even, odd, n, out);
 }
 
+void interleave(const float* const* phase, int s, int64_t count, float* out) {
+    if (s == 2) return interleave2(phase[0], phase[1], 2 * count, out);
+    for (int64_t j = 0; j < count; ++j, out += s)  // in destination order: stores stay sequential
+        for (int r = 0; r < s; ++r) out[r] = phase[r][j];
+}
+
 void deinterleave2(const float* in, int64_t n, float* even, float* odd) {
 #ifdef CONVT_X86_DISPATCH
     if (use_avx2()) return deinterleave_avx2(in, n, even, odd);
