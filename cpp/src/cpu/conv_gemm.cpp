@@ -780,23 +780,35 @@ void forward_gemm(const ConvtParams& p, const GemmWeights& w, const void* src, v
             for (size_t b = 0; b < px.taps.size(); ++b)
                 grid.col_delta[b] = footprint.col_delta(px.first_source[b]);
         }
+        // Per pixel work here is a few nanoseconds against tens of multiply-adds a pixel on the
+        // narrow layers (grp4: 16 x 16 channels), so it is kept to increments: references
+        // instead of thread-local lookups, footprint bases by q-row.
+        Columns& cl = columns;
+        const Footprint& fp = footprint;
+        int64_t* const offsets = dst_offsets.data();
+        if (compact) {  // zeros stand outside the image: every tap reads
+            std::fill_n(cl.row_lo.begin(), real, 0);
+            std::fill_n(cl.col_lo.begin(), real, 0);
+            std::fill_n(cl.row_hi.begin(), real, static_cast<int32_t>(py.taps.size()) - 1);
+            std::fill_n(cl.col_hi.begin(), real, static_cast<int32_t>(px.taps.size()) - 1);
+        }
         PixelCursor at(t.first, py.count, px.count);
+        int64_t row_base = 0;  // compact: the footprint base of the q-row's column 0
         for (int j = 0; j < real; ++j, at.next()) {
             const int64_t n = at.n, qy = at.y, qx = at.x;
-            dst_offsets[j] = p.dst_base + n * p.dst_stride_n + int64_t(t.g) * og * p.dst_stride_c +
+            if (!weave)
+                offsets[j] = p.dst_base + n * p.dst_stride_n + int64_t(t.g) * og * p.dst_stride_c +
                              (p.clip_y + py.r + int64_t(p.stride_y) * qy) * p.dst_stride_h +
                              (p.clip_x + px.r + int64_t(p.stride_x) * qx) * p.dst_stride_w;
-            if (compact) {  // zeros stand outside the image: every tap reads
-                columns.base[j] = footprint.base(n, qy, qx);
-                columns.row_lo[j] = columns.col_lo[j] = 0;
-                columns.row_hi[j] = static_cast<int32_t>(py.taps.size()) - 1;
-                columns.col_hi[j] = static_cast<int32_t>(px.taps.size()) - 1;
+            if (compact) {
+                if (j == 0 || qx == 0) row_base = fp.base(n, qy, 0);
+                cl.base[j] = row_base + qx;
                 continue;
             }
-            columns.base[j] = p.src_base + n * p.src_stride_n + int64_t(t.g) * ig * p.src_stride_c +
-                              qy * p.src_stride_h + qx * p.src_stride_w;
-            range(py.first_source, qy, p.src_h, columns.row_lo[j], columns.row_hi[j]);
-            range(px.first_source, qx, p.src_w, columns.col_lo[j], columns.col_hi[j]);
+            cl.base[j] = p.src_base + n * p.src_stride_n + int64_t(t.g) * ig * p.src_stride_c +
+                         qy * p.src_stride_h + qx * p.src_stride_w;
+            range(py.first_source, qy, p.src_h, cl.row_lo[j], cl.row_hi[j]);
+            range(px.first_source, qx, p.src_w, cl.col_lo[j], cl.col_hi[j]);
         }
         c.resize(size_t(tiles) * kMr * cols);
         for (int oc = 0; oc < tiles * kMr; ++oc)
@@ -886,24 +898,33 @@ void backward_data_gemm(const ConvtParams& p, const GemmWeights& w, const void* 
             for (int64_t y : oy) local.row_delta.push_back(footprint.row_delta(y));
             for (int64_t x : ox) local.col_delta.push_back(footprint.col_delta(x));
         }
+        // As in the forward: increments and references, no thread-local lookups per pixel.
+        Columns& cl = columns;
+        const Footprint& fp = footprint;
+        int64_t* const offsets = dx_offsets.data();
+        if (compact) {  // zeros stand outside dY: every tap reads
+            std::fill_n(cl.row_lo.begin(), real, 0);
+            std::fill_n(cl.col_lo.begin(), real, 0);
+            std::fill_n(cl.row_hi.begin(), real, p.kernel_h - 1);
+            std::fill_n(cl.col_hi.begin(), real, p.kernel_w - 1);
+        }
         PixelCursor at(first, p.src_h, p.src_w);
+        int64_t row_base = 0;  // compact: the footprint base of the row's column 0
         for (int j = 0; j < real; ++j, at.next()) {
             const int64_t n = at.n, iy = at.y, ix = at.x;
-            dx_offsets[j] = p.src_base + n * p.src_stride_n + int64_t(g) * ig * p.src_stride_c +
-                            iy * p.src_stride_h + ix * p.src_stride_w;
-            if (compact) {  // zeros stand outside dY: every tap reads
-                columns.base[j] = footprint.base(n, iy, ix);
-                columns.row_lo[j] = columns.col_lo[j] = 0;
-                columns.row_hi[j] = p.kernel_h - 1;
-                columns.col_hi[j] = p.kernel_w - 1;
+            offsets[j] = p.src_base + n * p.src_stride_n + int64_t(g) * ig * p.src_stride_c +
+                         iy * p.src_stride_h + ix * p.src_stride_w;
+            if (compact) {
+                if (j == 0 || ix == 0) row_base = fp.base(n, iy, 0);
+                cl.base[j] = row_base + ix;
                 continue;
             }
             const int64_t ey = iy * p.stride_y - p.first_tap_y;
             const int64_t ex = ix * p.stride_x - p.first_tap_x;
-            columns.base[j] = p.dst_base + n * p.dst_stride_n + int64_t(g) * og * p.dst_stride_c +
-                              (p.clip_y + ey) * p.dst_stride_h + (p.clip_x + ex) * p.dst_stride_w;
-            range(ey, p.dilation_y, p.clip_h, p.kernel_h, columns.row_lo[j], columns.row_hi[j]);
-            range(ex, p.dilation_x, p.clip_w, p.kernel_w, columns.col_lo[j], columns.col_hi[j]);
+            cl.base[j] = p.dst_base + n * p.dst_stride_n + int64_t(g) * og * p.dst_stride_c +
+                         (p.clip_y + ey) * p.dst_stride_h + (p.clip_x + ex) * p.dst_stride_w;
+            range(ey, p.dilation_y, p.clip_h, p.kernel_h, cl.row_lo[j], cl.row_hi[j]);
+            range(ex, p.dilation_x, p.clip_w, p.kernel_w, cl.col_lo[j], cl.col_hi[j]);
         }
         c.assign(size_t(tiles) * kMr * cols, 0.f);
         columns.summarize(cols);
