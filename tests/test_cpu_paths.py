@@ -44,6 +44,11 @@ CASES = {
     # x-phases of a row together (the stride-2 cases above with equal phases take the two-phase
     # shuffle: gemm_tails, narrow_out, empty_phases, row_ranges_groups, deep_forward).
     "phases_s3": (7, 8, 1, (5, 19), 5, 3, 1, 0, 1),
+    # dX with few output channels (tile-major weights) over dY's footprint, rows a whole number
+    # of register columns (32 and 16 pixels): the indirect kernel reads every tap in place, at
+    # stride 3 (the footprint split phase by phase) and at stride 2.
+    "indirect_s3": (23, 2, 1, (3, 32), 9, 3, 4, 2, 1),
+    "indirect_s2": (23, 5, 1, (4, 16), 4, 2, 1, 0, 1),
     # Depthwise (one channel in and out per group): the direct per-plane loops.
     "depthwise": (7, 7, 7, (5, 19), 4, 2, 1, 0, 1),
     "depthwise_s3_d2": (5, 5, 5, (6, 23), 3, 3, 2, 1, 2),

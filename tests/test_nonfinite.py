@@ -88,6 +88,42 @@ def test_forward_nonfinite_weight_and_bias(device: Any, rng: np.random.Generator
     assert_same_nonfinite(got, ref.astype(np.float32), FP32_TOL, "nonfinite weight/bias")
 
 
+# (cin, cout, groups, (H, W), k, stride, padding, output_padding): layers large enough for each
+# fast path of the CPU backend (GEMM forward and dX, indirect dX at stride 3, depthwise, the
+# narrow row paths) and of the GPU kernels, whose zero padding times an infinite weight would
+# make NaN where the reference adds nothing.
+NONFINITE_WEIGHT_LAYERS = {
+    "gemm_s2": (8, 8, 1, (3, 20), 3, 2, 1, 1),
+    "gemm_s1": (16, 16, 1, (3, 20), 3, 1, 1, 0),
+    "tile_major_s2": (23, 5, 1, (3, 16), 4, 2, 1, 0),
+    "tile_major_s3": (23, 2, 1, (3, 32), 9, 3, 4, 2),
+    "depthwise": (6, 6, 6, (4, 21), 3, 2, 1, 0),
+    "narrow": (9, 2, 1, (3, 24), 4, 2, 1, 0),
+}
+
+
+@pytest.mark.parametrize("layer", sorted(NONFINITE_WEIGHT_LAYERS))
+def test_nonfinite_weight_reaches_only_its_taps(
+    device: Any, rng: np.random.Generator, layer: str
+) -> None:
+    """An infinite weight makes +-Inf (or NaN, Inf - Inf) only in the outputs and input
+    gradients its tap reaches; every other element stays finite, forward and dX."""
+    cin, cout, groups, size, k, stride, padding, op = NONFINITE_WEIGHT_LAYERS[layer]
+    kw = dict(stride=stride, padding=padding, output_padding=op, groups=groups)
+    x = rng.uniform(-1, 1, (2, cin, *size)).astype(np.float32)
+    w = rng.uniform(-1, 1, (cin, cout // groups, k, k)).astype(np.float32)
+    w[1, 0, 0, 0] = np.inf
+    w[cin - 1, cout // groups - 1, k - 1, k // 2] = -np.inf
+    ref = R.conv_transpose_torch_ref(x, w, None, **kw)
+    got = convt.conv_transpose2d(x, w, None, **kw, device=device)
+    assert np.isfinite(ref).any() and not np.isfinite(ref).all()
+    assert_same_nonfinite(got, ref.astype(np.float32), FP32_TOL, f"{layer} forward")
+    g = rng.uniform(-1, 1, ref.shape).astype(np.float32)
+    ref_dx = R.conv_transpose_torch_backward(g, x, w, **kw)[0]
+    got_dx = convt.conv_transpose2d_backward(g, x, w, **kw, device=device)[0]
+    assert_same_nonfinite(got_dx, ref_dx.astype(np.float32), FP32_TOL, f"{layer} dX")
+
+
 @pytest.mark.parametrize("where", ["grad_output", "x"])
 def test_backward_propagates_nan(device: Any, rng: np.random.Generator, where: str) -> None:
     x = rng.uniform(-1, 1, (2, 6, 4, 5)).astype(np.float32)

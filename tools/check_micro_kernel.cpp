@@ -1,9 +1,10 @@
-// Checks the CPU GEMM micro-kernel the build picks (AVX2, NEON or portable) against a float64
-// sum over random segment lists: depths 0-40, B read packed or at a row stride, shifted A and B,
-// several segments a tile, and a C tile inside a wider row that must keep its other columns.
-// Also checks the host fp16 conversions (core/half.h), whose type differs on arm64 GCC.
-// Built and run by tools/check_micro_kernel.sh, natively and (cross-compiled) under qemu for
-// arm64, where the NEON kernel cannot run on this machine otherwise. Exit status 0: all agree.
+// Checks the CPU GEMM micro-kernels the build picks (AVX2, NEON or portable) against a float64
+// sum. The segment kernel: random segment lists, depths 0-40, B read packed or at a row stride,
+// shifted A and B, several segments a tile, and a C tile inside a wider row that must keep its
+// other columns. The indirect kernel: random row offsets (repeated, out of order), depths 0-90.
+// Also checks the host fp16 conversions (core/half.h), whose type differs on arm64 GCC. Built
+// and run by tools/check_micro_kernel.sh, natively and (cross-compiled) under qemu for arm64,
+// where the NEON kernels cannot run on this machine otherwise. Exit status 0: all agree.
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -70,6 +71,42 @@ int main() {
     }
     std::printf("micro-kernel '%s': %d of %d cases agree\n", convt::cpu_kernel_isa().c_str(),
                 cases - failures, cases);
+    // The indirect kernel: B's rows found through an offset a step, anywhere in one buffer
+    // (repeated, out of order), depths 0-90.
+    const convt::cpu::IndirectKernel indirect = convt::cpu::indirect_kernel();
+    int indirect_failures = 0;
+    for (int trial = 0; trial < 300; ++trial) {
+        const int depth = pick(gen) % 91;
+        const int64_t ldc = kNr + pick(gen) % 9;
+        std::vector<float> a(size_t(depth) * kMr), b(size_t(200 + kNr)), c(size_t(kMr) * ldc);
+        std::vector<int64_t> rows(static_cast<size_t>(depth));
+        for (float& v : a) v = value(gen);
+        for (float& v : b) v = value(gen);
+        for (float& v : c) v = value(gen);
+        for (int64_t& r : rows) r = pick(gen) % 201;
+        std::vector<double> want(c.begin(), c.end()), bound(c.size());
+        for (size_t k = 0; k < c.size(); ++k) bound[k] = std::fabs(want[k]);
+        for (int p = 0; p < depth; ++p)
+            for (int i = 0; i < kMr; ++i)
+                for (int j = 0; j < kNr; ++j) {
+                    const double t = double(a[p * kMr + i]) * double(b[rows[p] + j]);
+                    want[i * ldc + j] += t;
+                    bound[i * ldc + j] += std::fabs(t);
+                }
+        indirect(a.data(), rows.data(), depth, b.data(), c.data(), ldc);
+        for (int64_t k = 0; k < int64_t(c.size()); ++k) {
+            const double tol = (depth + 1) * 0x1p-24 * bound[k];
+            if (!(std::fabs(double(c[k]) - want[k]) <= tol)) {
+                std::printf("indirect trial %d: c[%lld] = %.9g, want %.9g\n", trial, (long long)k,
+                            c[k], want[k]);
+                ++indirect_failures;
+                break;
+            }
+        }
+    }
+    std::printf("indirect kernel '%s': %d of 300 cases agree\n", convt::cpu_kernel_isa().c_str(),
+                300 - indirect_failures);
+    failures += indirect_failures;
     // fp16: value -> bits, ties to even, overflow to infinity, and back.
     struct Half {
         float value;

@@ -246,6 +246,38 @@ void accumulate_taps(const Gathered& src, const TapGrid& grid, const Columns& co
     const int32_t cmax = *std::max_element(columns.col_hi.begin(), columns.col_hi.end());
     const int ncol = static_cast<int>(grid.col_delta.size());
     const int nrow = static_cast<int>(grid.row_delta.size());
+    // Taps of a few channels each (a tile's weights tap after tap) over a compact source in which
+    // every register column is a run that reaches every tap: the kernel reads B in place through
+    // one offset per (tap, channel), the whole tap list one call a tile and panel, with neither
+    // packing nor a segment per tap (fsrcnn's dX: 81 taps of one channel each).
+    if (compact && src.type == CONVT_TYPE_F32 && a_tap_step == int64_t(depth) * kMr) {
+        bool every = rmin <= 0 && rmax >= nrow - 1 && cmin <= 0 && cmax >= ncol - 1;
+        for (int j = 0; j < panels && every; ++j)
+            every = columns.step[j] == 1 && columns.all_row_lo[j] == 0 &&
+                    columns.all_row_hi[j] == nrow - 1 && columns.all_col_lo[j] == 0 &&
+                    columns.all_col_hi[j] == ncol - 1;
+        thread_local std::vector<int64_t> rows;
+        rows.clear();
+        for (int ta = 0; ta < nrow && every; ++ta)
+            for (int tb = 0; tb < ncol && every; ++tb) {
+                // A is one run only if the grid's ids count up from the first
+                every = grid.ids[ta * ncol + tb] == grid.ids[0] + ta * ncol + tb;
+                for (int ch = 0; ch < depth; ++ch)
+                    rows.push_back(grid.row_delta[ta] + grid.col_delta[tb] +
+                                   int64_t(ch) * src.channel_stride);
+            }
+        if (every) {
+            const IndirectKernel ik = indirect_kernel();
+            const float* a0 = a + grid.ids[0] * a_tap_step;
+            for (int j = 0; j < panels; ++j) {
+                const float* b = static_cast<const float*>(src.base) + columns.base[j * kNr];
+                for (int o = 0; o < tiles; ++o)
+                    ik(a0 + o * a_tile_step, rows.data(), int(rows.size()), b,
+                       c + int64_t(o) * kMr * cols + j * kNr, cols);
+            }
+            return;
+        }
+    }
     int64_t off[kNr];
     batch.clear();
     for (int ta = std::max(rmin, 0); ta <= std::min(rmax, nrow - 1); ++ta)
@@ -525,8 +557,9 @@ struct Plane {
 // two apart that share L1 sets: a third of dil2's forward.
 class Footprint {
  public:
-    // Column strides it splits (2: with AVX2 shuffles; larger ones element by element were
-    // slower than gathering from the tensor: vae_dec dX 15 -> 18 ms, fcn8s 42 -> 51).
+    // Column strides it splits cheaply (2: with AVX2 shuffles). Larger ones go phase by phase;
+    // packed from there, they were slower than gathering from the tensor (fcn8s dX 42 -> 51
+    // ms), read in place through offsets (accumulate_taps' indirect kernel), faster.
     static bool splits(int64_t sx) { return sx == 1 || sx == 2; }
     // For pixels [first, first + count) of an qh x qw grid; false (nothing built) when the
     // buffer would exceed kFootprintFloats.
@@ -614,7 +647,12 @@ class Footprint {
             deinterleave2(in, x_hi - x, row + x / 2, row + phase_width_ + x / 2);
             return;
         }
-        for (; x < x_hi; ++x) row[x % sx_ * phase_width_ + x / sx_] = *in++;
+        // Phase by phase: a strided read to a run of the row, no division per element.
+        for (int64_t r = 0; r < sx_; ++r) {
+            const int64_t x0 = x + pos_mod(r - x, sx_);  // the first column of phase r
+            float* out = row + r * phase_width_ + x0 / sx_;
+            for (int64_t at = x0; at < x_hi; at += sx_) *out++ = in[at - x];
+        }
     }
     std::vector<Image> images_;
     std::vector<float> data_, floats_;  // floats_: a row converted to float first
@@ -883,8 +921,11 @@ void backward_data_gemm(const ConvtParams& p, const GemmWeights& w, const void* 
         // thread), its columns split by phase at stride 2.
         thread_local Footprint footprint;
         thread_local TapGrid local;
+        // Any stride when the weights lie tile-major: every tap then reads in place (fsrcnn dX,
+        // stride 3, one thread: 30.7 -> 19.2 ms).
+        const bool tile_major = w.backward_tap_step == int64_t(og) * kMr;
         const bool compact =
-            w.taps >= 4 && p.src_w >= kNr && Footprint::splits(p.stride_x) &&
+            w.taps >= 4 && p.src_w >= kNr && (Footprint::splits(p.stride_x) || tile_major) &&
             footprint.build({dy, p.dst_type,
                              p.dst_base + int64_t(g) * og * p.dst_stride_c +
                                  p.clip_y * p.dst_stride_h + p.clip_x * p.dst_stride_w,

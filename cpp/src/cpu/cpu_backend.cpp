@@ -45,6 +45,10 @@ struct Packed {
 
 struct CpuWeights : DeviceWeights {
     bool is_double = false;
+    // Every weight finite. The GEMM and depthwise paths multiply the zeros that stand for
+    // missing source pixels by the weights, and 0 * Inf is NaN where the contract adds nothing;
+    // the row paths skip those taps, so they serve layers with an infinite or NaN weight.
+    bool finite = true;
     GemmWeights gemm;        // float layers
     DepthwiseWeights depth;  // float layers with one channel in and out per group
     Packed<float> f;
@@ -513,6 +517,8 @@ class CpuBackend : public detail::Backend {
     std::unique_ptr<DeviceWeights> upload(const PreparedWeights& pw) override {
         auto w = std::make_unique<CpuWeights>();
         w->is_double = pw.type == DataType::Float64;
+        w->finite = std::all_of(pw.values.begin(), pw.values.end(),
+                                [](double v) { return std::isfinite(v); });
         if (w->is_double)
             pack(pw, w->d);
         else {
@@ -531,8 +537,9 @@ class CpuBackend : public detail::Backend {
         const auto& w = static_cast<const CpuWeights&>(weights);
         const int64_t tasks = static_cast<int64_t>(p.num_images) * p.clip_h;
         if (tasks == 0 || p.clip_w == 0) return;
-        if (!w.is_double && depthwise_fits(p)) return forward_depthwise(p, w.depth, src, dst);
-        if (!w.is_double && forward_gemm_fits(p)) return forward_gemm(p, w.gemm, src, dst);
+        const bool fast = !w.is_double && w.finite;
+        if (fast && depthwise_fits(p)) return forward_depthwise(p, w.depth, src, dst);
+        if (fast && forward_gemm_fits(p)) return forward_gemm(p, w.gemm, src, dst);
         // Few output channels and a wide row: make the pixels the GEMM's wide side.
         const bool narrow =
             !p.accumulate_half && p.out_per_group < kNarrow &&
@@ -560,10 +567,10 @@ class CpuBackend : public detail::Backend {
         const auto& w = static_cast<const CpuWeights&>(weights);
         const int64_t tasks = static_cast<int64_t>(p.num_images) * p.src_h;
         if (tasks == 0 || p.src_w == 0) return;
-        if (!w.is_double && depthwise_fits(p)) return backward_data_depthwise(p, w.depth, dy, dx);
-        if (!w.is_double && backward_data_gemm_fits(p))
-            return backward_data_gemm(p, w.gemm, dy, dx);
-        const bool narrow = !w.f.by_input.empty() && p.src_w >= 16;
+        const bool fast = !w.is_double && w.finite;
+        if (fast && depthwise_fits(p)) return backward_data_depthwise(p, w.depth, dy, dx);
+        if (fast && backward_data_gemm_fits(p)) return backward_data_gemm(p, w.gemm, dy, dx);
+        const bool narrow = w.finite && !w.f.by_input.empty() && p.src_w >= 16;
         ThreadPool::instance().parallel_for(tasks, [&](int64_t t) {
             if (w.is_double) {
                 thread_local std::vector<double> acc, row;
@@ -642,8 +649,9 @@ class CpuBackend : public detail::Backend {
                                    const GradientOutput& out) override {
         // Depthwise: dX and dW in one pass over dY (dw_k4s2 reads 33 MB of it a pass).
         const auto& w = static_cast<const CpuWeights&>(weights);
-        if (w.is_double || !out.weights || out.type != DataType::Float32 || !depthwise_fits(pd) ||
-            !depthwise_fits(pw) || pd.num_images == 0 || pd.src_h == 0 || pd.src_w == 0)
+        if (w.is_double || !w.finite || !out.weights || out.type != DataType::Float32 ||
+            !depthwise_fits(pd) || !depthwise_fits(pw) || pd.num_images == 0 || pd.src_h == 0 ||
+            pd.src_w == 0)
             return false;
         backward_depthwise(pd, w.depth, dy.data, dx.data, pw, x.data, out);
         bias_gradients(pw, dy.data, out);

@@ -39,6 +39,21 @@ void micro_portable(const Segment* segments, int count, int64_t a_shift, int64_t
         for (int j = 0; j < kNr; ++j) c[i * ldc + j] = acc[i][j];
 }
 
+void indirect_portable(const float* a, const int64_t* rows, int depth, const float* b, float* c,
+                       int64_t ldc) {
+    float acc[kMr][kNr];
+    for (int i = 0; i < kMr; ++i)
+        for (int j = 0; j < kNr; ++j) acc[i][j] = c[i * ldc + j];
+    for (int p = 0; p < depth; ++p) {
+        const float* ap = a + p * kMr;
+        const float* bp = b + rows[p];
+        for (int i = 0; i < kMr; ++i)
+            for (int j = 0; j < kNr; ++j) acc[i][j] += ap[i] * bp[j];
+    }
+    for (int i = 0; i < kMr; ++i)
+        for (int j = 0; j < kNr; ++j) c[i * ldc + j] = acc[i][j];
+}
+
 #ifdef CONVT_X86_DISPATCH
 // 12 accumulators, 2 loads of b and 6 broadcasts of a per step: FMA-bound on AVX2 cores.
 __attribute__((target("avx2,fma"))) void micro_avx2(const Segment* segments, int count,
@@ -66,6 +81,32 @@ __attribute__((target("avx2,fma"))) void micro_avx2(const Segment* segments, int
             a += kMr;
             b += ldb;
         }
+    }
+#define CONVT_STORE(i) \
+    _mm256_storeu_ps(c + i * ldc, c##i##0), _mm256_storeu_ps(c + i * ldc + 8, c##i##1);
+    CONVT_TILE_ROWS(CONVT_STORE)
+#undef CONVT_STORE
+}
+
+// The same steps as micro_avx2's, B's row found through rows[p].
+__attribute__((target("avx2,fma"))) void indirect_avx2(const float* a, const int64_t* rows,
+                                                       int depth, const float* b, float* c,
+                                                       int64_t ldc) {
+#define CONVT_LOAD(i) \
+    __m256 c##i##0 = _mm256_loadu_ps(c + i * ldc), c##i##1 = _mm256_loadu_ps(c + i * ldc + 8);
+    CONVT_TILE_ROWS(CONVT_LOAD)
+#undef CONVT_LOAD
+    for (int p = 0; p < depth; ++p, a += kMr) {
+        const float* bp = b + rows[p];
+        const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
+#define CONVT_ROW(i)                                  \
+    {                                                 \
+        const __m256 av = _mm256_broadcast_ss(a + i); \
+        c##i##0 = _mm256_fmadd_ps(av, b0, c##i##0);   \
+        c##i##1 = _mm256_fmadd_ps(av, b1, c##i##1);   \
+    }
+        CONVT_TILE_ROWS(CONVT_ROW)
+#undef CONVT_ROW
     }
 #define CONVT_STORE(i) \
     _mm256_storeu_ps(c + i * ldc, c##i##0), _mm256_storeu_ps(c + i * ldc + 8, c##i##1);
@@ -119,6 +160,40 @@ void micro_neon(const Segment* segments, int count, int64_t a_shift, int64_t b_s
     CONVT_TILE_ROWS(CONVT_STORE)
 #undef CONVT_STORE
 }
+
+// micro_neon's steps, B's row found through rows[p].
+void indirect_neon(const float* a, const int64_t* rows, int depth, const float* b, float* c,
+                   int64_t ldc) {
+#define CONVT_LOAD(i)                                                                   \
+    float32x4_t c##i##0 = vld1q_f32(c + i * ldc), c##i##1 = vld1q_f32(c + i * ldc + 4); \
+    float32x4_t c##i##2 = vld1q_f32(c + i * ldc + 8), c##i##3 = vld1q_f32(c + i * ldc + 12);
+    CONVT_TILE_ROWS(CONVT_LOAD)
+#undef CONVT_LOAD
+    for (int p = 0; p < depth; ++p, a += kMr) {
+        const float* bp = b + rows[p];
+        const float32x4_t b0 = vld1q_f32(bp), b1 = vld1q_f32(bp + 4);
+        const float32x4_t b2 = vld1q_f32(bp + 8), b3 = vld1q_f32(bp + 12);
+        const float32x4_t a03 = vld1q_f32(a);
+        const float32x2_t a45 = vld1_f32(a + 4);
+#define CONVT_ROW(fma, i, v, lane)       \
+    c##i##0 = fma(c##i##0, b0, v, lane); \
+    c##i##1 = fma(c##i##1, b1, v, lane); \
+    c##i##2 = fma(c##i##2, b2, v, lane); \
+    c##i##3 = fma(c##i##3, b3, v, lane);
+        CONVT_ROW(vfmaq_laneq_f32, 0, a03, 0)
+        CONVT_ROW(vfmaq_laneq_f32, 1, a03, 1)
+        CONVT_ROW(vfmaq_laneq_f32, 2, a03, 2)
+        CONVT_ROW(vfmaq_laneq_f32, 3, a03, 3)
+        CONVT_ROW(vfmaq_lane_f32, 4, a45, 0)
+        CONVT_ROW(vfmaq_lane_f32, 5, a45, 1)
+#undef CONVT_ROW
+    }
+#define CONVT_STORE(i)                                                    \
+    vst1q_f32(c + i * ldc, c##i##0), vst1q_f32(c + i * ldc + 4, c##i##1); \
+    vst1q_f32(c + i * ldc + 8, c##i##2), vst1q_f32(c + i * ldc + 12, c##i##3);
+    CONVT_TILE_ROWS(CONVT_STORE)
+#undef CONVT_STORE
+}
 #endif
 
 #undef CONVT_TILE_ROWS
@@ -162,6 +237,18 @@ MicroKernel micro_kernel() {
 }
 
 MicroKernel portable_micro_kernel() { return &micro_portable; }
+
+IndirectKernel indirect_kernel() {
+#ifdef CONVT_X86_DISPATCH
+    if (use_avx2()) return &indirect_avx2;
+#endif
+#ifdef CONVT_NEON
+    if (use_neon()) return &indirect_neon;
+#endif
+    return &indirect_portable;
+}
+
+IndirectKernel portable_indirect_kernel() { return &indirect_portable; }
 
 }  // namespace convt::cpu
 

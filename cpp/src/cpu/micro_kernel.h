@@ -26,6 +26,12 @@ struct Segment {
 using MicroKernel = void (*)(const Segment* segments, int count, int64_t a_shift, int64_t b_shift,
                              float* c, int64_t ldc);
 
+/// c[i * ldc + j] += sum over p < depth, in order, of a[p * kMr + i] * b[rows[p] + j], for i < kMr
+/// and j < kNr: B read in place through one offset a step (the rows of a block's footprint that
+/// taps of a few channels each read), so neither packing nor a segment per tap is needed.
+using IndirectKernel = void (*)(const float* a, const int64_t* rows, int depth, const float* b,
+                                float* c, int64_t ldc);
+
 /// Whether the CPU kernels use AVX2+FMA: the CPU has both and the environment variable
 /// CONVT_CPU_ISA is not "portable" (read once; lets tests run the portable kernels anywhere).
 bool use_avx2();
@@ -38,5 +44,8 @@ bool use_neon();
 MicroKernel micro_kernel();
 /// The portable kernel whatever the CPU (the reference of tools/check_micro_kernel.cpp).
 MicroKernel portable_micro_kernel();
+/// The indirect kernels, picked the same way.
+IndirectKernel indirect_kernel();
+IndirectKernel portable_indirect_kernel();
 
 }  // namespace convt::cpu
