@@ -20,6 +20,7 @@
 #include "half_rows.h"
 #include "micro_kernel.h"
 #include "neuron.h"
+#include "scatter_forward.h"
 #include "thread_pool.h"
 
 namespace convt::cpu {
@@ -51,6 +52,7 @@ struct CpuWeights : DeviceWeights {
     bool finite = true;
     GemmWeights gemm;        // float layers
     DepthwiseWeights depth;  // float layers with one channel in and out per group
+    ScatterWeights scatter;  // float layers with few output channels per group
     Packed<float> f;
     Packed<double> d;
 };
@@ -526,6 +528,7 @@ class CpuBackend : public detail::Backend {
             pack_gemm_weights(pw, w->gemm);
             if (pw.in_per_group == 1 && pw.out_channels == pw.groups)
                 pack_depthwise_weights(pw, w->depth);
+            if (scatter_weights_wanted(pw)) pack_scatter_weights(pw, w->scatter);
         }
         return w;
     }
@@ -539,6 +542,9 @@ class CpuBackend : public detail::Backend {
         if (tasks == 0 || p.clip_w == 0) return;
         const bool fast = !w.is_double && w.finite;
         if (fast && depthwise_fits(p)) return forward_depthwise(p, w.depth, src, dst);
+        // Exact with any weights: it multiplies no zero padding.
+        if (!w.is_double && forward_scatter_fits(p, w.scatter))
+            return forward_scatter(p, w.scatter, src, dst);
         if (fast && forward_gemm_fits(p)) return forward_gemm(p, w.gemm, src, dst);
         // Few output channels and a wide row: make the pixels the GEMM's wide side.
         const bool narrow =
