@@ -487,13 +487,8 @@ void scatter_row(void* dst, int32_t type, const int64_t* offset, const std::vect
 }  // namespace
 
 void pack_gemm_weights(const detail::PreparedWeights& pw, GemmWeights& out) {
-    const int og = static_cast<int>(pw.out_channels / pw.groups);
-    const int ig = static_cast<int>(pw.in_per_group);
-    const int taps = static_cast<int>(pw.kernel_h * pw.kernel_w);
-    out.groups = static_cast<int>(pw.groups);
-    out.taps = taps;
-    out.in_per_group = ig;
-    out.out_per_group = og;
+    out.take_shape(pw);
+    const int og = out.out_per_group, ig = out.in_per_group, taps = out.taps;
     out.out_tiles = tiles_of(og, kMr);
     out.in_tiles = tiles_of(ig, kMr);
     out.forward.assign(size_t(out.groups) * taps * out.out_tiles * kMr * ig, 0.f);
@@ -513,11 +508,16 @@ void pack_gemm_weights(const detail::PreparedWeights& pw, GemmWeights& out) {
                 out.backward[bwd] = v;
             }
     }
-    out.bias.assign(static_cast<size_t>(pw.out_channels), 0.f);
-    for (size_t i = 0; i < pw.bias.size(); ++i) out.bias[i] = static_cast<float>(pw.bias[i]);
-    out.slopes.clear();
+    pack_epilogue(pw, out.bias, out.slopes);
+}
+
+void pack_epilogue(const detail::PreparedWeights& pw, std::vector<float>& bias,
+                   std::vector<float>& slopes) {
+    bias.assign(static_cast<size_t>(pw.out_channels), 0.f);
+    for (size_t i = 0; i < pw.bias.size(); ++i) bias[i] = static_cast<float>(pw.bias[i]);
+    slopes.clear();
     if (pw.neuron.type == NeuronType::PReLU)
-        out.slopes.assign(pw.neuron.data.begin(), pw.neuron.data.end());
+        slopes.assign(pw.neuron.data.begin(), pw.neuron.data.end());
 }
 
 namespace {

@@ -11,10 +11,20 @@
 
 namespace convt::cpu {
 
+/// The layer dimensions every packed weight layout records.
+struct PackedShape {
+    int groups = 0, taps = 0, in_per_group = 0, out_per_group = 0;
+    void take_shape(const detail::PreparedWeights& pw) {
+        groups = static_cast<int>(pw.groups);
+        taps = static_cast<int>(pw.kernel_h * pw.kernel_w);
+        in_per_group = static_cast<int>(pw.in_per_group);
+        out_per_group = static_cast<int>(pw.out_channels / pw.groups);
+    }
+};
+
 /// A layer's float weights in the micro-kernel's panel order. Channels are padded with zero
 /// weights to whole register tiles.
-struct GemmWeights {
-    int groups = 0, taps = 0, in_per_group = 0, out_per_group = 0;
+struct GemmWeights : PackedShape {
     int out_tiles = 0, in_tiles = 0;  // register tiles over O/groups and I/groups
     std::vector<float> forward;       // [g][tap][out tile][icl][kMr]
     // [g][tap][in tile][ocl][kMr], or [g][in tile][tap][ocl][kMr] for few output channels (a
@@ -28,6 +38,9 @@ struct GemmWeights {
 };
 
 void pack_gemm_weights(const detail::PreparedWeights& weights, GemmWeights& out);
+/// A layer's bias ([O], zeros when it has none) and PReLU slopes ([O], else empty) as floats.
+void pack_epilogue(const detail::PreparedWeights& weights, std::vector<float>& bias,
+                   std::vector<float>& slopes);
 
 /// Whether the GEMM paths serve this dispatch (float accumulation, enough channels).
 bool forward_gemm_fits(const ConvtParams& p);

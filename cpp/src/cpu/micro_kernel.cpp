@@ -55,145 +55,108 @@ void indirect_portable(const float* a, const int64_t* rows, int depth, const flo
 }
 
 #ifdef CONVT_X86_DISPATCH
-// 12 accumulators, 2 loads of b and 6 broadcasts of a per step: FMA-bound on AVX2 cores.
+// 12 accumulators, 2 loads of b and 6 broadcasts of a per step: FMA-bound on AVX2 cores. Named
+// accumulators, not an array: an array of them spilled to the stack (2x slower). The macros
+// are shared by the segment and the indirect kernels.
+#define CONVT_AVX2_LOAD(i) \
+    __m256 c##i##0 = _mm256_loadu_ps(c + i * ldc), c##i##1 = _mm256_loadu_ps(c + i * ldc + 8);
+#define CONVT_AVX2_ROW(i)                             \
+    {                                                 \
+        const __m256 av = _mm256_broadcast_ss(a + i); \
+        c##i##0 = _mm256_fmadd_ps(av, b0, c##i##0);   \
+        c##i##1 = _mm256_fmadd_ps(av, b1, c##i##1);   \
+    }
+// One step: the tile += a[0..kMr) x the 16 floats at bp.
+#define CONVT_AVX2_STEP(bp)                                                  \
+    {                                                                        \
+        const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8); \
+        CONVT_TILE_ROWS(CONVT_AVX2_ROW)                                      \
+    }
+#define CONVT_AVX2_STORE(i) \
+    _mm256_storeu_ps(c + i * ldc, c##i##0), _mm256_storeu_ps(c + i * ldc + 8, c##i##1);
+
 __attribute__((target("avx2,fma"))) void micro_avx2(const Segment* segments, int count,
                                                     int64_t a_shift, int64_t b_shift, float* c,
                                                     int64_t ldc) {
-    // Named accumulators, not an array: an array of them spilled to the stack (2x slower).
-#define CONVT_LOAD(i) \
-    __m256 c##i##0 = _mm256_loadu_ps(c + i * ldc), c##i##1 = _mm256_loadu_ps(c + i * ldc + 8);
-    CONVT_TILE_ROWS(CONVT_LOAD)
-#undef CONVT_LOAD
+    CONVT_TILE_ROWS(CONVT_AVX2_LOAD)
     for (int s = 0; s < count; ++s) {
         const float* a = segments[s].a + a_shift;
         const float* b = segments[s].b + b_shift;
         const int64_t ldb = segments[s].ldb;
-        for (int p = 0; p < segments[s].depth; ++p) {
-            const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
-#define CONVT_ROW(i)                                  \
-    {                                                 \
-        const __m256 av = _mm256_broadcast_ss(a + i); \
-        c##i##0 = _mm256_fmadd_ps(av, b0, c##i##0);   \
-        c##i##1 = _mm256_fmadd_ps(av, b1, c##i##1);   \
+        for (int p = 0; p < segments[s].depth; ++p, a += kMr, b += ldb) CONVT_AVX2_STEP(b)
     }
-            CONVT_TILE_ROWS(CONVT_ROW)
-#undef CONVT_ROW
-            a += kMr;
-            b += ldb;
-        }
-    }
-#define CONVT_STORE(i) \
-    _mm256_storeu_ps(c + i * ldc, c##i##0), _mm256_storeu_ps(c + i * ldc + 8, c##i##1);
-    CONVT_TILE_ROWS(CONVT_STORE)
-#undef CONVT_STORE
+    CONVT_TILE_ROWS(CONVT_AVX2_STORE)
 }
 
-// The same steps as micro_avx2's, B's row found through rows[p].
+// B's row of step p found through rows[p].
 __attribute__((target("avx2,fma"))) void indirect_avx2(const float* a, const int64_t* rows,
                                                        int depth, const float* b, float* c,
                                                        int64_t ldc) {
-#define CONVT_LOAD(i) \
-    __m256 c##i##0 = _mm256_loadu_ps(c + i * ldc), c##i##1 = _mm256_loadu_ps(c + i * ldc + 8);
-    CONVT_TILE_ROWS(CONVT_LOAD)
-#undef CONVT_LOAD
-    for (int p = 0; p < depth; ++p, a += kMr) {
-        const float* bp = b + rows[p];
-        const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
-#define CONVT_ROW(i)                                  \
-    {                                                 \
-        const __m256 av = _mm256_broadcast_ss(a + i); \
-        c##i##0 = _mm256_fmadd_ps(av, b0, c##i##0);   \
-        c##i##1 = _mm256_fmadd_ps(av, b1, c##i##1);   \
-    }
-        CONVT_TILE_ROWS(CONVT_ROW)
-#undef CONVT_ROW
-    }
-#define CONVT_STORE(i) \
-    _mm256_storeu_ps(c + i * ldc, c##i##0), _mm256_storeu_ps(c + i * ldc + 8, c##i##1);
-    CONVT_TILE_ROWS(CONVT_STORE)
-#undef CONVT_STORE
+    CONVT_TILE_ROWS(CONVT_AVX2_LOAD)
+    for (int p = 0; p < depth; ++p, a += kMr) CONVT_AVX2_STEP(b + rows[p])
+    CONVT_TILE_ROWS(CONVT_AVX2_STORE)
 }
-
+#undef CONVT_AVX2_LOAD
+#undef CONVT_AVX2_ROW
+#undef CONVT_AVX2_STEP
+#undef CONVT_AVX2_STORE
 #endif
 
 #ifdef CONVT_NEON
 // 24 accumulators of 4 floats (6 rows x 16 columns), 4 loads of b and one of a's 6 values (as
 // two vectors) per step, each multiply-add by a lane of a: 30 of the 32 vector registers. Named,
 // not an array: GCC stored an array of them to the stack on every step.
-void micro_neon(const Segment* segments, int count, int64_t a_shift, int64_t b_shift, float* c,
-                int64_t ldc) {
-#define CONVT_LOAD(i)                                                                   \
+#define CONVT_NEON_LOAD(i)                                                              \
     float32x4_t c##i##0 = vld1q_f32(c + i * ldc), c##i##1 = vld1q_f32(c + i * ldc + 4); \
     float32x4_t c##i##2 = vld1q_f32(c + i * ldc + 8), c##i##3 = vld1q_f32(c + i * ldc + 12);
-    CONVT_TILE_ROWS(CONVT_LOAD)
-#undef CONVT_LOAD
+// Row i of the tile += lane `lane` of v times the 16 floats of b (fma: the lane form for v's
+// width).
+#define CONVT_NEON_ROW(fma, i, v, lane)  \
+    c##i##0 = fma(c##i##0, b0, v, lane); \
+    c##i##1 = fma(c##i##1, b1, v, lane); \
+    c##i##2 = fma(c##i##2, b2, v, lane); \
+    c##i##3 = fma(c##i##3, b3, v, lane);
+// One step: the tile += a[0..kMr) x the 16 floats at bp.
+#define CONVT_NEON_STEP(bp)                                                \
+    {                                                                      \
+        const float32x4_t b0 = vld1q_f32(bp), b1 = vld1q_f32(bp + 4);      \
+        const float32x4_t b2 = vld1q_f32(bp + 8), b3 = vld1q_f32(bp + 12); \
+        const float32x4_t a03 = vld1q_f32(a);    /* rows 0-3 */            \
+        const float32x2_t a45 = vld1_f32(a + 4); /* rows 4-5 */            \
+        CONVT_NEON_ROW(vfmaq_laneq_f32, 0, a03, 0)                         \
+        CONVT_NEON_ROW(vfmaq_laneq_f32, 1, a03, 1)                         \
+        CONVT_NEON_ROW(vfmaq_laneq_f32, 2, a03, 2)                         \
+        CONVT_NEON_ROW(vfmaq_laneq_f32, 3, a03, 3)                         \
+        CONVT_NEON_ROW(vfmaq_lane_f32, 4, a45, 0)                          \
+        CONVT_NEON_ROW(vfmaq_lane_f32, 5, a45, 1)                          \
+    }
+#define CONVT_NEON_STORE(i)                                               \
+    vst1q_f32(c + i * ldc, c##i##0), vst1q_f32(c + i * ldc + 4, c##i##1); \
+    vst1q_f32(c + i * ldc + 8, c##i##2), vst1q_f32(c + i * ldc + 12, c##i##3);
+
+void micro_neon(const Segment* segments, int count, int64_t a_shift, int64_t b_shift, float* c,
+                int64_t ldc) {
+    CONVT_TILE_ROWS(CONVT_NEON_LOAD)
     for (int s = 0; s < count; ++s) {
         const float* a = segments[s].a + a_shift;
         const float* b = segments[s].b + b_shift;
         const int64_t ldb = segments[s].ldb;
-        for (int p = 0; p < segments[s].depth; ++p) {
-            const float32x4_t b0 = vld1q_f32(b), b1 = vld1q_f32(b + 4);
-            const float32x4_t b2 = vld1q_f32(b + 8), b3 = vld1q_f32(b + 12);
-            const float32x4_t a03 = vld1q_f32(a);     // rows 0-3
-            const float32x2_t a45 = vld1_f32(a + 4);  // rows 4-5
-// Row i of the tile += lane `lane` of v times the 16 floats of b (fma: the lane form for v's
-// width).
-#define CONVT_ROW(fma, i, v, lane)       \
-    c##i##0 = fma(c##i##0, b0, v, lane); \
-    c##i##1 = fma(c##i##1, b1, v, lane); \
-    c##i##2 = fma(c##i##2, b2, v, lane); \
-    c##i##3 = fma(c##i##3, b3, v, lane);
-            CONVT_ROW(vfmaq_laneq_f32, 0, a03, 0)
-            CONVT_ROW(vfmaq_laneq_f32, 1, a03, 1)
-            CONVT_ROW(vfmaq_laneq_f32, 2, a03, 2)
-            CONVT_ROW(vfmaq_laneq_f32, 3, a03, 3)
-            CONVT_ROW(vfmaq_lane_f32, 4, a45, 0)
-            CONVT_ROW(vfmaq_lane_f32, 5, a45, 1)
-#undef CONVT_ROW
-            a += kMr;
-            b += ldb;
-        }
+        for (int p = 0; p < segments[s].depth; ++p, a += kMr, b += ldb) CONVT_NEON_STEP(b)
     }
-#define CONVT_STORE(i)                                                    \
-    vst1q_f32(c + i * ldc, c##i##0), vst1q_f32(c + i * ldc + 4, c##i##1); \
-    vst1q_f32(c + i * ldc + 8, c##i##2), vst1q_f32(c + i * ldc + 12, c##i##3);
-    CONVT_TILE_ROWS(CONVT_STORE)
-#undef CONVT_STORE
+    CONVT_TILE_ROWS(CONVT_NEON_STORE)
 }
 
-// micro_neon's steps, B's row found through rows[p].
+// B's row of step p found through rows[p].
 void indirect_neon(const float* a, const int64_t* rows, int depth, const float* b, float* c,
                    int64_t ldc) {
-#define CONVT_LOAD(i)                                                                   \
-    float32x4_t c##i##0 = vld1q_f32(c + i * ldc), c##i##1 = vld1q_f32(c + i * ldc + 4); \
-    float32x4_t c##i##2 = vld1q_f32(c + i * ldc + 8), c##i##3 = vld1q_f32(c + i * ldc + 12);
-    CONVT_TILE_ROWS(CONVT_LOAD)
-#undef CONVT_LOAD
-    for (int p = 0; p < depth; ++p, a += kMr) {
-        const float* bp = b + rows[p];
-        const float32x4_t b0 = vld1q_f32(bp), b1 = vld1q_f32(bp + 4);
-        const float32x4_t b2 = vld1q_f32(bp + 8), b3 = vld1q_f32(bp + 12);
-        const float32x4_t a03 = vld1q_f32(a);
-        const float32x2_t a45 = vld1_f32(a + 4);
-#define CONVT_ROW(fma, i, v, lane)       \
-    c##i##0 = fma(c##i##0, b0, v, lane); \
-    c##i##1 = fma(c##i##1, b1, v, lane); \
-    c##i##2 = fma(c##i##2, b2, v, lane); \
-    c##i##3 = fma(c##i##3, b3, v, lane);
-        CONVT_ROW(vfmaq_laneq_f32, 0, a03, 0)
-        CONVT_ROW(vfmaq_laneq_f32, 1, a03, 1)
-        CONVT_ROW(vfmaq_laneq_f32, 2, a03, 2)
-        CONVT_ROW(vfmaq_laneq_f32, 3, a03, 3)
-        CONVT_ROW(vfmaq_lane_f32, 4, a45, 0)
-        CONVT_ROW(vfmaq_lane_f32, 5, a45, 1)
-#undef CONVT_ROW
-    }
-#define CONVT_STORE(i)                                                    \
-    vst1q_f32(c + i * ldc, c##i##0), vst1q_f32(c + i * ldc + 4, c##i##1); \
-    vst1q_f32(c + i * ldc + 8, c##i##2), vst1q_f32(c + i * ldc + 12, c##i##3);
-    CONVT_TILE_ROWS(CONVT_STORE)
-#undef CONVT_STORE
+    CONVT_TILE_ROWS(CONVT_NEON_LOAD)
+    for (int p = 0; p < depth; ++p, a += kMr) CONVT_NEON_STEP(b + rows[p])
+    CONVT_TILE_ROWS(CONVT_NEON_STORE)
 }
+#undef CONVT_NEON_LOAD
+#undef CONVT_NEON_ROW
+#undef CONVT_NEON_STEP
+#undef CONVT_NEON_STORE
 #endif
 
 #undef CONVT_TILE_ROWS

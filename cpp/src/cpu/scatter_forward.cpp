@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "conv_gemm.h"
 #include "elements.h"
 #include "geometry.h"
 #include "half_rows.h"
@@ -74,13 +75,8 @@ bool scatter_weights_wanted(const detail::PreparedWeights& pw) {
 }
 
 void pack_scatter_weights(const detail::PreparedWeights& pw, ScatterWeights& out) {
-    const int og = static_cast<int>(pw.out_channels / pw.groups);
-    const int ig = static_cast<int>(pw.in_per_group);
-    const int taps = static_cast<int>(pw.kernel_h * pw.kernel_w);
-    out.groups = static_cast<int>(pw.groups);
-    out.taps = taps;
-    out.in_per_group = ig;
-    out.out_per_group = og;
+    out.take_shape(pw);
+    const int og = out.out_per_group, ig = out.in_per_group, taps = out.taps;
     out.tiles = tiles_of(int64_t(og) * taps);
     out.packed.assign(size_t(out.groups) * out.tiles * ig * kMr, 0.f);
     for (int64_t oc = 0; oc < pw.out_channels; ++oc) {
@@ -92,11 +88,7 @@ void pack_scatter_weights(const detail::PreparedWeights& pw, ScatterWeights& out
                 tile[icl * kMr] = static_cast<float>(pw.values[(oc * taps + t) * ig + icl]);
         }
     }
-    out.bias.assign(static_cast<size_t>(pw.out_channels), 0.f);
-    for (size_t i = 0; i < pw.bias.size(); ++i) out.bias[i] = static_cast<float>(pw.bias[i]);
-    out.slopes.clear();
-    if (pw.neuron.type == NeuronType::PReLU)
-        out.slopes.assign(pw.neuron.data.begin(), pw.neuron.data.end());
+    pack_epilogue(pw, out.bias, out.slopes);
 }
 
 bool forward_scatter_fits(const ConvtParams& p, const ScatterWeights& w) {

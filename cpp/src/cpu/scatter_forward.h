@@ -11,12 +11,12 @@
 
 #include "../../../metal/convt_params.h"
 #include "../core/backend.h"
+#include "conv_gemm.h"
 
 namespace convt::cpu {
 
 /// A layer's float weights as the scatter form's A operand.
-struct ScatterWeights {
-    int groups = 0, taps = 0, in_per_group = 0, out_per_group = 0;
+struct ScatterWeights : PackedShape {
     int tiles = 0;              // register tiles over out_per_group * taps rows
     std::vector<float> packed;  // [g][tile][icl][kMr], row m = ocl * taps + tap
     std::vector<float> bias;    // [O], zeros when the layer has none
