@@ -297,9 +297,14 @@ def interleave(
 # Cases
 
 
+# The ops timed per shape: the backward whole (dX, dW and dB in one call, as training runs it),
+# then its two GEMMs alone, whose % of peak the issue's goals name one by one.
+OPS = ("forward", "backward", "grad_input", "grad_weight")
+
+
 @dataclass
 class Case:
-    """Callables for one shape: per op ("forward", "backward"), per implementation."""
+    """Callables for one shape: per op (OPS), per implementation."""
 
     ops: dict[str, dict[str, Thunk]]
     flops: dict[str, float]
@@ -346,11 +351,24 @@ def build_case(
     def convt_backward() -> object:  # the layer's weights, prepared once, as in the forward
         return layer.backward(x, grad_out)
 
+    def convt_grad_input() -> object:
+        return layer.backward(x, grad_out, (True, False, False))[0]
+
+    def convt_grad_weight() -> object:
+        return layer.backward(x, grad_out, (False, True, False))[1]
+
     macs = shape.macs(batch)
     case = Case(
-        ops={"forward": {"convt": convt_forward}, "backward": {"convt": convt_backward}},
-        flops={"forward": 2.0 * macs, "backward": 2.0 * 2.0 * macs},  # dX + dW; dB ignored
-        rel_err={"forward": None, "backward": None},
+        ops={
+            "forward": {"convt": convt_forward},
+            "backward": {"convt": convt_backward},
+            "grad_input": {"convt": convt_grad_input},
+            "grad_weight": {"convt": convt_grad_weight},
+        },
+        # dX + dW for the backward (dB ignored)
+        flops={"forward": 2.0 * macs, "backward": 2.0 * 2.0 * macs}
+        | {op: 2.0 * macs for op in ("grad_input", "grad_weight")},
+        rel_err={op: None for op in OPS},
     )
     convt_grads = None
     if check:
@@ -374,8 +392,8 @@ def build_case(
             [v] * dims for v in (shape.s, shape.p, shape.op, shape.dilation)
         )
 
-        def torch_backward() -> object:
-            return aten(
+        def torch_grads(mask: list[bool]) -> Callable[[], Any]:
+            return lambda: aten(
                 gyt,
                 xt,
                 wt,
@@ -386,8 +404,12 @@ def build_case(
                 True,
                 output_padding,
                 shape.groups,
-                [True, True, True],
+                mask,
             )
+
+        torch_backward = torch_grads([True, True, True])
+        torch_grad_input = torch_grads([True, False, False])
+        torch_grad_weight = torch_grads([False, True, False])
     else:  # autograd on a graph built once, outside the timed region
         leaves = [t.clone().requires_grad_(True) for t in (xt, wt, bt)]
         graph = conv(*leaves, *geometry)
@@ -395,14 +417,28 @@ def build_case(
         def torch_backward() -> object:
             return torch.autograd.grad(graph, leaves, gyt, retain_graph=True)
 
+        def torch_grad_input() -> object:
+            return torch.autograd.grad(graph, leaves[:1], gyt, retain_graph=True)
+
+        def torch_grad_weight() -> object:
+            return torch.autograd.grad(graph, leaves[1:2], gyt, retain_graph=True)
+
     case.ops["forward"]["torch"] = torch_forward
     case.ops["backward"]["torch"] = torch_backward
+    case.ops["grad_input"]["torch"] = torch_grad_input
+    case.ops["grad_weight"]["torch"] = torch_grad_weight
     if convt_grads is None:
         return case
     case.rel_err["forward"] = _rel_err(out, torch_forward().numpy())
     case.rel_err["backward"] = max(
         _rel_err(got, want.numpy()) for got, want in zip(convt_grads, torch_backward())
     )
+    for op, got, fn in (
+        ("grad_input", convt_grads[0], torch_grad_input),
+        ("grad_weight", convt_grads[1], torch_grad_weight),
+    ):  # the one gradient asked for: the first tensor of torch's result
+        want = next(t for t in fn() if t is not None and t.numel())
+        case.rel_err[op] = _rel_err(got, want.numpy())
     return case
 
 
@@ -481,9 +517,7 @@ class Report:
         return {
             "meta": self.meta,
             "results": [r.to_json() for r in self.results],
-            "geomean_ratio_torch_over_convt": {
-                op: self.geomean(op) for op in ("forward", "backward")
-            },
+            "geomean_ratio_torch_over_convt": {op: self.geomean(op) for op in OPS},
             "overhead_us_per_call": self.overhead_us,
             "peak_rss_mib": self.peak_rss_mib,
             "peak_rss_mib_apart": self.rss_apart,
@@ -532,7 +566,7 @@ def run_shape(
     progress: Progress,
     index: int,
 ) -> list[OpResult]:
-    """Forward then backward of one shape, convt and torch interleaved; arrays die on return."""
+    """Every op (OPS) of one shape, convt and torch interleaved; arrays die on return."""
     case = build_case(shape, args.batch, dtype, with_torch, args.seed + index)
     results = []
     for op, fns in case.ops.items():
@@ -688,12 +722,13 @@ def markdown_section(report: Report) -> str:
         f"{_plural(m['threads'], 'thread')}.",
         "- GFLOP/s are nominal: forward 2 x MACs of Shape.macs (the scatter form, taps cropped "
         "by padding included, so an implementation that skips them can pass 100% of peak); "
-        "backward computes dX and dW, 2 x 2 x MACs (dB not counted).",
+        "backward computes dX and dW, 2 x 2 x MACs (dB not counted); grad_input (dX alone) "
+        "and grad_weight (dW alone), 2 x MACs each.",
         "- convt forward: a ConvTranspose1d/2d layer (weights prepared once) called with a "
         "preallocated out=; convt backward: the same layer's backward() (all three gradients, "
-        "allocated in every call; weights prepared once). torch "
-        "forward: F.conv_transpose{1,2}d; torch backward: "
-        f"{m['torch_backward']} (all three gradients).",
+        "allocated in every call; weights prepared once), grad_input and grad_weight the same "
+        "call asking for that gradient alone. torch forward: F.conv_transpose{1,2}d; torch "
+        f"backward: {m['torch_backward']} (all three gradients, or the one asked for).",
     ]
     if m["with_torch"]:
         lines.append(
@@ -743,9 +778,9 @@ def markdown_section(report: Report) -> str:
     shapes = len({r.shape for r in report.results})
     lines += [
         "",
-        f"Geomean torch/convt over {_plural(shapes, 'shape')}: forward "
-        f"{_fmt(report.geomean('forward'), '.2f')}, backward "
-        f"{_fmt(report.geomean('backward'), '.2f')}.",
+        f"Geomean torch/convt over {_plural(shapes, 'shape')}: "
+        + ", ".join(f"{op} {_fmt(report.geomean(op), '.2f')}" for op in OPS)
+        + ".",
         "",
         "Per-call overhead, tiny layer (8->8 channels, 4x4 input, k4 s2 p1, N=1; median of "
         f"{_plural(m['repeats'], 'sample')} of {_plural(m['overhead_calls'], 'call')}): "
@@ -795,7 +830,7 @@ def write_plot(path: Path, report: Report) -> None:
 
     shapes = list(dict.fromkeys(r.shape for r in report.results))
     by = {(r.shape, r.op): r for r in report.results}
-    ops = [op for op in ("forward", "backward") if any(k[1] == op for k in by)]
+    ops = [op for op in OPS if any(k[1] == op for k in by)]
     xs = np.arange(len(shapes))
     m = report.meta
     fig, (ax_ratio, ax_peak) = plt.subplots(2, 1, figsize=(max(8, 0.9 * len(shapes) + 3), 8))
@@ -852,20 +887,19 @@ def write_plot(path: Path, report: Report) -> None:
 def print_summary(report: Report) -> None:
     """A compact plain-text table on stdout."""
     print(
-        f"\n{'shape':<12} {'op':<8} {'convt ms':>9} {'torch ms':>9} {'t/c':>6} "
+        f"\n{'shape':<12} {'op':<11} {'convt ms':>9} {'torch ms':>9} {'t/c':>6} "
         f"{'GFLOP/s':>8} {'%peak':>6} {'torch%':>6} {'relerr':>8}"
     )
     for r in report.results:
         t = r.torch_median
         print(
-            f"{r.shape:<12} {r.op:<8} {r.convt_median * 1e3:>9.2f} "
+            f"{r.shape:<12} {r.op:<11} {r.convt_median * 1e3:>9.2f} "
             f"{_fmt(None if t is None else t * 1e3, '.2f'):>9} {_fmt(r.ratio, '.2f'):>6} "
             f"{r.gflops(r.convt_median):>8.1f} {r.pct_peak(r.convt_median):>6.1f} "
             f"{_fmt(r.pct_peak(t), '.1f'):>6} {_fmt(r.rel_err, '.1e'):>8}"
         )
     print(
-        f"geomean torch/convt: forward {_fmt(report.geomean('forward'), '.2f')}, "
-        f"backward {_fmt(report.geomean('backward'), '.2f')}"
+        "geomean torch/convt: " + ", ".join(f"{op} {_fmt(report.geomean(op), '.2f')}" for op in OPS)
     )
     print(
         "overhead per call: " + ", ".join(f"{k} {v:.1f} us" for k, v in report.overhead_us.items())
