@@ -590,7 +590,7 @@ RSS_RUNS = ("none", "convt", "torch")
 
 def rss_child(args: argparse.Namespace) -> int:
     """``--rss-child RUN``: builds every case of the suite (convt's and torch's inputs both, as
-    the timed run holds them), runs RUN's forward and backward twice per shape ("none": nothing)
+    the timed run holds them), runs RUN's every op twice per shape ("none": nothing)
     and prints this process's peak RSS as JSON."""
     dtype = np.dtype(args.dtype)
     convt.set_num_threads(args.threads)
