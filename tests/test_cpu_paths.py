@@ -169,6 +169,22 @@ def test_cpu_depthwise_streamed_output(rng: np.random.Generator) -> None:
     assert_close(out, ref, FP32_TOL, "streamed depthwise forward")
 
 
+def test_cpu_gemm_streamed_output(rng: np.random.Generator) -> None:
+    """A GEMM forward of 16 MB or more with equal stride phases streams its woven rows (7
+    output channels: neither depthwise nor the scatter form; rows of 2 x 511 elements, so the
+    stores start unaligned in most rows and end in a tail)."""
+    import convt
+
+    x = rng.standard_normal((1, 3, 300, 511)).astype(np.float32)
+    wt = rng.standard_normal((3, 7, 2, 2)).astype(np.float32)
+    b = rng.standard_normal(7).astype(np.float32)
+    ref = R.conv_transpose_torch_ref(x, wt, b, 2, 0, 0, 1, 1)
+    assert ref.nbytes // 2 >= 16 << 20  # float32 output of at least 16 MB
+    out = np.full(ref.shape, np.nan, dtype=np.float32)
+    convt.conv_transpose2d(x, wt, b, 2, 0, 0, 1, 1, out=out, device=_cpu())
+    assert_close(out, ref, FP32_TOL, "streamed GEMM forward")
+
+
 def test_cpu_depthwise_odd_after_even_width(rng: np.random.Generator) -> None:
     """A thread's cached dY phase rows, reused from a call with an even row (42 columns) by one
     with an odd row (41), the same phase length: the odd row's last odd entry reads as zero."""

@@ -12,6 +12,7 @@
 #include "micro_kernel.h"
 #include "neuron.h"
 #include "row_shuffles.h"
+#include "streaming.h"
 #include "thread_pool.h"
 #include "transpose.h"
 
@@ -713,6 +714,11 @@ void forward_gemm(const ConvtParams& p, const GemmWeights& w, const void* src, v
     // stores them together, a whole destination run at a time.
     const bool weave = share && xs.size() >= 2 && p.dst_stride_w == 1 &&
                        (p.dst_type == CONVT_TYPE_F32 || p.dst_type == CONVT_TYPE_F16);
+    // Woven float rows of outputs larger than the caches are streamed to memory (unet_up2: 67
+    // MB, each line otherwise read in before it is written).
+    const bool stream =
+        weave && p.dst_type == CONVT_TYPE_F32 &&
+        n_images * p.groups * og * p.clip_h * p.clip_w * int64_t(sizeof(float)) >= kStreamBytes;
 
     const Gathered source{src, p.src_type, p.src_stride_c};
     const auto ntype = static_cast<NeuronType>(p.neuron);
@@ -737,8 +743,13 @@ void forward_gemm(const ConvtParams& p, const GemmWeights& w, const void* src, v
             for (int oc = 0; oc < og; ++oc) {
                 for (int r = 0; r < sx; ++r) rows[r] = phase_c[r].data() + int64_t(oc) * cols + j;
                 const int64_t at_oc = o + int64_t(oc) * p.dst_stride_c;
-                if (p.dst_type == CONVT_TYPE_F32) {
+                if (p.dst_type == CONVT_TYPE_F32 && !stream) {
                     interleave(rows.data(), sx, len, static_cast<float*>(dst) + at_oc);
+                } else if (p.dst_type == CONVT_TYPE_F32) {
+                    woven_row.resize(size_t(sx) * len);
+                    interleave(rows.data(), sx, len, woven_row.data());
+                    stream_floats(woven_row.data(), int64_t(woven_row.size()),
+                                  static_cast<float*>(dst) + at_oc);
                 } else {
                     woven_row.resize(size_t(sx) * len);
                     bits.resize(woven_row.size());
@@ -876,6 +887,7 @@ void forward_gemm(const ConvtParams& p, const GemmWeights& w, const void* src, v
         bool shared_ready = false;
         for (size_t i = task_groups[u]; i < task_groups[u + 1]; ++i)
             run_task(tasks[i], shared_ready);
+        if (stream) stream_fence();  // streamed stores seen by other threads once fenced
     });
 }
 

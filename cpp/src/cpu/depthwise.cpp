@@ -15,6 +15,7 @@
 #include "micro_kernel.h"
 #include "neuron.h"
 #include "row_shuffles.h"
+#include "streaming.h"
 #include "thread_pool.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -23,8 +24,6 @@
 
 namespace convt::cpu {
 namespace {
-
-constexpr int64_t kStreamBytes = 16 << 20;  // half the L3 of the dev VM
 
 // count elements first, first + step, ... of a tensor, as floats.
 void load_row(const void* base, int32_t type, int64_t first, int64_t step, int64_t count,
@@ -132,25 +131,6 @@ DotLanes pick_dot_lanes() {
     if (use_avx2()) return &dot_lanes_avx2;
 #endif
     return &dot_lanes_portable;
-}
-
-// out[i] = v[i] for i < n with non-temporal stores where the ISA has them (x86: SSE, aligned
-// to 16 bytes inside the row); call stream_fence() before other threads read `out`.
-void stream_floats(const float* v, int64_t n, float* out) {
-#if defined(__x86_64__) || defined(_M_X64)
-    int64_t i = 0;
-    for (; i < n && (reinterpret_cast<uintptr_t>(out + i) & 15) != 0; ++i) out[i] = v[i];
-    for (; i + 4 <= n; i += 4) _mm_stream_ps(out + i, _mm_loadu_ps(v + i));
-    for (; i < n; ++i) out[i] = v[i];
-#else
-    std::memcpy(out, v, sizeof(float) * size_t(n));
-#endif
-}
-
-void stream_fence() {
-#if defined(__x86_64__) || defined(_M_X64)
-    _mm_sfence();
-#endif
 }
 
 // Where tap kx of a gradient reads a dY row split by phase: dX column ix meets entry ix - shift
