@@ -185,6 +185,20 @@ def test_cpu_gemm_streamed_output(rng: np.random.Generator) -> None:
     assert_close(out, ref, FP32_TOL, "streamed GEMM forward")
 
 
+def test_cpu_gemm_streamed_grad_input(rng: np.random.Generator) -> None:
+    """A GEMM dX of 16 MB or more is streamed to memory (rows of 1021 elements: unaligned
+    starts, tails)."""
+    import convt
+
+    x = rng.standard_normal((1, 8, 520, 1021)).astype(np.float32)
+    wt = rng.standard_normal((8, 3, 2, 2)).astype(np.float32)
+    g = rng.standard_normal((1, 3, 1040, 2042)).astype(np.float32)
+    ref = R.conv_transpose_torch_backward(g, x, wt, stride=2)[0]
+    assert ref.nbytes // 2 >= 16 << 20  # float32 dX of at least 16 MB
+    got = convt.conv_transpose2d_backward(g, x, wt, stride=2, device=_cpu())[0]
+    assert_close(got, ref, FP32_TOL, "streamed GEMM dX")
+
+
 def test_cpu_depthwise_odd_after_even_width(rng: np.random.Generator) -> None:
     """A thread's cached dY phase rows, reused from a call with an even row (42 columns) by one
     with an odd row (41), the same phase length: the odd row's last odd entry reads as zero."""

@@ -459,22 +459,29 @@ void find_runs(const int64_t* offset, int n, std::vector<Run>& runs) {
 }
 
 template <typename E>
-void copy_runs(E* d, const int64_t* offset, const std::vector<Run>& runs, const E* row) {
+void copy_runs(E* d, const int64_t* offset, const std::vector<Run>& runs, const E* row,
+               bool stream = false) {
     for (const Run& r : runs) {
         if (r.count == 1)
             d[offset[r.first]] = row[r.first];
-        else
+        else if constexpr (std::is_same_v<E, float>) {
+            if (stream)
+                stream_floats(row + r.first, r.count, d + offset[r.first]);
+            else
+                std::memcpy(d + offset[r.first], row + r.first, sizeof(E) * size_t(r.count));
+        } else {
             std::memcpy(d + offset[r.first], row + r.first, sizeof(E) * size_t(r.count));
+        }
     }
 }
 
 // dst[offset[j] + co] = row[j] for j < n, a run at a time (element by element, 1 ns each,
 // took as long as the multiply-adds on dcgan_out's dX), in the tensor's element type (fp16
-// converted n at a time).
+// converted n at a time); float runs streamed to memory with `stream`.
 void scatter_row(void* dst, int32_t type, const int64_t* offset, const std::vector<Run>& runs,
-                 int64_t co, const float* row, int n) {
+                 int64_t co, const float* row, int n, bool stream = false) {
     if (type == CONVT_TYPE_F32) {
-        copy_runs(static_cast<float*>(dst) + co, offset, runs, row);
+        copy_runs(static_cast<float*>(dst) + co, offset, runs, row, stream);
     } else if (type == CONVT_TYPE_F16) {
         thread_local std::vector<uint16_t> bits;
         bits.resize(static_cast<size_t>(n));
@@ -906,6 +913,9 @@ void backward_data_gemm(const ConvtParams& p, const GemmWeights& w, const void* 
         grid.col_delta.push_back(-int64_t(p.dilation_x) * kx * p.dst_stride_w);
     const Gathered grad{dy, p.dst_type, p.dst_stride_c};
     const int64_t group_weights = int64_t(w.taps) * tiles * og * kMr;
+    // dX of 16 MB or more streamed to memory, as the forward's woven rows.
+    const bool stream = p.src_type == CONVT_TYPE_F32 &&
+                        pixels * p.groups * ig * int64_t(sizeof(float)) >= kStreamBytes;
     // dX pixel (iy, ix) reads dY row iy * stride - first tap - dilation * ky, column likewise.
     std::vector<int64_t> oy, ox;
     for (int ky = 0; ky < p.kernel_h; ++ky)
@@ -988,8 +998,9 @@ void backward_data_gemm(const ConvtParams& p, const GemmWeights& w, const void* 
         for (int icl = 0; icl < ig; ++icl) {
             const float* row = c.data() + int64_t(icl) * cols;
             const int64_t co = int64_t(icl) * p.src_stride_c;
-            scatter_row(dx, p.src_type, dx_offsets.data(), runs, co, row, real);
+            scatter_row(dx, p.src_type, dx_offsets.data(), runs, co, row, real, stream);
         }
+        if (stream) stream_fence();
     });
 }
 
