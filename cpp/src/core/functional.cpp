@@ -4,6 +4,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "../cpu/half_rows.h"
 #include "../cpu/thread_pool.h"
 #include "../cpu/transpose.h"
 #include "check.h"
@@ -312,13 +313,16 @@ void ConvTransposeLayer::store_weight_gradient(const T* dw, const TensorView& gw
     // read from the last down (the flip) by a negative row stride (dcgan_g2 dW 23.8 -> 21.3 ms
     // on one thread).
     const bool by_8x8 = gw.stride_w == 1 && gw.stride_h == kernel_w_;
-    auto transpose = [&](auto* out, auto convert) {
+    // `block(oc)`: output channel oc's [tap][icl] values as `convert` takes them.
+    auto transpose = [&](auto* out, auto block_of, auto convert) {
         cpu::ThreadPool::instance().parallel_for(blocks, [&](int64_t b) {
             for (int64_t oc = b * channels / blocks; oc < (b + 1) * channels / blocks; ++oc) {
                 const int64_t g = oc / og, ocl = oc % og;
-                const T* block = dw + oc * taps * ig;  // [tap][icl]
+                const auto* block = block_of(oc);
                 int64_t i = 0;
-                if constexpr (std::is_same_v<T, float> &&
+                if constexpr (std::is_same_v<
+                                  std::remove_cv_t<std::remove_pointer_t<decltype(block)>>,
+                                  float> &&
                               std::is_same_v<std::remove_pointer_t<decltype(out)>, float>) {
                     if (by_8x8)
                         for (; i + 8 <= ig; i += 8) {
@@ -340,16 +344,30 @@ void ConvTransposeLayer::store_weight_gradient(const T* dw, const TensorView& gw
             }
         });
     };
+    auto own = [&](int64_t oc) { return dw + oc * taps * ig; };
     switch (gw.type) {
         case DataType::Float16:
-            transpose(static_cast<uint16_t*>(gw.data),
-                      [](T v) { return detail::float_to_half(static_cast<float>(v)); });
+            if constexpr (std::is_same_v<T, float>) {
+                // The block converted at once (F16C where the CPU has it): element by element,
+                // the conversion was a library call, a fifth of dcgan_g2's fp16 dW.
+                auto halves = [&](int64_t oc) {
+                    thread_local std::vector<uint16_t> bits;
+                    bits.resize(static_cast<size_t>(taps * ig));
+                    cpu::floats_to_halves(own(oc), static_cast<int>(taps * ig), bits.data());
+                    return static_cast<const uint16_t*>(bits.data());
+                };
+                transpose(static_cast<uint16_t*>(gw.data), halves, [](uint16_t v) { return v; });
+            } else {
+                transpose(static_cast<uint16_t*>(gw.data), own,
+                          [](T v) { return detail::float_to_half(static_cast<float>(v)); });
+            }
             break;
         case DataType::Float64:
-            transpose(static_cast<double*>(gw.data), [](T v) { return static_cast<double>(v); });
+            transpose(static_cast<double*>(gw.data), own,
+                      [](T v) { return static_cast<double>(v); });
             break;
         default:
-            transpose(static_cast<float*>(gw.data), [](T v) { return static_cast<float>(v); });
+            transpose(static_cast<float*>(gw.data), own, [](T v) { return static_cast<float>(v); });
     }
 }
 
