@@ -11,6 +11,7 @@ point under the same bound; CONVT_SLOW_TESTS=1 (tools/run_long_checks.sh) makes 
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
 from typing import Any, Callable
@@ -36,14 +37,30 @@ def rss_kib() -> int:
         return int(f.read().split()[1]) * PAGE_KIB
 
 
+def _libc_trim() -> Callable[[], Any]:
+    """glibc's malloc_trim(0), else nothing: freed heap memory goes back to the system, so
+    what earlier tests freed (arrays of tens of MB) cannot hide a leak that reuses it."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    trim.argtypes = [ctypes.c_size_t]
+    return lambda: trim(0)
+
+
+trim_heap = _libc_trim()
+
+
 def growth_kib(call: Callable[[], Any], calls: int = CALLS) -> int:
     for _ in range(min(WARMUP, calls)):
         call()
     gc.collect()
+    trim_heap()
     before = rss_kib()
     for _ in range(calls):
         call()
     gc.collect()
+    trim_heap()
     return rss_kib() - before
 
 
