@@ -1,10 +1,12 @@
 // Checks the CPU GEMM micro-kernels the build picks (AVX2, NEON or portable) against a float64
 // sum. The segment kernel: random segment lists, depths 0-40, B read packed or at a row stride,
 // shifted A and B, several segments a tile, and a C tile inside a wider row that must keep its
-// other columns. The indirect kernel: random row offsets (repeated, out of order), depths 0-90.
-// Also checks the host fp16 conversions (core/half.h), whose type differs on arm64 GCC. Built
-// and run by tools/check_micro_kernel.sh, natively and (cross-compiled) under qemu for arm64,
-// where the NEON kernels cannot run on this machine otherwise. Exit status 0: all agree.
+// other columns. The indirect kernel: random row offsets (repeated, out of order), depths 0-90,
+// adding to C or overwriting it. Also checks the host fp16 conversions (core/half.h), whose type
+// differs on arm64 GCC. Built and run by tools/check_micro_kernel.sh, natively and (cross-compiled)
+// under qemu for arm64, where the NEON kernels cannot run on this machine otherwise. Exit status 0:
+// all agree.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -84,7 +86,11 @@ int main() {
         for (float& v : b) v = value(gen);
         for (float& v : c) v = value(gen);
         for (int64_t& r : rows) r = pick(gen) % 201;
+        const bool overwrite = trial % 2;  // then c's values are not part of the sum
         std::vector<double> want(c.begin(), c.end()), bound(c.size());
+        if (overwrite)  // the tile's elements; the row's other columns must keep theirs
+            for (int i = 0; i < kMr; ++i)
+                for (int j = 0; j < kNr; ++j) want[i * ldc + j] = 0.0;
         for (size_t k = 0; k < c.size(); ++k) bound[k] = std::fabs(want[k]);
         for (int p = 0; p < depth; ++p)
             for (int i = 0; i < kMr; ++i)
@@ -93,7 +99,7 @@ int main() {
                     want[i * ldc + j] += t;
                     bound[i * ldc + j] += std::fabs(t);
                 }
-        indirect(a.data(), rows.data(), depth, b.data(), c.data(), ldc);
+        indirect(a.data(), rows.data(), depth, b.data(), c.data(), ldc, overwrite);
         for (int64_t k = 0; k < int64_t(c.size()); ++k) {
             const double tol = (depth + 1) * 0x1p-24 * bound[k];
             if (!(std::fabs(double(c[k]) - want[k]) <= tol)) {

@@ -169,6 +169,57 @@ struct Columns {
     }
 };
 
+// Taps of a few channels each (a tile's weights tap after tap: a_tap_step == depth * kMr) over
+// a compact source in which every register column is a run that reaches every tap: the kernel
+// reads B in place through one offset per (tap, channel), the whole tap list one call a tile and
+// panel, with neither packing nor a segment per tap (fsrcnn's dX: 81 taps of one channel each).
+// Rows [0, rows) of c (ldc apart) get the sums, added to them or, with `overwrite`, replacing
+// them; rows past `rows` in the last tile are not written. False (nothing done) when the block
+// does not qualify.
+bool indirect_taps(const Gathered& src, const TapGrid& grid, const Columns& columns, int cols,
+                   int depth, const float* a, int64_t a_tap_step, int64_t a_tile_step, int tiles,
+                   float* c, int64_t ldc, int rows, bool overwrite) {
+    if (src.type != CONVT_TYPE_F32 || a_tap_step != int64_t(depth) * kMr) return false;
+    const int panels = cols / kNr;
+    const int ncol = static_cast<int>(grid.col_delta.size());
+    const int nrow = static_cast<int>(grid.row_delta.size());
+    bool every = true;
+    for (int j = 0; j < panels && every; ++j)
+        every = columns.step[j] == 1 && columns.all_row_lo[j] == 0 &&
+                columns.all_row_hi[j] == nrow - 1 && columns.all_col_lo[j] == 0 &&
+                columns.all_col_hi[j] == ncol - 1;
+    thread_local std::vector<int64_t> offsets;
+    offsets.clear();
+    for (int ta = 0; ta < nrow && every; ++ta)
+        for (int tb = 0; tb < ncol && every; ++tb) {
+            // A is one run only if the grid's ids count up from the first
+            every = grid.ids[ta * ncol + tb] == grid.ids[0] + ta * ncol + tb;
+            for (int ch = 0; ch < depth; ++ch)
+                offsets.push_back(grid.row_delta[ta] + grid.col_delta[tb] +
+                                  int64_t(ch) * src.channel_stride);
+        }
+    if (!every) return false;
+    const IndirectKernel ik = indirect_kernel();
+    const float* a0 = a + grid.ids[0] * a_tap_step;
+    const int n = static_cast<int>(offsets.size());
+    for (int j = 0; j < panels; ++j) {
+        const float* b = static_cast<const float*>(src.base) + columns.base[j * kNr];
+        for (int o = 0; o < tiles; ++o) {
+            float* to = c + int64_t(o) * kMr * ldc + j * kNr;
+            const int valid = std::min(kMr, rows - o * kMr);
+            if (valid == kMr) {
+                ik(a0 + o * a_tile_step, offsets.data(), n, b, to, ldc, overwrite);
+                continue;
+            }
+            float tile[kMr * kNr];  // the last tile's padding rows stay here
+            for (int i = 0; i < valid; ++i) std::copy_n(to + i * ldc, kNr, tile + i * kNr);
+            ik(a0 + o * a_tile_step, offsets.data(), n, b, tile, kNr, overwrite);
+            for (int i = 0; i < valid; ++i) std::copy_n(tile + i * kNr, kNr, to + i * ldc);
+        }
+    }
+    return true;
+}
+
 // c[tiles * kMr][cols] += sum over the grid's taps of A(tap) x B(tap), B(tap) gathered as
 // `columns` says; A(tap) of tile o = a + id * a_tap_step + o * a_tile_step is packed
 // [depth][kMr]. Taps are packed in
@@ -247,38 +298,9 @@ void accumulate_taps(const Gathered& src, const TapGrid& grid, const Columns& co
     const int32_t cmax = *std::max_element(columns.col_hi.begin(), columns.col_hi.end());
     const int ncol = static_cast<int>(grid.col_delta.size());
     const int nrow = static_cast<int>(grid.row_delta.size());
-    // Taps of a few channels each (a tile's weights tap after tap) over a compact source in which
-    // every register column is a run that reaches every tap: the kernel reads B in place through
-    // one offset per (tap, channel), the whole tap list one call a tile and panel, with neither
-    // packing nor a segment per tap (fsrcnn's dX: 81 taps of one channel each).
-    if (compact && src.type == CONVT_TYPE_F32 && a_tap_step == int64_t(depth) * kMr) {
-        bool every = rmin <= 0 && rmax >= nrow - 1 && cmin <= 0 && cmax >= ncol - 1;
-        for (int j = 0; j < panels && every; ++j)
-            every = columns.step[j] == 1 && columns.all_row_lo[j] == 0 &&
-                    columns.all_row_hi[j] == nrow - 1 && columns.all_col_lo[j] == 0 &&
-                    columns.all_col_hi[j] == ncol - 1;
-        thread_local std::vector<int64_t> rows;
-        rows.clear();
-        for (int ta = 0; ta < nrow && every; ++ta)
-            for (int tb = 0; tb < ncol && every; ++tb) {
-                // A is one run only if the grid's ids count up from the first
-                every = grid.ids[ta * ncol + tb] == grid.ids[0] + ta * ncol + tb;
-                for (int ch = 0; ch < depth; ++ch)
-                    rows.push_back(grid.row_delta[ta] + grid.col_delta[tb] +
-                                   int64_t(ch) * src.channel_stride);
-            }
-        if (every) {
-            const IndirectKernel ik = indirect_kernel();
-            const float* a0 = a + grid.ids[0] * a_tap_step;
-            for (int j = 0; j < panels; ++j) {
-                const float* b = static_cast<const float*>(src.base) + columns.base[j * kNr];
-                for (int o = 0; o < tiles; ++o)
-                    ik(a0 + o * a_tile_step, rows.data(), int(rows.size()), b,
-                       c + int64_t(o) * kMr * cols + j * kNr, cols);
-            }
-            return;
-        }
-    }
+    if (compact && indirect_taps(src, grid, columns, cols, depth, a, a_tap_step, a_tile_step, tiles,
+                                 c, cols, tiles * kMr, false))
+        return;
     int64_t off[kNr];
     batch.clear();
     for (int ta = std::max(rmin, 0); ta <= std::min(rmax, nrow - 1); ++ta)
@@ -1016,11 +1038,22 @@ void backward_data_gemm(const ConvtParams& p, const GemmWeights& w, const void* 
             range(ey, p.dilation_y, p.clip_h, p.kernel_h, cl.row_lo[j], cl.row_hi[j]);
             range(ex, p.dilation_x, p.clip_w, p.kernel_w, cl.col_lo[j], cl.col_hi[j]);
         }
-        c.assign(size_t(tiles) * kMr * cols, 0.f);
         columns.summarize(cols);
+        const float* a = w.backward.data() + g * group_weights;
+        // A full block that is one run of float dX (NCHW): the indirect kernel, where it serves,
+        // writes the sums there, without the zeroed buffer and the copy after it (a fifth of
+        // dcgan_out's dX on two threads). Streamed outputs keep the copy.
+        bool one_run = compact && !stream && p.src_type == CONVT_TYPE_F32 && real == cols;
+        for (int j = 1; j < real && one_run; ++j) one_run = dx_offsets[j] == dx_offsets[0] + j;
+        if (one_run &&
+            indirect_taps(footprint.source(), local, columns, cols, og, a, w.backward_tap_step,
+                          w.backward_tile_step, tiles, static_cast<float*>(dx) + dx_offsets[0],
+                          p.src_stride_c, ig, true))
+            return;
+        c.assign(size_t(tiles) * kMr * cols, 0.f);
         accumulate_taps(compact ? footprint.source() : grad, compact ? local : grid, columns, cols,
-                        og, w.backward.data() + g * group_weights, w.backward_tap_step,
-                        w.backward_tile_step, tiles, c.data(), packed, compact);
+                        og, a, w.backward_tap_step, w.backward_tile_step, tiles, c.data(), packed,
+                        compact);
         find_runs(dx_offsets.data(), real, runs);
         for (int icl = 0; icl < ig; ++icl) {
             const float* row = c.data() + int64_t(icl) * cols;

@@ -40,10 +40,10 @@ void micro_portable(const Segment* segments, int count, int64_t a_shift, int64_t
 }
 
 void indirect_portable(const float* a, const int64_t* rows, int depth, const float* b, float* c,
-                       int64_t ldc) {
+                       int64_t ldc, bool overwrite) {
     float acc[kMr][kNr];
     for (int i = 0; i < kMr; ++i)
-        for (int j = 0; j < kNr; ++j) acc[i][j] = c[i * ldc + j];
+        for (int j = 0; j < kNr; ++j) acc[i][j] = overwrite ? 0.f : c[i * ldc + j];
     for (int p = 0; p < depth; ++p) {
         const float* ap = a + p * kMr;
         const float* bp = b + rows[p];
@@ -60,6 +60,9 @@ void indirect_portable(const float* a, const int64_t* rows, int depth, const flo
 // are shared by the segment and the indirect kernels.
 #define CONVT_AVX2_LOAD(i) \
     __m256 c##i##0 = _mm256_loadu_ps(c + i * ldc), c##i##1 = _mm256_loadu_ps(c + i * ldc + 8);
+#define CONVT_AVX2_START(i)                                                          \
+    __m256 c##i##0 = overwrite ? _mm256_setzero_ps() : _mm256_loadu_ps(c + i * ldc), \
+           c##i##1 = overwrite ? _mm256_setzero_ps() : _mm256_loadu_ps(c + i * ldc + 8);
 #define CONVT_AVX2_ROW(i)                             \
     {                                                 \
         const __m256 av = _mm256_broadcast_ss(a + i); \
@@ -91,12 +94,13 @@ __attribute__((target("avx2,fma"))) void micro_avx2(const Segment* segments, int
 // B's row of step p found through rows[p].
 __attribute__((target("avx2,fma"))) void indirect_avx2(const float* a, const int64_t* rows,
                                                        int depth, const float* b, float* c,
-                                                       int64_t ldc) {
-    CONVT_TILE_ROWS(CONVT_AVX2_LOAD)
+                                                       int64_t ldc, bool overwrite) {
+    CONVT_TILE_ROWS(CONVT_AVX2_START)
     for (int p = 0; p < depth; ++p, a += kMr) CONVT_AVX2_STEP(b + rows[p])
     CONVT_TILE_ROWS(CONVT_AVX2_STORE)
 }
 #undef CONVT_AVX2_LOAD
+#undef CONVT_AVX2_START
 #undef CONVT_AVX2_ROW
 #undef CONVT_AVX2_STEP
 #undef CONVT_AVX2_STORE
@@ -109,6 +113,11 @@ __attribute__((target("avx2,fma"))) void indirect_avx2(const float* a, const int
 #define CONVT_NEON_LOAD(i)                                                              \
     float32x4_t c##i##0 = vld1q_f32(c + i * ldc), c##i##1 = vld1q_f32(c + i * ldc + 4); \
     float32x4_t c##i##2 = vld1q_f32(c + i * ldc + 8), c##i##3 = vld1q_f32(c + i * ldc + 12);
+#define CONVT_NEON_START(i)                                                          \
+    float32x4_t c##i##0 = overwrite ? vdupq_n_f32(0.f) : vld1q_f32(c + i * ldc);     \
+    float32x4_t c##i##1 = overwrite ? vdupq_n_f32(0.f) : vld1q_f32(c + i * ldc + 4); \
+    float32x4_t c##i##2 = overwrite ? vdupq_n_f32(0.f) : vld1q_f32(c + i * ldc + 8); \
+    float32x4_t c##i##3 = overwrite ? vdupq_n_f32(0.f) : vld1q_f32(c + i * ldc + 12);
 // Row i of the tile += lane `lane` of v times the 16 floats of b (fma: the lane form for v's
 // width).
 #define CONVT_NEON_ROW(fma, i, v, lane)  \
@@ -148,12 +157,13 @@ void micro_neon(const Segment* segments, int count, int64_t a_shift, int64_t b_s
 
 // B's row of step p found through rows[p].
 void indirect_neon(const float* a, const int64_t* rows, int depth, const float* b, float* c,
-                   int64_t ldc) {
-    CONVT_TILE_ROWS(CONVT_NEON_LOAD)
+                   int64_t ldc, bool overwrite) {
+    CONVT_TILE_ROWS(CONVT_NEON_START)
     for (int p = 0; p < depth; ++p, a += kMr) CONVT_NEON_STEP(b + rows[p])
     CONVT_TILE_ROWS(CONVT_NEON_STORE)
 }
 #undef CONVT_NEON_LOAD
+#undef CONVT_NEON_START
 #undef CONVT_NEON_ROW
 #undef CONVT_NEON_STEP
 #undef CONVT_NEON_STORE

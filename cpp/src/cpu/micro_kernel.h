@@ -27,10 +27,11 @@ using MicroKernel = void (*)(const Segment* segments, int count, int64_t a_shift
                              float* c, int64_t ldc);
 
 /// c[i * ldc + j] += sum over p < depth, in order, of a[p * kMr + i] * b[rows[p] + j], for i < kMr
-/// and j < kNr: B read in place through one offset a step (the rows of a block's footprint that
-/// taps of a few channels each read), so neither packing nor a segment per tap is needed.
+/// and j < kNr (with `overwrite`, c = the sum, c not read): B read in place through one offset a
+/// step (the rows of a block's footprint that taps of a few channels each read), so neither
+/// packing nor a segment per tap is needed.
 using IndirectKernel = void (*)(const float* a, const int64_t* rows, int depth, const float* b,
-                                float* c, int64_t ldc);
+                                float* c, int64_t ldc, bool overwrite);
 
 /// Whether the CPU kernels use AVX2+FMA: the CPU has both and the environment variable
 /// CONVT_CPU_ISA is not "portable" (read once; lets tests run the portable kernels anywhere).
