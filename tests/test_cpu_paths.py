@@ -154,35 +154,30 @@ def test_cpu_path_float16(rng: np.random.Generator, case: str) -> None:
     assert_close(db, gb, FP16_TOL, f"{case} fp16 dB")
 
 
-def test_cpu_depthwise_streamed_output(rng: np.random.Generator) -> None:
-    """A depthwise output of 16 MB or more is written with streaming stores (rows of an odd
-    width, so the stores start unaligned and end in a tail)."""
+# Forwards of 16 MB or more written with streaming stores: (input shape, weight shape, groups).
+STREAMED_FORWARDS = {
+    # Depthwise, rows of an odd width: stores start unaligned and end in a tail.
+    "depthwise": ((1, 2, 520, 1023), (2, 1, 2, 2), 2),
+    # The GEMM forward's woven rows, equal stride phases (7 output channels: neither depthwise
+    # nor the scatter form), rows of 2 x 511 elements.
+    "gemm": ((1, 3, 300, 511), (3, 7, 2, 2), 1),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(STREAMED_FORWARDS))
+def test_cpu_streamed_output(rng: np.random.Generator, kind: str) -> None:
+    """An output of 16 MB or more is streamed to memory, unaligned starts and tails included."""
     import convt
 
-    x = rng.standard_normal((1, 2, 520, 1023)).astype(np.float32)
-    wt = rng.standard_normal((2, 1, 2, 2)).astype(np.float32)
-    b = rng.standard_normal(2).astype(np.float32)
-    ref = R.conv_transpose_torch_ref(x, wt, b, 2, 0, 0, 2, 1)
+    x_shape, w_shape, groups = STREAMED_FORWARDS[kind]
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    wt = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(w_shape[1] * groups).astype(np.float32)
+    ref = R.conv_transpose_torch_ref(x, wt, b, 2, 0, 0, groups, 1)
     assert ref.nbytes // 2 >= 16 << 20  # float32 output of at least 16 MB
     out = np.full(ref.shape, np.nan, dtype=np.float32)
-    convt.conv_transpose2d(x, wt, b, 2, 0, 0, 2, 1, out=out, device=_cpu())
-    assert_close(out, ref, FP32_TOL, "streamed depthwise forward")
-
-
-def test_cpu_gemm_streamed_output(rng: np.random.Generator) -> None:
-    """A GEMM forward of 16 MB or more with equal stride phases streams its woven rows (7
-    output channels: neither depthwise nor the scatter form; rows of 2 x 511 elements, so the
-    stores start unaligned in most rows and end in a tail)."""
-    import convt
-
-    x = rng.standard_normal((1, 3, 300, 511)).astype(np.float32)
-    wt = rng.standard_normal((3, 7, 2, 2)).astype(np.float32)
-    b = rng.standard_normal(7).astype(np.float32)
-    ref = R.conv_transpose_torch_ref(x, wt, b, 2, 0, 0, 1, 1)
-    assert ref.nbytes // 2 >= 16 << 20  # float32 output of at least 16 MB
-    out = np.full(ref.shape, np.nan, dtype=np.float32)
-    convt.conv_transpose2d(x, wt, b, 2, 0, 0, 1, 1, out=out, device=_cpu())
-    assert_close(out, ref, FP32_TOL, "streamed GEMM forward")
+    convt.conv_transpose2d(x, wt, b, 2, 0, 0, groups, 1, out=out, device=_cpu())
+    assert_close(out, ref, FP32_TOL, f"streamed {kind} forward")
 
 
 def test_cpu_gemm_streamed_grad_input(rng: np.random.Generator) -> None:
