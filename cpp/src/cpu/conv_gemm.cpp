@@ -455,34 +455,10 @@ void pack_rows_typed(const E* s, int64_t cs, const int64_t* off, int count, int 
 
 void pack_rows(const Gathered& src, const int64_t* off, int count, int ch0, int ch1, int channels,
                int width, float* out) {
-    if (src.type == CONVT_TYPE_F16) {
-        // A run at a fixed step (an NCHW row, or one phase of it): each channel's run converted
-        // a row at a time (F16C), then the float path's transposes. Gathered pixel by pixel,
-        // 16 channel lines a pixel, fp16 dW took twice as long as fp32 (dcgan_g2, fsrcnn).
-        const int64_t step = count > 1 ? off[1] - off[0] : 1;
-        bool run = count > 0 && off[0] != kMissing;
-        for (int k = 1; k < count && run; ++k) run = off[k] == off[0] + k * step;
-        if (run) {
-            thread_local std::vector<float> rows;
-            thread_local std::vector<uint16_t> bits;
-            thread_local std::vector<int64_t> at;
-            const int real = std::max(0, std::min(ch1, channels) - ch0);
-            rows.resize(size_t(real) * count);
-            bits.resize(size_t(count));
-            const auto* h = static_cast<const uint16_t*>(src.base);
-            for (int c = 0; c < real; ++c) {
-                const uint16_t* from = h + off[0] + int64_t(ch0 + c) * src.channel_stride;
-                for (int k = 0; k < count; ++k) bits[k] = from[k * step];
-                halves_to_floats(bits.data(), count, rows.data() + int64_t(c) * count);
-            }
-            at.resize(size_t(count));
-            for (int k = 0; k < count; ++k) at[k] = k;
-            pack_rows_typed(rows.data(), count, at.data(), count, 0, ch1 - ch0, real, width, out);
-            return;
-        }
+    if (src.type == CONVT_TYPE_F16)
         pack_rows_typed(static_cast<const uint16_t*>(src.base), src.channel_stride, off, count, ch0,
                         ch1, channels, width, out);
-    } else
+    else
         pack_rows_typed(static_cast<const float*>(src.base), src.channel_stride, off, count, ch0,
                         ch1, channels, width, out);
 }
