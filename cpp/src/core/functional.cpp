@@ -313,7 +313,7 @@ void ConvTransposeLayer::store_weight_gradient(const T* dw, const TensorView& gw
     // read from the last down (the flip) by a negative row stride (dcgan_g2 dW 23.8 -> 21.3 ms
     // on one thread).
     const bool by_8x8 = gw.stride_w == 1 && gw.stride_h == kernel_w_;
-    // `block(oc)`: output channel oc's [tap][icl] values as `convert` takes them.
+    // `block_of(oc)`: output channel oc's [tap][icl] values as `convert` takes them.
     auto transpose = [&](auto* out, auto block_of, auto convert) {
         cpu::ThreadPool::instance().parallel_for(blocks, [&](int64_t b) {
             for (int64_t oc = b * channels / blocks; oc < (b + 1) * channels / blocks; ++oc) {

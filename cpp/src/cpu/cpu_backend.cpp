@@ -3,6 +3,8 @@
 // multiply ever touches an inserted zero and no col2im buffer exists. Each task owns a
 // disjoint block of the result and sums in a fixed order, so results (gradients included)
 // do not depend on the thread count.
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <mutex>
 #include <type_traits>
