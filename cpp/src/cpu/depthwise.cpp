@@ -25,20 +25,6 @@
 namespace convt::cpu {
 namespace {
 
-// count elements first, first + step, ... of a tensor, as floats.
-void load_row(const void* base, int32_t type, int64_t first, int64_t step, int64_t count,
-              float* out) {
-    if (type == CONVT_TYPE_F32 && step == 1) {
-        std::memcpy(out, static_cast<const float*>(base) + first, sizeof(float) * count);
-        return;
-    }
-    if (type == CONVT_TYPE_F16 && step == 1) {
-        halves_to_floats(static_cast<const uint16_t*>(base) + first, static_cast<int>(count), out);
-        return;
-    }
-    for (int64_t i = 0; i < count; ++i) out[i] = load<float>(base, type, first + i * step);
-}
-
 // Rows split by stride phase, each with zeros on both sides: phase r holds columns r, r + s, ...
 // of a row at [0, length), and every tap of a row reads a fixed offset of it for all of its
 // columns, zeros standing where the tap falls outside (so a tap is one unbroken loop).

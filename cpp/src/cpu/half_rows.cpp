@@ -1,6 +1,9 @@
 #include "half_rows.h"
 
+#include <cstring>
+
 #include "../core/half.h"
+#include "elements.h"
 #include "micro_kernel.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -53,6 +56,19 @@ void floats_to_halves(const float* src, int n, uint16_t* out) {
     if (use_f16c()) return floats_to_halves_f16c(src, n, out);
 #endif
     for (int i = 0; i < n; ++i) out[i] = detail::float_to_half(src[i]);
+}
+
+void load_row(const void* base, int32_t type, int64_t first, int64_t step, int64_t count,
+              float* out) {
+    if (type == CONVT_TYPE_F32 && step == 1) {
+        std::memcpy(out, static_cast<const float*>(base) + first, sizeof(float) * size_t(count));
+        return;
+    }
+    if (type == CONVT_TYPE_F16 && step == 1) {
+        halves_to_floats(static_cast<const uint16_t*>(base) + first, static_cast<int>(count), out);
+        return;
+    }
+    for (int64_t i = 0; i < count; ++i) out[i] = load<float>(base, type, first + i * step);
 }
 
 }  // namespace convt::cpu

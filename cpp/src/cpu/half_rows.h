@@ -11,5 +11,9 @@ namespace convt::cpu {
 void halves_to_floats(const uint16_t* src, int n, float* out);
 /// out[i] = src[i] rounded to the nearest half (ties to even), as IEEE half bits, for i < n.
 void floats_to_halves(const float* src, int n, uint16_t* out);
+/// out[i] = element first + i * step of a tensor of element type `type` (CONVT_TYPE_*), as
+/// float, for i < count: contiguous float and half rows at once, others element by element.
+void load_row(const void* base, int32_t type, int64_t first, int64_t step, int64_t count,
+              float* out);
 
 }  // namespace convt::cpu

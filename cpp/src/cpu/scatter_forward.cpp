@@ -32,21 +32,10 @@ void pack_source_row(const ConvtParams& p, const void* src, int64_t n, int64_t c
     for (int icl = 0; icl < ig; ++icl) {
         const int64_t at = src_index(p, n, c0 + icl, iy, 0);
         const float* row = line.data();
-        if (p.src_type == CONVT_TYPE_F32 && p.src_stride_w == 1) {
-            const float* in = static_cast<const float*>(src) + at;
-            if (p.src_w % kNr == 0) {
-                row = in;  // whole panels: copied from the tensor below
-            } else {
-                std::memcpy(line.data(), in, sizeof(float) * size_t(p.src_w));
-                std::fill(line.begin() + p.src_w, line.end(), 0.f);
-            }
-        } else if (p.src_type == CONVT_TYPE_F16 && p.src_stride_w == 1) {
-            halves_to_floats(static_cast<const uint16_t*>(src) + at, static_cast<int>(p.src_w),
-                             line.data());
-            std::fill(line.begin() + p.src_w, line.end(), 0.f);
+        if (p.src_type == CONVT_TYPE_F32 && p.src_stride_w == 1 && p.src_w % kNr == 0) {
+            row = static_cast<const float*>(src) + at;  // whole panels: copied from the tensor
         } else {
-            for (int64_t ix = 0; ix < p.src_w; ++ix)
-                line[ix] = load<float>(src, p.src_type, at + ix * p.src_stride_w);
+            load_row(src, p.src_type, at, p.src_stride_w, p.src_w, line.data());
             std::fill(line.begin() + p.src_w, line.end(), 0.f);
         }
         for (int jp = 0; jp < panels; ++jp)
