@@ -124,6 +124,31 @@ def test_nonfinite_weight_reaches_only_its_taps(
     assert_same_nonfinite(got_dx, ref_dx.astype(np.float32), FP32_TOL, f"{layer} dX")
 
 
+@pytest.mark.parametrize("values", [(np.nan,), (np.inf, -np.inf)], ids=["nan", "inf"])
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_winograd_layer_keeps_nonfinite_pattern(
+    device: Any, rng: np.random.Generator, values: tuple, dilation: int
+) -> None:
+    """3x3 stride-1 layers with 16 or more channels each way go through Winograd transforms on
+    the CPU, whose subtractions would turn an Inf into NaN where the contract has Inf, and spread
+    it over a 2x2 tile: forward and dX must still match the reference element by element."""
+    kw = dict(stride=1, padding=1, output_padding=0, groups=1, dilation=dilation)
+    x = rng.uniform(-1, 1, (2, 17, 6, 9)).astype(np.float32)
+    w = rng.uniform(0.1, 1, (17, 18, 3, 3)) * rng.choice([-1, 1], (17, 18, 3, 3))
+    w = w.astype(np.float32)
+    sprinkle(rng, x, values, 2)
+    ref = R.conv_transpose_torch_ref(x, w, None, **kw)
+    got = convt.conv_transpose2d(x, w, None, **kw, device=device)
+    assert np.isfinite(ref).any() and not np.isfinite(ref).all()
+    assert_same_nonfinite(got, ref.astype(np.float32), FP32_TOL, f"{values} forward")
+    g = rng.uniform(-1, 1, ref.shape).astype(np.float32)
+    sprinkle(rng, g, values, 2)
+    ref_dx = R.conv_transpose_torch_backward(g, x, w, **kw)[0]
+    got_dx = convt.conv_transpose2d_backward(g, x, w, **kw, device=device)[0]
+    assert not np.isfinite(ref_dx).all()
+    assert_same_nonfinite(got_dx, ref_dx.astype(np.float32), FP32_TOL, f"{values} dX")
+
+
 @pytest.mark.parametrize("where", ["grad_output", "x"])
 def test_backward_propagates_nan(device: Any, rng: np.random.Generator, where: str) -> None:
     x = rng.uniform(-1, 1, (2, 6, 4, 5)).astype(np.float32)

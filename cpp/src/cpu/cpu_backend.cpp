@@ -24,6 +24,7 @@
 #include "neuron.h"
 #include "scatter_forward.h"
 #include "thread_pool.h"
+#include "winograd.h"
 
 namespace convt::cpu {
 namespace {
@@ -55,6 +56,7 @@ struct CpuWeights : DeviceWeights {
     GemmWeights gemm;        // float layers
     DepthwiseWeights depth;  // float layers with one channel in and out per group
     ScatterWeights scatter;  // float layers with few output channels per group
+    WinogradWeights wino;    // float 3x3 layers with enough channels
     Packed<float> f;
     Packed<double> d;
 };
@@ -531,6 +533,7 @@ class CpuBackend : public detail::Backend {
             if (pw.in_per_group == 1 && pw.out_channels == pw.groups)
                 pack_depthwise_weights(pw, w->depth);
             if (scatter_weights_wanted(pw)) pack_scatter_weights(pw, w->scatter);
+            if (winograd_weights_wanted(pw)) pack_winograd_weights(pw, w->wino);
         }
         return w;
     }
@@ -547,6 +550,10 @@ class CpuBackend : public detail::Backend {
         // Exact with any weights: it multiplies no zero padding.
         if (!w.is_double && forward_scatter_fits(p, w.scatter))
             return forward_scatter(p, w.scatter, src, dst);
+        // An Inf or NaN in the result is recomputed exactly (the transforms subtract).
+        if (fast && winograd_fits(p, w.wino) &&
+            forward_winograd(p, w.wino, w.gemm.bias, w.gemm.slopes, src, dst))
+            return;
         if (fast && forward_gemm_fits(p)) return forward_gemm(p, w.gemm, src, dst);
         // Few output channels and a wide row: make the pixels the GEMM's wide side.
         const bool narrow =
@@ -577,6 +584,7 @@ class CpuBackend : public detail::Backend {
         if (tasks == 0 || p.src_w == 0) return;
         const bool fast = !w.is_double && w.finite;
         if (fast && depthwise_fits(p)) return backward_data_depthwise(p, w.depth, dy, dx);
+        if (fast && winograd_fits(p, w.wino) && backward_data_winograd(p, w.wino, dy, dx)) return;
         if (fast && backward_data_gemm_fits(p)) return backward_data_gemm(p, w.gemm, dy, dx);
         const bool narrow = w.finite && !w.f.by_input.empty() && p.src_w >= 16;
         ThreadPool::instance().parallel_for(tasks, [&](int64_t t) {
