@@ -87,6 +87,11 @@ CASES = {
     "winograd": (23, 17, 1, (7, 9), 3, 1, 1, 0, 1),
     "winograd_dilated_groups": (32, 36, 2, (9, 13), 3, 1, 1, 0, 2),
     "winograd_wide": (16, 19, 1, (5, 70), 3, 1, 0, 0, 1),
+    # 64 or more channels each way: dW by the transforms too, with 67 inputs (a 3-channel tail
+    # on the 16-wide panels) and 64 outputs (a 4-row register tile); 33 x 32 outputs make 544
+    # tiles, summed in two ranges. Then groups and dilation 2 (65 outputs a group).
+    "winograd_dw": (67, 64, 1, (33, 32), 3, 1, 1, 0, 1),
+    "winograd_dw_groups_dilated": (128, 130, 2, (6, 7), 3, 1, 2, 0, 2),
 }
 
 
@@ -266,6 +271,8 @@ def test_cpu_path_threads_bitwise(rng: np.random.Generator) -> None:
             "depthwise",
             "row_ranges_groups",
             "row_ranges_many",
+            "winograd",
+            "winograd_dw",
         ):
             x, wt, dy, (s, p, op, groups, d) = _case_tensors(rng, case)
             runs = []

@@ -149,6 +149,24 @@ def test_winograd_layer_keeps_nonfinite_pattern(
     assert_same_nonfinite(got_dx, ref_dx.astype(np.float32), FP32_TOL, f"{values} dX")
 
 
+@pytest.mark.parametrize("values", [(np.nan,), (np.inf, -np.inf)], ids=["nan", "inf"])
+@pytest.mark.parametrize("where", ["grad_output", "x"])
+def test_winograd_weight_gradient_keeps_nonfinite_pattern(
+    device: Any, rng: np.random.Generator, values: tuple, where: str
+) -> None:
+    """dW of a 3x3 stride-1 layer with 64 or more channels each way goes through the transforms
+    on the CPU; a non-finite X or dY must still give the reference's NaN and Inf pattern."""
+    kw = dict(stride=1, padding=1, output_padding=0, groups=1, dilation=1)
+    x = rng.uniform(-1, 1, (2, 64, 5, 6)).astype(np.float32)
+    w = rng.uniform(-1, 1, (64, 65, 3, 3)).astype(np.float32)
+    g = rng.uniform(-1, 1, (2, 65, 5, 6)).astype(np.float32)
+    sprinkle(rng, x if where == "x" else g, values, 1)
+    ref = R.conv_transpose_torch_backward(g, x, w, **kw)[1]
+    got = convt.conv_transpose2d_backward(g, x, w, **kw, device=device)[1]
+    assert np.isfinite(ref).any() and not np.isfinite(ref).all()
+    assert_same_nonfinite(got, ref.astype(np.float32), FP32_TOL, f"{values} in {where}: dW")
+
+
 @pytest.mark.parametrize("where", ["grad_output", "x"])
 def test_backward_propagates_nan(device: Any, rng: np.random.Generator, where: str) -> None:
     x = rng.uniform(-1, 1, (2, 6, 4, 5)).astype(np.float32)

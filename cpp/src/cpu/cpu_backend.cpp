@@ -614,6 +614,9 @@ class CpuBackend : public detail::Backend {
         const bool tiled = partial_sums && backward_weights_taps_fits(p);
         if (out.weights && !dbl && depthwise_fits(p)) {
             backward_weights_depthwise(p, x, dy, out);
+        } else if (!tiled && out.weights && !dbl && backward_weights_winograd_fits(p) &&
+                   backward_weights_winograd(p, x, dy, out)) {
+            // Done; a result holding Inf or NaN wrote nothing and falls to the exact GEMM.
         } else if (!tiled && out.weights && !dbl && backward_weights_gemm_fits(p)) {
             backward_weights_gemm(p, x, dy, out);
         } else if (partial_sums) {

@@ -45,4 +45,14 @@ bool forward_winograd(const ConvtParams& p, const WinogradWeights& w,
 bool backward_data_winograd(const ConvtParams& p, const WinogradWeights& w, const void* dy,
                             void* dx);
 
+/// Whether dW of this dispatch can run through the transforms (needs no packed weights): a 3x3
+/// kernel at stride 1, float32 tensors, float accumulation, 64 or more channels each way, and
+/// partial sums of a bounded size.
+bool backward_weights_winograd_fits(const ConvtParams& p);
+/// dW (dense OHWI floats in out.weights, added to them with out.accumulate): the points of dY's
+/// 2x2 tiles (A e A^T) times X's 4x4 patches (B^T d B), summed over tiles in a fixed order,
+/// then G^T m G. False, with nothing written, when some weight came out non-finite.
+bool backward_weights_winograd(const ConvtParams& p, const void* x, const void* dy,
+                               const detail::GradientOutput& out);
+
 }  // namespace convt::cpu
