@@ -92,6 +92,13 @@ CASES = {
     # tiles, summed in two ranges. Then groups and dilation 2 (65 outputs a group).
     "winograd_dw": (67, 64, 1, (33, 32), 3, 1, 1, 0, 1),
     "winograd_dw_groups_dilated": (128, 130, 2, (6, 7), 3, 1, 2, 0, 2),
+    # A 2s x 2s kernel at stride s: every phase 2x2 taps, F(2x2, 2x2). dX from 64 channels each
+    # way (dY's s x s phase planes, one source each, a tap class each): at stride 2 with an
+    # output_padding, and at stride 3 (nine planes); the forward from 256 x 256 channels, with
+    # 257 inputs and 256 outputs (a 4-row register tile).
+    "phases_winograd": (67, 64, 1, (7, 9), 4, 2, 1, 1, 1),
+    "phases_winograd_s3": (64, 70, 1, (5, 4), 6, 3, 1, 2, 1),
+    "phases_winograd_forward": (257, 256, 1, (3, 5), 4, 2, 1, 0, 1),
 }
 
 

@@ -124,17 +124,29 @@ def test_nonfinite_weight_reaches_only_its_taps(
     assert_same_nonfinite(got_dx, ref_dx.astype(np.float32), FP32_TOL, f"{layer} dX")
 
 
+# (cin, cout, (H, W), k, stride, padding, dilation): layers whose forward and dX the CPU runs
+# through Winograd transforms: 3x3 at stride 1 (16 or more channels), and 4x4 at stride 2 (2x2
+# taps a phase): dX from 64 channels each way, the forward from 256 x 256.
+WINOGRAD_LAYERS = {
+    "s1": (17, 18, (6, 9), 3, 1, 1, 1),
+    "s1_dilated": (17, 18, (6, 9), 3, 1, 1, 2),
+    "s2_dx": (64, 66, (5, 6), 4, 2, 1, 1),
+    "s2_forward": (256, 256, (3, 4), 4, 2, 1, 1),
+}
+
+
 @pytest.mark.parametrize("values", [(np.nan,), (np.inf, -np.inf)], ids=["nan", "inf"])
-@pytest.mark.parametrize("dilation", [1, 2])
+@pytest.mark.parametrize("layer", sorted(WINOGRAD_LAYERS))
 def test_winograd_layer_keeps_nonfinite_pattern(
-    device: Any, rng: np.random.Generator, values: tuple, dilation: int
+    device: Any, rng: np.random.Generator, values: tuple, layer: str
 ) -> None:
-    """3x3 stride-1 layers with 16 or more channels each way go through Winograd transforms on
-    the CPU, whose subtractions would turn an Inf into NaN where the contract has Inf, and spread
-    it over a 2x2 tile: forward and dX must still match the reference element by element."""
-    kw = dict(stride=1, padding=1, output_padding=0, groups=1, dilation=dilation)
-    x = rng.uniform(-1, 1, (2, 17, 6, 9)).astype(np.float32)
-    w = rng.uniform(0.1, 1, (17, 18, 3, 3)) * rng.choice([-1, 1], (17, 18, 3, 3))
+    """Layers that go through Winograd transforms on the CPU, whose subtractions would turn an
+    Inf into NaN where the contract has Inf, and spread it over a 2x2 tile: forward and dX must
+    still match the reference element by element."""
+    cin, cout, size, k, stride, padding, dilation = WINOGRAD_LAYERS[layer]
+    kw = dict(stride=stride, padding=padding, output_padding=0, groups=1, dilation=dilation)
+    x = rng.uniform(-1, 1, (2, cin, *size)).astype(np.float32)
+    w = rng.uniform(0.1, 1, (cin, cout, k, k)) * rng.choice([-1, 1], (cin, cout, k, k))
     w = w.astype(np.float32)
     sprinkle(rng, x, values, 2)
     ref = R.conv_transpose_torch_ref(x, w, None, **kw)

@@ -551,7 +551,7 @@ class CpuBackend : public detail::Backend {
         if (!w.is_double && forward_scatter_fits(p, w.scatter))
             return forward_scatter(p, w.scatter, src, dst);
         // An Inf or NaN in the result is recomputed exactly (the transforms subtract).
-        if (fast && winograd_fits(p, w.wino) &&
+        if (fast && forward_winograd_fits(p, w.wino) &&
             forward_winograd(p, w.wino, w.gemm.bias, w.gemm.slopes, src, dst))
             return;
         if (fast && forward_gemm_fits(p)) return forward_gemm(p, w.gemm, src, dst);
@@ -584,7 +584,9 @@ class CpuBackend : public detail::Backend {
         if (tasks == 0 || p.src_w == 0) return;
         const bool fast = !w.is_double && w.finite;
         if (fast && depthwise_fits(p)) return backward_data_depthwise(p, w.depth, dy, dx);
-        if (fast && winograd_fits(p, w.wino) && backward_data_winograd(p, w.wino, dy, dx)) return;
+        if (fast && backward_data_winograd_fits(p, w.wino) &&
+            backward_data_winograd(p, w.wino, dy, dx))
+            return;
         if (fast && backward_data_gemm_fits(p)) return backward_data_gemm(p, w.gemm, dy, dx);
         const bool narrow = w.finite && !w.f.by_input.empty() && p.src_w >= 16;
         ThreadPool::instance().parallel_for(tasks, [&](int64_t t) {

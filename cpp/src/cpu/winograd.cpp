@@ -15,75 +15,78 @@ namespace convt::cpu {
 namespace {
 
 // Below this many channels either way the transforms cost about what the GEMMs save (one
-// thread, 64 x 64 images: forward and dX gain 16% at 16 channels, 26-34% at 24-64; dW breaks
-// even at 32-48 channels, loses 11-18% with dilation 2, gains 10-23% at 64-128).
+// thread, N = 8, 64 x 64 images, 3x3: forward and dX gain 16% at 16 channels, 26-34% at 24-64;
+// dW breaks even at 32-48 channels, loses 11-18% with dilation 2, gains 10-23% at 64-128).
 constexpr int kMinChannels = 16;
 constexpr int kMinWeightGradientChannels = 64;
-// A block's transformed inputs (16 points x depth x columns floats) stay within this many
-// floats, L2-resident while every register tile of outputs runs over them.
+// 2x2 phases (k = 2s at stride s) save less: 9 multiply-adds for 16, not 16 for 36. One
+// thread, N = 8, k4 s2: their forward runs at the phase GEMM's speed up to 256 x 128 channels
+// and gains 18% at 512 x 256 (dcgan_g2), so it needs in x out channels of at least
+// kMinPhaseForwardProduct; their dX gains 13-33% from 64 x 64 to 256 x 128 channels, loses 30%
+// at 16 x 16 a group (grp4_k4s2) and 7% at 512 x 256, whose 19 MB of packed weights are read
+// again for every block of 16 tiles: it needs kMinPhaseChannels each way and packed weights
+// within kMaxPhaseBackwardFloats. Their dW lost 25-75% everywhere (64 to 512 channels): not
+// used.
+constexpr int64_t kMinPhaseForwardProduct = 256 * 256;
+constexpr int kMinPhaseChannels = 64;
+constexpr int64_t kMaxPhaseBackwardFloats = 2 * 1024 * 1024;
+// A block's transformed inputs (points x depth x columns floats) stay within this many floats,
+// L2-resident while every register tile of outputs runs over them.
 constexpr int64_t kBlockFloats = 96 * 1024;
 constexpr int kMaxColumns = 256;
 // dW: tiles split into at most kRanges ranges of at least kTilesPerRange, their partial sums
-// of the points (16/9 of the weights each) kept under kMaxPartialFloats in all.
+// of the points ((r + 1)^2 / r^2 of the weights each) kept under kMaxPartialFloats in all.
 constexpr int64_t kTilesPerRange = 256;
 constexpr int64_t kRanges = 8;
 constexpr int64_t kMaxPartialFloats = 4 * 1024 * 1024;
 
-// G g G^T of one 3x3 kernel g[a][b] (a the row): the kernel at the 16 points.
-void kernel_points(const double g[3][3], double u[kWinogradPoints]) {
-    double t[4][3];
-    for (int b = 0; b < 3; ++b) {
-        t[0][b] = g[0][b];
-        t[1][b] = 0.5 * (g[0][b] + g[1][b] + g[2][b]);
-        t[2][b] = 0.5 * (g[0][b] - g[1][b] + g[2][b]);
-        t[3][b] = g[2][b];
-    }
-    for (int a = 0; a < 4; ++a) {
-        u[a * 4 + 0] = t[a][0];
-        u[a * 4 + 1] = 0.5 * (t[a][0] + t[a][1] + t[a][2]);
-        u[a * 4 + 2] = 0.5 * (t[a][0] - t[a][1] + t[a][2]);
-        u[a * 4 + 3] = t[a][2];
-    }
+constexpr int points_of(int r) { return (r + 1) * (r + 1); }
+
+// G of F(2, r): the kernel's r taps to its r + 1 points.
+const double kG3[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+const double kG2[3][2] = {{1, 0}, {1, 1}, {0, 1}};
+
+// G g G^T of one r x r kernel g[a * r + b] (a the row): u[alpha * alpha], alpha = r + 1.
+void kernel_points(int r, const double* g, double* u) {
+    const int alpha = r + 1;
+    auto G = [&](int i, int j) { return r == 3 ? kG3[i][j] : kG2[i][j]; };
+    double t[4][3] = {};  // G g
+    for (int i = 0; i < alpha; ++i)
+        for (int b = 0; b < r; ++b)
+            for (int a = 0; a < r; ++a) t[i][b] += G(i, a) * g[a * r + b];
+    for (int i = 0; i < alpha; ++i)
+        for (int j = 0; j < alpha; ++j) {
+            double v = 0;
+            for (int b = 0; b < r; ++b) v += t[i][b] * G(j, b);
+            u[i * alpha + j] = v;
+        }
 }
 
-void pack_points(const detail::PreparedWeights& pw, const PackedShape& s, bool backward, int tiles,
-                 std::vector<float>& out) {
-    const int og = s.out_per_group, ig = s.in_per_group, depth = backward ? og : ig;
-    out.assign(size_t(s.groups) * kWinogradPoints * tiles * depth * kMr, 0.f);
-    double k[3][3], u[kWinogradPoints];
-    for (int g = 0; g < s.groups; ++g)
-        for (int ocl = 0; ocl < og; ++ocl)
-            for (int icl = 0; icl < ig; ++icl) {
-                for (int a = 0; a < 3; ++a)
-                    for (int b = 0; b < 3; ++b) {
-                        const double v =
-                            pw.values[((int64_t(g) * og + ocl) * 9 + a * 3 + b) * ig + icl];
-                        (backward ? k[2 - a][2 - b] : k[a][b]) = v;  // dX turns the kernel
-                    }
-                kernel_points(k, u);
-                const int row = backward ? icl : ocl, d = backward ? ocl : icl;
-                for (int pt = 0; pt < kWinogradPoints; ++pt) {
-                    const int64_t at =
-                        ((int64_t(g) * kWinogradPoints + pt) * tiles + row / kMr) * depth + d;
-                    out[size_t(at * kMr + row % kMr)] = static_cast<float>(u[pt]);
-                }
-            }
-}
+// out[n][o][Y][X] = sum over the sources q, their channels i and a, b < r of K[o][q, i][a][b] *
+// in_q[n][i][Y + y0_q + dy * a][X + x0_q + dx * b] (zero outside in_q's ih x iw), for Y < oh and
+// X < ow, in each group; then, for the forward, the bias and the neuron. Outputs come in 2x2
+// tiles at rows Y, Y + dy and columns X, X + dx: tile row R has Y = (R % nby) * 2dy + R / nby,
+// columns alike, so a run of tile columns within one residue mod dx reads its patches at a
+// fixed step. The forward and dX at stride 1 have one source; dX at stride s reads dY's s x s
+// phase planes, one source each, a tap class of the kernel each.
+struct Source {
+    const float* base;  // element (0, 0, 0, 0)
+    int64_t step_h, step_w, ih, iw, y0, x0;
+};
 
-// out[n][o][Y][X] = sum over input channels i and a, b < 3 of K[o][i][a][b] *
-// in[n][i][Y + y0 + dy * a][X + x0 + dx * b] (zero outside ih x iw), for Y < oh and X < ow, in
-// each group; then, for the forward, the bias and the neuron. Outputs come in 2x2 tiles at rows
-// Y, Y + dy and columns X, X + dx: tile row R has Y = (R % nby) * 2dy + R / nby, columns alike,
-// so a run of tile columns within one residue mod dx reads its patches at a fixed step.
 struct Correlation {
-    const float* in;
-    int64_t in_n, in_c, in_h, in_w, ih, iw, in_group;
-    float* out;
-    int64_t out_n, out_c, out_h, out_w, oh, ow, out_group;
-    int64_t y0, x0, dy, dx;
-    int64_t images;
-    int groups, depth, outs, tiles;
-    const float* u;
+    std::vector<Source> sources;
+    int64_t in_n = 0, in_c = 0, in_group = 0;  // shared by the sources
+    float* out = nullptr;
+    int64_t out_n = 0, out_c = 0, out_h = 0, out_w = 0, oh = 0, ow = 0, out_group = 0;
+    int64_t dy = 1, dx = 1;
+    int64_t images = 0;
+    int r = 3;         // kernel taps per axis: F(2x2, r x r)
+    int groups = 1;    // the channels below are per group
+    int channels = 0;  // per source
+    int depth = 0;     // sources x channels: the GEMMs' depth
+    int outs = 0, tiles = 0;
+    const float* u = nullptr;       // [g][point][out tile][depth][kMr]
     const float* bias = nullptr;    // [groups * outs], forward only
     const float* slopes = nullptr;  // PReLU
     NeuronType neuron = NeuronType::None;
@@ -91,13 +94,13 @@ struct Correlation {
 };
 
 // A run of tiles in one tile row and one column residue, at columns [col, col + len) of a block.
-struct Segment2 {
+struct TileRun {
     int64_t n, y, x;  // image, and the top-left output of the first tile
     int len, col;
 };
 
 // The transforms run in loops over a run of tiles that the compiler vectorizes; everything from
-// here to correlate() is built twice on x86, for AVX2 (picked by use_avx2()) and the baseline.
+// here to the TileGrid is built twice on x86, for AVX2 (picked by use_avx2()) and the baseline.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define CONVT_WINOGRAD_AVX2 1
 #endif
@@ -109,82 +112,100 @@ struct Segment2 {
 #define CONVT_IVDEP _Pragma("GCC ivdep")
 #endif
 
-// B^T along patch row j of n tiles: h[i * len + k] from d(k, t) = r[k * 2DX + t * DX], t < 4,
+// B^T of F(2, R) on one patch row d[0..R]: h[0..R].
+template <int R>
+CONVT_INLINE void bt(const float* d, float* h) {
+    if constexpr (R == 3) {
+        h[0] = d[0] - d[2];
+        h[1] = d[1] + d[2];
+        h[2] = d[2] - d[1];
+        h[3] = d[1] - d[3];
+    } else {
+        h[0] = d[0] - d[1];
+        h[1] = d[1];
+        h[2] = d[2] - d[1];
+    }
+}
+
+// B^T along patch row j of n tiles: h[i * len + k] from d(k, t) = r[k * 2DX + t * DX], t <= R,
 // every read inside the row; the compile-time DX of a contiguous row lets the compiler use
 // shuffles (the loads come straight from the tensor, which keeps them clear of fresh stores).
-template <int DX>
+template <int R, int DX>
 CONVT_INLINE void row_bt_run(const float* __restrict r, int64_t n, int len, float* __restrict h) {
     CONVT_IVDEP
     for (int64_t k = 0; k < n; ++k) {
-        const float d0 = r[k * 2 * DX], d1 = r[k * 2 * DX + DX], d2 = r[k * 2 * DX + 2 * DX],
-                    d3 = r[k * 2 * DX + 3 * DX];
-        h[k] = d0 - d2;
-        h[len + k] = d1 + d2;
-        h[2 * len + k] = d2 - d1;
-        h[3 * len + k] = d1 - d3;
+        float d[R + 1], o[R + 1];
+        for (int t = 0; t <= R; ++t) d[t] = r[k * 2 * DX + t * DX];
+        bt<R>(d, o);
+        for (int t = 0; t <= R; ++t) h[t * len + k] = o[t];
     }
 }
 
 // B^T along row `row` (elements `step` apart, iw of them) for the len tiles whose patches start
 // at column x + 2dx k: h[i * len + k], zeros read outside [0, iw).
+template <int R>
 CONVT_INLINE void row_bt(const float* row, int64_t step, int64_t iw, int64_t x, int64_t dx, int len,
                          float* h) {
     // Tiles k in [lo, hi) read inside the row; the ends go one by one.
     const int64_t span = 2 * dx;
     const int64_t lo = std::clamp<int64_t>(ceil_div(-x, span), 0, len);
-    const int64_t hi = std::clamp<int64_t>(ceil_div(iw - 3 * dx - x, span), lo, len);
+    const int64_t hi = std::clamp<int64_t>(ceil_div(iw - R * dx - x, span), lo, len);
     auto edge = [&](int64_t k) {
-        float d[4];
-        for (int t = 0; t < 4; ++t) {
+        float d[R + 1], o[R + 1];
+        for (int t = 0; t <= R; ++t) {
             const int64_t xt = x + span * k + dx * t;
             d[t] = xt >= 0 && xt < iw ? row[xt * step] : 0.f;
         }
-        h[k] = d[0] - d[2];
-        h[len + k] = d[1] + d[2];
-        h[2 * len + k] = d[2] - d[1];
-        h[3 * len + k] = d[1] - d[3];
+        bt<R>(d, o);
+        for (int t = 0; t <= R; ++t) h[t * len + k] = o[t];
     };
     for (int64_t k = 0; k < lo; ++k) edge(k);
     const float* r = row + (x + span * lo) * step;
     if (step == 1 && dx == 1) {
-        row_bt_run<1>(r, hi - lo, len, h + lo);
+        row_bt_run<R, 1>(r, hi - lo, len, h + lo);
     } else if (step == 1 && dx == 2) {
-        row_bt_run<2>(r, hi - lo, len, h + lo);
+        row_bt_run<R, 2>(r, hi - lo, len, h + lo);
     } else {
         for (int64_t k = lo; k < hi; ++k) edge(k);
     }
     for (int64_t k = hi; k < len; ++k) edge(k);
 }
 
-// B^T d B of the segment's patches, channel by channel, into v[point][channel][col + k]
-// (`columns` apart per channel).
-CONVT_INLINE void transform_inputs_body(const Correlation& c, int g, const Segment2& s, int columns,
+// B^T d B of the run's patches, source by source and channel by channel, into
+// v[point][q * channels + channel][col + k] (`columns` apart per channel).
+template <int R>
+CONVT_INLINE void transform_inputs_body(const Correlation& c, int g, const TileRun& s, int columns,
                                         float* v) {
+    constexpr int A = R + 1;
     thread_local std::vector<float> hb;
     const int len = s.len;
-    hb.resize(size_t(16) * len);
+    hb.resize(size_t(A * A) * len);
     float* __restrict h = hb.data();  // [j][i][k]: B^T along patch row j
     const int64_t plane_step = int64_t(c.depth) * columns;
-    for (int ch = 0; ch < c.depth; ++ch) {
-        const float* plane = c.in + s.n * c.in_n + g * c.in_group + ch * c.in_c;
-        for (int j = 0; j < 4; ++j) {
-            float* hj = h + 4 * j * len;
-            const int64_t y = s.y + c.y0 + c.dy * j;
-            if (y < 0 || y >= c.ih)
-                std::fill(hj, hj + 4 * len, 0.f);
-            else
-                row_bt(plane + y * c.in_h, c.in_w, c.iw, s.x + c.x0, c.dx, len, hj);
-        }
-        float* vc = v + int64_t(ch) * columns + s.col;
-        for (int i = 0; i < 4; ++i) {
-            const float* __restrict r0 = h + i * len, * __restrict r1 = r0 + 4 * len, * __restrict r2 = r0 + 8 * len, * __restrict r3 = r0 + 12 * len;
-            float* __restrict v0 = vc + i * plane_step, * __restrict v1 = v0 + 4 * plane_step, * __restrict v2 = v0 + 8 * plane_step, * __restrict v3 = v0 + 12 * plane_step;
-            CONVT_IVDEP
-            for (int k = 0; k < len; ++k) {
-                v0[k] = r0[k] - r2[k];
-                v1[k] = r1[k] + r2[k];
-                v2[k] = r2[k] - r1[k];
-                v3[k] = r1[k] - r3[k];
+    for (size_t q = 0; q < c.sources.size(); ++q) {
+        const Source& src = c.sources[q];
+        for (int ch = 0; ch < c.channels; ++ch) {
+            const float* plane = src.base + s.n * c.in_n + g * c.in_group + ch * c.in_c;
+            for (int j = 0; j < A; ++j) {
+                float* hj = h + A * j * len;
+                const int64_t y = s.y + src.y0 + c.dy * j;
+                if (y < 0 || y >= src.ih)
+                    std::fill(hj, hj + A * len, 0.f);
+                else
+                    row_bt<R>(plane + y * src.step_h, src.step_w, src.iw, s.x + src.x0, c.dx, len,
+                              hj);
+            }
+            float* vc = v + (int64_t(q) * c.channels + ch) * columns + s.col;
+            for (int i = 0; i < A; ++i) {
+                const float* __restrict r0 = h + i * len;
+                float* __restrict v0 = vc + i * plane_step;
+                CONVT_IVDEP
+                for (int k = 0; k < len; ++k) {
+                    float d[A], o[A];
+                    for (int j = 0; j < A; ++j) d[j] = r0[j * A * len + k];
+                    bt<R>(d, o);
+                    for (int a = 0; a < A; ++a) v0[a * A * plane_step + k] = o[a];
+                }
             }
         }
     }
@@ -201,8 +222,8 @@ CONVT_INLINE uint32_t worst_exponent(const float* __restrict x, int n, uint32_t 
     return worst;
 }
 
-// One output row of a segment: q0[k] at column x + 2dx k and q1[k] at x + 2dx k + dx (those
-// inside [0, ow)). Returns the worst exponent seen before the neuron.
+// One output row of a run: q0[k] at column x + 2dx k and q1[k] at x + 2dx k + dx (those inside
+// [0, ow)). Returns the worst exponent seen before the neuron.
 CONVT_INLINE uint32_t store_row(const Correlation& c, float* row, int64_t x, int len, float* q0,
                                 float* q1, float slope) {
     const int64_t span = 2 * c.dx;
@@ -223,28 +244,53 @@ CONVT_INLINE uint32_t store_row(const Correlation& c, float* row, int64_t x, int
     return worst;
 }
 
-// A^T m A of output channel o, m[point][k] its 16 point rows at the segment's columns, plus the
-// bias; stored with the neuron. Returns the worst exponent stored.
-CONVT_INLINE uint32_t transform_outputs_body(const Correlation& c, int g, const Segment2& s, int o,
+// A^T of F(2, R) on m[0..R]: y[0..1].
+template <int R>
+CONVT_INLINE void at(const float* m, float* y) {
+    if constexpr (R == 3) {
+        y[0] = m[0] + m[1] + m[2];
+        y[1] = m[1] - m[2] - m[3];
+    } else {
+        y[0] = m[0] + m[1];
+        y[1] = m[1] + m[2];
+    }
+}
+
+// A^T m A of output channel o, m[point][k] its point rows at the run's columns, plus the bias;
+// stored with the neuron. Returns the worst exponent stored.
+template <int R>
+CONVT_INLINE uint32_t transform_outputs_body(const Correlation& c, int g, const TileRun& s, int o,
                                              const float* const* m) {
+    constexpr int A = R + 1;
     thread_local std::vector<float> q;
     const int len = s.len;
     if (s.y >= c.oh) return 0;  // a tile row past the last output row (dilation > 1)
     q.resize(size_t(4) * len);
-    float* __restrict q00 = q.data(), * __restrict q01 = q00 + len, * __restrict q10 = q01 + len, * __restrict q11 = q10 + len;
+    float* __restrict q00 = q.data();
+    float* __restrict q01 = q00 + len;
+    float* __restrict q10 = q01 + len;
+    float* __restrict q11 = q10 + len;
     const int64_t oc = int64_t(g) * c.outs + o;
     const float bias = c.bias ? c.bias[oc] : 0.f, slope = c.slopes ? c.slopes[oc] : 0.f;
-    const float* __restrict m0 = m[0], * __restrict m1 = m[1], * __restrict m2 = m[2], * __restrict m3 = m[3], * __restrict m4 = m[4], * __restrict m5 = m[5], * __restrict m6 = m[6], * __restrict m7 = m[7], * __restrict m8 = m[8], * __restrict m9 = m[9], * __restrict m10 = m[10], * __restrict m11 = m[11], * __restrict m12 = m[12], * __restrict m13 = m[13], * __restrict m14 = m[14], * __restrict m15 = m[15];
+    const float* __restrict mp[A * A];
+    for (int i = 0; i < A * A; ++i) mp[i] = m[i];
     CONVT_IVDEP
     for (int k = 0; k < len; ++k) {
-        const float a0 = m0[k] + m4[k] + m8[k], a1 = m1[k] + m5[k] + m9[k],
-                    a2 = m2[k] + m6[k] + m10[k], a3 = m3[k] + m7[k] + m11[k];
-        const float b0 = m4[k] - m8[k] - m12[k], b1 = m5[k] - m9[k] - m13[k],
-                    b2 = m6[k] - m10[k] - m14[k], b3 = m7[k] - m11[k] - m15[k];
-        q00[k] = bias + (a0 + a1 + a2);
-        q01[k] = bias + (a1 - a2 - a3);
-        q10[k] = bias + (b0 + b1 + b2);
-        q11[k] = bias + (b1 - b2 - b3);
+        float rows[2][A];  // A^T down each column b
+        for (int b = 0; b < A; ++b) {
+            float col[A], y[2];
+            for (int a = 0; a < A; ++a) col[a] = mp[a * A + b][k];
+            at<R>(col, y);
+            rows[0][b] = y[0];
+            rows[1][b] = y[1];
+        }
+        float y0[2], y1[2];
+        at<R>(rows[0], y0);
+        at<R>(rows[1], y1);
+        q00[k] = bias + y0[0];
+        q01[k] = bias + y0[1];
+        q10[k] = bias + y1[0];
+        q11[k] = bias + y1[1];
     }
     float* plane = c.out + s.n * c.out_n + g * c.out_group + o * c.out_c;
     uint32_t worst = store_row(c, plane + s.y * c.out_h, s.x, len, q00, q01, slope);
@@ -265,16 +311,27 @@ CONVT_INLINE void pair_run(const float* __restrict r, int64_t n, float* __restri
     }
 }
 
-// A e A^T of the segment's 2x2 tiles of dY (c's output box; zeros past it) for output
-// channels [o0, o1), into e[point][o - o0][col + k] (`columns` apart per channel): the dW's
-// transform of the output gradient (A e A^T, B^T d B and G^T m G: F(2x2, 3x3) transposed).
+// A of F(2, 3) on a tile row's two values: the 4 points.
+CONVT_INLINE void a_of(float e0, float e1, float* p) {
+    p[0] = e0;
+    p[1] = e0 + e1;
+    p[2] = e0 - e1;
+    p[3] = -e1;
+}
+
+// A e A^T of the run's 2x2 tiles of dY (c's output box; zeros past it) for output channels
+// [o0, o1), into e[point][o - o0][col + k] (`columns` apart per channel): the dW's transform of
+// the output gradient (A e A^T, B^T d B and G^T m G: F(2x2, 3x3) transposed; 3x3 only).
 CONVT_INLINE void transform_gradients_body(const Correlation& c, const float* dy, int g,
-                                           const Segment2& s, int o0, int o1, int columns,
+                                           const TileRun& s, int o0, int o1, int columns,
                                            float* e) {
+    constexpr int A = 4;
     thread_local std::vector<float> tb;
     const int len = s.len;
-    tb.resize(size_t(8) * len);
+    tb.resize(size_t(2 * A + 4) * len);
     float* __restrict t = tb.data();  // [r][b][k]: A along tile row r
+    float* __restrict e0 = t + 2 * A * len;
+    float* __restrict e1 = e0 + 2 * len;
     const int64_t span = 2 * c.dx;
     const int n0 = static_cast<int>(std::clamp<int64_t>(ceil_div(c.ow - s.x, span), 0, len));
     const int n1 = static_cast<int>(std::clamp<int64_t>(ceil_div(c.ow - s.x - c.dx, span), 0, len));
@@ -282,15 +339,13 @@ CONVT_INLINE void transform_gradients_body(const Correlation& c, const float* dy
     for (int o = o0; o < o1; ++o) {
         const float* plane = dy + s.n * c.out_n + g * c.out_group + o * c.out_c;
         for (int r = 0; r < 2; ++r) {
-            float* __restrict tr = t + 4 * r * len;
+            float* __restrict tr = t + A * r * len;
             const int64_t y = s.y + r * c.dy;
             if (y >= c.oh) {
-                std::fill(tr, tr + 4 * len, 0.f);
+                std::fill(tr, tr + A * len, 0.f);
                 continue;
             }
             const float* row = plane + y * c.out_h + s.x * c.out_w;
-            float* __restrict e0 = tr + 2 * len;  // the taps, then A in place
-            float* __restrict e1 = tr + 3 * len;
             if (c.out_w == 1 && c.dx == 1) {
                 pair_run<1>(row, n1, e0, e1);
             } else if (c.out_w == 1 && c.dx == 2) {
@@ -307,47 +362,47 @@ CONVT_INLINE void transform_gradients_body(const Correlation& c, const float* dy
             for (int k = n1; k < len; ++k) e1[k] = 0.f;
             CONVT_IVDEP
             for (int k = 0; k < len; ++k) {
-                const float a = e0[k], b = e1[k];
-                tr[k] = a;
-                tr[len + k] = a + b;
-                tr[2 * len + k] = a - b;
-                tr[3 * len + k] = -b;
+                float p[A];
+                a_of(e0[k], e1[k], p);
+                for (int b = 0; b < A; ++b) tr[b * len + k] = p[b];
             }
         }
         float* ec = e + int64_t(o - o0) * columns + s.col;
-        for (int b = 0; b < 4; ++b) {
-            const float* __restrict r0 = t + b * len, * __restrict r1 = r0 + 4 * len;
-            float* __restrict p0 = ec + b * point_step, * __restrict p1 = p0 + 4 * point_step, * __restrict p2 = p0 + 8 * point_step, * __restrict p3 = p0 + 12 * point_step;
+        for (int b = 0; b < A; ++b) {
+            const float* __restrict r0 = t + b * len;
+            const float* __restrict r1 = r0 + A * len;
+            float* __restrict p0 = ec + b * point_step;
             CONVT_IVDEP
             for (int k = 0; k < len; ++k) {
-                p0[k] = r0[k];
-                p1[k] = r0[k] + r1[k];
-                p2[k] = r0[k] - r1[k];
-                p3[k] = -r1[k];
+                float p[A];
+                a_of(r0[k], r1[k], p);
+                for (int a = 0; a < A; ++a) p0[a * A * point_step + k] = p[a];
             }
         }
     }
 }
 
-using InputTransform = void (*)(const Correlation&, int, const Segment2&, int, float*);
-using OutputTransform = uint32_t (*)(const Correlation&, int, const Segment2&, int,
+using InputTransform = void (*)(const Correlation&, int, const TileRun&, int, float*);
+using OutputTransform = uint32_t (*)(const Correlation&, int, const TileRun&, int,
                                      const float* const*);
-using GradientTransform = void (*)(const Correlation&, const float*, int, const Segment2&, int, int,
+using GradientTransform = void (*)(const Correlation&, const float*, int, const TileRun&, int, int,
                                    int, float*);
 
-#define CONVT_WINOGRAD_TRANSFORMS(suffix, attr)                                              \
-    attr void transform_inputs_##suffix(const Correlation& c, int g, const Segment2& s,      \
-                                        int columns, float* v) {                             \
-        transform_inputs_body(c, g, s, columns, v);                                          \
-    }                                                                                        \
-    attr uint32_t transform_outputs_##suffix(const Correlation& c, int g, const Segment2& s, \
-                                             int o, const float* const* m) {                 \
-        return transform_outputs_body(c, g, s, o, m);                                        \
-    }                                                                                        \
-    attr void transform_gradients_##suffix(const Correlation& c, const float* dy, int g,     \
-                                           const Segment2& s, int o0, int o1, int columns,   \
-                                           float* e) {                                       \
-        transform_gradients_body(c, dy, g, s, o0, o1, columns, e);                           \
+#define CONVT_WINOGRAD_TRANSFORMS(suffix, attr)                                                    \
+    template <int R>                                                                               \
+    attr void transform_inputs_##suffix(const Correlation& c, int g, const TileRun& s,             \
+                                        int columns, float* v) {                                   \
+        transform_inputs_body<R>(c, g, s, columns, v);                                             \
+    }                                                                                              \
+    template <int R>                                                                               \
+    attr uint32_t transform_outputs_##suffix(const Correlation& c, int g, const TileRun& s, int o, \
+                                             const float* const* m) {                              \
+        return transform_outputs_body<R>(c, g, s, o, m);                                           \
+    }                                                                                              \
+    attr void transform_gradients_##suffix(const Correlation& c, const float* dy, int g,           \
+                                           const TileRun& s, int o0, int o1, int columns,          \
+                                           float* e) {                                             \
+        transform_gradients_body(c, dy, g, s, o0, o1, columns, e);                                 \
     }
 
 CONVT_WINOGRAD_TRANSFORMS(base, )
@@ -355,8 +410,28 @@ CONVT_WINOGRAD_TRANSFORMS(base, )
 CONVT_WINOGRAD_TRANSFORMS(avx2, __attribute__((target("avx2,fma"))))
 #endif
 
+// The transforms' functions for this CPU and kernel size.
+struct Transforms {
+    InputTransform inputs;
+    OutputTransform outputs;
+    GradientTransform gradients;
+    explicit Transforms(int r) {
+        const bool three = r == 3;
+        inputs = three ? transform_inputs_base<3> : transform_inputs_base<2>;
+        outputs = three ? transform_outputs_base<3> : transform_outputs_base<2>;
+        gradients = transform_gradients_base;  // dW: 3x3 only
+#ifdef CONVT_WINOGRAD_AVX2
+        if (use_avx2()) {
+            inputs = three ? transform_inputs_avx2<3> : transform_inputs_avx2<2>;
+            outputs = three ? transform_outputs_avx2<3> : transform_outputs_avx2<2>;
+            gradients = transform_gradients_avx2;
+        }
+#endif
+    }
+};
+
 // The 2x2 output tiles of a Correlation's box in (image, tile row, tile column) order, and
-// the runs (segments) of a range of them.
+// the runs of a range of them.
 struct TileGrid {
     int64_t nby, nbx, th, tw, total;
     explicit TileGrid(const Correlation& c)
@@ -365,7 +440,7 @@ struct TileGrid {
           th(c.dy * nby),
           tw(c.dx * nbx),
           total(c.images * th * tw) {}
-    void segments(const Correlation& c, int64_t first, int real, std::vector<Segment2>& out) const {
+    void runs(const Correlation& c, int64_t first, int real, std::vector<TileRun>& out) const {
         out.clear();
         for (int64_t t = first; t < first + real;) {
             const int64_t n = t / (th * tw), r = (t / tw) % th, col = t % tw;
@@ -378,42 +453,31 @@ struct TileGrid {
     }
 };
 
-// The transforms' functions for this CPU.
-struct Transforms {
-    InputTransform inputs = transform_inputs_base;
-    OutputTransform outputs = transform_outputs_base;
-    GradientTransform gradients = transform_gradients_base;
-    Transforms() {
-#ifdef CONVT_WINOGRAD_AVX2
-        if (use_avx2()) {
-            inputs = transform_inputs_avx2;
-            outputs = transform_outputs_avx2;
-            gradients = transform_gradients_avx2;
-        }
-#endif
-    }
-};
-
 void note_worst(std::atomic<uint32_t>& worst, uint32_t local) {
     uint32_t seen = worst.load(std::memory_order_relaxed);
     while (local > seen && !worst.compare_exchange_weak(seen, local)) {
     }
 }
 
-bool correlate(const Correlation& c) {
+constexpr uint32_t kNonFinite = 0x7f800000u;
+
+// The forward and dX: blocks of tiles, each transformed, multiplied point by point (one GEMM
+// a point, over the depth) and transformed back. Returns the worst exponent stored.
+uint32_t correlate(const Correlation& c) {
     const TileGrid grid(c);
     const int64_t total = grid.total;
-    if (total == 0) return true;
+    if (total == 0 || c.oh <= 0 || c.ow <= 0) return 0;
+    const int points = points_of(c.r);
     // Columns a block: as many as keep its transformed inputs L2-resident, fewer when that
     // would leave a thread with under four blocks.
     const int threads = ThreadPool::instance().num_threads();
-    int64_t columns = std::clamp<int64_t>(kBlockFloats / (kWinogradPoints * c.depth) / kNr * kNr,
-                                          kNr, kMaxColumns);
+    int64_t columns =
+        std::clamp<int64_t>(kBlockFloats / (points * c.depth) / kNr * kNr, kNr, kMaxColumns);
     while (columns > kNr && ceil_div(total, columns) * c.groups < 4 * threads) columns -= kNr;
     const int cols = static_cast<int>(columns);
     const int64_t blocks = ceil_div(total, cols);
     const IndirectKernel kernel = indirect_kernel();
-    const Transforms tf;
+    const Transforms tf(c.r);
     std::atomic<uint32_t> worst{0};
     ThreadPool::instance().parallel_for(blocks * c.groups, [&](int64_t task) {
         const int g = static_cast<int>(task / blocks);
@@ -421,188 +485,71 @@ bool correlate(const Correlation& c) {
         const int real = static_cast<int>(std::min<int64_t>(cols, total - first));
         thread_local std::vector<float> v, m;
         thread_local std::vector<int64_t> rows;
-        thread_local std::vector<Segment2> segments;
-        v.resize(size_t(kWinogradPoints) * c.depth * cols);
-        m.resize(size_t(kWinogradPoints) * kMr * cols);
+        thread_local std::vector<TileRun> runs;
+        v.resize(size_t(points) * c.depth * cols);
+        m.resize(size_t(points) * kMr * cols);
         rows.resize(size_t(c.depth));
         for (int p = 0; p < c.depth; ++p) rows[p] = int64_t(p) * cols;
-        grid.segments(c, first, real, segments);
+        grid.runs(c, first, real, runs);
         if (real < cols)  // the last block's spare columns: zeros, never stored
-            for (int pt = 0; pt < kWinogradPoints; ++pt)
+            for (int pt = 0; pt < points; ++pt)
                 for (int ch = 0; ch < c.depth; ++ch)
                     std::fill_n(v.data() + (int64_t(pt) * c.depth + ch) * cols + real, cols - real,
                                 0.f);
-        for (const Segment2& s : segments) tf.inputs(c, g, s, cols, v.data());
+        for (const TileRun& s : runs) tf.inputs(c, g, s, cols, v.data());
         uint32_t local = 0;
         const int panels = cols / kNr;
         for (int ot = 0; ot < c.tiles; ++ot) {
-            for (int pt = 0; pt < kWinogradPoints; ++pt) {
-                const float* a =
-                    c.u + ((int64_t(g) * kWinogradPoints + pt) * c.tiles + ot) * c.depth * kMr;
+            for (int pt = 0; pt < points; ++pt) {
+                const float* a = c.u + ((int64_t(g) * points + pt) * c.tiles + ot) * c.depth * kMr;
                 const float* b = v.data() + int64_t(pt) * c.depth * cols;
                 float* mp = m.data() + int64_t(pt) * kMr * cols;
                 for (int jp = 0; jp < panels; ++jp)
                     kernel(a, rows.data(), c.depth, b + jp * kNr, mp + jp * kNr, cols, true);
             }
             for (int i = 0; i < kMr && ot * kMr + i < c.outs; ++i)
-                for (const Segment2& s : segments) {
-                    const float* mr[kWinogradPoints];
-                    for (int pt = 0; pt < kWinogradPoints; ++pt)
+                for (const TileRun& s : runs) {
+                    const float* mr[16];
+                    for (int pt = 0; pt < points; ++pt)
                         mr[pt] = m.data() + (int64_t(pt) * kMr + i) * cols + s.col;
                     local = std::max(local, tf.outputs(c, g, s, ot * kMr + i, mr));
                 }
         }
         note_worst(worst, local);
     });
-    return worst.load() != 0x7f800000u;
+    return worst.load();
 }
 
-// The forward's correlation (source -> destination clip) without its tensors or weights.
-Correlation forward_geometry(const ConvtParams& p) {
-    Correlation c{};
-    c.in_n = p.src_stride_n;
-    c.in_c = p.src_stride_c;
-    c.in_h = p.src_stride_h;
-    c.in_w = p.src_stride_w;
-    c.ih = p.src_h;
-    c.iw = p.src_w;
-    c.in_group = int64_t(p.in_per_group) * p.src_stride_c;
-    c.out_n = p.dst_stride_n;
-    c.out_c = p.dst_stride_c;
-    c.out_h = p.dst_stride_h;
-    c.out_w = p.dst_stride_w;
-    c.oh = p.clip_h;
-    c.ow = p.clip_w;
-    c.out_group = int64_t(p.out_per_group) * p.dst_stride_c;
-    c.y0 = p.first_tap_y;
-    c.x0 = p.first_tap_x;
-    c.dy = p.dilation_y;
-    c.dx = p.dilation_x;
-    c.images = p.num_images;
-    c.groups = p.groups;
-    c.depth = p.in_per_group;
-    c.outs = p.out_per_group;
-    return c;
-}
-
-// Element offset of destination clip pixel (0, 0) of image 0, channel 0.
-int64_t clip_origin(const ConvtParams& p) {
-    return p.dst_base + p.clip_y * p.dst_stride_h + p.clip_x * p.dst_stride_w;
-}
-
-// G^T m G of the 16 points m[a * 4 + b]: the 3x3 weight gradient w[ky * 3 + kx].
-void points_to_kernel(const float m[kWinogradPoints], float w[9]) {
+// G^T m G of F(2, 3) for dW: the 16 points m[a * 4 + b] to the 3x3 weight gradient.
+void points_to_kernel(const float* m, float* w) {
+    auto gt = [](const float* v, int step, float* out) {  // G^T on 4 values
+        const float s = 0.5f * (v[step] + v[2 * step]);
+        out[0] = v[0] + s;
+        out[1] = 0.5f * (v[step] - v[2 * step]);
+        out[2] = s + v[3 * step];
+    };
     float q[3][4];
     for (int b = 0; b < 4; ++b) {
-        const float s = 0.5f * (m[4 + b] + m[8 + b]);
-        q[0][b] = m[b] + s;
-        q[1][b] = 0.5f * (m[4 + b] - m[8 + b]);
-        q[2][b] = s + m[12 + b];
+        float col[3];
+        gt(m + b, 4, col);
+        for (int a = 0; a < 3; ++a) q[a][b] = col[a];
     }
-    for (int r = 0; r < 3; ++r) {
-        const float s = 0.5f * (q[r][1] + q[r][2]);
-        w[r * 3 + 0] = q[r][0] + s;
-        w[r * 3 + 1] = 0.5f * (q[r][1] - q[r][2]);
-        w[r * 3 + 2] = s + q[r][3];
-    }
+    for (int a = 0; a < 3; ++a) gt(q[a], 1, w + a * 3);
 }
 
-}  // namespace
-
-bool winograd_weights_wanted(const detail::PreparedWeights& pw) {
-    const int64_t og = int64_t(pw.out_channels) / pw.groups;
-    return pw.kernel_h == 3 && pw.kernel_w == 3 && pw.in_per_group >= kMinChannels &&
-           og >= kMinChannels;
-}
-
-void pack_winograd_weights(const detail::PreparedWeights& pw, WinogradWeights& out) {
-    out.take_shape(pw);
-    out.forward_tiles = static_cast<int>(ceil_div(out.out_per_group, kMr));
-    out.backward_tiles = static_cast<int>(ceil_div(out.in_per_group, kMr));
-    pack_points(pw, out, false, out.forward_tiles, out.forward);
-    pack_points(pw, out, true, out.backward_tiles, out.backward);
-}
-
-bool winograd_fits(const ConvtParams& p, const WinogradWeights& w) {
-    return !w.forward.empty() && p.kernel_h == 3 && p.kernel_w == 3 && p.stride_x == 1 &&
-           p.stride_y == 1 && p.src_type == CONVT_TYPE_F32 && p.dst_type == CONVT_TYPE_F32 &&
-           !p.accumulate_half;
-}
-
-bool forward_winograd(const ConvtParams& p, const WinogradWeights& w,
-                      const std::vector<float>& bias, const std::vector<float>& slopes,
-                      const void* src, void* dst) {
-    Correlation c = forward_geometry(p);
-    c.in = static_cast<const float*>(src) + p.src_base;
-    c.out = static_cast<float*>(dst) + clip_origin(p);
-    c.tiles = w.forward_tiles;
-    c.u = w.forward.data();
-    c.bias = bias.data();
-    c.slopes = slopes.empty() ? nullptr : slopes.data();
-    c.neuron = static_cast<NeuronType>(p.neuron);
-    c.na = p.neuron_a;
-    c.nb = p.neuron_b;
-    c.nc = p.neuron_c;
-    return correlate(c);
-}
-
-bool backward_data_winograd(const ConvtParams& p, const WinogradWeights& w, const void* dy,
-                            void* dx) {
-    Correlation c{};
-    c.in = static_cast<const float*>(dy) + clip_origin(p);
-    c.in_n = p.dst_stride_n;
-    c.in_c = p.dst_stride_c;
-    c.in_h = p.dst_stride_h;
-    c.in_w = p.dst_stride_w;
-    c.ih = p.clip_h;
-    c.iw = p.clip_w;
-    c.in_group = int64_t(p.out_per_group) * p.dst_stride_c;
-    c.out = static_cast<float*>(dx) + p.src_base;
-    c.out_n = p.src_stride_n;
-    c.out_c = p.src_stride_c;
-    c.out_h = p.src_stride_h;
-    c.out_w = p.src_stride_w;
-    c.oh = p.src_h;
-    c.ow = p.src_w;
-    c.out_group = int64_t(p.in_per_group) * p.src_stride_c;
-    // dX pixel (iy, ix) reads dY row iy - first tap - dilation * ky: with the kernel turned,
-    // point a = 2 - ky at iy + (-first tap - 2 dilation) + dilation * a.
-    c.y0 = -int64_t(p.first_tap_y) - 2 * int64_t(p.dilation_y);
-    c.x0 = -int64_t(p.first_tap_x) - 2 * int64_t(p.dilation_x);
-    c.dy = p.dilation_y;
-    c.dx = p.dilation_x;
-    c.images = p.num_images;
-    c.groups = p.groups;
-    c.depth = p.out_per_group;
-    c.outs = p.in_per_group;
-    c.tiles = w.backward_tiles;
-    c.u = w.backward.data();
-    return correlate(c);
-}
-
-bool backward_weights_winograd_fits(const ConvtParams& p) {
-    const int64_t points = int64_t(kWinogradPoints) * p.groups * ceil_div(p.out_per_group, kMr) *
-                           kMr * ceil_div(p.in_per_group, kNr) * kNr;
-    return p.kernel_h == 3 && p.kernel_w == 3 && p.stride_x == 1 && p.stride_y == 1 &&
-           p.src_type == CONVT_TYPE_F32 && p.dst_type == CONVT_TYPE_F32 && !p.accumulate_half &&
-           p.in_per_group >= kMinWeightGradientChannels &&
-           p.out_per_group >= kMinWeightGradientChannels && points <= kMaxPartialFloats;
-}
-
-bool backward_weights_winograd(const ConvtParams& p, const void* x, const void* dy,
-                               const detail::GradientOutput& out) {
-    Correlation c = forward_geometry(p);
-    c.in = static_cast<const float*>(x) + p.src_base;
-    const float* grad = static_cast<const float*>(dy) + clip_origin(p);
+// dW of a 3x3 stride-1 correlation (the forward's geometry: source X, output box dY at `grad`):
+// taps[((g * outs + o) * 9 + a * 3 + b) * channels + i]. Sums run over a fixed number
+// of tile ranges, each into its own partial of the points, then the partials in range order:
+// the order of every sum depends on the layer alone, never on the thread count.
+void weight_taps(const Correlation& c, const float* grad, float* taps,
+                 std::atomic<uint32_t>& worst) {
     const TileGrid grid(c);
-    const int og = p.out_per_group, ig = p.in_per_group, groups = p.groups;
+    const int points = points_of(3), rr = 9;
+    const int og = c.outs, ig = c.channels, groups = c.groups;
     const int otiles = static_cast<int>(ceil_div(og, kMr));
     const int ipanels = static_cast<int>(ceil_div(ig, kNr));
     const int64_t icols = int64_t(ipanels) * kNr, orows = int64_t(otiles) * kMr;
-    const int64_t point_floats = orows * icols, group_floats = kWinogradPoints * point_floats;
-    // Tiles split into a fixed number of ranges, each summed into its own points partial, the
-    // partials then added in range order: the order of every sum depends on the layer alone,
-    // never on the thread count (bitwise deterministic).
+    const int64_t point_floats = orows * icols, group_floats = points * point_floats;
     int ranges = static_cast<int>(std::clamp<int64_t>(grid.total / kTilesPerRange, 1, kRanges));
     while (ranges > 1 && int64_t(ranges) * groups * group_floats > kMaxPartialFloats) --ranges;
     const int64_t want = 2 * int64_t(ThreadPool::instance().num_threads());
@@ -610,10 +557,10 @@ bool backward_weights_winograd(const ConvtParams& p, const void* x, const void* 
         static_cast<int>(std::clamp<int64_t>(ceil_div(want, int64_t(groups) * ranges), 1, otiles));
     std::vector<float> partials(size_t(ranges) * groups * group_floats, 0.f);
     // Tiles a block (the GEMMs' depth): its transformed X and dY stay L2-resident.
-    const int cols = static_cast<int>(std::clamp<int64_t>(
-        2 * kBlockFloats / (kWinogradPoints * (icols + orows)) / 8 * 8, 8, kMaxColumns));
+    const int cols = static_cast<int>(
+        std::clamp<int64_t>(2 * kBlockFloats / (points * (icols + orows)) / 8 * 8, 8, kMaxColumns));
     const MicroKernel uk = micro_kernel();
-    const Transforms tf;
+    const Transforms tf(3);
     ThreadPool::instance().parallel_for(int64_t(groups) * ranges * splits, [&](int64_t ti) {
         const int g = static_cast<int>(ti / (int64_t(ranges) * splits));
         const int range = static_cast<int>(ti / splits % ranges);
@@ -626,19 +573,19 @@ bool backward_weights_winograd(const ConvtParams& p, const void* x, const void* 
         const int64_t t_end = grid.total * (range + 1) / ranges;
         float* part = partials.data() + (int64_t(range) * groups + g) * group_floats;
         thread_local std::vector<float> v, e, vp, ep;
-        thread_local std::vector<Segment2> segments;
-        v.resize(size_t(kWinogradPoints) * ig * cols);
-        e.resize(size_t(kWinogradPoints) * (o1 - o0) * cols);
+        thread_local std::vector<TileRun> runs;
+        v.resize(size_t(points) * ig * cols);
+        e.resize(size_t(points) * (o1 - o0) * cols);
         vp.resize(size_t(icols) * cols);
         ep.resize(size_t(nrows) * cols);
         for (int64_t first = t_begin; first < t_end; first += cols) {
             const int real = static_cast<int>(std::min<int64_t>(cols, t_end - first));
-            grid.segments(c, first, real, segments);
-            for (const Segment2& s : segments) {
+            grid.runs(c, first, real, runs);
+            for (const TileRun& s : runs) {
                 tf.inputs(c, g, s, cols, v.data());
                 tf.gradients(c, grad, g, s, o0, o1, cols, e.data());
             }
-            for (int pt = 0; pt < kWinogradPoints; ++pt) {
+            for (int pt = 0; pt < points; ++pt) {
                 // Both operands tile-major for the micro-kernel: X's points [panel][tile][16],
                 // dY's [tile of 6][tile][6]. Channels past the last are left as they are: they
                 // only reach sums that are never read.
@@ -664,16 +611,12 @@ bool backward_weights_winograd(const ConvtParams& p, const void* x, const void* 
             }
         }
     });
-    // The ranges' points added in order, then G^T m G; written only when every weight is finite
-    // (the transforms subtract: Inf - Inf would make NaN where the exact sum has Inf).
-    const int64_t count = int64_t(groups) * og * 9 * ig;
-    std::vector<float> dw(static_cast<size_t>(count));
-    std::atomic<uint32_t> worst{0};
+    // The ranges' points added in order (a row of every point at a time), then G^T m G.
     ThreadPool::instance().parallel_for(int64_t(groups) * og, [&](int64_t go) {
         const int64_t g = go / og, o = go % og;
-        thread_local std::vector<float> sums;  // [point][i]: this row of every point, summed
-        sums.resize(size_t(kWinogradPoints) * ig);
-        for (int pt = 0; pt < kWinogradPoints; ++pt) {
+        thread_local std::vector<float> sums;  // [point][i]
+        sums.resize(size_t(points) * ig);
+        for (int pt = 0; pt < points; ++pt) {
             const float* at = partials.data() + g * group_floats + pt * point_floats + o * icols;
             float* to = sums.data() + int64_t(pt) * ig;
             std::copy(at, at + ig, to);
@@ -682,17 +625,252 @@ bool backward_weights_winograd(const ConvtParams& p, const void* x, const void* 
                 for (int i = 0; i < ig; ++i) to[i] += more[i];
             }
         }
-        float m[kWinogradPoints], k[9];
+        float m[16], k[9];
         uint32_t local = 0;
         for (int i = 0; i < ig; ++i) {
-            for (int pt = 0; pt < kWinogradPoints; ++pt) m[pt] = sums[size_t(pt) * ig + i];
+            for (int pt = 0; pt < points; ++pt) m[pt] = sums[size_t(pt) * ig + i];
             points_to_kernel(m, k);
-            for (int t = 0; t < 9; ++t) dw[size_t((go * 9 + t) * ig + i)] = k[t];
-            local = worst_exponent(k, 9, local);
+            for (int t = 0; t < rr; ++t) taps[size_t((go * rr + t) * ig + i)] = k[t];
+            local = worst_exponent(k, rr, local);
         }
         note_worst(worst, local);
     });
-    if (worst.load() == 0x7f800000u) return false;
+}
+
+// Element offset of destination clip pixel (0, 0) of image 0, channel 0.
+int64_t clip_origin(const ConvtParams& p) {
+    return p.dst_base + p.clip_y * p.dst_stride_h + p.clip_x * p.dst_stride_w;
+}
+
+// Kernel taps per axis (r) and stride (s) of a layer the transforms serve, from its kernel
+// size: 3x3 at stride 1, or 2s x 2s at stride s (every stride phase then has 2 x 2 taps); r = 0
+// when neither.
+struct Shape {
+    int r = 0, s = 0;
+};
+Shape shape_of(int64_t kernel_h, int64_t kernel_w) {
+    if (kernel_h != kernel_w) return {};
+    if (kernel_h == 3) return {3, 1};
+    if (kernel_h >= 2 && kernel_h % 2 == 0) return {2, static_cast<int>(kernel_h / 2)};
+    return {};
+}
+
+// Whether a dispatch has the stride and dilation the layer's transforms were packed for.
+bool dispatch_fits(const ConvtParams& p, Shape sh) {
+    return sh.r != 0 && p.kernel_h == sh.r * sh.s && p.kernel_w == sh.r * sh.s &&
+           p.stride_y == sh.s && p.stride_x == sh.s &&
+           (sh.s == 1 || (p.dilation_y == 1 && p.dilation_x == 1)) &&
+           p.src_type == CONVT_TYPE_F32 && p.dst_type == CONVT_TYPE_F32 && !p.accumulate_half;
+}
+
+// The stride phase (ry, rx) of the forward: its outputs every s-th pixel of the clip from
+// (ry, rx), reading X at y0 = its first tap's source row (taps s apart read consecutive rows),
+// and the tap class (cy, cx) of its first taps. False when the phase is empty.
+bool forward_phase(const ConvtParams& p, int s, int ry, int rx, Correlation& c, int& cy, int& cx) {
+    const int64_t oh = ceil_div(p.clip_h - ry, s), ow = ceil_div(p.clip_w - rx, s);
+    if (oh <= 0 || ow <= 0) return false;
+    const int64_t ey = int64_t(p.first_tap_y) + ry, ex = int64_t(p.first_tap_x) + rx;
+    cy = static_cast<int>(pos_mod(-ey, s));
+    cx = static_cast<int>(pos_mod(-ex, s));
+    c.sources.assign(1, Source{nullptr, p.src_stride_h, p.src_stride_w, p.src_h, p.src_w,
+                               (ey + cy) / s, (ex + cx) / s});
+    c.in_n = p.src_stride_n;
+    c.in_c = p.src_stride_c;
+    c.in_group = int64_t(p.in_per_group) * p.src_stride_c;
+    c.out_n = p.dst_stride_n;
+    c.out_c = p.dst_stride_c;
+    c.out_h = int64_t(s) * p.dst_stride_h;
+    c.out_w = int64_t(s) * p.dst_stride_w;
+    c.oh = oh;
+    c.ow = ow;
+    c.out_group = int64_t(p.out_per_group) * p.dst_stride_c;
+    c.dy = s == 1 ? p.dilation_y : 1;
+    c.dx = s == 1 ? p.dilation_x : 1;
+    c.images = p.num_images;
+    c.groups = p.groups;
+    c.channels = c.depth = p.in_per_group;
+    c.outs = p.out_per_group;
+    return true;
+}
+
+}  // namespace
+
+namespace {
+// Which of the forward's and dX's weights a layer packs.
+struct Wanted {
+    bool forward = false, backward = false;
+};
+Wanted wanted(const detail::PreparedWeights& pw) {
+    const Shape sh = shape_of(pw.kernel_h, pw.kernel_w);
+    const int64_t og = int64_t(pw.out_channels) / pw.groups, ig = pw.in_per_group;
+    if (sh.r == 0 || ig < kMinChannels || og < kMinChannels) return {};
+    if (sh.r == 3) return {true, true};
+    const int64_t backward_floats =
+        int64_t(points_of(2)) * pw.groups * sh.s * sh.s * og * ceil_div(ig, kMr) * kMr;
+    return {ig * og >= kMinPhaseForwardProduct, ig >= kMinPhaseChannels &&
+                                                    og >= kMinPhaseChannels &&
+                                                    backward_floats <= kMaxPhaseBackwardFloats};
+}
+}  // namespace
+
+bool winograd_weights_wanted(const detail::PreparedWeights& pw) {
+    const Wanted w = wanted(pw);
+    return w.forward || w.backward;
+}
+
+void pack_winograd_weights(const detail::PreparedWeights& pw, WinogradWeights& out) {
+    out.take_shape(pw);
+    const Shape sh = shape_of(pw.kernel_h, pw.kernel_w);
+    out.r = sh.r;
+    out.s = sh.s;
+    const int r = sh.r, s = sh.s, k = r * s, points = points_of(r), classes = s * s;
+    const int og = out.out_per_group, ig = out.in_per_group, groups = out.groups;
+    out.forward_tiles = static_cast<int>(ceil_div(og, kMr));
+    out.backward_tiles = static_cast<int>(ceil_div(ig, kMr));
+    out.forward_class_floats = int64_t(groups) * points * out.forward_tiles * ig * kMr;
+    const int64_t bdepth = int64_t(classes) * og;
+    const Wanted want = wanted(pw);
+    out.forward.assign(want.forward ? size_t(classes * out.forward_class_floats) : 0, 0.f);
+    out.backward.assign(
+        want.backward ? size_t(groups) * points * out.backward_tiles * bdepth * kMr : 0, 0.f);
+    double kf[9], kb[9], u[16];
+    for (int cy = 0; cy < s; ++cy)
+        for (int cx = 0; cx < s; ++cx) {
+            const int cls = cy * s + cx;
+            for (int g = 0; g < groups; ++g)
+                for (int o = 0; o < og; ++o)
+                    for (int i = 0; i < ig; ++i) {
+                        auto w = [&](int ky, int kx) {
+                            return pw
+                                .values[((int64_t(g) * og + o) * k * k + ky * k + kx) * ig + i];
+                        };
+                        // The forward's class taps in order; dX's turned (see backward_data).
+                        for (int a = 0; a < r; ++a)
+                            for (int b = 0; b < r; ++b) {
+                                kf[a * r + b] = w(cy + s * a, cx + s * b);
+                                kb[a * r + b] = w(cy + s * (r - 1 - a), cx + s * (r - 1 - b));
+                            }
+                        kernel_points(r, kf, u);
+                        for (int pt = 0; pt < points && want.forward; ++pt) {
+                            const int64_t at =
+                                cls * out.forward_class_floats +
+                                ((int64_t(g) * points + pt) * out.forward_tiles + o / kMr) * ig *
+                                    kMr +
+                                int64_t(i) * kMr + o % kMr;
+                            out.forward[size_t(at)] = static_cast<float>(u[pt]);
+                        }
+                        kernel_points(r, kb, u);
+                        for (int pt = 0; pt < points && want.backward; ++pt) {
+                            const int64_t at =
+                                (((int64_t(g) * points + pt) * out.backward_tiles + i / kMr) *
+                                     bdepth +
+                                 int64_t(cls) * og + o) *
+                                    kMr +
+                                i % kMr;
+                            out.backward[size_t(at)] = static_cast<float>(u[pt]);
+                        }
+                    }
+        }
+}
+
+bool forward_winograd_fits(const ConvtParams& p, const WinogradWeights& w) {
+    return !w.forward.empty() && dispatch_fits(p, Shape{w.r, w.s});
+}
+
+bool backward_data_winograd_fits(const ConvtParams& p, const WinogradWeights& w) {
+    return !w.backward.empty() && dispatch_fits(p, Shape{w.r, w.s});
+}
+
+bool forward_winograd(const ConvtParams& p, const WinogradWeights& w,
+                      const std::vector<float>& bias, const std::vector<float>& slopes,
+                      const void* src, void* dst) {
+    uint32_t worst = 0;
+    for (int ry = 0; ry < w.s; ++ry)
+        for (int rx = 0; rx < w.s; ++rx) {
+            Correlation c;
+            int cy = 0, cx = 0;
+            if (!forward_phase(p, w.s, ry, rx, c, cy, cx)) continue;
+            c.sources[0].base = static_cast<const float*>(src) + p.src_base;
+            c.out = static_cast<float*>(dst) + clip_origin(p) + ry * p.dst_stride_h +
+                    rx * p.dst_stride_w;
+            c.r = w.r;
+            c.tiles = w.forward_tiles;
+            c.u = w.forward.data() + (cy * w.s + cx) * w.forward_class_floats;
+            c.bias = bias.data();
+            c.slopes = slopes.empty() ? nullptr : slopes.data();
+            c.neuron = static_cast<NeuronType>(p.neuron);
+            c.na = p.neuron_a;
+            c.nb = p.neuron_b;
+            c.nc = p.neuron_c;
+            worst = std::max(worst, correlate(c));
+        }
+    return worst != kNonFinite;
+}
+
+bool backward_data_winograd(const ConvtParams& p, const WinogradWeights& w, const void* dy,
+                            void* dx) {
+    // dX pixel iy reads dY row iy * s - first tap - dilation * k for tap k. Tap k = c + s j of
+    // class c reads dY phase par = (-first tap - c) mod s at phase row iy - j + floor((-first tap
+    // - c) / s); turned (point a = r - 1 - j), a correlation over that phase plane.
+    const int s = w.s, r = w.r;
+    const int64_t dil_y = s == 1 ? p.dilation_y : 1, dil_x = s == 1 ? p.dilation_x : 1;
+    Correlation c;
+    const float* grad = static_cast<const float*>(dy) + clip_origin(p);
+    for (int cy = 0; cy < s; ++cy)
+        for (int cx = 0; cx < s; ++cx) {
+            const int64_t ey = -int64_t(p.first_tap_y) - cy, ex = -int64_t(p.first_tap_x) - cx;
+            const int64_t py = pos_mod(ey, s), px = pos_mod(ex, s);
+            c.sources.push_back(Source{
+                grad + py * p.dst_stride_h + px * p.dst_stride_w, int64_t(s) * p.dst_stride_h,
+                int64_t(s) * p.dst_stride_w, std::max<int64_t>(0, ceil_div(p.clip_h - py, s)),
+                std::max<int64_t>(0, ceil_div(p.clip_w - px, s)),
+                floor_div(ey, s) - (r - 1) * dil_y, floor_div(ex, s) - (r - 1) * dil_x});
+        }
+    c.in_n = p.dst_stride_n;
+    c.in_c = p.dst_stride_c;
+    c.in_group = int64_t(p.out_per_group) * p.dst_stride_c;
+    c.out = static_cast<float*>(dx) + p.src_base;
+    c.out_n = p.src_stride_n;
+    c.out_c = p.src_stride_c;
+    c.out_h = p.src_stride_h;
+    c.out_w = p.src_stride_w;
+    c.oh = p.src_h;
+    c.ow = p.src_w;
+    c.out_group = int64_t(p.in_per_group) * p.src_stride_c;
+    c.dy = dil_y;
+    c.dx = dil_x;
+    c.images = p.num_images;
+    c.r = r;
+    c.groups = p.groups;
+    c.channels = p.out_per_group;
+    c.depth = s * s * p.out_per_group;
+    c.outs = p.in_per_group;
+    c.tiles = w.backward_tiles;
+    c.u = w.backward.data();
+    return correlate(c) != kNonFinite;
+}
+
+bool backward_weights_winograd_fits(const ConvtParams& p) {
+    const int64_t points = int64_t(points_of(3)) * p.groups * ceil_div(p.out_per_group, kMr) * kMr *
+                           ceil_div(p.in_per_group, kNr) * kNr;
+    return dispatch_fits(p, Shape{3, 1}) && p.in_per_group >= kMinWeightGradientChannels &&
+           p.out_per_group >= kMinWeightGradientChannels && points <= kMaxPartialFloats;
+}
+
+bool backward_weights_winograd(const ConvtParams& p, const void* x, const void* dy,
+                               const detail::GradientOutput& out) {
+    Correlation c;
+    int cy = 0, cx = 0;
+    if (!forward_phase(p, 1, 0, 0, c, cy, cx)) return false;
+    c.sources[0].base = static_cast<const float*>(x) + p.src_base;
+    c.r = 3;
+    // Written only when every weight is finite: the transforms subtract, and Inf - Inf would
+    // make NaN where the exact sum has Inf.
+    const int64_t count = int64_t(p.groups) * p.out_per_group * 9 * p.in_per_group;
+    std::vector<float> dw(static_cast<size_t>(count));
+    std::atomic<uint32_t> worst{0};
+    weight_taps(c, static_cast<const float*>(dy) + clip_origin(p), dw.data(), worst);
+    if (worst.load() == kNonFinite) return false;
     auto* to = static_cast<float*>(out.weights);
     for (int64_t i = 0; i < count; ++i) to[i] = out.accumulate ? to[i] + dw[i] : dw[i];
     return true;

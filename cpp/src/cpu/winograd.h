@@ -1,9 +1,10 @@
-// Stride-1 3x3 layers by Winograd's minimal filtering, F(2x2, 3x3): each 2x2 block of outputs
-// costs 16 multiply-adds per channel pair instead of 36. A 4x4 input patch and the 3x3 kernel
-// are each taken to 16 points (B^T d B and G g G^T), the points multiplied channel against
-// channel as 16 GEMMs on the register-tiled kernel, and the 2x2 outputs read back (A^T m A).
-// The forward and dX are both such a correlation; only finite weights are packed, and a
-// dispatch whose result holds an infinity or NaN is recomputed by the exact path (the transforms
+// Layers whose stride phases are 3x3 (stride 1) or 2x2 (a 2s x 2s kernel at stride s) by
+// Winograd's minimal filtering, F(2x2, 3x3) and F(2x2, 2x2): each 2x2 block of outputs costs 16
+// (or 9) multiply-adds per channel pair instead of 36 (or 16). An input patch and the kernel are
+// each taken to the points (B^T d B and G g G^T), the points multiplied channel against channel
+// as one GEMM a point on the register-tiled kernel, and the 2x2 outputs read back (A^T m A). The
+// forward, dX and dW are all such correlations; only finite weights are packed, and a dispatch
+// whose result holds an infinity or NaN is recomputed by the exact path (the transforms
 // subtract, so Inf - Inf would make NaN where the contract has Inf).
 #pragma once
 
@@ -16,25 +17,30 @@
 
 namespace convt::cpu {
 
-constexpr int kWinogradPoints = 16;  // (2 + 3 - 1)^2
-
-/// A layer's kernels at the 16 points, U = G g G^T for each channel pair, packed as the
-/// micro-kernel's A operand: [g][point][out tile][depth][kMr]. The forward's outputs are the
-/// layer's output channels and its depth the input channels; dX's the reverse, with the kernel
-/// turned 180 degrees.
+/// A layer's kernels at the points, U = G g G^T for each channel pair and tap class (the taps
+/// one stride phase reads: k = c, c + s, ...), packed as the micro-kernel's A operand. The
+/// forward's outputs are the layer's output channels and its depth the input channels:
+/// [class][g][point][out tile][icl][kMr]. dX's outputs are the input channels, its depth every
+/// class's output channels, with the kernel turned 180 degrees: [g][point][in tile][class, ocl]
+/// [kMr].
 struct WinogradWeights : PackedShape {
+    int r = 0, s = 0;  // taps per axis and phase (3 or 2), and the stride they were packed for
     int forward_tiles = 0, backward_tiles = 0;
+    int64_t forward_class_floats = 0;
     std::vector<float> forward, backward;
 };
 
-/// Whether a layer's weights are worth packing: a 3x3 kernel, enough channels both ways that
-/// the GEMMs outweigh the transforms, and not depthwise.
+/// Whether a layer's weights are worth packing: a 3x3 kernel (for stride 1) or a 2s x 2s one
+/// (for stride s), and enough channels both ways that the GEMMs outweigh the transforms (the
+/// forward's and dX's packs are each made only where they pay; an empty one is not used).
 bool winograd_weights_wanted(const detail::PreparedWeights& pw);
 void pack_winograd_weights(const detail::PreparedWeights& pw, WinogradWeights& out);
 
-/// Whether this dispatch can run through the transforms: weights packed, stride 1 both ways,
-/// float32 tensors, float accumulation.
-bool winograd_fits(const ConvtParams& p, const WinogradWeights& w);
+/// Whether the forward (dX) of this dispatch can run through the transforms: its weights packed
+/// (see winograd.cpp for when they are) for the dispatch's stride (and, above stride 1,
+/// dilation 1), float32 tensors, float accumulation.
+bool forward_winograd_fits(const ConvtParams& p, const WinogradWeights& w);
+bool backward_data_winograd_fits(const ConvtParams& p, const WinogradWeights& w);
 
 /// The forward (bias and neuron from `bias`/`slopes`, as GemmWeights holds them). False when
 /// some output came out non-finite: dst is then partly written and the caller must recompute it.
@@ -50,8 +56,8 @@ bool backward_data_winograd(const ConvtParams& p, const WinogradWeights& w, cons
 /// partial sums of a bounded size.
 bool backward_weights_winograd_fits(const ConvtParams& p);
 /// dW (dense OHWI floats in out.weights, added to them with out.accumulate): the points of dY's
-/// 2x2 tiles (A e A^T) times X's 4x4 patches (B^T d B), summed over tiles in a fixed order,
-/// then G^T m G. False, with nothing written, when some weight came out non-finite.
+/// 2x2 tiles (A e A^T) times X's 4x4 patches (B^T d B), summed over tiles in a fixed order, then
+/// G^T m G. False, with nothing written, when some weight came out non-finite.
 bool backward_weights_winograd(const ConvtParams& p, const void* x, const void* dy,
                                const detail::GradientOutput& out);
 
