@@ -336,3 +336,22 @@ def test_portable_kernels_in_subprocess() -> None:
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert " passed" in done.stdout and " failed" not in done.stdout
+
+
+@pytest.mark.parametrize("case", ["winograd", "winograd_dw_groups_dilated", "phases_winograd"])
+def test_cpu_winograd_reversed_views(rng: np.random.Generator, case: str) -> None:
+    """The Winograd paths read X and dY through views with negative strides on H and W (element
+    offsets below the first element's), in place."""
+    import convt
+
+    x, wt, dy, (s, p, op, groups, d) = _case_tensors(rng, case, images=2)
+    xr = np.ascontiguousarray(x[:, :, ::-1, ::-1])[:, :, ::-1, ::-1]  # x's values, strides < 0
+    dyr = np.ascontiguousarray(dy[:, :, ::-1, ::-1])[:, :, ::-1, ::-1]
+    assert xr.strides[2] < 0 and dyr.strides[3] < 0
+    ref = R.conv_transpose_torch_ref(x, wt, None, s, p, op, groups, d)
+    got = convt.conv_transpose2d(xr, wt, None, s, p, op, groups, d, device=_cpu())
+    assert_close(got, ref, FP32_TOL, f"{case} reversed forward")
+    gx, gw, _ = R.conv_transpose_torch_backward(dy, x, wt, s, p, op, groups, d)
+    dx, dw, _ = convt.conv_transpose2d_backward(dyr, xr, wt, s, p, op, groups, d, device=_cpu())
+    assert_close(dx, gx, FP32_TOL, f"{case} reversed dX")
+    assert_close(dw, gw, FP32_TOL, f"{case} reversed dW")

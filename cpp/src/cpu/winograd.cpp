@@ -93,10 +93,11 @@ struct Correlation {
     float na = 0.f, nb = 0.f, nc = 0.f;
 };
 
-// A run of tiles in one tile row and one column residue, at columns [col, col + len) of a block.
+// A run of tiles in one tile row and one column residue, at columns [col, col + len) of a block;
+// the first n0 (n1) of them have their left (right) output column inside the box.
 struct TileRun {
     int64_t n, y, x;  // image, and the top-left output of the first tile
-    int len, col;
+    int len, col, n0, n1;
 };
 
 // The transforms run in loops over a run of tiles that the compiler vectorizes; everything from
@@ -141,15 +142,24 @@ CONVT_INLINE void row_bt_run(const float* __restrict r, int64_t n, int len, floa
     }
 }
 
+// The tiles of a run whose patches lie inside a row: [lo, hi) of the len tiles whose patches
+// (r + 1 columns dx apart) start at column x + 2dx k of a row of iw.
+struct Inside {
+    int64_t lo, hi;
+    Inside(int r, int64_t iw, int64_t x, int64_t dx, int len) {
+        const int64_t span = 2 * dx;
+        lo = std::clamp<int64_t>(ceil_div(-x, span), 0, len);
+        hi = std::clamp<int64_t>(ceil_div(iw - r * dx - x, span), lo, len);
+    }
+};
+
 // B^T along row `row` (elements `step` apart, iw of them) for the len tiles whose patches start
-// at column x + 2dx k: h[i * len + k], zeros read outside [0, iw).
+// at column x + 2dx k: h[i * len + k], zeros read outside [0, iw); `in` from the same numbers.
 template <int R>
 CONVT_INLINE void row_bt(const float* row, int64_t step, int64_t iw, int64_t x, int64_t dx, int len,
-                         float* h) {
+                         Inside in, float* h) {
     // Tiles k in [lo, hi) read inside the row; the ends go one by one.
-    const int64_t span = 2 * dx;
-    const int64_t lo = std::clamp<int64_t>(ceil_div(-x, span), 0, len);
-    const int64_t hi = std::clamp<int64_t>(ceil_div(iw - R * dx - x, span), lo, len);
+    const int64_t span = 2 * dx, lo = in.lo, hi = in.hi;
     auto edge = [&](int64_t k) {
         float d[R + 1], o[R + 1];
         for (int t = 0; t <= R; ++t) {
@@ -184,16 +194,25 @@ CONVT_INLINE void transform_inputs_body(const Correlation& c, int g, const TileR
     const int64_t plane_step = int64_t(c.depth) * columns;
     for (size_t q = 0; q < c.sources.size(); ++q) {
         const Source& src = c.sources[q];
+        // The same for every channel: which patch rows lie inside, and which tiles' patch
+        // columns do.
+        int64_t row_at[A];  // element offset of patch row j (strides may be negative)
+        bool inside[A];
+        for (int j = 0; j < A; ++j) {
+            const int64_t y = s.y + src.y0 + c.dy * j;
+            inside[j] = y >= 0 && y < src.ih;
+            row_at[j] = y * src.step_h;
+        }
+        const int64_t x = s.x + src.x0;
+        const Inside in(R, src.iw, x, c.dx, len);
         for (int ch = 0; ch < c.channels; ++ch) {
             const float* plane = src.base + s.n * c.in_n + g * c.in_group + ch * c.in_c;
             for (int j = 0; j < A; ++j) {
                 float* hj = h + A * j * len;
-                const int64_t y = s.y + src.y0 + c.dy * j;
-                if (y < 0 || y >= src.ih)
+                if (!inside[j])
                     std::fill(hj, hj + A * len, 0.f);
                 else
-                    row_bt<R>(plane + y * src.step_h, src.step_w, src.iw, s.x + src.x0, c.dx, len,
-                              hj);
+                    row_bt<R>(plane + row_at[j], src.step_w, src.iw, x, c.dx, len, in, hj);
             }
             float* vc = v + (int64_t(q) * c.channels + ch) * columns + s.col;
             for (int i = 0; i < A; ++i) {
@@ -224,11 +243,9 @@ CONVT_INLINE uint32_t worst_exponent(const float* __restrict x, int n, uint32_t 
 
 // One output row of a run: q0[k] at column x + 2dx k and q1[k] at x + 2dx k + dx (those inside
 // [0, ow)). Returns the worst exponent seen before the neuron.
-CONVT_INLINE uint32_t store_row(const Correlation& c, float* row, int64_t x, int len, float* q0,
-                                float* q1, float slope) {
+CONVT_INLINE uint32_t store_row(const Correlation& c, float* row, int64_t x, int len, int n0,
+                                int n1, float* q0, float* q1, float slope) {
     const int64_t span = 2 * c.dx;
-    const int n0 = static_cast<int>(std::clamp<int64_t>(ceil_div(c.ow - x, span), 0, len));
-    const int n1 = static_cast<int>(std::clamp<int64_t>(ceil_div(c.ow - x - c.dx, span), 0, len));
     const uint32_t worst = worst_exponent(q1, n1, worst_exponent(q0, n0, 0));
     if (c.neuron != NeuronType::None)
         for (int k = 0; k < len; ++k) {
@@ -293,10 +310,10 @@ CONVT_INLINE uint32_t transform_outputs_body(const Correlation& c, int g, const 
         q11[k] = bias + y1[1];
     }
     float* plane = c.out + s.n * c.out_n + g * c.out_group + o * c.out_c;
-    uint32_t worst = store_row(c, plane + s.y * c.out_h, s.x, len, q00, q01, slope);
+    uint32_t worst = store_row(c, plane + s.y * c.out_h, s.x, len, s.n0, s.n1, q00, q01, slope);
     if (s.y + c.dy < c.oh)
-        worst = std::max(worst,
-                         store_row(c, plane + (s.y + c.dy) * c.out_h, s.x, len, q10, q11, slope));
+        worst = std::max(worst, store_row(c, plane + (s.y + c.dy) * c.out_h, s.x, len, s.n0, s.n1,
+                                          q10, q11, slope));
     return worst;
 }
 
@@ -333,8 +350,7 @@ CONVT_INLINE void transform_gradients_body(const Correlation& c, const float* dy
     float* __restrict e0 = t + 2 * A * len;
     float* __restrict e1 = e0 + 2 * len;
     const int64_t span = 2 * c.dx;
-    const int n0 = static_cast<int>(std::clamp<int64_t>(ceil_div(c.ow - s.x, span), 0, len));
-    const int n1 = static_cast<int>(std::clamp<int64_t>(ceil_div(c.ow - s.x - c.dx, span), 0, len));
+    const int n0 = s.n0, n1 = s.n1;
     const int64_t point_step = int64_t(o1 - o0) * columns;
     for (int o = o0; o < o1; ++o) {
         const float* plane = dy + s.n * c.out_n + g * c.out_group + o * c.out_c;
@@ -446,8 +462,12 @@ struct TileGrid {
             const int64_t n = t / (th * tw), r = (t / tw) % th, col = t % tw;
             const int64_t cr = col / nbx, cb = col % nbx;
             const int len = static_cast<int>(std::min<int64_t>(first + real - t, nbx - cb));
-            out.push_back({n, (r % nby) * 2 * c.dy + r / nby, cb * 2 * c.dx + cr, len,
-                           static_cast<int>(t - first)});
+            const int64_t x = cb * 2 * c.dx + cr, span = 2 * c.dx;
+            const int n0 = static_cast<int>(std::clamp<int64_t>(ceil_div(c.ow - x, span), 0, len));
+            const int n1 =
+                static_cast<int>(std::clamp<int64_t>(ceil_div(c.ow - x - c.dx, span), 0, len));
+            out.push_back(
+                {n, (r % nby) * 2 * c.dy + r / nby, x, len, static_cast<int>(t - first), n0, n1});
             t += len;
         }
     }
