@@ -338,6 +338,45 @@ def test_portable_kernels_in_subprocess() -> None:
     assert " passed" in done.stdout and " failed" not in done.stdout
 
 
+def test_winograd_off_in_subprocess() -> None:
+    """CONVT_CPU_WINOGRAD=off sends the Winograd layers (forward, dX and dW) to the exact GEMM
+    paths: right results, and other bits than the transforms give."""
+    script = f"""
+import sys, numpy as np
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+import convt, reference as R
+from _helpers import FP32_TOL, assert_close
+rng = np.random.default_rng(5)
+for k, s, cin, cout in ((3, 1, 64, 64), (4, 2, 256, 256)):
+    x = rng.standard_normal((2, cin, 5, 6)).astype(np.float32)
+    wt = rng.standard_normal((cin, cout, k, k)).astype(np.float32)
+    y = convt.conv_transpose2d(x, wt, None, s, 1)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    gx, gw, _ = convt.conv_transpose2d_backward(dy, x, wt, s, 1)
+    rgx, rgw, _ = R.conv_transpose_torch_backward(dy, x, wt, s, 1, 0, 1, 1)
+    assert_close(y, R.conv_transpose_torch_ref(x, wt, None, s, 1, 0, 1, 1), FP32_TOL, "forward")
+    assert_close(gx, rgx, FP32_TOL, "dX")
+    assert_close(gw, rgw, FP32_TOL, "dW")
+    np.save(sys.argv[1] + f"_{{k}}.npy", np.concatenate([y.ravel(), gx.ravel(), gw.ravel()]))
+"""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = {}
+        for mode in ("on", "off"):
+            env = dict(os.environ, CONVT_CPU_WINOGRAD=mode)
+            done = subprocess.run(
+                [sys.executable, "-c", script, f"{tmp}/{mode}"],
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+            assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+            runs[mode] = [np.load(f"{tmp}/{mode}_{k}.npy") for k in (3, 4)]
+        for k, on, off in zip((3, 4), runs["on"], runs["off"]):
+            assert not np.array_equal(on, off), f"k={k}: the switch changed nothing"
+
+
 @pytest.mark.parametrize("case", ["winograd", "winograd_dw_groups_dilated", "phases_winograd"])
 def test_cpu_winograd_reversed_views(rng: np.random.Generator, case: str) -> None:
     """The Winograd paths read X and dY through views with negative strides on H and W (element

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 
 #include "geometry.h"
@@ -466,8 +467,8 @@ struct TileGrid {
             const int n0 = static_cast<int>(std::clamp<int64_t>(ceil_div(c.ow - x, span), 0, len));
             const int n1 =
                 static_cast<int>(std::clamp<int64_t>(ceil_div(c.ow - x - c.dx, span), 0, len));
-            out.push_back(
-                {n, (r % nby) * 2 * c.dy + r / nby, x, len, static_cast<int>(t - first), n0, n1});
+            out.push_back({n, (r % nby) * 2 * c.dy + r / nby, x, len, static_cast<int>(t - first),
+                           n0, n1});
             t += len;
         }
     }
@@ -675,9 +676,19 @@ Shape shape_of(int64_t kernel_h, int64_t kernel_w) {
     return {};
 }
 
+// Whether the transforms may run: not when the environment variable CONVT_CPU_WINOGRAD is
+// "off" (read once), for callers who want every sum in the exact paths' order of products.
+bool winograd_enabled() {
+    static const bool enabled = [] {
+        const char* v = std::getenv("CONVT_CPU_WINOGRAD");
+        return !(v && std::strcmp(v, "off") == 0);
+    }();
+    return enabled;
+}
+
 // Whether a dispatch has the stride and dilation the layer's transforms were packed for.
 bool dispatch_fits(const ConvtParams& p, Shape sh) {
-    return sh.r != 0 && p.kernel_h == sh.r * sh.s && p.kernel_w == sh.r * sh.s &&
+    return winograd_enabled() && sh.r != 0 && p.kernel_h == sh.r * sh.s && p.kernel_w == sh.r * sh.s &&
            p.stride_y == sh.s && p.stride_x == sh.s &&
            (sh.s == 1 || (p.dilation_y == 1 && p.dilation_x == 1)) &&
            p.src_type == CONVT_TYPE_F32 && p.dst_type == CONVT_TYPE_F32 && !p.accumulate_half;
