@@ -394,3 +394,46 @@ def test_cpu_winograd_reversed_views(rng: np.random.Generator, case: str) -> Non
     dx, dw, _ = convt.conv_transpose2d_backward(dyr, xr, wt, s, p, op, groups, d, device=_cpu())
     assert_close(dx, gx, FP32_TOL, f"{case} reversed dX")
     assert_close(dw, gw, FP32_TOL, f"{case} reversed dW")
+
+
+@pytest.mark.parametrize(
+    "k, stride, dilation", [(3, 1, 1), (3, 1, 2), (4, 2, 1)], ids=["3x3", "3x3_d2", "4x4_s2"]
+)
+def test_cpu_winograd_mps_window_and_clip(
+    rng: np.random.Generator, k: int, stride: int, dilation: int
+) -> None:
+    """The MPS API on layers the CPU runs through Winograd transforms (3x3: 20 -> 24 channels;
+    4x4 at stride 2: 256 -> 256, the forward's 2x2 phases): a manual window (offset and kernel
+    offsets), a clip rectangle, a destination channel offset and image, a neuron and a bias;
+    only the clip region is written."""
+    import convt
+    from _helpers import assert_written, build_transpose, run_encoded, set_total_offset
+
+    cin, cout = (20, 24) if k == 3 else (256, 256)
+    w = rng.uniform(-0.5, 0.5, (cout, k, k, cin)).astype(np.float32)
+    b = rng.uniform(-0.5, 0.5, cout).astype(np.float32)
+    neuron = R.Neuron("relu", a=0.1)
+    conv = build_transpose(
+        _cpu(),
+        w,
+        b,
+        stride=stride,
+        dilation=dilation,
+        neuron=neuron,
+        kernel_weights_dtype="float32",
+    )
+    T = (5, 3)
+    set_total_offset(conv, T)
+    conv.destination_feature_channel_offset = 2
+    clip = (1, 2, 1, 13, 11, 1)  # x, y, z, width, height, depth
+    conv.clip_rect = convt.Region(*clip)
+    src = rng.uniform(-1, 1, (2, cin, 9, 8)).astype(np.float32)
+    dst_shape = (2, cout + 3, 16, 17)
+    dst = convt.Image(np.full(dst_shape, np.nan, np.float32))
+    run_encoded(_cpu(), lambda cb: conv.encode(cb, convt.Image(src), destination_image=dst))
+    ref = R.conv_transpose_mps(
+        src, w, b, stride=stride, dilation=dilation, T=T, dst=np.full(dst_shape, np.nan),
+        clip=clip, dst_c_offset=2, neuron=neuron,
+    )  # fmt: skip
+    mask = R.written_mask(dst_shape, cout, clip, 2, 0, 2)
+    assert_written(dst.array, ref, mask, FP32_TOL, f"k={k} s={stride} d={dilation}")
