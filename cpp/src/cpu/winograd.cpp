@@ -26,8 +26,8 @@ constexpr int kMinWeightGradientChannels = 64;
 // kMinPhaseForwardProduct; their dX gains 13-33% from 64 x 64 to 256 x 128 channels, loses 30%
 // at 16 x 16 a group (grp4_k4s2) and 7% at 512 x 256, whose 19 MB of packed weights are read
 // again for every block of 16 tiles: it needs kMinPhaseChannels each way and packed weights
-// within kMaxPhaseBackwardFloats. Their dW lost 25-75% everywhere (64 to 512 channels): not
-// used.
+// within kMaxPhaseBackwardFloats. Their dW took 24-77% longer everywhere (64 to 512 channels):
+// not used.
 constexpr int64_t kMinPhaseForwardProduct = 256 * 256;
 constexpr int kMinPhaseChannels = 64;
 constexpr int64_t kMaxPhaseBackwardFloats = 2 * 1024 * 1024;
