@@ -467,8 +467,8 @@ struct TileGrid {
             const int n0 = static_cast<int>(std::clamp<int64_t>(ceil_div(c.ow - x, span), 0, len));
             const int n1 =
                 static_cast<int>(std::clamp<int64_t>(ceil_div(c.ow - x - c.dx, span), 0, len));
-            out.push_back({n, (r % nby) * 2 * c.dy + r / nby, x, len, static_cast<int>(t - first),
-                           n0, n1});
+            out.push_back(
+                {n, (r % nby) * 2 * c.dy + r / nby, x, len, static_cast<int>(t - first), n0, n1});
             t += len;
         }
     }
@@ -484,26 +484,46 @@ constexpr uint32_t kNonFinite = 0x7f800000u;
 
 // The forward and dX: blocks of tiles, each transformed, multiplied point by point (one GEMM
 // a point, over the depth) and transformed back. Returns the worst exponent stored.
-uint32_t correlate(const Correlation& c) {
-    const TileGrid grid(c);
-    const int64_t total = grid.total;
-    if (total == 0 || c.oh <= 0 || c.ow <= 0) return 0;
-    const int points = points_of(c.r);
+// The forward (its stride phases, one correlation each) and dX: blocks of tiles, each
+// transformed, multiplied point by point (one GEMM a point, over the depth) and transformed
+// back, every correlation's blocks in one parallel loop (a batch of one image still keeps the
+// threads busy: dcgan_g2's phases have 16 tiles each). Returns the worst exponent stored.
+uint32_t correlate(const std::vector<Correlation>& all) {
+    struct Plan {
+        TileGrid grid;
+        int cols;
+        int64_t blocks, first_task;
+    };
     // Columns a block: as many as keep its transformed inputs L2-resident, fewer when that
-    // would leave a thread with under four blocks.
+    // would leave a thread with under four blocks in all.
     const int threads = ThreadPool::instance().num_threads();
-    int64_t columns =
-        std::clamp<int64_t>(kBlockFloats / (points * c.depth) / kNr * kNr, kNr, kMaxColumns);
-    while (columns > kNr && ceil_div(total, columns) * c.groups < 4 * threads) columns -= kNr;
-    const int cols = static_cast<int>(columns);
-    const int64_t blocks = ceil_div(total, cols);
+    int64_t all_tiles = 0;
+    for (const Correlation& c : all) all_tiles += TileGrid(c).total * c.groups;
+    std::vector<Plan> plans;
+    int64_t tasks = 0;
+    for (const Correlation& c : all) {
+        const TileGrid grid(c);
+        int64_t columns = std::clamp<int64_t>(kBlockFloats / (points_of(c.r) * c.depth) / kNr * kNr,
+                                              kNr, kMaxColumns);
+        while (columns > kNr && ceil_div(all_tiles, columns) < 4 * threads) columns -= kNr;
+        const int64_t blocks = ceil_div(grid.total, columns);
+        plans.push_back({grid, static_cast<int>(columns), blocks, tasks});
+        tasks += blocks * c.groups;
+    }
+    if (tasks == 0) return 0;
     const IndirectKernel kernel = indirect_kernel();
-    const Transforms tf(c.r);
     std::atomic<uint32_t> worst{0};
-    ThreadPool::instance().parallel_for(blocks * c.groups, [&](int64_t task) {
-        const int g = static_cast<int>(task / blocks);
-        const int64_t first = (task % blocks) * cols;
-        const int real = static_cast<int>(std::min<int64_t>(cols, total - first));
+    ThreadPool::instance().parallel_for(tasks, [&](int64_t task) {
+        size_t which = 0;
+        while (which + 1 < plans.size() && plans[which + 1].first_task <= task) ++which;
+        const Correlation& c = all[which];
+        const Plan& plan = plans[which];
+        const int points = points_of(c.r), cols = plan.cols;
+        const Transforms tf(c.r);
+        const int64_t t = task - plan.first_task;
+        const int g = static_cast<int>(t / plan.blocks);
+        const int64_t first = (t % plan.blocks) * cols;
+        const int real = static_cast<int>(std::min<int64_t>(cols, plan.grid.total - first));
         thread_local std::vector<float> v, m;
         thread_local std::vector<int64_t> rows;
         thread_local std::vector<TileRun> runs;
@@ -511,7 +531,7 @@ uint32_t correlate(const Correlation& c) {
         m.resize(size_t(points) * kMr * cols);
         rows.resize(size_t(c.depth));
         for (int p = 0; p < c.depth; ++p) rows[p] = int64_t(p) * cols;
-        grid.runs(c, first, real, runs);
+        plan.grid.runs(c, first, real, runs);
         if (real < cols)  // the last block's spare columns: zeros, never stored
             for (int pt = 0; pt < points; ++pt)
                 for (int ch = 0; ch < c.depth; ++ch)
@@ -688,8 +708,8 @@ bool winograd_enabled() {
 
 // Whether a dispatch has the stride and dilation the layer's transforms were packed for.
 bool dispatch_fits(const ConvtParams& p, Shape sh) {
-    return winograd_enabled() && sh.r != 0 && p.kernel_h == sh.r * sh.s && p.kernel_w == sh.r * sh.s &&
-           p.stride_y == sh.s && p.stride_x == sh.s &&
+    return winograd_enabled() && sh.r != 0 && p.kernel_h == sh.r * sh.s &&
+           p.kernel_w == sh.r * sh.s && p.stride_y == sh.s && p.stride_x == sh.s &&
            (sh.s == 1 || (p.dilation_y == 1 && p.dilation_x == 1)) &&
            p.src_type == CONVT_TYPE_F32 && p.dst_type == CONVT_TYPE_F32 && !p.accumulate_half;
 }
@@ -815,7 +835,7 @@ bool backward_data_winograd_fits(const ConvtParams& p, const WinogradWeights& w)
 bool forward_winograd(const ConvtParams& p, const WinogradWeights& w,
                       const std::vector<float>& bias, const std::vector<float>& slopes,
                       const void* src, void* dst) {
-    uint32_t worst = 0;
+    std::vector<Correlation> phases;
     for (int ry = 0; ry < w.s; ++ry)
         for (int rx = 0; rx < w.s; ++rx) {
             Correlation c;
@@ -833,9 +853,9 @@ bool forward_winograd(const ConvtParams& p, const WinogradWeights& w,
             c.na = p.neuron_a;
             c.nb = p.neuron_b;
             c.nc = p.neuron_c;
-            worst = std::max(worst, correlate(c));
+            phases.push_back(std::move(c));
         }
-    return worst != kNonFinite;
+    return correlate(phases) != kNonFinite;
 }
 
 bool backward_data_winograd(const ConvtParams& p, const WinogradWeights& w, const void* dy,
@@ -878,7 +898,7 @@ bool backward_data_winograd(const ConvtParams& p, const WinogradWeights& w, cons
     c.outs = p.in_per_group;
     c.tiles = w.backward_tiles;
     c.u = w.backward.data();
-    return correlate(c) != kNonFinite;
+    return correlate({c}) != kNonFinite;
 }
 
 bool backward_weights_winograd_fits(const ConvtParams& p) {
