@@ -99,6 +99,9 @@ CASES = {
     "phases_winograd": (67, 64, 1, (7, 9), 4, 2, 1, 1, 1),
     "phases_winograd_s3": (64, 70, 1, (5, 4), 6, 3, 1, 2, 1),
     "phases_winograd_forward": (257, 256, 1, (3, 5), 4, 2, 1, 0, 1),
+    # A 2x2 kernel at stride 1 (one class of 2x2 taps), dilated: dX by F(2x2, 2x2) with tiles
+    # split by residue.
+    "phases_winograd_k2_dilated": (64, 64, 1, (6, 7), 2, 1, 0, 0, 2),
 }
 
 
