@@ -380,16 +380,17 @@ for k, s, cin, cout in ((3, 1, 64, 64), (4, 2, 256, 256)):
             assert not np.array_equal(on, off), f"k={k}: the switch changed nothing"
 
 
-@pytest.mark.parametrize("case", ["winograd", "winograd_dw_groups_dilated", "phases_winograd"])
-def test_cpu_winograd_reversed_views(rng: np.random.Generator, case: str) -> None:
-    """The Winograd paths read X and dY through views with negative strides on H and W (element
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_cpu_path_reversed_views(rng: np.random.Generator, case: str) -> None:
+    """Every path reads X and dY through views with negative strides on C, H and W (element
     offsets below the first element's), in place."""
     import convt
 
     x, wt, dy, (s, p, op, groups, d) = _case_tensors(rng, case, images=2)
-    xr = np.ascontiguousarray(x[:, :, ::-1, ::-1])[:, :, ::-1, ::-1]  # x's values, strides < 0
-    dyr = np.ascontiguousarray(dy[:, :, ::-1, ::-1])[:, :, ::-1, ::-1]
-    assert xr.strides[2] < 0 and dyr.strides[3] < 0
+    flip = (slice(None), slice(None, None, -1), slice(None, None, -1), slice(None, None, -1))
+    xr = np.ascontiguousarray(x[flip])[flip]  # x's values, strides < 0
+    dyr = np.ascontiguousarray(dy[flip])[flip]
+    assert xr.strides[1] < 0 and xr.strides[2] < 0 and dyr.strides[3] < 0
     ref = R.conv_transpose_torch_ref(x, wt, None, s, p, op, groups, d)
     got = convt.conv_transpose2d(xr, wt, None, s, p, op, groups, d, device=_cpu())
     assert_close(got, ref, FP32_TOL, f"{case} reversed forward")
