@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "finite_rows.h"
 #include "geometry.h"
 #include "micro_kernel.h"
 #include "neuron.h"
@@ -231,23 +232,12 @@ CONVT_INLINE void transform_inputs_body(const Correlation& c, int g, const TileR
     }
 }
 
-// The largest exponent field among x[0..n): 0x7f800000 when one is Inf or NaN.
-CONVT_INLINE uint32_t worst_exponent(const float* __restrict x, int n, uint32_t worst) {
-    for (int k = 0; k < n; ++k) {
-        uint32_t bits;
-        std::memcpy(&bits, x + k, sizeof bits);
-        const uint32_t e = bits & 0x7f800000u;
-        worst = worst > e ? worst : e;
-    }
-    return worst;
-}
-
 // One output row of a run: q0[k] at column x + 2dx k and q1[k] at x + 2dx k + dx (those inside
-// [0, ow)). Returns the worst exponent seen before the neuron.
-CONVT_INLINE uint32_t store_row(const Correlation& c, float* row, int64_t x, int len, int n0,
-                                int n1, float* q0, float* q1, float slope) {
+// [0, ow)). Returns whether they were all finite before the neuron.
+CONVT_INLINE bool store_row(const Correlation& c, float* row, int64_t x, int len, int n0, int n1,
+                            float* q0, float* q1, float slope) {
     const int64_t span = 2 * c.dx;
-    const uint32_t worst = worst_exponent(q1, n1, worst_exponent(q0, n0, 0));
+    const bool finite = all_finite(q0, n0) && all_finite(q1, n1);
     if (c.neuron != NeuronType::None)
         for (int k = 0; k < len; ++k) {
             q0[k] = apply_neuron(c.neuron, q0[k], c.na, c.nb, c.nc, slope);
@@ -259,7 +249,7 @@ CONVT_INLINE uint32_t store_row(const Correlation& c, float* row, int64_t x, int
         for (int k = 0; k < n0; ++k) row[(x + span * k) * c.out_w] = q0[k];
         for (int k = 0; k < n1; ++k) row[(x + span * k + c.dx) * c.out_w] = q1[k];
     }
-    return worst;
+    return finite;
 }
 
 // A^T of F(2, R) on m[0..R]: y[0..1].
@@ -275,14 +265,14 @@ CONVT_INLINE void at(const float* m, float* y) {
 }
 
 // A^T m A of output channel o, m[point][k] its point rows at the run's columns, plus the bias;
-// stored with the neuron. Returns the worst exponent stored.
+// stored with the neuron. Returns whether every stored value was finite.
 template <int R>
-CONVT_INLINE uint32_t transform_outputs_body(const Correlation& c, int g, const TileRun& s, int o,
-                                             const float* const* m) {
+CONVT_INLINE bool transform_outputs_body(const Correlation& c, int g, const TileRun& s, int o,
+                                         const float* const* m) {
     constexpr int A = R + 1;
     thread_local std::vector<float> q;
     const int len = s.len;
-    if (s.y >= c.oh) return 0;  // a tile row past the last output row (dilation > 1)
+    if (s.y >= c.oh) return true;  // a tile row past the last output row (dilation > 1)
     q.resize(size_t(4) * len);
     float* __restrict q00 = q.data();
     float* __restrict q01 = q00 + len;
@@ -311,11 +301,11 @@ CONVT_INLINE uint32_t transform_outputs_body(const Correlation& c, int g, const 
         q11[k] = bias + y1[1];
     }
     float* plane = c.out + s.n * c.out_n + g * c.out_group + o * c.out_c;
-    uint32_t worst = store_row(c, plane + s.y * c.out_h, s.x, len, s.n0, s.n1, q00, q01, slope);
+    bool finite = store_row(c, plane + s.y * c.out_h, s.x, len, s.n0, s.n1, q00, q01, slope);
     if (s.y + c.dy < c.oh)
-        worst = std::max(worst, store_row(c, plane + (s.y + c.dy) * c.out_h, s.x, len, s.n0, s.n1,
-                                          q10, q11, slope));
-    return worst;
+        finite &=
+            store_row(c, plane + (s.y + c.dy) * c.out_h, s.x, len, s.n0, s.n1, q10, q11, slope);
+    return finite;
 }
 
 // e0[k] = r[2DX k], e1[k] = r[2DX k + DX] for k < n: a contiguous row's tile columns.
@@ -400,26 +390,25 @@ CONVT_INLINE void transform_gradients_body(const Correlation& c, const float* dy
 }
 
 using InputTransform = void (*)(const Correlation&, int, const TileRun&, int, float*);
-using OutputTransform = uint32_t (*)(const Correlation&, int, const TileRun&, int,
-                                     const float* const*);
+using OutputTransform = bool (*)(const Correlation&, int, const TileRun&, int, const float* const*);
 using GradientTransform = void (*)(const Correlation&, const float*, int, const TileRun&, int, int,
                                    int, float*);
 
-#define CONVT_WINOGRAD_TRANSFORMS(suffix, attr)                                                    \
-    template <int R>                                                                               \
-    attr void transform_inputs_##suffix(const Correlation& c, int g, const TileRun& s,             \
-                                        int columns, float* v) {                                   \
-        transform_inputs_body<R>(c, g, s, columns, v);                                             \
-    }                                                                                              \
-    template <int R>                                                                               \
-    attr uint32_t transform_outputs_##suffix(const Correlation& c, int g, const TileRun& s, int o, \
-                                             const float* const* m) {                              \
-        return transform_outputs_body<R>(c, g, s, o, m);                                           \
-    }                                                                                              \
-    attr void transform_gradients_##suffix(const Correlation& c, const float* dy, int g,           \
-                                           const TileRun& s, int o0, int o1, int columns,          \
-                                           float* e) {                                             \
-        transform_gradients_body(c, dy, g, s, o0, o1, columns, e);                                 \
+#define CONVT_WINOGRAD_TRANSFORMS(suffix, attr)                                                \
+    template <int R>                                                                           \
+    attr void transform_inputs_##suffix(const Correlation& c, int g, const TileRun& s,         \
+                                        int columns, float* v) {                               \
+        transform_inputs_body<R>(c, g, s, columns, v);                                         \
+    }                                                                                          \
+    template <int R>                                                                           \
+    attr bool transform_outputs_##suffix(const Correlation& c, int g, const TileRun& s, int o, \
+                                         const float* const* m) {                              \
+        return transform_outputs_body<R>(c, g, s, o, m);                                       \
+    }                                                                                          \
+    attr void transform_gradients_##suffix(const Correlation& c, const float* dy, int g,       \
+                                           const TileRun& s, int o0, int o1, int columns,      \
+                                           float* e) {                                         \
+        transform_gradients_body(c, dy, g, s, o0, o1, columns, e);                             \
     }
 
 CONVT_WINOGRAD_TRANSFORMS(base, )
@@ -474,21 +463,12 @@ struct TileGrid {
     }
 };
 
-void note_worst(std::atomic<uint32_t>& worst, uint32_t local) {
-    uint32_t seen = worst.load(std::memory_order_relaxed);
-    while (local > seen && !worst.compare_exchange_weak(seen, local)) {
-    }
-}
-
-constexpr uint32_t kNonFinite = 0x7f800000u;
-
-// The forward and dX: blocks of tiles, each transformed, multiplied point by point (one GEMM
-// a point, over the depth) and transformed back. Returns the worst exponent stored.
 // The forward (its stride phases, one correlation each) and dX: blocks of tiles, each
 // transformed, multiplied point by point (one GEMM a point, over the depth) and transformed
 // back, every correlation's blocks in one parallel loop (a batch of one image still keeps the
-// threads busy: dcgan_g2's phases have 16 tiles each). Returns the worst exponent stored.
-uint32_t correlate(const std::vector<Correlation>& all) {
+// threads busy: dcgan_g2's phases have 16 tiles each). Returns whether every stored value was
+// finite (before the neuron).
+bool correlate(const std::vector<Correlation>& all) {
     struct Plan {
         TileGrid grid;
         int cols;
@@ -510,9 +490,9 @@ uint32_t correlate(const std::vector<Correlation>& all) {
         plans.push_back({grid, static_cast<int>(columns), blocks, tasks});
         tasks += blocks * c.groups;
     }
-    if (tasks == 0) return 0;
+    if (tasks == 0) return true;
     const IndirectKernel kernel = indirect_kernel();
-    std::atomic<uint32_t> worst{0};
+    std::atomic<bool> finite{true};
     ThreadPool::instance().parallel_for(tasks, [&](int64_t task) {
         size_t which = 0;
         while (which + 1 < plans.size() && plans[which + 1].first_task <= task) ++which;
@@ -538,7 +518,7 @@ uint32_t correlate(const std::vector<Correlation>& all) {
                     std::fill_n(v.data() + (int64_t(pt) * c.depth + ch) * cols + real, cols - real,
                                 0.f);
         for (const TileRun& s : runs) tf.inputs(c, g, s, cols, v.data());
-        uint32_t local = 0;
+        bool local = true;
         const int panels = cols / kNr;
         for (int ot = 0; ot < c.tiles; ++ot) {
             for (int pt = 0; pt < points; ++pt) {
@@ -553,12 +533,12 @@ uint32_t correlate(const std::vector<Correlation>& all) {
                     const float* mr[16];
                     for (int pt = 0; pt < points; ++pt)
                         mr[pt] = m.data() + (int64_t(pt) * kMr + i) * cols + s.col;
-                    local = std::max(local, tf.outputs(c, g, s, ot * kMr + i, mr));
+                    local &= tf.outputs(c, g, s, ot * kMr + i, mr);
                 }
         }
-        note_worst(worst, local);
+        if (!local) finite.store(false);
     });
-    return worst.load();
+    return finite.load();
 }
 
 // G^T m G of F(2, 3) for dW: the 16 points m[a * 4 + b] to the 3x3 weight gradient.
@@ -582,8 +562,7 @@ void points_to_kernel(const float* m, float* w) {
 // taps[((g * outs + o) * 9 + a * 3 + b) * channels + i]. Sums run over a fixed number
 // of tile ranges, each into its own partial of the points, then the partials in range order:
 // the order of every sum depends on the layer alone, never on the thread count.
-void weight_taps(const Correlation& c, const float* grad, float* taps,
-                 std::atomic<uint32_t>& worst) {
+void weight_taps(const Correlation& c, const float* grad, float* taps) {
     const TileGrid grid(c);
     const int points = points_of(3), rr = 9;
     const int og = c.outs, ig = c.channels, groups = c.groups;
@@ -667,20 +646,12 @@ void weight_taps(const Correlation& c, const float* grad, float* taps,
             }
         }
         float m[16], k[9];
-        uint32_t local = 0;
         for (int i = 0; i < ig; ++i) {
             for (int pt = 0; pt < points; ++pt) m[pt] = sums[size_t(pt) * ig + i];
             points_to_kernel(m, k);
             for (int t = 0; t < rr; ++t) taps[size_t((go * rr + t) * ig + i)] = k[t];
-            local = worst_exponent(k, rr, local);
         }
-        note_worst(worst, local);
     });
-}
-
-// Element offset of destination clip pixel (0, 0) of image 0, channel 0.
-int64_t clip_origin(const ConvtParams& p) {
-    return p.dst_base + p.clip_y * p.dst_stride_h + p.clip_x * p.dst_stride_w;
 }
 
 // Kernel taps per axis (r) and stride (s) of a layer the transforms serve, from its kernel
@@ -842,7 +813,7 @@ bool forward_winograd(const ConvtParams& p, const WinogradWeights& w,
             int cy = 0, cx = 0;
             if (!forward_phase(p, w.s, ry, rx, c, cy, cx)) continue;
             c.sources[0].base = static_cast<const float*>(src) + p.src_base;
-            c.out = static_cast<float*>(dst) + clip_origin(p) + ry * p.dst_stride_h +
+            c.out = static_cast<float*>(dst) + dst_index(p, 0, 0, 0, 0) + ry * p.dst_stride_h +
                     rx * p.dst_stride_w;
             c.r = w.r;
             c.tiles = w.forward_tiles;
@@ -855,7 +826,7 @@ bool forward_winograd(const ConvtParams& p, const WinogradWeights& w,
             c.nc = p.neuron_c;
             phases.push_back(std::move(c));
         }
-    return correlate(phases) != kNonFinite;
+    return correlate(phases);
 }
 
 bool backward_data_winograd(const ConvtParams& p, const WinogradWeights& w, const void* dy,
@@ -866,7 +837,7 @@ bool backward_data_winograd(const ConvtParams& p, const WinogradWeights& w, cons
     const int s = w.s, r = w.r;
     const int64_t dil_y = s == 1 ? p.dilation_y : 1, dil_x = s == 1 ? p.dilation_x : 1;
     Correlation c;
-    const float* grad = static_cast<const float*>(dy) + clip_origin(p);
+    const float* grad = static_cast<const float*>(dy) + dst_index(p, 0, 0, 0, 0);
     for (int cy = 0; cy < s; ++cy)
         for (int cx = 0; cx < s; ++cx) {
             const int64_t ey = -int64_t(p.first_tap_y) - cy, ex = -int64_t(p.first_tap_x) - cx;
@@ -898,7 +869,7 @@ bool backward_data_winograd(const ConvtParams& p, const WinogradWeights& w, cons
     c.outs = p.in_per_group;
     c.tiles = w.backward_tiles;
     c.u = w.backward.data();
-    return correlate({c}) != kNonFinite;
+    return correlate({c});
 }
 
 bool backward_weights_winograd_fits(const ConvtParams& p) {
@@ -919,9 +890,8 @@ bool backward_weights_winograd(const ConvtParams& p, const void* x, const void* 
     // make NaN where the exact sum has Inf.
     const int64_t count = int64_t(p.groups) * p.out_per_group * 9 * p.in_per_group;
     std::vector<float> dw(static_cast<size_t>(count));
-    std::atomic<uint32_t> worst{0};
-    weight_taps(c, static_cast<const float*>(dy) + clip_origin(p), dw.data(), worst);
-    if (worst.load() == kNonFinite) return false;
+    weight_taps(c, static_cast<const float*>(dy) + dst_index(p, 0, 0, 0, 0), dw.data());
+    if (!all_finite(dw.data(), count)) return false;
     auto* to = static_cast<float*>(out.weights);
     for (int64_t i = 0; i < count; ++i) to[i] = out.accumulate ? to[i] + dw[i] : dw[i];
     return true;
