@@ -36,6 +36,11 @@ constexpr int64_t kMaxPhaseBackwardFloats = 2 * 1024 * 1024;
 // L2-resident while every register tile of outputs runs over them.
 constexpr int64_t kBlockFloats = 96 * 1024;
 constexpr int kMaxColumns = 256;
+// The input transform runs whole vectors of this many tiles, storing up to kSpill - 1 columns
+// past a run; its channels' rows are this far apart at least.
+constexpr int kSpill = 8;
+// The input transform prefetches the patch rows of the channel this many ahead.
+constexpr int kPrefetchChannels = 3;
 // dW: tiles split into at most kRanges ranges of at least kTilesPerRange, their partial sums
 // of the points ((r + 1)^2 / r^2 of the weights each) kept under kMaxPartialFloats in all.
 constexpr int64_t kTilesPerRange = 256;
@@ -130,74 +135,76 @@ CONVT_INLINE void bt(const float* d, float* h) {
     }
 }
 
-// B^T along patch row j of n tiles: h[i * len + k] from d(k, t) = r[k * 2DX + t * DX], t <= R,
-// every read inside the row; the compile-time DX of a contiguous row lets the compiler use
-// shuffles (the loads come straight from the tensor, which keeps them clear of fresh stores).
-template <int R, int DX>
-CONVT_INLINE void row_bt_run(const float* __restrict r, int64_t n, int len, float* __restrict h) {
-    CONVT_IVDEP
-    for (int64_t k = 0; k < n; ++k) {
-        float d[R + 1], o[R + 1];
-        for (int t = 0; t <= R; ++t) d[t] = r[k * 2 * DX + t * DX];
-        bt<R>(d, o);
-        for (int t = 0; t <= R; ++t) h[t * len + k] = o[t];
+// Staged patch rows, two arrays each: e[k] = the row's column x + dx (2k), o[k] = x + dx (2k + 1)
+// (zeros outside the row), so that tile k's patch row is e[k], o[k], e[k + 1], o[k + 1] (the
+// first R + 1 of them): contiguous loads for every tile, whatever dx and the row's step.
+// Staged at element `lo` of the interleaved order, `n` elements `step` apart from r.
+CONVT_INLINE void stage_row(const float* __restrict r, int64_t step, int64_t lo, int64_t n,
+                            float* __restrict e, float* __restrict o) {
+    // The first element lands in e when lo is even, else in o.
+    float* __restrict first = lo % 2 == 0 ? e + lo / 2 : o + lo / 2;
+    float* __restrict second = lo % 2 == 0 ? o + lo / 2 : e + lo / 2 + 1;
+    const int64_t n0 = (n + 1) / 2, n1 = n / 2;
+    if (step == 1) {
+        CONVT_IVDEP
+        for (int64_t k = 0; k < n1; ++k) {
+            first[k] = r[2 * k];
+            second[k] = r[2 * k + 1];
+        }
+    } else if (step == 2) {
+        CONVT_IVDEP
+        for (int64_t k = 0; k < n1; ++k) {
+            first[k] = r[4 * k];
+            second[k] = r[4 * k + 2];
+        }
+    } else {
+        for (int64_t k = 0; k < n1; ++k) {
+            first[k] = r[2 * k * step];
+            second[k] = r[(2 * k + 1) * step];
+        }
     }
+    if (n0 > n1) first[n1] = r[2 * n1 * step];
 }
 
-// The tiles of a run whose patches lie inside a row: [lo, hi) of the len tiles whose patches
-// (r + 1 columns dx apart) start at column x + 2dx k of a row of iw.
-struct Inside {
-    int64_t lo, hi;
-    Inside(int r, int64_t iw, int64_t x, int64_t dx, int len) {
-        const int64_t span = 2 * dx;
-        lo = std::clamp<int64_t>(ceil_div(-x, span), 0, len);
-        hi = std::clamp<int64_t>(ceil_div(iw - r * dx - x, span), lo, len);
-    }
-};
-
-// B^T along row `row` (elements `step` apart, iw of them) for the len tiles whose patches start
-// at column x + 2dx k: h[i * len + k], zeros read outside [0, iw); `in` from the same numbers.
+// The (R + 1)^2 points B^T d B of tile k's patch, its rows staged at e[j], o[j]:
+// out[a * (R + 1) + b].
 template <int R>
-CONVT_INLINE void row_bt(const float* row, int64_t step, int64_t iw, int64_t x, int64_t dx, int len,
-                         Inside in, float* h) {
-    // Tiles k in [lo, hi) read inside the row; the ends go one by one.
-    const int64_t span = 2 * dx, lo = in.lo, hi = in.hi;
-    auto edge = [&](int64_t k) {
-        float d[R + 1], o[R + 1];
-        for (int t = 0; t <= R; ++t) {
-            const int64_t xt = x + span * k + dx * t;
-            d[t] = xt >= 0 && xt < iw ? row[xt * step] : 0.f;
-        }
-        bt<R>(d, o);
-        for (int t = 0; t <= R; ++t) h[t * len + k] = o[t];
-    };
-    for (int64_t k = 0; k < lo; ++k) edge(k);
-    const float* r = row + (x + span * lo) * step;
-    if (step == 1 && dx == 1) {
-        row_bt_run<R, 1>(r, hi - lo, len, h + lo);
-    } else if (step == 1 && dx == 2) {
-        row_bt_run<R, 2>(r, hi - lo, len, h + lo);
-    } else {
-        for (int64_t k = lo; k < hi; ++k) edge(k);
+CONVT_INLINE void patch_points(const float* const* e, const float* const* o, int k, float* out) {
+    constexpr int A = R + 1;
+    float rows[A][A];  // B^T along patch row j
+    for (int j = 0; j < A; ++j) {
+        float d[4] = {e[j][k], o[j][k], e[j][k + 1], o[j][k + 1]};
+        bt<R>(d, rows[j]);
     }
-    for (int64_t k = hi; k < len; ++k) edge(k);
+    for (int b = 0; b < A; ++b) {
+        float col[A], t[A];
+        for (int j = 0; j < A; ++j) col[j] = rows[j][b];
+        bt<R>(col, t);
+        for (int a = 0; a < A; ++a) out[a * A + b] = t[a];
+    }
 }
 
 // B^T d B of the run's patches, source by source and channel by channel, into
-// v[point][q * channels + channel][col + k] (`columns` apart per channel).
+// v[point][q * channels + channel][col + k] (`pitch` apart per channel). The patch rows are
+// staged first (stage_row), so that the transform runs whole vectors over lenv >= len tiles (a
+// multiple of 8): it stores up to kSpill - 1 columns past the run, into the next run's columns
+// (transformed later) or past the block's (the pitch leaves room). A channel's
+// rows are staged while the one before is transformed, so that the transform's loads find the
+// staging stores in the cache (loaded right after them, they wait out failed store-to-load
+// forwards).
 template <int R>
-CONVT_INLINE void transform_inputs_body(const Correlation& c, int g, const TileRun& s, int columns,
+CONVT_INLINE void transform_inputs_body(const Correlation& c, int g, const TileRun& s, int pitch,
                                         float* v) {
-    constexpr int A = R + 1;
-    thread_local std::vector<float> hb;
-    const int len = s.len;
-    hb.resize(size_t(A * A) * len);
-    float* __restrict h = hb.data();  // [j][i][k]: B^T along patch row j
-    const int64_t plane_step = int64_t(c.depth) * columns;
+    constexpr int A = R + 1, W = kSpill;
+    thread_local std::vector<float> stage;
+    const int len = s.len, lenv = (len + W - 1) / W * W;
+    const int64_t count = 2 * int64_t(lenv) + R - 1;  // staged elements a row
+    const int64_t half = lenv + 1;                    // each of e and o
+    stage.resize(size_t(2 * A * 2) * half);           // [slot][j][e, o][half]
+    const int64_t plane_step = int64_t(c.depth) * pitch;
     for (size_t q = 0; q < c.sources.size(); ++q) {
         const Source& src = c.sources[q];
-        // The same for every channel: which patch rows lie inside, and which tiles' patch
-        // columns do.
+        // The same for every channel: which patch rows lie inside, and which staged elements.
         int64_t row_at[A];  // element offset of patch row j (strides may be negative)
         bool inside[A];
         for (int j = 0; j < A; ++j) {
@@ -206,27 +213,57 @@ CONVT_INLINE void transform_inputs_body(const Correlation& c, int g, const TileR
             row_at[j] = y * src.step_h;
         }
         const int64_t x = s.x + src.x0;
-        const Inside in(R, src.iw, x, c.dx, len);
-        for (int ch = 0; ch < c.channels; ++ch) {
-            const float* plane = src.base + s.n * c.in_n + g * c.in_group + ch * c.in_c;
+        const int64_t lo = std::clamp<int64_t>(ceil_div(-x, c.dx), 0, count);
+        const int64_t hi = std::clamp<int64_t>(ceil_div(src.iw - x, c.dx), lo, count);
+        const bool any = lo < hi;
+        for (int slot = 0; slot < 2; ++slot)
             for (int j = 0; j < A; ++j) {
-                float* hj = h + A * j * len;
-                if (!inside[j])
-                    std::fill(hj, hj + A * len, 0.f);
-                else
-                    row_bt<R>(plane + row_at[j], src.step_w, src.iw, x, c.dx, len, in, hj);
-            }
-            float* vc = v + (int64_t(q) * c.channels + ch) * columns + s.col;
-            for (int i = 0; i < A; ++i) {
-                const float* __restrict r0 = h + i * len;
-                float* __restrict v0 = vc + i * plane_step;
-                CONVT_IVDEP
-                for (int k = 0; k < len; ++k) {
-                    float d[A], o[A];
-                    for (int j = 0; j < A; ++j) d[j] = r0[j * A * len + k];
-                    bt<R>(d, o);
-                    for (int a = 0; a < A; ++a) v0[a * A * plane_step + k] = o[a];
+                float* e = stage.data() + ((slot * A + j) * 2) * half;
+                float* o = e + half;
+                if (!inside[j] || !any) {
+                    std::fill(e, e + 2 * half, 0.f);
+                    continue;
                 }
+                // Even elements m in [lo, hi) are e[m / 2] for m / 2 in [ceil(lo / 2),
+                // ceil(hi / 2)); odd ones o[m / 2] in [floor(lo / 2), floor(hi / 2)).
+                std::fill(e, e + (lo + 1) / 2, 0.f);
+                std::fill(e + (hi + 1) / 2, e + half, 0.f);
+                std::fill(o, o + lo / 2, 0.f);
+                std::fill(o + hi / 2, o + half, 0.f);
+            }
+        const int64_t first = (x + c.dx * lo) * src.step_w, step = c.dx * src.step_w;
+        for (int ch = 0; ch <= c.channels; ++ch) {
+            if (ch < c.channels && any) {
+                const float* plane = src.base + s.n * c.in_n + g * c.in_group + ch * c.in_c;
+                float* slot = stage.data() + (ch % 2) * A * 2 * half;
+                if (ch + kPrefetchChannels < c.channels)  // rows `kPrefetchChannels` ahead
+                    for (int j = 0; j < A; ++j)
+                        if (inside[j]) {
+                            const float* r = plane + kPrefetchChannels * c.in_c + row_at[j] + first;
+                            const int64_t last = (hi - lo - 1) * step;
+                            for (int64_t b = 0; b <= last; b += 16) __builtin_prefetch(r + b);
+                            __builtin_prefetch(r + last);
+                        }
+                for (int j = 0; j < A; ++j)
+                    if (inside[j])
+                        stage_row(plane + row_at[j] + first, step, lo, hi - lo, slot + 2 * j * half,
+                                  slot + (2 * j + 1) * half);
+            }
+            if (ch == 0) continue;
+            const int prev = ch - 1;
+            const float* slot = stage.data() + (prev % 2) * A * 2 * half;
+            const float* e[A];
+            const float* o[A];
+            for (int j = 0; j < A; ++j) {
+                e[j] = slot + 2 * j * half;
+                o[j] = e[j] + half;
+            }
+            float* __restrict vc = v + (int64_t(q) * c.channels + prev) * pitch + s.col;
+            CONVT_IVDEP
+            for (int k = 0; k < lenv; ++k) {
+                float pts[A * A];
+                patch_points<R>(e, o, k, pts);
+                for (int pt = 0; pt < A * A; ++pt) vc[pt * plane_step + k] = pts[pt];
             }
         }
     }
@@ -394,21 +431,21 @@ using OutputTransform = bool (*)(const Correlation&, int, const TileRun&, int, c
 using GradientTransform = void (*)(const Correlation&, const float*, int, const TileRun&, int, int,
                                    int, float*);
 
-#define CONVT_WINOGRAD_TRANSFORMS(suffix, attr)                                                \
-    template <int R>                                                                           \
-    attr void transform_inputs_##suffix(const Correlation& c, int g, const TileRun& s,         \
-                                        int columns, float* v) {                               \
-        transform_inputs_body<R>(c, g, s, columns, v);                                         \
-    }                                                                                          \
-    template <int R>                                                                           \
-    attr bool transform_outputs_##suffix(const Correlation& c, int g, const TileRun& s, int o, \
-                                         const float* const* m) {                              \
-        return transform_outputs_body<R>(c, g, s, o, m);                                       \
-    }                                                                                          \
-    attr void transform_gradients_##suffix(const Correlation& c, const float* dy, int g,       \
-                                           const TileRun& s, int o0, int o1, int columns,      \
-                                           float* e) {                                         \
-        transform_gradients_body(c, dy, g, s, o0, o1, columns, e);                             \
+#define CONVT_WINOGRAD_TRANSFORMS(suffix, attr)                                                   \
+    template <int R>                                                                              \
+    attr void transform_inputs_##suffix(const Correlation& c, int g, const TileRun& s, int pitch, \
+                                        float* v) {                                               \
+        transform_inputs_body<R>(c, g, s, pitch, v);                                              \
+    }                                                                                             \
+    template <int R>                                                                              \
+    attr bool transform_outputs_##suffix(const Correlation& c, int g, const TileRun& s, int o,    \
+                                         const float* const* m) {                                 \
+        return transform_outputs_body<R>(c, g, s, o, m);                                          \
+    }                                                                                             \
+    attr void transform_gradients_##suffix(const Correlation& c, const float* dy, int g,          \
+                                           const TileRun& s, int o0, int o1, int columns,         \
+                                           float* e) {                                            \
+        transform_gradients_body(c, dy, g, s, o0, o1, columns, e);                                \
     }
 
 CONVT_WINOGRAD_TRANSFORMS(base, )
@@ -507,23 +544,24 @@ bool correlate(const std::vector<Correlation>& all) {
         thread_local std::vector<float> v, m;
         thread_local std::vector<int64_t> rows;
         thread_local std::vector<TileRun> runs;
-        v.resize(size_t(points) * c.depth * cols);
+        const int pitch = cols + kSpill;
+        v.resize(size_t(points) * c.depth * pitch);
         m.resize(size_t(points) * kMr * cols);
         rows.resize(size_t(c.depth));
-        for (int p = 0; p < c.depth; ++p) rows[p] = int64_t(p) * cols;
+        for (int p = 0; p < c.depth; ++p) rows[p] = int64_t(p) * pitch;
         plan.grid.runs(c, first, real, runs);
+        for (const TileRun& s : runs) tf.inputs(c, g, s, pitch, v.data());
         if (real < cols)  // the last block's spare columns: zeros, never stored
             for (int pt = 0; pt < points; ++pt)
                 for (int ch = 0; ch < c.depth; ++ch)
-                    std::fill_n(v.data() + (int64_t(pt) * c.depth + ch) * cols + real, cols - real,
+                    std::fill_n(v.data() + (int64_t(pt) * c.depth + ch) * pitch + real, cols - real,
                                 0.f);
-        for (const TileRun& s : runs) tf.inputs(c, g, s, cols, v.data());
         bool local = true;
         const int panels = cols / kNr;
         for (int ot = 0; ot < c.tiles; ++ot) {
             for (int pt = 0; pt < points; ++pt) {
                 const float* a = c.u + ((int64_t(g) * points + pt) * c.tiles + ot) * c.depth * kMr;
-                const float* b = v.data() + int64_t(pt) * c.depth * cols;
+                const float* b = v.data() + int64_t(pt) * c.depth * pitch;
                 float* mp = m.data() + int64_t(pt) * kMr * cols;
                 for (int jp = 0; jp < panels; ++jp)
                     kernel(a, rows.data(), c.depth, b + jp * kNr, mp + jp * kNr, cols, true);
@@ -594,7 +632,8 @@ void weight_taps(const Correlation& c, const float* grad, float* taps) {
         float* part = partials.data() + (int64_t(range) * groups + g) * group_floats;
         thread_local std::vector<float> v, e, vp, ep;
         thread_local std::vector<TileRun> runs;
-        v.resize(size_t(points) * ig * cols);
+        const int pitch = cols + kSpill;
+        v.resize(size_t(points) * ig * pitch);
         e.resize(size_t(points) * (o1 - o0) * cols);
         vp.resize(size_t(icols) * cols);
         ep.resize(size_t(nrows) * cols);
@@ -602,17 +641,17 @@ void weight_taps(const Correlation& c, const float* grad, float* taps) {
             const int real = static_cast<int>(std::min<int64_t>(cols, t_end - first));
             grid.runs(c, first, real, runs);
             for (const TileRun& s : runs) {
-                tf.inputs(c, g, s, cols, v.data());
+                tf.inputs(c, g, s, pitch, v.data());
                 tf.gradients(c, grad, g, s, o0, o1, cols, e.data());
             }
             for (int pt = 0; pt < points; ++pt) {
                 // Both operands tile-major for the micro-kernel: X's points [panel][tile][16],
                 // dY's [tile of 6][tile][6]. Channels past the last are left as they are: they
                 // only reach sums that are never read.
-                const float* vpt = v.data() + int64_t(pt) * ig * cols;
+                const float* vpt = v.data() + int64_t(pt) * ig * pitch;
                 for (int ch0 = 0; ch0 < ig; ch0 += 8)
                     for (int t0 = 0; t0 < real; t0 += 8)
-                        transpose8(vpt + int64_t(ch0) * cols + t0, cols, 1, std::min(8, ig - ch0),
+                        transpose8(vpt + int64_t(ch0) * pitch + t0, pitch, 1, std::min(8, ig - ch0),
                                    vp.data() + (int64_t(ch0 / kNr) * cols + t0) * kNr + ch0 % kNr,
                                    kNr);
                 const float* ept = e.data() + int64_t(pt) * (o1 - o0) * cols;
