@@ -21,8 +21,9 @@ import pytest
 import reference as R
 from _helpers import FP16_TOL, FP32_TOL, STORAGE_KINDS, assert_close, make_storage, poison
 
-# name: (cin, cout, groups, (H, W), k, stride, padding, output_padding, dilation); the paths are
-# forward / dX / dW for NCHW float32 (NHWC and views take the packed GEMM for dW).
+# name: (cin, cout, groups, (H, W), k, stride, padding, output_padding, dilation), k an int (k x k)
+# or (kh, kw), the rest ints or pairs; the paths are forward / dX / dW for NCHW float32 (NHWC and
+# views take the packed GEMM for dW).
 CASES = {
     # GEMM forward, dX and dW with tails on both tile axes.
     "gemm_tails": (23, 23, 1, (7, 9), 3, 2, 1, 1, 1),
@@ -102,7 +103,18 @@ CASES = {
     # A 2x2 kernel at stride 1 (one class of 2x2 taps), dilated: dX by F(2x2, 2x2) with tiles
     # split by residue.
     "phases_winograd_k2_dilated": (64, 64, 1, (6, 7), 2, 1, 0, 0, 2),
+    # One kernel row (1-D layers, as ConvTranspose1d runs them): one-row tiles, F(2, r) along the
+    # row. The forward of a 2s kernel at stride 8 (hifigan-like, 512 x 257 channels: a 5-row
+    # register tile; 13 inputs, an output_padding); forward and dX of 3 taps at stride 1,
+    # dilation 2, in two groups of 23 -> 17 channels.
+    "winograd_1d_phases": (512, 257, 1, (1, 13), (1, 16), (1, 8), (0, 4), (0, 3), 1),
+    "winograd_1d_k3_dilated_groups": (46, 34, 2, (1, 41), (1, 3), 1, (0, 2), 0, (1, 2)),
 }
+
+
+def _kernel(k: int | tuple[int, int]) -> tuple[int, int]:
+    """A CASES kernel size as (kh, kw)."""
+    return k if isinstance(k, tuple) else (k, k)
 
 
 def _case_tensors(
@@ -112,7 +124,7 @@ def _case_tensors(
     output_padding, groups, dilation)."""
     cin, cout, groups, (h, w), k, s, p, op, d = CASES[case]
     x = rng.standard_normal((images, cin, h, w)).astype(np.float32)
-    wt = rng.standard_normal((cin, cout // groups, k, k)).astype(np.float32)
+    wt = rng.standard_normal((cin, cout // groups, *_kernel(k))).astype(np.float32)
     dy = rng.standard_normal(
         R.conv_transpose_torch_ref(x, wt, None, s, p, op, groups, d).shape
     ).astype(np.float32)
@@ -132,7 +144,7 @@ def test_cpu_path_forward_and_gradients(rng: np.random.Generator, case: str, sto
 
     cin, cout, groups, (h, w), k, s, p, op, d = CASES[case]
     x = rng.standard_normal((2, cin, h, w)).astype(np.float32)
-    wt = rng.standard_normal((cin, cout // groups, k, k)).astype(np.float32)
+    wt = rng.standard_normal((cin, cout // groups, *_kernel(k))).astype(np.float32)
     b = rng.standard_normal(cout).astype(np.float32)
     ref = R.conv_transpose_torch_ref(x, wt, b, s, p, op, groups, d)
     dy = rng.standard_normal(ref.shape).astype(np.float32)
@@ -163,7 +175,7 @@ def test_cpu_path_float16(rng: np.random.Generator, case: str) -> None:
 
     cin, cout, groups, (h, w), k, s, p, op, d = CASES[case]
     x = rng.standard_normal((2, cin, h, w)).astype(np.float16)
-    wt = rng.standard_normal((cin, cout // groups, k, k)).astype(np.float16)
+    wt = rng.standard_normal((cin, cout // groups, *_kernel(k))).astype(np.float16)
     ref = R.conv_transpose_torch_ref(x, wt, None, s, p, op, groups, d)
     out = poison(np.empty(ref.shape, np.float16))
     convt.conv_transpose2d(x, wt, None, s, p, op, groups, d, out=out, device=_cpu())

@@ -132,6 +132,9 @@ WINOGRAD_LAYERS = {
     "s1_dilated": (17, 18, (6, 9), 3, 1, 1, 2),
     "s2_dx": (64, 66, (5, 6), 4, 2, 1, 1),
     "s2_forward": (256, 256, (3, 4), 4, 2, 1, 1),
+    # One kernel row (1-D layers): one-row tiles, F(2, 2) and F(2, 3) along the row.
+    "1d_s8_forward": (512, 256, (1, 7), (1, 16), (1, 8), (0, 4), 1),
+    "1d_k3_dilated": (17, 18, (1, 20), (1, 3), 1, (0, 2), (1, 2)),
 }
 
 
@@ -146,7 +149,8 @@ def test_winograd_layer_keeps_nonfinite_pattern(
     cin, cout, size, k, stride, padding, dilation = WINOGRAD_LAYERS[layer]
     kw = dict(stride=stride, padding=padding, output_padding=0, groups=1, dilation=dilation)
     x = rng.uniform(-1, 1, (2, cin, *size)).astype(np.float32)
-    w = rng.uniform(0.1, 1, (cin, cout, k, k)) * rng.choice([-1, 1], (cin, cout, k, k))
+    shape = (cin, cout, *(k if isinstance(k, tuple) else (k, k)))
+    w = rng.uniform(0.1, 1, shape) * rng.choice([-1, 1], shape)
     w = w.astype(np.float32)
     sprinkle(rng, x, values, 2)
     ref = R.conv_transpose_torch_ref(x, w, None, **kw)

@@ -30,6 +30,13 @@ constexpr int kMinWeightGradientChannels = 64;
 // within kMaxPhaseBackwardFloats. Their dW took 24-77% longer everywhere (64 to 512 channels):
 // not used.
 constexpr int64_t kMinPhaseForwardProduct = 256 * 256;
+// One kernel row (1-D layers), F(2, r) along it: 3 taps at stride 1 gain 40-70% forward and dX
+// (16 and 64 channels, one thread). 2-tap phases save only 3 multiply-adds of 4: the forward of
+// 512 x 256 channels at stride 8 (hifigan) gains 12% on one thread and 9% on two, 256 x 256
+// channels none (stride 2 and 8), so it needs in x out channels of at least
+// kMinRowPhaseForwardProduct; their dX gained at 128 x 128 channels, nothing at 256 x 256 and
+// lost 20% at 64 x 64 (stride 8): not used.
+constexpr int64_t kMinRowPhaseForwardProduct = 512 * 256;
 constexpr int kMinPhaseChannels = 64;
 constexpr int64_t kMaxPhaseBackwardFloats = 2 * 1024 * 1024;
 // A block's transformed inputs (points x depth x columns floats) stay within this many floats,
@@ -47,16 +54,26 @@ constexpr int64_t kTilesPerRange = 256;
 constexpr int64_t kRanges = 8;
 constexpr int64_t kMaxPartialFloats = 4 * 1024 * 1024;
 
-constexpr int points_of(int r) { return (r + 1) * (r + 1); }
+// Points of F(2x2, r x r) (ty = 2: tiles of 2 x 2 outputs), or of F(2, r) (ty = 1: one-row
+// tiles, for 1-D layers).
+constexpr int points_of(int r, int ty = 2) { return (ty == 2 ? r + 1 : 1) * (r + 1); }
 
 // G of F(2, r): the kernel's r taps to its r + 1 points.
 const double kG3[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
 const double kG2[3][2] = {{1, 0}, {1, 1}, {0, 1}};
 
-// G g G^T of one r x r kernel g[a * r + b] (a the row): u[alpha * alpha], alpha = r + 1.
-void kernel_points(int r, const double* g, double* u) {
+// G g G^T of one r x r kernel g[a * r + b] (a the row): u[alpha * alpha], alpha = r + 1; for
+// one kernel row (ty = 1), G g: u[alpha].
+void kernel_points(int r, int ty, const double* g, double* u) {
     const int alpha = r + 1;
     auto G = [&](int i, int j) { return r == 3 ? kG3[i][j] : kG2[i][j]; };
+    if (ty == 1) {
+        for (int i = 0; i < alpha; ++i) {
+            u[i] = 0;
+            for (int b = 0; b < r; ++b) u[i] += G(i, b) * g[b];
+        }
+        return;
+    }
     double t[4][3] = {};  // G g
     for (int i = 0; i < alpha; ++i)
         for (int b = 0; b < r; ++b)
@@ -88,7 +105,8 @@ struct Correlation {
     int64_t out_n = 0, out_c = 0, out_h = 0, out_w = 0, oh = 0, ow = 0, out_group = 0;
     int64_t dy = 1, dx = 1;
     int64_t images = 0;
-    int r = 3;         // kernel taps per axis: F(2x2, r x r)
+    int r = 3;         // kernel taps per axis: F(2x2, r x r), or F(2, r) along rows
+    int ty = 2;        // output rows a tile: 2, or 1 (1-D layers: one kernel row)
     int groups = 1;    // the channels below are per group
     int channels = 0;  // per source
     int depth = 0;     // sources x channels: the GEMMs' depth
@@ -166,48 +184,52 @@ CONVT_INLINE void stage_row(const float* __restrict r, int64_t step, int64_t lo,
     if (n0 > n1) first[n1] = r[2 * n1 * step];
 }
 
-// The (R + 1)^2 points B^T d B of tile k's patch, its rows staged at e[j], o[j]:
-// out[a * (R + 1) + b].
-template <int R>
+// The points of tile k's patch, its rows staged at e[j], o[j]: B^T d B, out[a * (R + 1) + b],
+// for 2x2 tiles (TY = 2); B^T d, out[b], for one-row tiles.
+template <int R, int TY>
 CONVT_INLINE void patch_points(const float* const* e, const float* const* o, int k, float* out) {
-    constexpr int A = R + 1;
-    float rows[A][A];  // B^T along patch row j
-    for (int j = 0; j < A; ++j) {
+    constexpr int A = R + 1, AY = TY == 2 ? A : 1;
+    float rows[AY][A];  // B^T along patch row j
+    for (int j = 0; j < AY; ++j) {
         float d[4] = {e[j][k], o[j][k], e[j][k + 1], o[j][k + 1]};
         bt<R>(d, rows[j]);
     }
-    for (int b = 0; b < A; ++b) {
-        float col[A], t[A];
-        for (int j = 0; j < A; ++j) col[j] = rows[j][b];
-        bt<R>(col, t);
-        for (int a = 0; a < A; ++a) out[a * A + b] = t[a];
+    if constexpr (TY == 1) {
+        for (int b = 0; b < A; ++b) out[b] = rows[0][b];
+    } else {
+        for (int b = 0; b < A; ++b) {
+            float col[A], t[A];
+            for (int j = 0; j < A; ++j) col[j] = rows[j][b];
+            bt<R>(col, t);
+            for (int a = 0; a < A; ++a) out[a * A + b] = t[a];
+        }
     }
 }
 
-// B^T d B of the run's patches, source by source and channel by channel, into
-// v[point][q * channels + channel][col + k] (`pitch` apart per channel). The patch rows are
+// B^T d B (B^T d for one-row tiles) of the run's patches, source by source and channel by channel,
+// into v[point][q * channels + channel][col + k] (`pitch` apart per channel). The patch rows are
 // staged first (stage_row), so that the transform runs whole vectors over lenv >= len tiles (a
 // multiple of 8): it stores up to kSpill - 1 columns past the run, into the next run's columns
 // (transformed later) or past the block's (the pitch leaves room). A channel's
 // rows are staged while the one before is transformed, so that the transform's loads find the
 // staging stores in the cache (loaded right after them, they wait out failed store-to-load
 // forwards).
-template <int R>
+template <int R, int TY>
 CONVT_INLINE void transform_inputs_body(const Correlation& c, int g, const TileRun& s, int pitch,
                                         float* v) {
-    constexpr int A = R + 1, W = kSpill;
+    constexpr int A = R + 1, AY = TY == 2 ? A : 1, P = AY * A, W = kSpill;
     thread_local std::vector<float> stage;
     const int len = s.len, lenv = (len + W - 1) / W * W;
     const int64_t count = 2 * int64_t(lenv) + R - 1;  // staged elements a row
     const int64_t half = lenv + 1;                    // each of e and o
-    stage.resize(size_t(2 * A * 2) * half);           // [slot][j][e, o][half]
+    stage.resize(size_t(2 * AY * 2) * half);          // [slot][j][e, o][half]
     const int64_t plane_step = int64_t(c.depth) * pitch;
     for (size_t q = 0; q < c.sources.size(); ++q) {
         const Source& src = c.sources[q];
         // The same for every channel: which patch rows lie inside, and which staged elements.
-        int64_t row_at[A];  // element offset of patch row j (strides may be negative)
-        bool inside[A];
-        for (int j = 0; j < A; ++j) {
+        int64_t row_at[AY];  // element offset of patch row j (strides may be negative)
+        bool inside[AY];
+        for (int j = 0; j < AY; ++j) {
             const int64_t y = s.y + src.y0 + c.dy * j;
             inside[j] = y >= 0 && y < src.ih;
             row_at[j] = y * src.step_h;
@@ -217,8 +239,8 @@ CONVT_INLINE void transform_inputs_body(const Correlation& c, int g, const TileR
         const int64_t hi = std::clamp<int64_t>(ceil_div(src.iw - x, c.dx), lo, count);
         const bool any = lo < hi;
         for (int slot = 0; slot < 2; ++slot)
-            for (int j = 0; j < A; ++j) {
-                float* e = stage.data() + ((slot * A + j) * 2) * half;
+            for (int j = 0; j < AY; ++j) {
+                float* e = stage.data() + ((slot * AY + j) * 2) * half;
                 float* o = e + half;
                 if (!inside[j] || !any) {
                     std::fill(e, e + 2 * half, 0.f);
@@ -235,35 +257,35 @@ CONVT_INLINE void transform_inputs_body(const Correlation& c, int g, const TileR
         for (int ch = 0; ch <= c.channels; ++ch) {
             if (ch < c.channels && any) {
                 const float* plane = src.base + s.n * c.in_n + g * c.in_group + ch * c.in_c;
-                float* slot = stage.data() + (ch % 2) * A * 2 * half;
+                float* slot = stage.data() + (ch % 2) * AY * 2 * half;
                 if (ch + kPrefetchChannels < c.channels)  // rows `kPrefetchChannels` ahead
-                    for (int j = 0; j < A; ++j)
+                    for (int j = 0; j < AY; ++j)
                         if (inside[j]) {
                             const float* r = plane + kPrefetchChannels * c.in_c + row_at[j] + first;
                             const int64_t last = (hi - lo - 1) * step;
                             for (int64_t b = 0; b <= last; b += 16) __builtin_prefetch(r + b);
                             __builtin_prefetch(r + last);
                         }
-                for (int j = 0; j < A; ++j)
+                for (int j = 0; j < AY; ++j)
                     if (inside[j])
                         stage_row(plane + row_at[j] + first, step, lo, hi - lo, slot + 2 * j * half,
                                   slot + (2 * j + 1) * half);
             }
             if (ch == 0) continue;
             const int prev = ch - 1;
-            const float* slot = stage.data() + (prev % 2) * A * 2 * half;
-            const float* e[A];
-            const float* o[A];
-            for (int j = 0; j < A; ++j) {
+            const float* slot = stage.data() + (prev % 2) * AY * 2 * half;
+            const float* e[AY];
+            const float* o[AY];
+            for (int j = 0; j < AY; ++j) {
                 e[j] = slot + 2 * j * half;
                 o[j] = e[j] + half;
             }
             float* __restrict vc = v + (int64_t(q) * c.channels + prev) * pitch + s.col;
             CONVT_IVDEP
             for (int k = 0; k < lenv; ++k) {
-                float pts[A * A];
-                patch_points<R>(e, o, k, pts);
-                for (int pt = 0; pt < A * A; ++pt) vc[pt * plane_step + k] = pts[pt];
+                float pts[P];
+                patch_points<R, TY>(e, o, k, pts);
+                for (int pt = 0; pt < P; ++pt) vc[pt * plane_step + k] = pts[pt];
             }
         }
     }
@@ -301,45 +323,58 @@ CONVT_INLINE void at(const float* m, float* y) {
     }
 }
 
-// A^T m A of output channel o, m[point][k] its point rows at the run's columns, plus the bias;
-// stored with the neuron. Returns whether every stored value was finite.
-template <int R>
+// A^T m A (A^T m for one-row tiles) of output channel o, m[point][k] its point rows at the
+// run's columns, plus the bias; stored with the neuron. Returns whether every stored value was
+// finite. Runs whole vectors: m is read up to kSpill - 1 columns past the run (the caller's
+// buffer has room; those sums are never stored).
+template <int R, int TY>
 CONVT_INLINE bool transform_outputs_body(const Correlation& c, int g, const TileRun& s, int o,
                                          const float* const* m) {
-    constexpr int A = R + 1;
+    constexpr int A = R + 1, P = (TY == 2 ? A : 1) * A, W = kSpill;
     thread_local std::vector<float> q;
-    const int len = s.len;
+    const int len = s.len, lenv = (len + W - 1) / W * W;
     if (s.y >= c.oh) return true;  // a tile row past the last output row (dilation > 1)
-    q.resize(size_t(4) * len);
+    q.resize(size_t(2 * TY) * lenv);
     float* __restrict q00 = q.data();
-    float* __restrict q01 = q00 + len;
-    float* __restrict q10 = q01 + len;
-    float* __restrict q11 = q10 + len;
+    float* __restrict q01 = q00 + lenv;
+    float* __restrict q10 = q01 + lenv;  // TY == 2 only
+    float* __restrict q11 = q10 + lenv;
     const int64_t oc = int64_t(g) * c.outs + o;
     const float bias = c.bias ? c.bias[oc] : 0.f, slope = c.slopes ? c.slopes[oc] : 0.f;
-    const float* __restrict mp[A * A];
-    for (int i = 0; i < A * A; ++i) mp[i] = m[i];
-    CONVT_IVDEP
-    for (int k = 0; k < len; ++k) {
-        float rows[2][A];  // A^T down each column b
-        for (int b = 0; b < A; ++b) {
-            float col[A], y[2];
-            for (int a = 0; a < A; ++a) col[a] = mp[a * A + b][k];
-            at<R>(col, y);
-            rows[0][b] = y[0];
-            rows[1][b] = y[1];
+    const float* __restrict mp[P];
+    for (int i = 0; i < P; ++i) mp[i] = m[i];
+    if constexpr (TY == 1) {
+        CONVT_IVDEP
+        for (int k = 0; k < lenv; ++k) {
+            float row[A], y[2];
+            for (int b = 0; b < A; ++b) row[b] = mp[b][k];
+            at<R>(row, y);
+            q00[k] = bias + y[0];
+            q01[k] = bias + y[1];
         }
-        float y0[2], y1[2];
-        at<R>(rows[0], y0);
-        at<R>(rows[1], y1);
-        q00[k] = bias + y0[0];
-        q01[k] = bias + y0[1];
-        q10[k] = bias + y1[0];
-        q11[k] = bias + y1[1];
+    } else {
+        CONVT_IVDEP
+        for (int k = 0; k < lenv; ++k) {
+            float rows[2][A];  // A^T down each column b
+            for (int b = 0; b < A; ++b) {
+                float col[A], y[2];
+                for (int a = 0; a < A; ++a) col[a] = mp[a * A + b][k];
+                at<R>(col, y);
+                rows[0][b] = y[0];
+                rows[1][b] = y[1];
+            }
+            float y0[2], y1[2];
+            at<R>(rows[0], y0);
+            at<R>(rows[1], y1);
+            q00[k] = bias + y0[0];
+            q01[k] = bias + y0[1];
+            q10[k] = bias + y1[0];
+            q11[k] = bias + y1[1];
+        }
     }
     float* plane = c.out + s.n * c.out_n + g * c.out_group + o * c.out_c;
     bool finite = store_row(c, plane + s.y * c.out_h, s.x, len, s.n0, s.n1, q00, q01, slope);
-    if (s.y + c.dy < c.oh)
+    if (TY == 2 && s.y + c.dy < c.oh)
         finite &=
             store_row(c, plane + (s.y + c.dy) * c.out_h, s.x, len, s.n0, s.n1, q10, q11, slope);
     return finite;
@@ -432,15 +467,15 @@ using GradientTransform = void (*)(const Correlation&, const float*, int, const 
                                    int, float*);
 
 #define CONVT_WINOGRAD_TRANSFORMS(suffix, attr)                                                   \
-    template <int R>                                                                              \
+    template <int R, int TY>                                                                      \
     attr void transform_inputs_##suffix(const Correlation& c, int g, const TileRun& s, int pitch, \
                                         float* v) {                                               \
-        transform_inputs_body<R>(c, g, s, pitch, v);                                              \
+        transform_inputs_body<R, TY>(c, g, s, pitch, v);                                          \
     }                                                                                             \
-    template <int R>                                                                              \
+    template <int R, int TY>                                                                      \
     attr bool transform_outputs_##suffix(const Correlation& c, int g, const TileRun& s, int o,    \
                                          const float* const* m) {                                 \
-        return transform_outputs_body<R>(c, g, s, o, m);                                          \
+        return transform_outputs_body<R, TY>(c, g, s, o, m);                                      \
     }                                                                                             \
     attr void transform_gradients_##suffix(const Correlation& c, const float* dy, int g,          \
                                            const TileRun& s, int o0, int o1, int columns,         \
@@ -453,32 +488,38 @@ CONVT_WINOGRAD_TRANSFORMS(base, )
 CONVT_WINOGRAD_TRANSFORMS(avx2, __attribute__((target("avx2,fma"))))
 #endif
 
-// The transforms' functions for this CPU and kernel size.
+// The transforms' functions for this CPU, kernel size and tile rows.
 struct Transforms {
     InputTransform inputs;
     OutputTransform outputs;
     GradientTransform gradients;
-    explicit Transforms(int r) {
-        const bool three = r == 3;
-        inputs = three ? transform_inputs_base<3> : transform_inputs_base<2>;
-        outputs = three ? transform_outputs_base<3> : transform_outputs_base<2>;
-        gradients = transform_gradients_base;  // dW: 3x3 only
+    template <int R, int TY>
+    void pick() {
+        inputs = transform_inputs_base<R, TY>;
+        outputs = transform_outputs_base<R, TY>;
+        gradients = transform_gradients_base;  // dW: 3x3 and 2x2 tiles only
 #ifdef CONVT_WINOGRAD_AVX2
         if (use_avx2()) {
-            inputs = three ? transform_inputs_avx2<3> : transform_inputs_avx2<2>;
-            outputs = three ? transform_outputs_avx2<3> : transform_outputs_avx2<2>;
+            inputs = transform_inputs_avx2<R, TY>;
+            outputs = transform_outputs_avx2<R, TY>;
             gradients = transform_gradients_avx2;
         }
 #endif
     }
+    Transforms(int r, int ty) {
+        if (ty == 2)
+            r == 3 ? pick<3, 2>() : pick<2, 2>();
+        else
+            r == 3 ? pick<3, 1>() : pick<2, 1>();
+    }
 };
 
-// The 2x2 output tiles of a Correlation's box in (image, tile row, tile column) order, and
-// the runs of a range of them.
+// The output tiles (2x2, or 1x2) of a Correlation's box in (image, tile row, tile column)
+// order, and the runs of a range of them.
 struct TileGrid {
     int64_t nby, nbx, th, tw, total;
     explicit TileGrid(const Correlation& c)
-        : nby(ceil_div(c.oh, 2 * c.dy)),
+        : nby(ceil_div(c.oh, c.ty * c.dy)),
           nbx(ceil_div(c.ow, 2 * c.dx)),
           th(c.dy * nby),
           tw(c.dx * nbx),
@@ -493,8 +534,8 @@ struct TileGrid {
             const int n0 = static_cast<int>(std::clamp<int64_t>(ceil_div(c.ow - x, span), 0, len));
             const int n1 =
                 static_cast<int>(std::clamp<int64_t>(ceil_div(c.ow - x - c.dx, span), 0, len));
-            out.push_back(
-                {n, (r % nby) * 2 * c.dy + r / nby, x, len, static_cast<int>(t - first), n0, n1});
+            out.push_back({n, (r % nby) * c.ty * c.dy + r / nby, x, len,
+                           static_cast<int>(t - first), n0, n1});
             t += len;
         }
     }
@@ -520,8 +561,8 @@ bool correlate(const std::vector<Correlation>& all) {
     int64_t tasks = 0;
     for (const Correlation& c : all) {
         const TileGrid grid(c);
-        int64_t columns = std::clamp<int64_t>(kBlockFloats / (points_of(c.r) * c.depth) / kNr * kNr,
-                                              kNr, kMaxColumns);
+        int64_t columns = std::clamp<int64_t>(
+            kBlockFloats / (points_of(c.r, c.ty) * c.depth) / kNr * kNr, kNr, kMaxColumns);
         while (columns > kNr && ceil_div(all_tiles, columns) < 4 * threads) columns -= kNr;
         const int64_t blocks = ceil_div(grid.total, columns);
         plans.push_back({grid, static_cast<int>(columns), blocks, tasks});
@@ -535,8 +576,8 @@ bool correlate(const std::vector<Correlation>& all) {
         while (which + 1 < plans.size() && plans[which + 1].first_task <= task) ++which;
         const Correlation& c = all[which];
         const Plan& plan = plans[which];
-        const int points = points_of(c.r), cols = plan.cols;
-        const Transforms tf(c.r);
+        const int points = points_of(c.r, c.ty), cols = plan.cols;
+        const Transforms tf(c.r, c.ty);
         const int64_t t = task - plan.first_task;
         const int g = static_cast<int>(t / plan.blocks);
         const int64_t first = (t % plan.blocks) * cols;
@@ -546,7 +587,7 @@ bool correlate(const std::vector<Correlation>& all) {
         thread_local std::vector<TileRun> runs;
         const int pitch = cols + kSpill;
         v.resize(size_t(points) * c.depth * pitch);
-        m.resize(size_t(points) * kMr * cols);
+        m.resize(size_t(points) * kMr * cols + kSpill);  // the output transform reads past
         rows.resize(size_t(c.depth));
         for (int p = 0; p < c.depth; ++p) rows[p] = int64_t(p) * pitch;
         plan.grid.runs(c, first, real, runs);
@@ -618,7 +659,7 @@ void weight_taps(const Correlation& c, const float* grad, float* taps) {
     const int cols = static_cast<int>(
         std::clamp<int64_t>(2 * kBlockFloats / (points * (icols + orows)) / 8 * 8, 8, kMaxColumns));
     const MicroKernel uk = micro_kernel();
-    const Transforms tf(3);
+    const Transforms tf(3, 2);
     ThreadPool::instance().parallel_for(int64_t(groups) * ranges * splits, [&](int64_t ti) {
         const int g = static_cast<int>(ti / (int64_t(ranges) * splits));
         const int range = static_cast<int>(ti / splits % ranges);
@@ -693,17 +734,24 @@ void weight_taps(const Correlation& c, const float* grad, float* taps) {
     });
 }
 
-// Kernel taps per axis (r) and stride (s) of a layer the transforms serve, from its kernel
-// size: 3x3 at stride 1, or 2s x 2s at stride s (every stride phase then has 2 x 2 taps); r = 0
-// when neither.
+// Kernel taps per axis (r), stride (s) and tile rows (ty) of a layer the transforms serve, from
+// its kernel size: 3x3 at stride 1, or 2s x 2s at stride s (every stride phase then has 2 x 2
+// taps); with one kernel row (1-D layers), 3 at stride 1 or 2s at stride s along the row, in
+// one-row tiles (ty = 1, stride 1 down the rows). r = 0 when none.
 struct Shape {
-    int r = 0, s = 0;
+    int r = 0, s = 0, ty = 2;
+    int sy() const { return ty == 2 ? s : 1; }  // stride down the rows
+    int ry() const { return ty == 2 ? r : 1; }  // taps a phase down the rows
+    int classes() const { return sy() * s; }    // tap classes (stride phases)
 };
 Shape shape_of(int64_t kernel_h, int64_t kernel_w) {
-    if (kernel_h != kernel_w) return {};
-    if (kernel_h == 3) return {3, 1};
-    if (kernel_h >= 2 && kernel_h % 2 == 0) return {2, static_cast<int>(kernel_h / 2)};
-    return {};
+    auto along = [](int64_t k, int ty) -> Shape {
+        if (k == 3) return {3, 1, ty};
+        if (k >= 2 && k % 2 == 0) return {2, static_cast<int>(k / 2), ty};
+        return {};
+    };
+    if (kernel_h == 1) return along(kernel_w, 1);
+    return kernel_h == kernel_w ? along(kernel_h, 2) : Shape{};
 }
 
 // Whether the transforms may run: not when the environment variable CONVT_CPU_WINOGRAD is
@@ -718,34 +766,39 @@ bool winograd_enabled() {
 
 // Whether a dispatch has the stride and dilation the layer's transforms were packed for.
 bool dispatch_fits(const ConvtParams& p, Shape sh) {
-    return winograd_enabled() && sh.r != 0 && p.kernel_h == sh.r * sh.s &&
-           p.kernel_w == sh.r * sh.s && p.stride_y == sh.s && p.stride_x == sh.s &&
+    return winograd_enabled() && sh.r != 0 && p.kernel_h == sh.ry() * sh.sy() &&
+           p.kernel_w == sh.r * sh.s && p.stride_y == sh.sy() && p.stride_x == sh.s &&
            (sh.s == 1 || (p.dilation_y == 1 && p.dilation_x == 1)) &&
            p.src_type == CONVT_TYPE_F32 && p.dst_type == CONVT_TYPE_F32 && !p.accumulate_half;
 }
 
-// The stride phase (ry, rx) of the forward: its outputs every s-th pixel of the clip from
-// (ry, rx), reading X at y0 = its first tap's source row (taps s apart read consecutive rows),
-// and the tap class (cy, cx) of its first taps. False when the phase is empty.
-bool forward_phase(const ConvtParams& p, int s, int ry, int rx, Correlation& c, int& cy, int& cx) {
-    const int64_t oh = ceil_div(p.clip_h - ry, s), ow = ceil_div(p.clip_w - rx, s);
+// The stride phase (ry, rx) of the forward: its outputs every sy-th row and s-th column of the
+// clip from (ry, rx), reading X at y0 = its first tap's source row (taps s apart read
+// consecutive rows), and the tap class (cy, cx) of its first taps. False when the phase is
+// empty.
+bool forward_phase(const ConvtParams& p, Shape sh, int ry, int rx, Correlation& c, int& cy,
+                   int& cx) {
+    const int s = sh.s, sy = sh.sy();
+    const int64_t oh = ceil_div(p.clip_h - ry, sy), ow = ceil_div(p.clip_w - rx, s);
     if (oh <= 0 || ow <= 0) return false;
     const int64_t ey = int64_t(p.first_tap_y) + ry, ex = int64_t(p.first_tap_x) + rx;
-    cy = static_cast<int>(pos_mod(-ey, s));
+    cy = static_cast<int>(pos_mod(-ey, sy));
     cx = static_cast<int>(pos_mod(-ex, s));
     c.sources.assign(1, Source{nullptr, p.src_stride_h, p.src_stride_w, p.src_h, p.src_w,
-                               (ey + cy) / s, (ex + cx) / s});
+                               (ey + cy) / sy, (ex + cx) / s});
     c.in_n = p.src_stride_n;
     c.in_c = p.src_stride_c;
     c.in_group = int64_t(p.in_per_group) * p.src_stride_c;
     c.out_n = p.dst_stride_n;
     c.out_c = p.dst_stride_c;
-    c.out_h = int64_t(s) * p.dst_stride_h;
+    c.out_h = int64_t(sy) * p.dst_stride_h;
     c.out_w = int64_t(s) * p.dst_stride_w;
     c.oh = oh;
     c.ow = ow;
     c.out_group = int64_t(p.out_per_group) * p.dst_stride_c;
-    c.dy = s == 1 ? p.dilation_y : 1;
+    c.r = sh.r;
+    c.ty = sh.ty;
+    c.dy = sh.ty == 2 && s == 1 ? p.dilation_y : 1;  // one kernel row: no dilation to follow
     c.dx = s == 1 ? p.dilation_x : 1;
     c.images = p.num_images;
     c.groups = p.groups;
@@ -766,8 +819,9 @@ Wanted wanted(const detail::PreparedWeights& pw) {
     const int64_t og = int64_t(pw.out_channels) / pw.groups, ig = pw.in_per_group;
     if (sh.r == 0 || ig < kMinChannels || og < kMinChannels) return {};
     if (sh.r == 3) return {true, true};
+    if (sh.ty == 1) return {ig * og >= kMinRowPhaseForwardProduct, false};
     const int64_t backward_floats =
-        int64_t(points_of(2)) * pw.groups * sh.s * sh.s * og * ceil_div(ig, kMr) * kMr;
+        int64_t(points_of(2)) * pw.groups * sh.classes() * og * ceil_div(ig, kMr) * kMr;
     return {ig * og >= kMinPhaseForwardProduct, ig >= kMinPhaseChannels &&
                                                     og >= kMinPhaseChannels &&
                                                     backward_floats <= kMaxPhaseBackwardFloats};
@@ -784,7 +838,10 @@ void pack_winograd_weights(const detail::PreparedWeights& pw, WinogradWeights& o
     const Shape sh = shape_of(pw.kernel_h, pw.kernel_w);
     out.r = sh.r;
     out.s = sh.s;
-    const int r = sh.r, s = sh.s, k = r * s, points = points_of(r), classes = s * s;
+    out.ty = sh.ty;
+    const int r = sh.r, s = sh.s, sy = sh.sy(), ry = sh.ry(), points = points_of(r, sh.ty),
+              classes = sh.classes();
+    const int64_t kh = pw.kernel_h, kw = pw.kernel_w;
     const int og = out.out_per_group, ig = out.in_per_group, groups = out.groups;
     out.forward_tiles = static_cast<int>(ceil_div(og, kMr));
     out.backward_tiles = static_cast<int>(ceil_div(ig, kMr));
@@ -795,7 +852,7 @@ void pack_winograd_weights(const detail::PreparedWeights& pw, WinogradWeights& o
     out.backward.assign(
         want.backward ? size_t(groups) * points * out.backward_tiles * bdepth * kMr : 0, 0.f);
     double kf[9], kb[9], u[16];
-    for (int cy = 0; cy < s; ++cy)
+    for (int cy = 0; cy < sy; ++cy)
         for (int cx = 0; cx < s; ++cx) {
             const int cls = cy * s + cx;
             for (int g = 0; g < groups; ++g)
@@ -803,15 +860,15 @@ void pack_winograd_weights(const detail::PreparedWeights& pw, WinogradWeights& o
                     for (int i = 0; i < ig; ++i) {
                         auto w = [&](int ky, int kx) {
                             return pw
-                                .values[((int64_t(g) * og + o) * k * k + ky * k + kx) * ig + i];
+                                .values[((int64_t(g) * og + o) * kh * kw + ky * kw + kx) * ig + i];
                         };
                         // The forward's class taps in order; dX's turned (see backward_data).
-                        for (int a = 0; a < r; ++a)
+                        for (int a = 0; a < ry; ++a)
                             for (int b = 0; b < r; ++b) {
-                                kf[a * r + b] = w(cy + s * a, cx + s * b);
-                                kb[a * r + b] = w(cy + s * (r - 1 - a), cx + s * (r - 1 - b));
+                                kf[a * r + b] = w(cy + sy * a, cx + s * b);
+                                kb[a * r + b] = w(cy + sy * (ry - 1 - a), cx + s * (r - 1 - b));
                             }
-                        kernel_points(r, kf, u);
+                        kernel_points(r, sh.ty, kf, u);
                         for (int pt = 0; pt < points && want.forward; ++pt) {
                             const int64_t at =
                                 cls * out.forward_class_floats +
@@ -820,7 +877,7 @@ void pack_winograd_weights(const detail::PreparedWeights& pw, WinogradWeights& o
                                 int64_t(i) * kMr + o % kMr;
                             out.forward[size_t(at)] = static_cast<float>(u[pt]);
                         }
-                        kernel_points(r, kb, u);
+                        kernel_points(r, sh.ty, kb, u);
                         for (int pt = 0; pt < points && want.backward; ++pt) {
                             const int64_t at =
                                 (((int64_t(g) * points + pt) * out.backward_tiles + i / kMr) *
@@ -835,26 +892,26 @@ void pack_winograd_weights(const detail::PreparedWeights& pw, WinogradWeights& o
 }
 
 bool forward_winograd_fits(const ConvtParams& p, const WinogradWeights& w) {
-    return !w.forward.empty() && dispatch_fits(p, Shape{w.r, w.s});
+    return !w.forward.empty() && dispatch_fits(p, Shape{w.r, w.s, w.ty});
 }
 
 bool backward_data_winograd_fits(const ConvtParams& p, const WinogradWeights& w) {
-    return !w.backward.empty() && dispatch_fits(p, Shape{w.r, w.s});
+    return !w.backward.empty() && dispatch_fits(p, Shape{w.r, w.s, w.ty});
 }
 
 bool forward_winograd(const ConvtParams& p, const WinogradWeights& w,
                       const std::vector<float>& bias, const std::vector<float>& slopes,
                       const void* src, void* dst) {
+    const Shape sh{w.r, w.s, w.ty};
     std::vector<Correlation> phases;
-    for (int ry = 0; ry < w.s; ++ry)
+    for (int ry = 0; ry < sh.sy(); ++ry)
         for (int rx = 0; rx < w.s; ++rx) {
             Correlation c;
             int cy = 0, cx = 0;
-            if (!forward_phase(p, w.s, ry, rx, c, cy, cx)) continue;
+            if (!forward_phase(p, sh, ry, rx, c, cy, cx)) continue;
             c.sources[0].base = static_cast<const float*>(src) + p.src_base;
             c.out = static_cast<float*>(dst) + dst_index(p, 0, 0, 0, 0) + ry * p.dst_stride_h +
                     rx * p.dst_stride_w;
-            c.r = w.r;
             c.tiles = w.forward_tiles;
             c.u = w.forward.data() + (cy * w.s + cx) * w.forward_class_floats;
             c.bias = bias.data();
@@ -873,19 +930,22 @@ bool backward_data_winograd(const ConvtParams& p, const WinogradWeights& w, cons
     // dX pixel iy reads dY row iy * s - first tap - dilation * k for tap k. Tap k = c + s j of
     // class c reads dY phase par = (-first tap - c) mod s at phase row iy - j + floor((-first tap
     // - c) / s); turned (point a = r - 1 - j), a correlation over that phase plane.
-    const int s = w.s, r = w.r;
-    const int64_t dil_y = s == 1 ? p.dilation_y : 1, dil_x = s == 1 ? p.dilation_x : 1;
+    // One kernel row (ty = 1): one tap down the rows, at stride 1.
+    const Shape sh{w.r, w.s, w.ty};
+    const int s = w.s, r = w.r, sy = sh.sy(), ry = sh.ry();
+    const int64_t dil_y = s == 1 && sh.ty == 2 ? p.dilation_y : 1;
+    const int64_t dil_x = s == 1 ? p.dilation_x : 1;
     Correlation c;
     const float* grad = static_cast<const float*>(dy) + dst_index(p, 0, 0, 0, 0);
-    for (int cy = 0; cy < s; ++cy)
+    for (int cy = 0; cy < sy; ++cy)
         for (int cx = 0; cx < s; ++cx) {
             const int64_t ey = -int64_t(p.first_tap_y) - cy, ex = -int64_t(p.first_tap_x) - cx;
-            const int64_t py = pos_mod(ey, s), px = pos_mod(ex, s);
+            const int64_t py = pos_mod(ey, sy), px = pos_mod(ex, s);
             c.sources.push_back(Source{
-                grad + py * p.dst_stride_h + px * p.dst_stride_w, int64_t(s) * p.dst_stride_h,
-                int64_t(s) * p.dst_stride_w, std::max<int64_t>(0, ceil_div(p.clip_h - py, s)),
+                grad + py * p.dst_stride_h + px * p.dst_stride_w, int64_t(sy) * p.dst_stride_h,
+                int64_t(s) * p.dst_stride_w, std::max<int64_t>(0, ceil_div(p.clip_h - py, sy)),
                 std::max<int64_t>(0, ceil_div(p.clip_w - px, s)),
-                floor_div(ey, s) - (r - 1) * dil_y, floor_div(ex, s) - (r - 1) * dil_x});
+                floor_div(ey, sy) - (ry - 1) * dil_y, floor_div(ex, s) - (r - 1) * dil_x});
         }
     c.in_n = p.dst_stride_n;
     c.in_c = p.dst_stride_c;
@@ -902,9 +962,10 @@ bool backward_data_winograd(const ConvtParams& p, const WinogradWeights& w, cons
     c.dx = dil_x;
     c.images = p.num_images;
     c.r = r;
+    c.ty = sh.ty;
     c.groups = p.groups;
     c.channels = p.out_per_group;
-    c.depth = s * s * p.out_per_group;
+    c.depth = sh.classes() * p.out_per_group;
     c.outs = p.in_per_group;
     c.tiles = w.backward_tiles;
     c.u = w.backward.data();
@@ -914,7 +975,7 @@ bool backward_data_winograd(const ConvtParams& p, const WinogradWeights& w, cons
 bool backward_weights_winograd_fits(const ConvtParams& p) {
     const int64_t points = int64_t(points_of(3)) * p.groups * ceil_div(p.out_per_group, kMr) * kMr *
                            ceil_div(p.in_per_group, kNr) * kNr;
-    return dispatch_fits(p, Shape{3, 1}) && p.in_per_group >= kMinWeightGradientChannels &&
+    return dispatch_fits(p, Shape{3, 1, 2}) && p.in_per_group >= kMinWeightGradientChannels &&
            p.out_per_group >= kMinWeightGradientChannels && points <= kMaxPartialFloats;
 }
 
@@ -922,9 +983,8 @@ bool backward_weights_winograd(const ConvtParams& p, const void* x, const void* 
                                const detail::GradientOutput& out) {
     Correlation c;
     int cy = 0, cx = 0;
-    if (!forward_phase(p, 1, 0, 0, c, cy, cx)) return false;
+    if (!forward_phase(p, Shape{3, 1, 2}, 0, 0, c, cy, cx)) return false;
     c.sources[0].base = static_cast<const float*>(x) + p.src_base;
-    c.r = 3;
     // Written only when every weight is finite: the transforms subtract, and Inf - Inf would
     // make NaN where the exact sum has Inf.
     const int64_t count = int64_t(p.groups) * p.out_per_group * 9 * p.in_per_group;

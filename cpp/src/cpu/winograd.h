@@ -25,6 +25,7 @@ namespace convt::cpu {
 /// [kMr].
 struct WinogradWeights : PackedShape {
     int r = 0, s = 0;  // taps per axis and phase (3 or 2), and the stride they were packed for
+    int ty = 2;        // output rows a tile: 2, or 1 for one kernel row (1-D layers)
     int forward_tiles = 0, backward_tiles = 0;
     int64_t forward_class_floats = 0;
     std::vector<float> forward, backward;
