@@ -3,7 +3,8 @@
 // (or 9) multiply-adds per channel pair instead of 36 (or 16). An input patch and the kernel are
 // each taken to the points (B^T d B and G g G^T), the points multiplied channel against channel
 // as one GEMM a point on the register-tiled kernel, and the 2x2 outputs read back (A^T m A). The
-// forward, dX and dW are all such correlations; only finite weights are packed, and a dispatch
+// forward, dX and dW are all such correlations. 1-D layers (one kernel row) run F(2, 3) and
+// F(2, 2) along the row in one-row tiles. Only finite weights are packed, and a dispatch
 // whose result holds an infinity or NaN is recomputed by the exact path (the transforms
 // subtract, so Inf - Inf would make NaN where the contract has Inf).
 #pragma once
