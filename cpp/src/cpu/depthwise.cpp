@@ -244,11 +244,17 @@ void forward_depthwise(const ConvtParams& p, const DepthwiseWeights& w, const vo
         } fence;
         // Source rows with `pad` zeros each side, by source row index modulo `slots`: more than
         // the rows one output row reads span, so none of them evicts another.
-        thread_local std::vector<float> rows, out_phases, line;
-        thread_local std::vector<int64_t> tags;
-        thread_local std::vector<Tap> list;
-        thread_local std::vector<const float*> row_of;
-        thread_local std::vector<int> ky_of;
+        thread_local std::vector<float> rows_tls, out_phases_tls, line_tls;
+        thread_local std::vector<int64_t> tags_tls;
+        thread_local std::vector<Tap> list_tls;
+        thread_local std::vector<const float*> row_of_tls;
+        thread_local std::vector<int> ky_of_tls;
+        // Looked up once: each use of a thread-local is a call in a shared library.
+        std::vector<float>&rows = rows_tls, &out_phases = out_phases_tls, &line = line_tls;
+        std::vector<int64_t>& tags = tags_tls;
+        std::vector<Tap>& list = list_tls;
+        std::vector<const float*>& row_of = row_of_tls;
+        std::vector<int>& ky_of = ky_of_tls;
         row_of.resize(static_cast<size_t>(p.kernel_h));
         ky_of.resize(static_cast<size_t>(p.kernel_h));
         const int64_t row_floats = p.src_w + 2 * pad;
@@ -274,8 +280,11 @@ void forward_depthwise(const ConvtParams& p, const DepthwiseWeights& w, const vo
             for (int64_t r = 0; r < phases; ++r) {
                 int k = 0;
                 for (int i = 0; i < valid; ++i)
-                    for (const Column& c : by_phase[r])
-                        list[k++] = {row_of[i] + c.q, wc[ky_of[i] * p.kernel_w + c.kx]};
+                    for (const Column& c : by_phase[r]) {
+                        Tap& tap = list[k++];  // field by field (see backward_data_depthwise)
+                        tap.in = row_of[i] + c.q;
+                        tap.w = wc[ky_of[i] * p.kernel_w + c.kx];
+                    }
                 fused(list.data(), k, w.bias[ch], ceil_div(p.clip_w - r, s),
                       out_phases.data() + r * length);
             }
@@ -350,24 +359,34 @@ void backward_data_depthwise(const ConvtParams& p, const DepthwiseWeights& w, co
     ThreadPool::instance().parallel_for(int64_t(p.num_images) * p.groups, [&](int64_t task) {
         const int64_t n = task / p.groups, ch = task % p.groups;
         const float* wc = w.taps.data() + ch * taps;
-        thread_local DyRows dy_rows;
-        thread_local std::vector<float> acc;
-        thread_local std::vector<Tap> list;
+        // The thread-locals looked up once (each use is a call in a shared library).
+        thread_local DyRows dy_rows_tls;
+        thread_local std::vector<float> acc_tls;
+        thread_local std::vector<Tap> list_tls;
+        DyRows& dy_rows = dy_rows_tls;
+        std::vector<float>& acc = acc_tls;
+        std::vector<Tap>& list = list_tls;
         dy_rows.begin(p, dy, n, ch, pad);
         acc.resize(static_cast<size_t>(p.src_w));
+        list.resize(static_cast<size_t>(taps));
         for (int64_t iy = 0; iy < p.src_h; ++iy) {
-            list.clear();
+            int k = 0;
             for (int ky = 0; ky < p.kernel_h; ++ky) {
                 const int64_t yy = iy * p.stride_y - p.first_tap_y - int64_t(p.dilation_y) * ky;
                 if (yy < 0 || yy >= p.clip_h) continue;
                 const PaddedPhases& row = dy_rows.get(yy);
                 for (int kx = 0; kx < p.kernel_w; ++kx) {
                     const TapColumn& t = columns[kx];
-                    if (t.lo <= t.hi)
-                        list.push_back({row.phase(t.phase) - t.shift, wc[ky * p.kernel_w + kx]});
+                    if (t.lo > t.hi) continue;
+                    // Field by field: a Tap built on the stack and copied whole was reloaded
+                    // across its two smaller stores (a failed store-to-load forward a tap:
+                    // 17% of dw_k4s2's dX).
+                    Tap& tap = list[k++];
+                    tap.in = row.phase(t.phase) - t.shift;
+                    tap.w = wc[ky * p.kernel_w + kx];
                 }
             }
-            fused(list.data(), static_cast<int>(list.size()), 0.f, p.src_w, acc.data());
+            fused(list.data(), k, 0.f, p.src_w, acc.data());
             store_source_row(p, acc.data(), dx, n, ch, iy);
         }
     });
@@ -422,16 +441,20 @@ void backward_depthwise(const ConvtParams& pd, const DepthwiseWeights& w, const 
     // read and split once for both gradients.
     ThreadPool::instance().parallel_for(pd.groups, [&](int64_t ch) {
         const float* wc = w.taps.data() + ch * taps;
-        thread_local DyRows dy_rows;
-        thread_local std::vector<float> acc, xrow, lanes;
-        thread_local std::vector<Tap> list;
+        thread_local DyRows dy_rows_tls;
+        thread_local std::vector<float> acc_tls, xrow_tls, lanes_tls;
+        thread_local std::vector<Tap> list_tls;
+        DyRows& dy_rows = dy_rows_tls;  // looked up once (as in backward_data_depthwise)
+        std::vector<float>&acc = acc_tls, &xrow = xrow_tls, &lanes = lanes_tls;
+        std::vector<Tap>& list = list_tls;
         acc.resize(static_cast<size_t>(pd.src_w));
         xrow.resize(static_cast<size_t>(pw.src_w));
         lanes.assign(static_cast<size_t>(taps) * 8, 0.f);  // [tap][column % 8]
+        list.resize(static_cast<size_t>(taps));
         for (int64_t n = 0; n < pd.num_images; ++n) {
             dy_rows.begin(pd, dy, n, ch, pad);
             for (int64_t iy = 0; iy < pd.src_h; ++iy) {
-                list.clear();
+                int k = 0;
                 bool loaded = false;
                 for (int ky = 0; ky < pd.kernel_h; ++ky) {
                     const int64_t yy =
@@ -446,12 +469,14 @@ void backward_depthwise(const ConvtParams& pd, const DepthwiseWeights& w, const 
                         const TapColumn& t = columns[kx];
                         if (t.lo > t.hi) continue;  // the tap reaches no column
                         const float* d = row.phase(t.phase) - t.shift;
-                        list.push_back({d, wc[ky * pd.kernel_w + kx]});
+                        Tap& tap = list[k++];  // field by field (see backward_data_depthwise)
+                        tap.in = d;
+                        tap.w = wc[ky * pd.kernel_w + kx];
                         dot(xrow.data() + t.lo, d + t.lo, t.hi - t.lo + 1,
                             lanes.data() + (ky * pd.kernel_w + kx) * 8);
                     }
                 }
-                fused(list.data(), static_cast<int>(list.size()), 0.f, pd.src_w, acc.data());
+                fused(list.data(), k, 0.f, pd.src_w, acc.data());
                 store_source_row(pd, acc.data(), dx, n, ch, iy);
             }
         }
