@@ -165,6 +165,7 @@ int64_t gradient_padding(const ConvtParams& p, const std::vector<TapColumn>& col
 // each of them took as long as the multiply-adds (dw_k4s2).
 class DyRows {
  public:
+    static constexpr int64_t kPrefetchRows = 4;
     // Starts a plane: forgets every row.
     void begin(const ConvtParams& p, const void* dy, int64_t n, int64_t ch, int64_t pad) {
         const size_t slots = size_t(p.dilation_y) * (p.kernel_h - 1) + 1 + p.stride_y;
@@ -183,6 +184,12 @@ class DyRows {
         const size_t slot = static_cast<size_t>(yy) % rows_.size();
         if (tags_[slot] != yy) {
             const int64_t first = dst_index(*p_, n_, ch_, yy, 0);
+            if (yy + kPrefetchRows < p_->clip_h && p_->dst_type == CONVT_TYPE_F32 &&
+                p_->dst_stride_w == 1) {  // the row kPrefetchRows on, loaded next after this one
+                const float* ahead =
+                    static_cast<const float*>(dy_) + dst_index(*p_, n_, ch_, yy + kPrefetchRows, 0);
+                for (int64_t x = 0; x < p_->clip_w; x += 16) __builtin_prefetch(ahead + x);
+            }
             PaddedPhases& row = rows_[slot];
             if (p_->stride_x == 2 && row.phases == 2 && p_->dst_type == CONVT_TYPE_F32 &&
                 p_->dst_stride_w == 1) {  // straight from the tensor, split with shuffles
