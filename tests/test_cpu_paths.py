@@ -57,6 +57,9 @@ CASES = {
     "depthwise_d3": (6, 6, 6, (9, 20), 3, 1, 3, 0, 3),
     # Stride 2 to an odd output width (41): the two phase rows interleaved, with a tail.
     "depthwise_odd": (6, 6, 6, (4, 21), 3, 2, 1, 0, 1),
+    # Rows of 75 (dX) and phase rows of 75 (the forward): the fused taps' four-vector passes
+    # (32 columns), then one vector, then 3 columns; 9 rows (dY's rows prefetched 4 on).
+    "depthwise_wide": (6, 6, 6, (9, 75), 4, 2, 1, 0, 1),
     # One or two outputs from eight or more inputs: dW tiles over (output channel, kx) pairs.
     "two_out_wide_in": (23, 2, 1, (5, 18), 9, 3, 4, 2, 1),
     "one_out_groups": (24, 2, 2, (4, 21), 5, 2, 2, 1, 1),
