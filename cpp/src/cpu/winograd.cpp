@@ -323,13 +323,15 @@ CONVT_INLINE void at(const float* m, float* y) {
     }
 }
 
-// A^T m A (A^T m for one-row tiles) of output channel o, m[point][k] its point rows at the
-// run's columns, plus the bias; stored with the neuron. Returns whether every stored value was
-// finite. Runs whole vectors: m is read up to kSpill - 1 columns past the run (the caller's
-// buffer has room; those sums are never stored).
+// A^T m A (A^T m for one-row tiles) of output channel o, m[point * step + k] its point rows
+// at the run's columns, plus the bias; stored with the neuron. Returns whether every stored value
+// was finite. Runs whole vectors: m is read up to kSpill - 1 columns past the run (the caller's
+// buffer has room; those sums are never stored). (Not an array of row pointers: copied with
+// vector loads across the caller's pointer-sized stores, it stalled a failed store-to-load
+// forward a call.)
 template <int R, int TY>
 CONVT_INLINE bool transform_outputs_body(const Correlation& c, int g, const TileRun& s, int o,
-                                         const float* const* m) {
+                                         const float* m, int64_t step) {
     constexpr int A = R + 1, P = (TY == 2 ? A : 1) * A, W = kSpill;
     thread_local std::vector<float> q;
     const int len = s.len, lenv = (len + W - 1) / W * W;
@@ -342,7 +344,7 @@ CONVT_INLINE bool transform_outputs_body(const Correlation& c, int g, const Tile
     const int64_t oc = int64_t(g) * c.outs + o;
     const float bias = c.bias ? c.bias[oc] : 0.f, slope = c.slopes ? c.slopes[oc] : 0.f;
     const float* __restrict mp[P];
-    for (int i = 0; i < P; ++i) mp[i] = m[i];
+    for (int i = 0; i < P; ++i) mp[i] = m + i * step;
     if constexpr (TY == 1) {
         CONVT_IVDEP
         for (int k = 0; k < lenv; ++k) {
@@ -462,7 +464,8 @@ CONVT_INLINE void transform_gradients_body(const Correlation& c, const float* dy
 }
 
 using InputTransform = void (*)(const Correlation&, int, const TileRun&, int, float*);
-using OutputTransform = bool (*)(const Correlation&, int, const TileRun&, int, const float* const*);
+using OutputTransform = bool (*)(const Correlation&, int, const TileRun&, int, const float*,
+                                 int64_t);
 using GradientTransform = void (*)(const Correlation&, const float*, int, const TileRun&, int, int,
                                    int, float*);
 
@@ -474,8 +477,8 @@ using GradientTransform = void (*)(const Correlation&, const float*, int, const 
     }                                                                                             \
     template <int R, int TY>                                                                      \
     attr bool transform_outputs_##suffix(const Correlation& c, int g, const TileRun& s, int o,    \
-                                         const float* const* m) {                                 \
-        return transform_outputs_body<R, TY>(c, g, s, o, m);                                      \
+                                         const float* m, int64_t step) {                          \
+        return transform_outputs_body<R, TY>(c, g, s, o, m, step);                                \
     }                                                                                             \
     attr void transform_gradients_##suffix(const Correlation& c, const float* dy, int g,          \
                                            const TileRun& s, int o0, int o1, int columns,         \
@@ -608,12 +611,9 @@ bool correlate(const std::vector<Correlation>& all) {
                     kernel(a, rows.data(), c.depth, b + jp * kNr, mp + jp * kNr, cols, true);
             }
             for (int i = 0; i < kMr && ot * kMr + i < c.outs; ++i)
-                for (const TileRun& s : runs) {
-                    const float* mr[16];
-                    for (int pt = 0; pt < points; ++pt)
-                        mr[pt] = m.data() + (int64_t(pt) * kMr + i) * cols + s.col;
-                    local &= tf.outputs(c, g, s, ot * kMr + i, mr);
-                }
+                for (const TileRun& s : runs)
+                    local &= tf.outputs(c, g, s, ot * kMr + i, m.data() + int64_t(i) * cols + s.col,
+                                        int64_t(kMr) * cols);
         }
         if (!local) finite.store(false);
     });
