@@ -564,6 +564,29 @@ def test_gradient_options(device: Any, rng: np.random.Generator) -> None:
     assert_close(state.gradient_for_weights, dw_ref, FP32_TOL, "all again: dW")
 
 
+@pytest.mark.parametrize("cout, cin", [(13, 23), (12, 32)], ids=["tails", "whole_tiles"])
+def test_weight_gradient_overwrites_state(
+    device: Any, rng: np.random.Generator, cout: int, cin: int
+) -> None:
+    """A second encode without accumulation replaces the state's dW, on layers whose dW sums in
+    register tiles of 6 output x 16 input channels (the CPU GEMM then sums whole tiles straight
+    into dW, zeroed first): the result is the second gradient, not the sum of both, for every
+    tile, the tail rows and columns included."""
+    w = rng.uniform(-0.5, 0.5, (cout, 3, 3, cin)).astype(np.float32)
+    fwd, grad = build_transpose_pair(device, w, None, stride=2, kernel_weights_dtype="float32")
+    x = rng.uniform(-1, 1, (2, cin, 3, 5)).astype(np.float32)
+    x_img = convt.Image(x)
+    dst = convt.Image(np.zeros((2, cout, 6, 10), np.float32))
+    set_total_offset(fwd, (-1, -1))
+    state = fwd.result_state(x_img, destination_image=dst)
+    grad.gradient_option = convt.GradientOption.weights_and_bias
+    dys = [rng.uniform(-1, 1, (2, cout, 6, 10)).astype(np.float32) for _ in range(2)]
+    for dy in dys:
+        run_encoded(device, lambda cb, dy=dy: grad.encode(cb, convt.Image(dy), x_img, state))
+    _, dw_ref, _ = R.conv_transpose_mps_backward(dys[1], x, w, 2, 1, 1, (-1, -1), (3, 5))
+    assert_close(state.gradient_for_weights, dw_ref, FP32_TOL, "second dW")
+
+
 def test_uint8_weights_are_rejected(device: Any, rng: np.random.Generator) -> None:
     u = rng.integers(0, 256, (4, 3, 3, 2)).astype(np.uint8)
     ranges = np.tile(np.array([[-0.5, 0.5]], np.float32), (4, 1))
