@@ -28,10 +28,8 @@ constexpr int kMaxBlock = 128;                    // pixels per forward/dX task:
 constexpr int64_t kBatchFloats = 48 * 1024;       // packed pixels of one batch of taps: L2-resident
 constexpr int64_t kFootprintFloats = 256 * 1024;  // largest block footprint (1 MB)
 constexpr int kCompactInPlaceTiles = 12;
-constexpr int kTileMajorDepth = 16;
-constexpr int64_t kTapsRingFloats =
-    64 * 1024;  // few-output dW: packed dY rows kept (256 KB)  // dX weights this few output
-                // channels deep: tile-major
+constexpr int kTileMajorDepth = 16;             // dX weights this few outputs deep: tile-major
+constexpr int64_t kTapsRingFloats = 64 * 1024;  // few-output dW: packed dY rows kept (256 KB)
 // dW slices: as many whole source rows as keep their packed X and dY rows within this many
 // bytes (about the L2; each register tile's sums are loaded once a slice: dcgan_g2 dW 25.5-27.9
 // -> 22.4-23.0 ms on one thread against 512 KB, other layers unchanged).
@@ -1127,16 +1125,17 @@ void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
         } else {
             c.resize(size_t(taps) * rows * ldc);
             ct0 = c.data();
-            for (int tap = 0; tap < taps; ++tap)
-                for (int o = o0; o < o1; ++o)
-                    for (int jp = 0; jp < in_panels; ++jp)
-                        for (int i = 0; i < kMr; ++i)
-                            std::fill_n(
-                                ct0 + (size_t(tap) * rows + (o - o0) * kMr + i) * ldc + jp * kNr,
-                                inside(o, jp) ? 0 : kNr, 0.f);
-            if (in_place)
-                for (int oc = o0 * kMr; oc < std::min(full_tiles, o1) * kMr; ++oc)
-                    std::fill_n(dw + (int64_t(g) * og + oc) * taps * ig, int64_t(taps) * ig, 0.f);
+            if (!in_place) std::fill(c.begin(), c.end(), 0.f);
+            // In place: the buffer's rows of the tail tile, and the tail panel of the others;
+            // dW's rows of the whole tiles.
+            for (int tap = 0; tap < taps && in_place; ++tap)
+                for (int i = 0; i < rows; ++i) {
+                    const int tail_from = o0 + i / kMr < full_tiles ? full_panels * kNr : 0;
+                    float* row = ct0 + (size_t(tap) * rows + i) * ldc;
+                    std::fill(row + tail_from, row + ldc, 0.f);
+                }
+            for (int oc = o0 * kMr; in_place && oc < std::min(full_tiles, o1) * kMr; ++oc)
+                std::fill_n(dw + (int64_t(g) * og + oc) * taps * ig, int64_t(taps) * ig, 0.f);
         }
         const MicroKernel uk = micro_kernel();
         // A dY row serves up to kernel_h source rows (through different ky): within a slice

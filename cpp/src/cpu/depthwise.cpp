@@ -185,7 +185,7 @@ class DyRows {
         if (tags_[slot] != yy) {
             const int64_t first = dst_index(*p_, n_, ch_, yy, 0);
             if (yy + kPrefetchRows < p_->clip_h && p_->dst_type == CONVT_TYPE_F32 &&
-                p_->dst_stride_w == 1) {  // the row kPrefetchRows on, loaded next after this one
+                p_->dst_stride_w == 1) {  // the row kPrefetchRows below, which later dX rows read
                 const float* ahead =
                     static_cast<const float*>(dy_) + dst_index(*p_, n_, ch_, yy + kPrefetchRows, 0);
                 for (int64_t x = 0; x < p_->clip_w; x += 16) __builtin_prefetch(ahead + x);

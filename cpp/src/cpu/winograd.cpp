@@ -210,10 +210,9 @@ CONVT_INLINE void patch_points(const float* const* e, const float* const* o, int
 // into v[point][q * channels + channel][col + k] (`pitch` apart per channel). The patch rows are
 // staged first (stage_row), so that the transform runs whole vectors over lenv >= len tiles (a
 // multiple of 8): it stores up to kSpill - 1 columns past the run, into the next run's columns
-// (transformed later) or past the block's (the pitch leaves room). A channel's
-// rows are staged while the one before is transformed, so that the transform's loads find the
-// staging stores in the cache (loaded right after them, they wait out failed store-to-load
-// forwards).
+// (transformed later) or past the block's (the pitch leaves room). A channel's rows are staged
+// while the one before is transformed, so that the transform's loads find the staging stores in
+// the cache (loaded right after them, they waited out failed store-to-load forwards).
 template <int R, int TY>
 CONVT_INLINE void transform_inputs_body(const Correlation& c, int g, const TileRun& s, int pitch,
                                         float* v) {
