@@ -415,6 +415,25 @@ def test_cpu_path_reversed_views(rng: np.random.Generator, case: str) -> None:
     assert_close(dw, gw, FP32_TOL, f"{case} reversed dW")
 
 
+@pytest.mark.parametrize("images", [2, 1], ids=["wide_blocks", "few_tiles"])
+def test_cpu_winograd_deep_dx(rng: np.random.Generator, images: int) -> None:
+    """dX of a k4 s2 layer whose packed Winograd weights pass 2M floats (256 -> 258 channels):
+    by the transforms in blocks of at least 64 tiles when there are 128 tiles or more (two
+    16 x 16 images), else (one image) by the direct GEMM; dX either way, in a view with gaps."""
+    import convt
+
+    x = rng.standard_normal((images, 256, 16, 16)).astype(np.float32)
+    wt = rng.standard_normal((256, 258, 4, 4)).astype(np.float32)
+    dy = rng.standard_normal((images, 258, 32, 32)).astype(np.float32)
+    gx = R.conv_transpose_torch_backward(dy, x, wt, 2, 1, 0, 1, 1)[0]
+    dys, layout, _, _ = make_storage(dy, "strided", np.float32)
+    xs, _, _, _ = make_storage(x, "strided", np.float32)
+    dx = convt.conv_transpose2d_backward(
+        dys, xs, wt, 2, 1, 0, 1, 1, layout=layout, device=_cpu(), output_mask=(True, False, False)
+    )[0]
+    assert_close(dx, gx, FP32_TOL, f"deep dX, {images} images")
+
+
 @pytest.mark.parametrize(
     "k, stride, dilation", [(3, 1, 1), (3, 1, 2), (4, 2, 1)], ids=["3x3", "3x3_d2", "4x4_s2"]
 )

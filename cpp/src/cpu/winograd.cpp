@@ -24,11 +24,11 @@ constexpr int kMinWeightGradientChannels = 64;
 // 2x2 phases (k = 2s at stride s) save less: 9 multiply-adds for 16, not 16 for 36. One
 // thread, N = 8, k4 s2: their forward runs at the phase GEMM's speed up to 256 x 128 channels
 // and gains 18% at 512 x 256 (dcgan_g2), so it needs in x out channels of at least
-// kMinPhaseForwardProduct; their dX gains 13-33% from 64 x 64 to 256 x 128 channels, loses 30%
-// at 16 x 16 a group (grp4_k4s2) and 7% at 512 x 256, whose 19 MB of packed weights are read
-// again for every block of 16 tiles: it needs kMinPhaseChannels each way and packed weights
-// within kMaxPhaseBackwardFloats. Their dW took 24-77% longer everywhere (64 to 512 channels):
-// not used.
+// kMinPhaseForwardProduct; their dX gains 13-33% from 64 x 64 to 256 x 128 channels and 11% at
+// 512 x 256 (dcgan_g2, 19 MB of packed weights: in blocks of at least kMinColumns tiles; it lost
+// 7% in blocks of 16), loses 30% at 16 x 16 a group (grp4_k4s2): it needs kMinPhaseChannels each
+// way and packed weights within kMaxPhaseBackwardFloats. Their dW took 24-77% longer everywhere
+// (64 to 512 channels): not used.
 constexpr int64_t kMinPhaseForwardProduct = 256 * 256;
 // One kernel row (1-D layers), F(2, r) along it: 3 taps at stride 1 gain 40-70% forward and dX
 // (16 and 64 channels, one thread). 2-tap phases save only 3 multiply-adds of 4: the forward of
@@ -38,11 +38,19 @@ constexpr int64_t kMinPhaseForwardProduct = 256 * 256;
 // lost 20% at 64 x 64 (stride 8): not used.
 constexpr int64_t kMinRowPhaseForwardProduct = 512 * 256;
 constexpr int kMinPhaseChannels = 64;
-constexpr int64_t kMaxPhaseBackwardFloats = 2 * 1024 * 1024;
+constexpr int64_t kMaxPhaseBackwardFloats = 8 * 1024 * 1024;
 // A block's transformed inputs (points x depth x columns floats) stay within this many floats,
 // L2-resident while every register tile of outputs runs over them.
 constexpr int64_t kBlockFloats = 96 * 1024;
 constexpr int kMaxColumns = 256;
+// Correlations whose packed weights pass kDeepWeightFloats keep at least kMinColumns a block
+// (their transformed inputs then pass the L2): a block streams all its packed weights once, and
+// at 16 columns dcgan_g2's dX (4.7M floats of them) ran no faster than the direct GEMM; at 64,
+// 11% faster than it. (Its forward, 1.2M floats a phase, lost 18% at 64.) Their dX needs
+// kMinDeepTiles tiles or more.
+constexpr int64_t kDeepWeightFloats = 2 * 1024 * 1024;
+constexpr int kMinColumns = 64;
+constexpr int64_t kMinDeepTiles = 2 * kMinColumns;
 // The input transform runs whole vectors of this many tiles, storing up to kSpill - 1 columns
 // past a run; its channels' rows are this far apart at least.
 constexpr int kSpill = 8;
@@ -555,7 +563,8 @@ bool correlate(const std::vector<Correlation>& all) {
         int64_t blocks, first_task;
     };
     // Columns a block: as many as keep its transformed inputs L2-resident, fewer when that
-    // would leave a thread with under four blocks in all.
+    // would leave a thread with under four blocks in all; deep correlations keep kMinColumns
+    // (never more than their tiles).
     const int threads = ThreadPool::instance().num_threads();
     int64_t all_tiles = 0;
     for (const Correlation& c : all) all_tiles += TileGrid(c).total * c.groups;
@@ -565,7 +574,12 @@ bool correlate(const std::vector<Correlation>& all) {
         const TileGrid grid(c);
         int64_t columns = std::clamp<int64_t>(
             kBlockFloats / (points_of(c.r, c.ty) * c.depth) / kNr * kNr, kNr, kMaxColumns);
-        while (columns > kNr && ceil_div(all_tiles, columns) < 4 * threads) columns -= kNr;
+        const bool deep =
+            int64_t(points_of(c.r, c.ty)) * c.tiles * kMr * c.depth > kDeepWeightFloats;
+        const int64_t least = deep ? kMinColumns : kNr;
+        columns = std::max(columns, least);
+        while (columns > least && ceil_div(all_tiles, columns) < 4 * threads) columns -= kNr;
+        columns = std::min(columns, std::max<int64_t>(kNr, ceil_div(grid.total, kNr) * kNr));
         const int64_t blocks = ceil_div(grid.total, columns);
         plans.push_back({grid, static_cast<int>(columns), blocks, tasks});
         tasks += blocks * c.groups;
@@ -895,7 +909,12 @@ bool forward_winograd_fits(const ConvtParams& p, const WinogradWeights& w) {
 }
 
 bool backward_data_winograd_fits(const ConvtParams& p, const WinogradWeights& w) {
-    return !w.backward.empty() && dispatch_fits(p, Shape{w.r, w.s, w.ty});
+    const Shape sh{w.r, w.s, w.ty};
+    if (w.backward.empty() || !dispatch_fits(p, sh)) return false;
+    // Deep packs stream once a block: with few tiles (dcgan_g2 at N = 1: 16) the direct GEMM wins.
+    if (int64_t(w.backward.size()) / w.groups <= kDeepWeightFloats) return true;
+    const int64_t tiles = int64_t(p.num_images) * ceil_div(p.src_h, sh.ty) * ceil_div(p.src_w, 2);
+    return tiles >= kMinDeepTiles;
 }
 
 bool forward_winograd(const ConvtParams& p, const WinogradWeights& w,
