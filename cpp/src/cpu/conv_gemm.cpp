@@ -396,14 +396,16 @@ void write_gradient_row(float* out, const float* c, int n, bool accumulate) {
     for (int i = 0; i < n; ++i) out[i] = accumulate ? out[i] + c[i] : c[i];
 }
 
-// dW operand packing: channels [ch0, ch1) of `count` pixels -> out[tile][pixel][ch % width];
-// channels past `channels` and pixels at kMissing give zeros. Pixel-major within a tile, so
-// `width` channel streams advance together and every write is contiguous.
+// dW operand packing: channels [ch0, ch1) of `count` pixels -> out[tile][pixel][ch % width],
+// tiles `tile_stride` floats apart (count * width when 0); channels past `channels` and pixels
+// at kMissing give zeros. Pixel-major within a tile, so `width` channel streams advance
+// together and every write is contiguous.
 template <typename E>
 void pack_rows_typed(const E* s, int64_t cs, const int64_t* off, int count, int ch0, int ch1,
-                     int channels, int width, float* out) {
+                     int channels, int width, int64_t tile_stride, float* out) {
+    if (tile_stride == 0) tile_stride = int64_t(count) * width;
     for (int t0 = ch0; t0 < ch1; t0 += width) {
-        float* o = out + int64_t((t0 - ch0) / width) * count * width;
+        float* o = out + int64_t((t0 - ch0) / width) * tile_stride;
         const int real = std::max(0, std::min(width, channels - t0));
         for (int k = 0; k < count; ++k, o += width) {
             if constexpr (std::is_same_v<E, float>) {
@@ -453,13 +455,13 @@ void pack_rows_typed(const E* s, int64_t cs, const int64_t* off, int count, int 
 }
 
 void pack_rows(const Gathered& src, const int64_t* off, int count, int ch0, int ch1, int channels,
-               int width, float* out) {
+               int width, float* out, int64_t tile_stride = 0) {
     if (src.type == CONVT_TYPE_F16)
         pack_rows_typed(static_cast<const uint16_t*>(src.base), src.channel_stride, off, count, ch0,
-                        ch1, channels, width, out);
+                        ch1, channels, width, tile_stride, out);
     else
         pack_rows_typed(static_cast<const float*>(src.base), src.channel_stride, off, count, ch0,
-                        ch1, channels, width, out);
+                        ch1, channels, width, tile_stride, out);
 }
 
 // Stretches of consecutive destination elements among a block's pixels: [first, first + count)
@@ -1107,6 +1109,7 @@ void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
         thread_local std::vector<int64_t> off;
         thread_local std::vector<Segment> segments;
         packed.resize(static_cast<size_t>(slice_rows * row_floats));
+        const int64_t x_row = int64_t(p.src_w) * kNr, x_panel = slice_rows * x_row;
         off.resize(static_cast<size_t>(std::max<int64_t>(p.src_w, phase_len)));
         segments.resize(static_cast<size_t>(slice_rows));
         // [tap][row][ic]: this task's tiles, or its slots of the range's partial. Without
@@ -1164,11 +1167,14 @@ void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
             float* dy_base = packed.data() + slice_rows * x_floats;
             for (int r = 0; r < nr; ++r) {
                 const int64_t n = (r0 + r) / p.src_h, iy = (r0 + r) % p.src_h;
-                float* base = packed.data() + r * x_floats;
+                // X panel-major over the slice, [panel][row][ix][16]: a register tile's
+                // segments (its rows) then read B 512 B apart, not a row's whole X apart
+                // (16 KB on dcgan_g2, one L1 set for every row: 96 -> 110 GFLOP/s alone).
+                float* base = packed.data() + r * x_row;
                 for (int64_t ix = 0; ix < p.src_w; ++ix)
                     off[ix] = p.src_base + n * p.src_stride_n + int64_t(g) * ig * p.src_stride_c +
                               iy * p.src_stride_h + ix * p.src_stride_w;
-                pack_rows(xs, off.data(), p.src_w, 0, ldc, ig, kNr, base);
+                pack_rows(xs, off.data(), p.src_w, 0, ldc, ig, kNr, base, x_panel);
                 for (int ky = 0; ky < p.kernel_h; ++ky) {
                     const int64_t yy = iy * p.stride_y - p.first_tap_y - int64_t(p.dilation_y) * ky;
                     int64_t& at = dy_at[r * p.kernel_h + ky];
@@ -1203,14 +1209,14 @@ void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
                     if (at < 0) continue;
                     const float* a =
                         dy_base + at + tc.phase * phase_floats + (tc.lo - tc.shift) * kMr;
-                    segments[count++] = {a, packed.data() + r * x_floats + tc.lo * kNr,
+                    segments[count++] = {a, packed.data() + r * x_row + tc.lo * kNr,
                                          static_cast<int>(tc.hi - tc.lo + 1)};
                 }
                 if (!count) continue;
                 for (int o = 0; o < o1 - o0; ++o)
                     for (int jp = 0; jp < in_panels; ++jp) {
                         const int64_t a_shift = int64_t(o) * len * kMr,
-                                      b_shift = int64_t(jp) * p.src_w * kNr;
+                                      b_shift = int64_t(jp) * x_panel;
                         if (inside(o0 + o, jp))
                             uk(segments.data(), count, a_shift, b_shift,
                                dw + ((int64_t(g) * og + (o0 + o) * kMr) * taps + tap) * ig +
