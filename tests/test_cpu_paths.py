@@ -35,7 +35,8 @@ CASES = {
     "rows_s2": (9, 13, 1, (4, 37), 4, 2, 1, 1, 1),
     # Groups and dilation on every path.
     "groups_dilated": (16, 24, 2, (6, 33), 3, 1, 2, 0, 2),
-    # Three outputs: half-empty register tiles on the GEMM forward; dW tiled over (oc, kx) pairs.
+    # Three outputs: half-empty register tiles on the GEMM forward; the few-output dW (X read in
+    # place as A, B the dY at every pixel's taps), a tap row's 4 columns copied at once.
     "narrow_out": (23, 3, 1, (6, 20), 4, 2, 1, 0, 1),
     # One output channel, a large stride and kernel (FSRCNN-like): the narrow forward and dW.
     "one_out": (7, 1, 1, (5, 18), 9, 3, 4, 2, 1),
@@ -60,12 +61,14 @@ CASES = {
     # Rows of 75 (dX) and phase rows of 75 (the forward): the fused taps' four-vector passes
     # (32 columns), then one vector, then 3 columns; 9 rows (dY's rows prefetched 4 on).
     "depthwise_wide": (6, 6, 6, (9, 75), 4, 2, 1, 0, 1),
-    # One or two outputs from eight or more inputs: dW tiles over (output channel, kx) pairs.
+    # One or two outputs from eight or more inputs: the few-output dW, a tap row's 9 columns
+    # across two 16-column panels (gathered one by one) or in one (copied).
     "two_out_wide_in": (23, 2, 1, (5, 18), 9, 3, 4, 2, 1),
     "one_out_groups": (24, 2, 2, (4, 21), 5, 2, 2, 1, 1),
-    # Rows so wide and a dilation so large that the few-output dW keeps no ring of packed dY
-    # rows (each repacked when needed).
+    # Rows wider than a few-output dW slice (one row a slice), dilated: B gathered tap by tap.
     "narrow_wide_dilated": (9, 2, 1, (6, 400), 5, 2, 1, 0, 4),
+    # Image parts of 9 rows (36 rows in 4 cuts) in slices of 6 rows of 40 pixels, then 3.
+    "narrow_out_slices": (23, 3, 1, (36, 40), 4, 2, 1, 0, 1),
     # A stride larger than the image's pixel count per tile, 17 taps wide.
     "big_stride": (10, 9, 1, (3, 5), 17, 8, 4, 0, 1),
     # Stride 1, rows of 16 pixels or more, 4 taps or more: forward and dX read a block's

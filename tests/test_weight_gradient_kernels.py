@@ -151,8 +151,8 @@ def test_depthwise_backward_data_window_and_clip(device: Any, rng, k, stride) ->
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(
     "cin, cout, groups",
-    # dense, depthwise, and (on the CPU) the few-output dW tiled over (oc, kx) pairs and the row
-    # loops of few inputs and outputs
+    # dense, depthwise, and (on the CPU) the few-output dW (whose sums with a NaN are summed
+    # again tap by tap) and the row loops of few inputs and outputs
     [(4, 4, 1), (4, 4, 4), (9, 2, 1), (9, 3, 1), (4, 2, 1)],
 )
 def test_weight_gradient_nonfinite(device: Any, rng, dw_kernel, mode, cin, cout, groups) -> None:

@@ -2,10 +2,10 @@
 // sum. The segment kernel: random segment lists, depths 0-40, B read packed or at a row stride,
 // shifted A and B, several segments a tile, and a C tile inside a wider row that must keep its
 // other columns. The indirect kernel: random row offsets (repeated, out of order), depths 0-90,
-// adding to C or overwriting it. Also checks the host fp16 conversions (core/half.h), whose type
-// differs on arm64 GCC. Built and run by tools/check_micro_kernel.sh, natively and (cross-compiled)
-// under qemu for arm64, where the NEON kernels cannot run on this machine otherwise. Exit status 0:
-// all agree.
+// adding to C or overwriting it. The strided-A kernel: A's rows in place at any strides. Also
+// checks the host fp16 conversions (core/half.h), whose type differs on arm64 GCC. Built and run by
+// tools/check_micro_kernel.sh, natively and (cross-compiled) under qemu for arm64, where the NEON
+// kernels cannot run on this machine otherwise. Exit status 0: all agree.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -113,6 +113,46 @@ int main() {
     std::printf("indirect kernel '%s': %d of 300 cases agree\n", convt::cpu_kernel_isa().c_str(),
                 300 - indirect_failures);
     failures += indirect_failures;
+    // The strided-A kernel: A's rows read in place (1-6 of them, the last repeated), a row
+    // stride and a step that may be negative, depths 0-90; C's other columns must keep theirs.
+    const convt::cpu::StridedAKernel strided = convt::cpu::strided_a_kernel();
+    int strided_failures = 0;
+    for (int trial = 0; trial < 300; ++trial) {
+        const int depth = pick(gen) % 91, rows = 1 + pick(gen) % kMr;
+        const int64_t ldc = kNr + pick(gen) % 9;
+        const int64_t astep = (pick(gen) % 2 ? 1 : 1 + pick(gen) % 5) * (trial % 3 ? 1 : -1);
+        const int64_t lda = (pick(gen) % 2 ? 1 : -1) * (1 + pick(gen) % 400);
+        // Every element either stride reaches from the middle of the buffer.
+        const int64_t reach = std::llabs(lda) * kMr + std::llabs(astep) * (depth + 1) + 1;
+        std::vector<float> a(size_t(2 * reach)), b(size_t(depth) * kNr + 1), c(size_t(kMr) * ldc);
+        for (float& v : a) v = value(gen);
+        for (float& v : b) v = value(gen);
+        for (float& v : c) v = value(gen);
+        const float* a0 = a.data() + reach;
+        std::vector<double> want(c.begin(), c.end()), bound(c.size());
+        for (size_t k = 0; k < c.size(); ++k) bound[k] = std::fabs(want[k]);
+        for (int p = 0; p < depth; ++p)
+            for (int i = 0; i < kMr; ++i)
+                for (int j = 0; j < kNr; ++j) {
+                    const double t = double(a0[std::min(i, rows - 1) * lda + p * astep]) *
+                                     double(b[p * kNr + j]);
+                    want[i * ldc + j] += t;
+                    bound[i * ldc + j] += std::fabs(t);
+                }
+        strided(a0, lda, astep, rows, depth, b.data(), c.data(), ldc);
+        for (int64_t k = 0; k < int64_t(c.size()); ++k) {
+            const double tol = (depth + 1) * 0x1p-24 * bound[k];
+            if (!(std::fabs(double(c[k]) - want[k]) <= tol)) {
+                std::printf("strided trial %d: c[%lld] = %.9g, want %.9g\n", trial, (long long)k,
+                            c[k], want[k]);
+                ++strided_failures;
+                break;
+            }
+        }
+    }
+    std::printf("strided-A kernel '%s': %d of 300 cases agree\n", convt::cpu_kernel_isa().c_str(),
+                300 - strided_failures);
+    failures += strided_failures;
     // fp16: value -> bits, ties to even, overflow to infinity, and back.
     struct Half {
         float value;

@@ -1,6 +1,7 @@
 #include "conv_gemm.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -28,8 +29,10 @@ constexpr int kMaxBlock = 128;                    // pixels per forward/dX task:
 constexpr int64_t kBatchFloats = 48 * 1024;       // packed pixels of one batch of taps: L2-resident
 constexpr int64_t kFootprintFloats = 256 * 1024;  // largest block footprint (1 MB)
 constexpr int kCompactInPlaceTiles = 12;
-constexpr int kTileMajorDepth = 16;             // dX weights this few outputs deep: tile-major
-constexpr int64_t kTapsRingFloats = 64 * 1024;  // few-output dW: packed dY rows kept (256 KB)
+constexpr int kTileMajorDepth = 16;  // dX weights this few outputs deep: tile-major
+// Few-output dW: source pixels a slice (whole rows, at least one); its B takes 64 bytes a pixel
+// and panel of 16 columns (48 KB for dcgan_out's three).
+constexpr int64_t kTapsSlicePixels = 256;
 // dW slices: as many whole source rows as keep their packed X and dY rows within this many
 // bytes (about the L2; each register tile's sums are loaded once a slice: dcgan_g2 dW 25.5-27.9
 // -> 22.4-23.0 ms on one thread against 512 KB, other layers unchanged).
@@ -1268,108 +1271,148 @@ bool backward_weights_taps_fits(const ConvtParams& p) {
 
 void backward_weights_taps_image(const ConvtParams& p, const void* x, const void* dy, int64_t n,
                                  int64_t row_begin, int64_t row_end, float* partial) {
-    const int og = p.out_per_group, ig = p.in_per_group, kw = p.kernel_w;
-    const int taps = p.kernel_h * kw, pairs = og * kw;
-    const int tiles = tiles_of(pairs, kMr), in_panels = tiles_of(ig, kNr), ldc = in_panels * kNr;
-    const int width = p.src_w;
-    const Gathered xs{x, p.src_type, p.src_stride_c};
-    thread_local std::vector<int64_t> xoff;
-    thread_local std::vector<float> xpack, apack, c;
-    thread_local std::vector<int64_t> packed_row;  // [slot]: the dY row packed there, or -1
-    // A depends on the dY row alone, and rows iy that are `stride` apart reach the same dY row
-    // through different ky (fsrcnn: 3 of them): packed A rows are kept in a ring of `slots`, the
-    // dY rows one source row reaches (then no row still needed is overwritten).
-    const int64_t a_floats = int64_t(tiles) * width * kMr;
-    const int64_t span = int64_t(p.dilation_y) * (p.kernel_h - 1) + 1;
-    const int64_t slots = span * a_floats <= kTapsRingFloats ? span : 1;
-    xoff.resize(static_cast<size_t>(width));
-    xpack.resize(size_t(width) * ldc);
-    apack.resize(static_cast<size_t>(slots * a_floats));
-    const MicroKernel uk = micro_kernel();
-    for (int g = 0; g < p.groups; ++g) {
-        c.assign(size_t(p.kernel_h) * tiles * kMr * ldc, 0.f);  // [ky][pair][ic]
-        packed_row.assign(static_cast<size_t>(slots), -1);
-        for (int64_t iy = row_begin; iy < row_end; ++iy) {
-            for (int ix = 0; ix < width; ++ix) xoff[ix] = src_index(p, n, int64_t(g) * ig, iy, ix);
-            pack_rows(xs, xoff.data(), width, 0, ldc, ig, kNr, xpack.data());
-            // A holds zeros where a pair's tap misses dY; times an infinite or NaN x they would
-            // add NaN where nothing should be added. Rows with such an x (rare) take the exact
-            // loop below, over each pair's own columns.
-            const bool finite = all_finite(xpack.data(), int64_t(width) * ldc);
-            for (int ky = 0; ky < p.kernel_h; ++ky) {
-                const int64_t yy = iy * p.stride_y - p.first_tap_y - int64_t(p.dilation_y) * ky;
-                if (yy < 0 || yy >= p.clip_h) continue;
-                float* a_row = apack.data() + yy % slots * a_floats;
-                const bool packed = packed_row[yy % slots] == yy;
-                packed_row[yy % slots] = yy;
-                // A[tile][ix][i]: pair (oc, kx) = tile * kMr + i reads dY[oc][yy][ix*sx - cx].
-                for (int m = 0; m < tiles * kMr && !packed; ++m) {
-                    float* a = a_row + int64_t(m / kMr) * width * kMr + m % kMr;
-                    if (m >= pairs) {
-                        for (int ix = 0; ix < width; ++ix) a[ix * kMr] = 0.f;
-                        continue;
+    const int og = p.out_per_group, ig = p.in_per_group, kh = p.kernel_h, kw = p.kernel_w;
+    const int taps = kh * kw, width = p.src_w;
+    // B's columns: (ky, oc, kx), kx reversed within, so a tap row's kw columns at a pixel are
+    // consecutive dY elements at dilation 1 (4 floats for dcgan_out).
+    const int ncols = kh * og * kw;
+    auto column = [&](int ky, int oc, int kx) { return (ky * og + oc) * kw + (kw - 1 - kx); };
+    const int panels = tiles_of(ncols, kNr), tiles = tiles_of(ig, kMr), ldc = panels * kNr;
+    const int64_t slice_rows =
+        std::clamp<int64_t>(kTapsSlicePixels / width, 1, std::max<int64_t>(1, row_end - row_begin));
+    const int64_t kpix = slice_rows * width;  // pixels of a slice at most: its depth
+    // A, X's channel rows, is read in place when the slice's rows are one run of fp32 pixels
+    // (NCHW or NHWC), else copied to floats [ic][pixel].
+    const bool in_place = p.src_type == CONVT_TYPE_F32 && p.src_stride_h == width * p.src_stride_w;
+    thread_local std::vector<float> bpack, xrows, c;
+    bpack.resize(static_cast<size_t>(panels * kpix * kNr));
+    if (!in_place) xrows.resize(static_cast<size_t>(int64_t(ig) * kpix));
+    // Where each tap meets dY: source rows [y[ky].lo, y[ky].hi], columns [xs[kx].lo, xs[kx].hi].
+    std::vector<Span> ys(static_cast<size_t>(kh)), xs(static_cast<size_t>(kw));
+    for (int ky = 0; ky < kh; ++ky)
+        ys[ky] =
+            source_span(p.first_tap_y + int64_t(p.dilation_y) * ky, p.stride_y, p.clip_h, p.src_h);
+    for (int kx = 0; kx < kw; ++kx)
+        xs[kx] =
+            source_span(p.first_tap_x + int64_t(p.dilation_x) * kx, p.stride_x, p.clip_w, width);
+    // Columns [inner.lo, inner.hi] meet every tap column. With runs (fp32 dY in rows, no
+    // dilation along them), a tap row's kw columns there read consecutive floats.
+    Span inner{0, width - 1};
+    for (const Span& s : xs) inner = {std::max(inner.lo, s.lo), std::min(inner.hi, s.hi)};
+    const bool runs = p.dst_type == CONVT_TYPE_F32 && p.dst_stride_w == 1 && p.dilation_x == 1 &&
+                      inner.lo <= inner.hi;
+    const StridedAKernel sk = strided_a_kernel();
+    // Group g's sums into c, [ic][column]; `exact`: each tap over its own pixels alone.
+    auto sum_group = [&](int g, bool exact) {
+        c.assign(size_t(tiles) * kMr * ldc, 0.f);
+        auto x_at = [&](int64_t ic, int64_t iy, int64_t ix) {
+            return load<float>(x, p.src_type, src_index(p, n, int64_t(g) * ig + ic, iy, ix));
+        };
+        for (int64_t r0 = row_begin; r0 < row_end; r0 += slice_rows) {
+            const int nr = static_cast<int>(std::min(slice_rows, row_end - r0));
+            const int depth = nr * width;
+            // B[panel][pixel][kNr]: dY at every pixel's taps, zeros where a tap misses dY.
+            std::fill(bpack.begin(), bpack.end(), 0.f);
+            for (int r = 0; r < nr; ++r) {
+                const int64_t iy = r0 + r;
+                for (int ky = 0; ky < kh; ++ky) {
+                    if (iy < ys[ky].lo || iy > ys[ky].hi) continue;
+                    const int64_t yy = iy * p.stride_y - p.first_tap_y - int64_t(p.dilation_y) * ky;
+                    for (int oc = 0; oc < og; ++oc) {
+                        // Pixels in `inner` meet every tap of the row: with runs, kw
+                        // consecutive floats of dY, copied at once when one panel holds them.
+                        const int col0 = column(ky, oc, kw - 1);
+                        const bool copy = runs && col0 / kNr == (col0 + kw - 1) / kNr;
+                        const int64_t row = dst_index(p, n, int64_t(g) * og + oc, yy, 0);
+                        if (copy) {
+                            const float* d = static_cast<const float*>(dy);
+                            float* b = bpack.data() + (col0 / kNr) * kpix * kNr +
+                                       int64_t(r) * width * kNr + col0 % kNr;
+                            const int64_t last = p.first_tap_x + kw - 1;  // kx = kw - 1's cx
+                            for (int64_t ix = inner.lo; ix <= inner.hi; ++ix) {
+                                const float* from = d + (row + ix * p.stride_x - last);
+                                if (kw == 4)
+                                    std::memcpy(b + ix * kNr, from, 4 * sizeof(float));
+                                else
+                                    std::copy_n(from, kw, b + ix * kNr);
+                            }
+                        }
+                        for (int kx = 0; kx < kw; ++kx) {
+                            const int col = column(ky, oc, kx);
+                            float* b = bpack.data() + (col / kNr) * kpix * kNr +
+                                       int64_t(r) * width * kNr + col % kNr;
+                            const int64_t cx = p.first_tap_x + int64_t(p.dilation_x) * kx;
+                            const int64_t step = int64_t(p.stride_x) * p.dst_stride_w;
+                            auto gather = [&](int64_t lo, int64_t hi) {
+                                int64_t at = row + (lo * p.stride_x - cx) * p.dst_stride_w;
+                                for (int64_t ix = lo; ix <= hi; ++ix, at += step)
+                                    b[ix * kNr] = load<float>(dy, p.dst_type, at);
+                            };
+                            if (!copy) {
+                                gather(xs[kx].lo, xs[kx].hi);
+                                continue;
+                            }
+                            gather(xs[kx].lo, std::min(xs[kx].hi, inner.lo - 1));
+                            gather(std::max(xs[kx].lo, inner.hi + 1), xs[kx].hi);
+                        }
                     }
-                    const int oc = m / kw, kx = m % kw;
-                    const int64_t cx = p.first_tap_x + int64_t(p.dilation_x) * kx;
-                    const int64_t row = dst_index(p, n, int64_t(g) * og + oc, yy, 0);
-                    // Columns ix in [lo, hi] read dY column ix * stride - cx; zeros elsewhere
-                    // (bounds and element type settled outside the loop: this packing took
-                    // two thirds as long as the multiply-adds on fsrcnn's dW).
-                    const Span in = source_span(cx, p.stride_x, p.clip_w, width);
-                    const int64_t lo = std::min<int64_t>(in.lo, width),
-                                  hi = std::max(in.hi, lo - 1);
-                    const int64_t step = int64_t(p.stride_x) * p.dst_stride_w;
-                    const int64_t first = row + (lo * p.stride_x - cx) * p.dst_stride_w;
-                    for (int64_t ix = 0; ix < lo; ++ix) a[ix * kMr] = 0.f;
-                    if (p.dst_type == CONVT_TYPE_F32) {
-                        const float* d = static_cast<const float*>(dy) + first;
-                        for (int64_t ix = lo; ix <= hi; ++ix, d += step) a[ix * kMr] = *d;
-                    } else if (p.dst_type == CONVT_TYPE_F16 && hi >= lo) {
-                        // The run's bits gathered, converted at once (F16C): one library call
-                        // an element was a third of fsrcnn's fp16 dW.
-                        thread_local std::vector<uint16_t> bits;
-                        thread_local std::vector<float> run;
-                        bits.resize(static_cast<size_t>(hi - lo + 1));
-                        run.resize(bits.size());
-                        const uint16_t* d = static_cast<const uint16_t*>(dy) + first;
-                        for (int64_t ix = lo; ix <= hi; ++ix, d += step) bits[ix - lo] = *d;
-                        halves_to_floats(bits.data(), static_cast<int>(bits.size()), run.data());
-                        for (int64_t ix = lo; ix <= hi; ++ix) a[ix * kMr] = run[ix - lo];
-                    } else {
-                        for (int64_t ix = lo, at = first; ix <= hi; ++ix, at += step)
-                            a[ix * kMr] = load<float>(dy, p.dst_type, at);
-                    }
-                    for (int64_t ix = hi + 1; ix < width; ++ix) a[ix * kMr] = 0.f;
                 }
-                if (!finite) {
-                    for (int m = 0; m < pairs; ++m) {
-                        const int64_t cx = p.first_tap_x + int64_t(p.dilation_x) * (m % kw);
-                        const Span in = source_span(cx, p.stride_x, p.clip_w, width);
-                        const float* a = a_row + int64_t(m / kMr) * width * kMr + m % kMr;
-                        float* cm = c.data() + (int64_t(ky) * tiles * kMr + m) * ldc;
-                        for (int64_t ix = std::max<int64_t>(in.lo, 0);
-                             ix <= std::min<int64_t>(in.hi, width - 1); ++ix)
-                            for (int ic = 0; ic < ig; ++ic)
-                                cm[ic] += a[ix * kMr] *
-                                          xpack[(int64_t(ic / kNr) * width + ix) * kNr + ic % kNr];
-                    }
-                    continue;
-                }
+            }
+            const float* a = nullptr;
+            int64_t lda = kpix, astep = 1;
+            if (in_place) {
+                a = static_cast<const float*>(x) + src_index(p, n, int64_t(g) * ig, r0, 0);
+                lda = p.src_stride_c;
+                astep = p.src_stride_w;
+            } else {
+                for (int ic = 0; ic < ig; ++ic)
+                    for (int r = 0; r < nr; ++r)
+                        for (int ix = 0; ix < width; ++ix)
+                            xrows[int64_t(ic) * kpix + int64_t(r) * width + ix] =
+                                x_at(ic, r0 + r, ix);
+                a = xrows.data();
+            }
+            if (!exact) {
                 for (int o = 0; o < tiles; ++o)
-                    for (int jp = 0; jp < in_panels; ++jp) {
-                        const Segment one{a_row + int64_t(o) * width * kMr,
-                                          xpack.data() + int64_t(jp) * width * kNr, width};
-                        uk(&one, 1, 0, 0,
-                           c.data() + (int64_t(ky) * tiles + o) * kMr * ldc + jp * kNr, ldc);
+                    for (int jp = 0; jp < panels; ++jp)
+                        sk(a + int64_t(o) * kMr * lda, lda, astep, std::min(kMr, ig - o * kMr),
+                           depth, bpack.data() + int64_t(jp) * kpix * kNr,
+                           c.data() + int64_t(o) * kMr * ldc + jp * kNr, ldc);
+                continue;
+            }
+            // Each tap's own pixels alone, pixel by pixel in order.
+            for (int r = 0; r < nr; ++r) {
+                const int64_t iy = r0 + r;
+                for (int ix = 0; ix < width; ++ix)
+                    for (int ky = 0; ky < kh; ++ky) {
+                        if (iy < ys[ky].lo || iy > ys[ky].hi) continue;
+                        for (int oc = 0; oc < og; ++oc)
+                            for (int kx = 0; kx < kw; ++kx) {
+                                if (ix < xs[kx].lo || ix > xs[kx].hi) continue;
+                                const int col = column(ky, oc, kx);
+                                const float v = bpack[(col / kNr) * kpix * kNr +
+                                                      (int64_t(r) * width + ix) * kNr + col % kNr];
+                                const int64_t pixel = int64_t(r) * width + ix;
+                                for (int ic = 0; ic < ig; ++ic)
+                                    c[int64_t(ic) * ldc + col] += a[ic * lda + pixel * astep] * v;
+                            }
                     }
             }
         }
-        for (int ky = 0; ky < p.kernel_h; ++ky)
-            for (int m = 0; m < pairs; ++m) {
-                const int oc = m / kw, kx = m % kw;
-                std::copy_n(c.data() + (int64_t(ky) * tiles * kMr + m) * ldc, ig,
-                            partial + ((int64_t(g) * og + oc) * taps + ky * kw + kx) * ig);
-            }
+    };
+    for (int g = 0; g < p.groups; ++g) {
+        sum_group(g, false);
+        // B's zeros where a tap misses dY times an infinite or NaN x add NaN where nothing
+        // should be added: a sum that is not finite is summed again, each tap over its own
+        // pixels alone (rare; testing x for it cost an eighth of dcgan_out's dW).
+        if (!all_finite(c.data(), int64_t(c.size()))) sum_group(g, true);
+        for (int oc = 0; oc < og; ++oc)
+            for (int ky = 0; ky < kh; ++ky)
+                for (int kx = 0; kx < kw; ++kx) {
+                    float* to = partial + ((int64_t(g) * og + oc) * taps + ky * kw + kx) * ig;
+                    const float* from = c.data() + column(ky, oc, kx);
+                    for (int ic = 0; ic < ig; ++ic) to[ic] = from[int64_t(ic) * ldc];
+                }
     }
 }
 

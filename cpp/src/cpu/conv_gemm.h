@@ -59,8 +59,9 @@ void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
 
 /// At most three output channels per group, eight or more inputs: dW of source rows
 /// [row_begin, row_end) of image n alone, written to `partial` (dense OHWI floats; the caller
-/// sums the parts in a fixed order). The register tile's rows are (output channel, kx) pairs,
-/// so taps, not padding, fill it.
+/// sums the parts in a fixed order). One GEMM over the pixels: A is X's channel rows, read in
+/// place where fp32 rows run on (NCHW, NHWC), B the dY each pixel's taps meet, a column per
+/// (ky, oc, kx), so taps, not padding, fill the register tile's 16 columns.
 bool backward_weights_taps_fits(const ConvtParams& p);
 void backward_weights_taps_image(const ConvtParams& p, const void* x, const void* dy, int64_t n,
                                  int64_t row_begin, int64_t row_end, float* partial);

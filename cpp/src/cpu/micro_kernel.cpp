@@ -1,5 +1,6 @@
 #include "micro_kernel.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -54,6 +55,21 @@ void indirect_portable(const float* a, const int64_t* rows, int depth, const flo
         for (int j = 0; j < kNr; ++j) c[i * ldc + j] = acc[i][j];
 }
 
+void strided_a_portable(const float* a, int64_t lda, int64_t astep, int rows, int depth,
+                        const float* b, float* c, int64_t ldc) {
+    float acc[kMr][kNr];
+    const float* row[kMr];
+    for (int i = 0; i < kMr; ++i) {
+        row[i] = a + std::min(i, rows - 1) * lda;
+        for (int j = 0; j < kNr; ++j) acc[i][j] = c[i * ldc + j];
+    }
+    for (int p = 0; p < depth; ++p)
+        for (int i = 0; i < kMr; ++i)
+            for (int j = 0; j < kNr; ++j) acc[i][j] += row[i][p * astep] * b[p * kNr + j];
+    for (int i = 0; i < kMr; ++i)
+        for (int j = 0; j < kNr; ++j) c[i * ldc + j] = acc[i][j];
+}
+
 #ifdef CONVT_X86_DISPATCH
 // 12 accumulators, 2 loads of b and 6 broadcasts of a per step: FMA-bound on AVX2 cores. Named
 // accumulators, not an array: an array of them spilled to the stack (2x slower). The macros
@@ -99,6 +115,27 @@ __attribute__((target("avx2,fma"))) void indirect_avx2(const float* a, const int
     for (int p = 0; p < depth; ++p, a += kMr) CONVT_AVX2_STEP(b + rows[p])
     CONVT_TILE_ROWS(CONVT_AVX2_STORE)
 }
+// A's rows in place: row i's value of step p at a_i + p * astep (k below).
+#define CONVT_AVX2_ROW_AT(i) const float* a##i = a + std::min(i, rows - 1) * lda;
+#define CONVT_AVX2_IN_PLACE(i)                           \
+    {                                                    \
+        const __m256 av = _mm256_broadcast_ss(a##i + k); \
+        c##i##0 = _mm256_fmadd_ps(av, b0, c##i##0);      \
+        c##i##1 = _mm256_fmadd_ps(av, b1, c##i##1);      \
+    }
+__attribute__((target("avx2,fma"))) void strided_a_avx2(const float* a, int64_t lda, int64_t astep,
+                                                        int rows, int depth, const float* b,
+                                                        float* c, int64_t ldc) {
+    CONVT_TILE_ROWS(CONVT_AVX2_ROW_AT)
+    CONVT_TILE_ROWS(CONVT_AVX2_LOAD)
+    for (int64_t p = 0, k = 0; p < depth; ++p, k += astep, b += kNr) {
+        const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+        CONVT_TILE_ROWS(CONVT_AVX2_IN_PLACE)
+    }
+    CONVT_TILE_ROWS(CONVT_AVX2_STORE)
+}
+#undef CONVT_AVX2_ROW_AT
+#undef CONVT_AVX2_IN_PLACE
 #undef CONVT_AVX2_LOAD
 #undef CONVT_AVX2_START
 #undef CONVT_AVX2_ROW
@@ -162,6 +199,26 @@ void indirect_neon(const float* a, const int64_t* rows, int depth, const float* 
     for (int p = 0; p < depth; ++p, a += kMr) CONVT_NEON_STEP(b + rows[p])
     CONVT_TILE_ROWS(CONVT_NEON_STORE)
 }
+// A's rows in place: each row's value of step p broadcast (k = p * astep), multiplied by lane 0.
+#define CONVT_NEON_ROW_AT(i) const float* a##i = a + std::min(i, rows - 1) * lda;
+#define CONVT_NEON_IN_PLACE(i)                          \
+    {                                                   \
+        const float32x4_t av = vld1q_dup_f32(a##i + k); \
+        CONVT_NEON_ROW(vfmaq_laneq_f32, i, av, 0)       \
+    }
+void strided_a_neon(const float* a, int64_t lda, int64_t astep, int rows, int depth, const float* b,
+                    float* c, int64_t ldc) {
+    CONVT_TILE_ROWS(CONVT_NEON_ROW_AT)
+    CONVT_TILE_ROWS(CONVT_NEON_LOAD)
+    for (int64_t p = 0, k = 0; p < depth; ++p, k += astep, b += kNr) {
+        const float32x4_t b0 = vld1q_f32(b), b1 = vld1q_f32(b + 4);
+        const float32x4_t b2 = vld1q_f32(b + 8), b3 = vld1q_f32(b + 12);
+        CONVT_TILE_ROWS(CONVT_NEON_IN_PLACE)
+    }
+    CONVT_TILE_ROWS(CONVT_NEON_STORE)
+}
+#undef CONVT_NEON_ROW_AT
+#undef CONVT_NEON_IN_PLACE
 #undef CONVT_NEON_LOAD
 #undef CONVT_NEON_START
 #undef CONVT_NEON_ROW
@@ -222,6 +279,18 @@ IndirectKernel indirect_kernel() {
 }
 
 IndirectKernel portable_indirect_kernel() { return &indirect_portable; }
+
+StridedAKernel strided_a_kernel() {
+#ifdef CONVT_X86_DISPATCH
+    if (use_avx2()) return &strided_a_avx2;
+#endif
+#ifdef CONVT_NEON
+    if (use_neon()) return &strided_a_neon;
+#endif
+    return &strided_a_portable;
+}
+
+StridedAKernel portable_strided_a_kernel() { return &strided_a_portable; }
 
 }  // namespace convt::cpu
 

@@ -33,6 +33,13 @@ using MicroKernel = void (*)(const Segment* segments, int count, int64_t a_shift
 using IndirectKernel = void (*)(const float* a, const int64_t* rows, int depth, const float* b,
                                 float* c, int64_t ldc, bool overwrite);
 
+/// c[i * ldc + j] += sum over p < depth, in order, of A(i, p) * b[p * kNr + j], for i < kMr and
+/// j < kNr, with A(i, p) = a[min(i, rows - 1) * lda + p * astep]: A read in place, a tensor's
+/// channel rows (rows past `rows`, 1 <= rows <= kMr, repeat the last one, and the caller drops
+/// their sums), B a packed panel.
+using StridedAKernel = void (*)(const float* a, int64_t lda, int64_t astep, int rows, int depth,
+                                const float* b, float* c, int64_t ldc);
+
 /// Whether the CPU kernels use AVX2+FMA: the CPU has both and the environment variable
 /// CONVT_CPU_ISA is not "portable" (read once; lets tests run the portable kernels anywhere).
 bool use_avx2();
@@ -48,5 +55,8 @@ MicroKernel portable_micro_kernel();
 /// The indirect kernels, picked the same way.
 IndirectKernel indirect_kernel();
 IndirectKernel portable_indirect_kernel();
+/// The strided-A kernels, picked the same way.
+StridedAKernel strided_a_kernel();
+StridedAKernel portable_strided_a_kernel();
 
 }  // namespace convt::cpu
