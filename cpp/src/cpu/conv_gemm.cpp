@@ -1069,10 +1069,11 @@ void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
         group_floats * p.groups <= kRowSplitMaxWeights
             ? static_cast<int>(std::clamp<int64_t>(all_rows / kRowsPerRange, 1, kRowRanges))
             : 1;
-    // Two tasks a thread: every split packs all of X again (four a thread: transposes 8 -> 11%
+    // One task a thread: every split packs all of X again (four a thread: transposes 8 -> 11%
     // of dcgan_g2's dW on 2 threads; two: dcgan_g2 dW 12.4-12.7 -> 11.8-12.3 ms, hifigan 24.5 ->
-    // 23.2-23.6).
-    const int64_t want = 2 * int64_t(ThreadPool::instance().num_threads());
+    // 23.2-23.6; one, once X was packed panel-major: dcgan_g2 12.3-12.5 -> 11.7-11.8, the others
+    // unchanged).
+    const int64_t want = ThreadPool::instance().num_threads();
     const int splits = static_cast<int>(
         std::clamp<int64_t>(ceil_div(want, int64_t(p.groups) * ranges), 1, out_tiles));
     std::vector<float> partials(ranges > 1 ? size_t(p.groups) * ranges * group_floats : 0);
