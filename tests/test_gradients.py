@@ -570,8 +570,8 @@ def test_weight_gradient_overwrites_state(
 ) -> None:
     """A second encode without accumulation replaces the state's dW, on layers whose dW sums in
     register tiles of 6 output x 16 input channels (the CPU GEMM then sums whole tiles straight
-    into dW, zeroed first): the result is the second gradient, not the sum of both, for every
-    tile, the tail rows and columns included."""
+    into dW, each tap overwritten by its first products): the result is the second gradient,
+    not the sum of both, for every tile, the tail rows and columns included."""
     w = rng.uniform(-0.5, 0.5, (cout, 3, 3, cin)).astype(np.float32)
     fwd, grad = build_transpose_pair(device, w, None, stride=2, kernel_weights_dtype="float32")
     x = rng.uniform(-1, 1, (2, cin, 3, 5)).astype(np.float32)
@@ -585,6 +585,40 @@ def test_weight_gradient_overwrites_state(
         run_encoded(device, lambda cb, dy=dy: grad.encode(cb, convt.Image(dy), x_img, state))
     _, dw_ref, _ = R.conv_transpose_mps_backward(dys[1], x, w, 2, 1, 1, (-1, -1), (3, 5))
     assert_close(state.gradient_for_weights, dw_ref, FP32_TOL, "second dW")
+
+
+def _poison_read_only(a: np.ndarray) -> None:
+    """Fills a read-only float32 view (a state's dW) with NaN in place, through its address."""
+    import ctypes
+
+    assert a.dtype == np.float32 and a.flags.c_contiguous
+    ptr = ctypes.cast(a.__array_interface__["data"][0], ctypes.POINTER(ctypes.c_float))
+    np.ctypeslib.as_array(ptr, a.shape)[...] = np.nan
+
+
+def test_weight_gradient_writes_dead_taps(device: Any, rng: np.random.Generator) -> None:
+    """Taps that meet no dY pixel get dW = 0 written, not left as they were: a 7x7 kernel at
+    dilation 2 over a 3 x 5 source and a 6 x 10 destination, whose outer tap rows land outside
+    it (on the CPU, the GEMM sums whole register tiles into dW, each tap from its first
+    products, and zeroes taps that have none). The state's dW is NaN before the encode."""
+    cout, cin = 12, 32
+    w = rng.uniform(-0.5, 0.5, (cout, 7, 7, cin)).astype(np.float32)
+    fwd, grad = build_transpose_pair(
+        device, w, None, stride=2, dilation=2, kernel_weights_dtype="float32"
+    )
+    x = rng.uniform(-1, 1, (2, cin, 3, 5)).astype(np.float32)
+    x_img = convt.Image(x)
+    dst = convt.Image(np.zeros((2, cout, 6, 10), np.float32))
+    set_total_offset(fwd, (-1, -1))
+    state = fwd.result_state(x_img, destination_image=dst)
+    grad.gradient_option = convt.GradientOption.weights_and_bias
+    dy = rng.uniform(-1, 1, (2, cout, 6, 10)).astype(np.float32)
+    _, dw_ref, _ = R.conv_transpose_mps_backward(dy, x, w, 2, 2, 1, (-1, -1), (3, 5))
+    dead = (dw_ref == 0).all(axis=(0, 3))
+    assert dead.any() and not dead.all(), "the layer needs taps with and without dY"
+    _poison_read_only(state.gradient_for_weights)
+    run_encoded(device, lambda cb: grad.encode(cb, convt.Image(dy), x_img, state))
+    assert_close(state.gradient_for_weights, dw_ref, FP32_TOL, "dW")
 
 
 def test_uint8_weights_are_rejected(device: Any, rng: np.random.Generator) -> None:

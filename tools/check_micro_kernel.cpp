@@ -1,11 +1,11 @@
 // Checks the CPU GEMM micro-kernels the build picks (AVX2, NEON or portable) against a float64
 // sum. The segment kernel: random segment lists, depths 0-40, B read packed or at a row stride,
-// shifted A and B, several segments a tile, and a C tile inside a wider row that must keep its
-// other columns. The indirect kernel: random row offsets (repeated, out of order), depths 0-90,
-// adding to C or overwriting it. The strided-A kernel: A's rows in place at any strides. Also
-// checks the host fp16 conversions (core/half.h), whose type differs on arm64 GCC. Built and run by
-// tools/check_micro_kernel.sh, natively and (cross-compiled) under qemu for arm64, where the NEON
-// kernels cannot run on this machine otherwise. Exit status 0: all agree.
+// shifted A and B, several segments a tile, adding to C or overwriting it, and a C tile inside a
+// wider row that must keep its other columns. The indirect kernel: random row offsets (repeated,
+// out of order), depths 0-90, adding to C or overwriting it. The strided-A kernel: A's rows in
+// place at any strides. Also checks the host fp16 conversions (core/half.h), whose type differs on
+// arm64 GCC. Built and run by tools/check_micro_kernel.sh, natively and (cross-compiled) under qemu
+// for arm64, where the NEON kernels cannot run on this machine otherwise. Exit status 0: all agree.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -47,6 +47,10 @@ int main() {
         for (float& v : c) v = value(gen);
         // Float64 sums, and the float32 rounding bound for each: (terms) x u x sum of |terms|.
         std::vector<double> want(c.begin(), c.end()), bound(c.size());
+        const bool overwrite = trial % 2;  // then c's values are not part of the sum
+        if (overwrite)  // the tile's elements; the row's other columns must keep theirs
+            for (int i = 0; i < kMr; ++i)
+                for (int j = 0; j < kNr; ++j) want[i * ldc + j] = 0.0;
         int terms = 1;
         for (int s = 0; s < count; ++s) terms += segs[s].depth;
         for (size_t k = 0; k < c.size(); ++k) bound[k] = std::fabs(want[k]);
@@ -59,7 +63,7 @@ int main() {
                         want[i * ldc + j] += t;
                         bound[i * ldc + j] += std::fabs(t);
                     }
-        kernel(segs.data(), count, a_shift, b_shift, c.data(), ldc);
+        kernel(segs.data(), count, a_shift, b_shift, c.data(), ldc, overwrite);
         ++cases;
         for (int64_t k = 0; k < int64_t(c.size()); ++k) {
             const double tol = terms * 0x1p-24 * bound[k];

@@ -25,10 +25,10 @@ namespace {
 static_assert(kMr == 6, "CONVT_TILE_ROWS lists kMr rows");
 
 void micro_portable(const Segment* segments, int count, int64_t a_shift, int64_t b_shift, float* c,
-                    int64_t ldc) {
+                    int64_t ldc, bool overwrite) {
     float acc[kMr][kNr];
     for (int i = 0; i < kMr; ++i)
-        for (int j = 0; j < kNr; ++j) acc[i][j] = c[i * ldc + j];
+        for (int j = 0; j < kNr; ++j) acc[i][j] = overwrite ? 0.f : c[i * ldc + j];
     for (int s = 0; s < count; ++s)
         for (int p = 0; p < segments[s].depth; ++p) {
             const float* ap = segments[s].a + a_shift + p * kMr;
@@ -96,8 +96,8 @@ void strided_a_portable(const float* a, int64_t lda, int64_t astep, int rows, in
 
 __attribute__((target("avx2,fma"))) void micro_avx2(const Segment* segments, int count,
                                                     int64_t a_shift, int64_t b_shift, float* c,
-                                                    int64_t ldc) {
-    CONVT_TILE_ROWS(CONVT_AVX2_LOAD)
+                                                    int64_t ldc, bool overwrite) {
+    CONVT_TILE_ROWS(CONVT_AVX2_START)
     for (int s = 0; s < count; ++s) {
         const float* a = segments[s].a + a_shift;
         const float* b = segments[s].b + b_shift;
@@ -181,8 +181,8 @@ __attribute__((target("avx2,fma"))) void strided_a_avx2(const float* a, int64_t 
     vst1q_f32(c + i * ldc + 8, c##i##2), vst1q_f32(c + i * ldc + 12, c##i##3);
 
 void micro_neon(const Segment* segments, int count, int64_t a_shift, int64_t b_shift, float* c,
-                int64_t ldc) {
-    CONVT_TILE_ROWS(CONVT_NEON_LOAD)
+                int64_t ldc, bool overwrite) {
+    CONVT_TILE_ROWS(CONVT_NEON_START)
     for (int s = 0; s < count; ++s) {
         const float* a = segments[s].a + a_shift;
         const float* b = segments[s].b + b_shift;

@@ -21,10 +21,11 @@ struct Segment {
 
 /// c[i * ldc + j] += sum over the segments, in order, and p < depth of A[p * kMr + i] *
 /// B[p * ldb + j], for i < kMr and j < kNr, with A = a + a_shift and B = b + b_shift of each
-/// segment (one segment list then serves every register tile of a pass). The tile stays in
-/// registers across segments; the sum runs in a fixed order (deterministic).
+/// segment (one segment list then serves every register tile of a pass). With `overwrite`,
+/// c = the sum (c not read). The tile stays in registers across segments; the sum runs in a
+/// fixed order (deterministic).
 using MicroKernel = void (*)(const Segment* segments, int count, int64_t a_shift, int64_t b_shift,
-                             float* c, int64_t ldc);
+                             float* c, int64_t ldc, bool overwrite);
 
 /// c[i * ldc + j] += sum over p < depth, in order, of a[p * kMr + i] * b[rows[p] + j], for i < kMr
 /// and j < kNr (with `overwrite`, c = the sum, c not read): B read in place through one offset a

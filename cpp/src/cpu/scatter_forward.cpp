@@ -144,7 +144,7 @@ void forward_scatter(const ConvtParams& p, const ScatterWeights& w, const void* 
                 for (int jp = 0; jp < panels; ++jp) {
                     const Segment one{a_group + int64_t(o) * ig * kMr,
                                       xpack.data() + int64_t(jp) * ig * kNr, ig};
-                    uk(&one, 1, 0, 0, ct + jp * kNr, ldc);
+                    uk(&one, 1, 0, 0, ct + jp * kNr, ldc, false);
                 }
             }
             // Row m = (ocl, ky, kx) adds its run of source columns to the phase row of

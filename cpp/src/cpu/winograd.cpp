@@ -719,7 +719,7 @@ void weight_taps(const Correlation& c, const float* grad, float* taps) {
                     for (int ip = 0; ip < ipanels; ++ip) {
                         const Segment sg{ep.data() + int64_t(ot - ot0) * cols * kMr,
                                          vp.data() + int64_t(ip) * cols * kNr, real, kNr};
-                        uk(&sg, 1, 0, 0, mp + int64_t(ot) * kMr * icols + ip * kNr, icols);
+                        uk(&sg, 1, 0, 0, mp + int64_t(ot) * kMr * icols + ip * kNr, icols, false);
                     }
             }
         }
