@@ -125,13 +125,15 @@ def test_nonfinite_weight_reaches_only_its_taps(
 
 
 # (cin, cout, (H, W), k, stride, padding, dilation): layers whose forward and dX the CPU runs
-# through Winograd transforms: 3x3 at stride 1 (16 or more channels), and 4x4 at stride 2 (2x2
-# taps a phase): dX from 64 channels each way, the forward from 256 x 256.
+# through Winograd transforms: 3x3 at stride 1 (16 or more channels), and 4x4 (or 3x3) at stride
+# 2 (2x2 taps a phase): dX from 64 channels each way, the forward (4x4) from 256 x 256.
 WINOGRAD_LAYERS = {
     "s1": (17, 18, (6, 9), 3, 1, 1, 1),
     "s1_dilated": (17, 18, (6, 9), 3, 1, 1, 2),
     "s2_dx": (64, 66, (5, 6), 4, 2, 1, 1),
     "s2_forward": (256, 256, (3, 4), 4, 2, 1, 1),
+    # 3x3 at stride 2 (an odd kernel): dX as a 4x4 one whose last taps are zero.
+    "s2_odd_dx": (64, 66, (5, 6), 3, 2, 1, 1),
     # One kernel row (1-D layers): one-row tiles, F(2, 2) and F(2, 3) along the row.
     "1d_s8_forward": (512, 256, (1, 7), (1, 16), (1, 8), (0, 4), 1),
     "1d_k3_dilated": (17, 18, (1, 20), (1, 3), 1, (0, 2), (1, 2)),

@@ -57,6 +57,9 @@ struct CpuWeights : DeviceWeights {
     DepthwiseWeights depth;  // float layers with one channel in and out per group
     ScatterWeights scatter;  // float layers with few output channels per group
     WinogradWeights wino;    // float 3x3 layers with enough channels
+    // dX by the transforms for a (2s - 1)-tap kernel, packed at the first dispatch at stride s.
+    mutable std::once_flag odd_once;
+    mutable WinogradWeights wino_odd;
     Packed<float> f;
     Packed<double> d;
 };
@@ -587,6 +590,17 @@ class CpuBackend : public detail::Backend {
         if (fast && backward_data_winograd_fits(p, w.wino) &&
             backward_data_winograd(p, w.wino, dy, dx))
             return;
+        if (fast && p.stride_y == p.stride_x &&
+            winograd_odd_wanted(p.groups, p.out_per_group, p.in_per_group, p.kernel_h, p.kernel_w,
+                                p.stride_x)) {
+            std::call_once(w.odd_once, [&] {
+                pack_winograd_odd(p.groups, p.out_per_group, p.in_per_group, p.stride_x,
+                                  w.f.backward.data(), w.wino_odd);
+            });
+            if (backward_data_winograd_fits(p, w.wino_odd) &&
+                backward_data_winograd(p, w.wino_odd, dy, dx))
+                return;
+        }
         if (fast && backward_data_gemm_fits(p)) return backward_data_gemm(p, w.gemm, dy, dx);
         const bool narrow = w.finite && !w.f.by_input.empty() && p.src_w >= 16;
         ThreadPool::instance().parallel_for(tasks, [&](int64_t t) {

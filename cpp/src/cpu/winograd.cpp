@@ -119,7 +119,11 @@ struct Correlation {
     int channels = 0;  // per source
     int depth = 0;     // sources x channels: the GEMMs' depth
     int outs = 0, tiles = 0;
-    const float* u = nullptr;       // [g][point][out tile][depth][kMr]
+    const float* u = nullptr;  // [g][point][out tile][depth][kMr]
+    // dX of odd kernels: each point's sources (point_sources[pt]) and where its weights start
+    // in a group's (point_offset[pt]; point_offset[points]: a group's); null: every source.
+    const std::vector<std::vector<int>>* point_sources = nullptr;
+    const int64_t* point_offset = nullptr;
     const float* bias = nullptr;    // [groups * outs], forward only
     const float* slopes = nullptr;  // PReLU
     NeuronType neuron = NeuronType::None;
@@ -574,8 +578,10 @@ bool correlate(const std::vector<Correlation>& all) {
         const TileGrid grid(c);
         int64_t columns = std::clamp<int64_t>(
             kBlockFloats / (points_of(c.r, c.ty) * c.depth) / kNr * kNr, kNr, kMaxColumns);
-        const bool deep =
-            int64_t(points_of(c.r, c.ty)) * c.tiles * kMr * c.depth > kDeepWeightFloats;
+        const int64_t group_weights = c.point_offset
+                                          ? c.point_offset[points_of(c.r, c.ty)]
+                                          : int64_t(points_of(c.r, c.ty)) * c.tiles * kMr * c.depth;
+        const bool deep = group_weights > kDeepWeightFloats;
         const int64_t least = deep ? kMinColumns : kNr;
         columns = std::max(columns, least);
         while (columns > least && ceil_div(all_tiles, columns) < 4 * threads) columns -= kNr;
@@ -599,13 +605,27 @@ bool correlate(const std::vector<Correlation>& all) {
         const int64_t first = (t % plan.blocks) * cols;
         const int real = static_cast<int>(std::min<int64_t>(cols, plan.grid.total - first));
         thread_local std::vector<float> v, m;
-        thread_local std::vector<int64_t> rows;
+        thread_local std::vector<int64_t> rows;  // [point][its depth]: v's rows it reads
         thread_local std::vector<TileRun> runs;
         const int pitch = cols + kSpill;
         v.resize(size_t(points) * c.depth * pitch);
         m.resize(size_t(points) * kMr * cols + kSpill);  // the output transform reads past
-        rows.resize(size_t(c.depth));
-        for (int p = 0; p < c.depth; ++p) rows[p] = int64_t(p) * pitch;
+        rows.resize(size_t(points) * c.depth);
+        int depth[16];  // points_of <= 16
+        for (int pt = 0; pt < points; ++pt) {
+            depth[pt] = 0;
+            for (int q = 0; q < int(c.sources.size()); ++q) {
+                if (c.point_sources) {
+                    const std::vector<int>& ps = (*c.point_sources)[pt];
+                    if (std::find(ps.begin(), ps.end(), q) == ps.end()) continue;
+                }
+                for (int ch = 0; ch < c.channels; ++ch)
+                    rows[size_t(pt) * c.depth + depth[pt]++] =
+                        (int64_t(q) * c.channels + ch) * pitch;
+            }
+        }
+        const int64_t group_weights =
+            c.point_offset ? c.point_offset[points] : int64_t(points) * c.tiles * c.depth * kMr;
         plan.grid.runs(c, first, real, runs);
         for (const TileRun& s : runs) tf.inputs(c, g, s, pitch, v.data());
         if (real < cols)  // the last block's spare columns: zeros, never stored
@@ -617,11 +637,14 @@ bool correlate(const std::vector<Correlation>& all) {
         const int panels = cols / kNr;
         for (int ot = 0; ot < c.tiles; ++ot) {
             for (int pt = 0; pt < points; ++pt) {
-                const float* a = c.u + ((int64_t(g) * points + pt) * c.tiles + ot) * c.depth * kMr;
+                const int64_t at =
+                    c.point_offset ? c.point_offset[pt] : int64_t(pt) * c.tiles * c.depth * kMr;
+                const float* a = c.u + g * group_weights + at + int64_t(ot) * depth[pt] * kMr;
                 const float* b = v.data() + int64_t(pt) * c.depth * pitch;
+                const int64_t* rp = rows.data() + size_t(pt) * c.depth;
                 float* mp = m.data() + int64_t(pt) * kMr * cols;
                 for (int jp = 0; jp < panels; ++jp)
-                    kernel(a, rows.data(), c.depth, b + jp * kNr, mp + jp * kNr, cols, true);
+                    kernel(a, rp, depth[pt], b + jp * kNr, mp + jp * kNr, cols, true);
             }
             for (int i = 0; i < kMr && ot * kMr + i < c.outs; ++i)
                 for (const TileRun& s : runs)
@@ -753,9 +776,11 @@ void weight_taps(const Correlation& c, const float* grad, float* taps) {
 // one-row tiles (ty = 1, stride 1 down the rows). r = 0 when none.
 struct Shape {
     int r = 0, s = 0, ty = 2;
-    int sy() const { return ty == 2 ? s : 1; }  // stride down the rows
-    int ry() const { return ty == 2 ? r : 1; }  // taps a phase down the rows
-    int classes() const { return sy() * s; }    // tap classes (stride phases)
+    bool odd = false;  // the kernel is r * s - 1 taps a side, packed with its last taps zero
+    int sy() const { return ty == 2 ? s : 1; }       // stride down the rows
+    int ry() const { return ty == 2 ? r : 1; }       // taps a phase down the rows
+    int classes() const { return sy() * s; }         // tap classes (stride phases)
+    int k() const { return r * s - (odd ? 1 : 0); }  // the kernel's taps a side
 };
 Shape shape_of(int64_t kernel_h, int64_t kernel_w) {
     auto along = [](int64_t k, int ty) -> Shape {
@@ -779,8 +804,8 @@ bool winograd_enabled() {
 
 // Whether a dispatch has the stride and dilation the layer's transforms were packed for.
 bool dispatch_fits(const ConvtParams& p, Shape sh) {
-    return winograd_enabled() && sh.r != 0 && p.kernel_h == sh.ry() * sh.sy() &&
-           p.kernel_w == sh.r * sh.s && p.stride_y == sh.sy() && p.stride_x == sh.s &&
+    return winograd_enabled() && sh.r != 0 && p.kernel_h == (sh.ty == 2 ? sh.k() : 1) &&
+           p.kernel_w == sh.k() && p.stride_y == sh.sy() && p.stride_x == sh.s &&
            (sh.s == 1 || (p.dilation_y == 1 && p.dilation_x == 1)) &&
            p.src_type == CONVT_TYPE_F32 && p.dst_type == CONVT_TYPE_F32 && !p.accumulate_half;
 }
@@ -827,59 +852,75 @@ namespace {
 struct Wanted {
     bool forward = false, backward = false;
 };
-Wanted wanted(const detail::PreparedWeights& pw) {
-    const Shape sh = shape_of(pw.kernel_h, pw.kernel_w);
-    const int64_t og = int64_t(pw.out_channels) / pw.groups, ig = pw.in_per_group;
+Wanted wanted(Shape sh, int64_t groups, int64_t og, int64_t ig) {
     if (sh.r == 0 || ig < kMinChannels || og < kMinChannels) return {};
     if (sh.r == 3) return {true, true};
     if (sh.ty == 1) return {ig * og >= kMinRowPhaseForwardProduct, false};
     const int64_t backward_floats =
-        int64_t(points_of(2)) * pw.groups * sh.classes() * og * ceil_div(ig, kMr) * kMr;
-    return {ig * og >= kMinPhaseForwardProduct, ig >= kMinPhaseChannels &&
-                                                    og >= kMinPhaseChannels &&
-                                                    backward_floats <= kMaxPhaseBackwardFloats};
-}
-}  // namespace
-
-bool winograd_weights_wanted(const detail::PreparedWeights& pw) {
-    const Wanted w = wanted(pw);
-    return w.forward || w.backward;
+        int64_t(points_of(2)) * groups * sh.classes() * og * ceil_div(ig, kMr) * kMr;
+    const bool backward = ig >= kMinPhaseChannels && og >= kMinPhaseChannels &&
+                          backward_floats <= kMaxPhaseBackwardFloats;
+    // Odd kernels: dX alone (their forward phases differ in size).
+    return {!sh.odd && ig * og >= kMinPhaseForwardProduct, backward};
 }
 
-void pack_winograd_weights(const detail::PreparedWeights& pw, WinogradWeights& out) {
-    out.take_shape(pw);
-    const Shape sh = shape_of(pw.kernel_h, pw.kernel_w);
+// Packs `out` for shape sh; w(g, o, ky, kx, i) is a weight of the layer (the caller's kernel is
+// sh.k() taps a side: taps past it read as zero).
+template <typename Weight>
+void pack_shape(Shape sh, int groups, int og, int ig, const Weight& weight, WinogradWeights& out) {
+    out.groups = groups;
+    out.out_per_group = og;
+    out.in_per_group = ig;
+    out.taps = sh.ty == 2 ? sh.k() * sh.k() : sh.k();
     out.r = sh.r;
     out.s = sh.s;
     out.ty = sh.ty;
+    out.odd = sh.odd;
     const int r = sh.r, s = sh.s, sy = sh.sy(), ry = sh.ry(), points = points_of(r, sh.ty),
               classes = sh.classes();
-    const int64_t kh = pw.kernel_h, kw = pw.kernel_w;
-    const int og = out.out_per_group, ig = out.in_per_group, groups = out.groups;
+    const int kh = sh.ty == 2 ? sh.k() : 1, kw = sh.k();
+    auto w = [&](int g, int o, int ky, int kx, int i) {
+        return ky < kh && kx < kw ? weight(g, o, ky, kx, i) : 0.0;
+    };
     out.forward_tiles = static_cast<int>(ceil_div(og, kMr));
     out.backward_tiles = static_cast<int>(ceil_div(ig, kMr));
     out.forward_class_floats = int64_t(groups) * points * out.forward_tiles * ig * kMr;
-    const int64_t bdepth = int64_t(classes) * og;
-    const Wanted want = wanted(pw);
-    out.forward.assign(want.forward ? size_t(classes * out.forward_class_floats) : 0, 0.f);
-    out.backward.assign(
-        want.backward ? size_t(groups) * points * out.backward_tiles * bdepth * kMr : 0, 0.f);
+    const Wanted want = wanted(sh, groups, og, ig);
+    // dX, point by point: the tap classes whose points are not zero by the padding alone (an
+    // odd kernel's last class misses a tap row or column: 25 of 36 class points stay at 3x3).
     double kf[9], kb[9], u[16];
+    out.backward_classes.assign(size_t(points), {});
+    for (int cy = 0; cy < sy; ++cy)
+        for (int cx = 0; cx < s; ++cx) {
+            for (int a = 0; a < ry; ++a)
+                for (int b = 0; b < r; ++b)
+                    kb[a * r + b] = cy + sy * (ry - 1 - a) < kh && cx + s * (r - 1 - b) < kw
+                                        ? 1.0 + a * r + b
+                                        : 0.0;
+            kernel_points(r, sh.ty, kb, u);  // G has no negative entry: no cancellation
+            for (int pt = 0; pt < points; ++pt)
+                if (u[pt] != 0.0) out.backward_classes[pt].push_back(cy * s + cx);
+        }
+    out.backward_point_offset.assign(size_t(points) + 1, 0);
+    for (int pt = 0; pt < points; ++pt)
+        out.backward_point_offset[pt + 1] =
+            out.backward_point_offset[pt] +
+            int64_t(out.backward_tiles) * out.backward_classes[pt].size() * og * kMr;
+    const int64_t backward_group = out.backward_point_offset[points];
+    out.forward.assign(want.forward ? size_t(classes * out.forward_class_floats) : 0, 0.f);
+    out.backward.assign(want.backward ? size_t(groups * backward_group) : 0, 0.f);
     for (int cy = 0; cy < sy; ++cy)
         for (int cx = 0; cx < s; ++cx) {
             const int cls = cy * s + cx;
             for (int g = 0; g < groups; ++g)
                 for (int o = 0; o < og; ++o)
                     for (int i = 0; i < ig; ++i) {
-                        auto w = [&](int ky, int kx) {
-                            return pw
-                                .values[((int64_t(g) * og + o) * kh * kw + ky * kw + kx) * ig + i];
-                        };
                         // The forward's class taps in order; dX's turned (see backward_data).
                         for (int a = 0; a < ry; ++a)
                             for (int b = 0; b < r; ++b) {
-                                kf[a * r + b] = w(cy + sy * a, cx + s * b);
-                                kb[a * r + b] = w(cy + sy * (ry - 1 - a), cx + s * (r - 1 - b));
+                                kf[a * r + b] = w(g, o, cy + sy * a, cx + s * b, i);
+                                kb[a * r + b] =
+                                    w(g, o, cy + sy * (ry - 1 - a), cx + s * (r - 1 - b), i);
                             }
                         kernel_points(r, sh.ty, kf, u);
                         for (int pt = 0; pt < points && want.forward; ++pt) {
@@ -892,16 +933,55 @@ void pack_winograd_weights(const detail::PreparedWeights& pw, WinogradWeights& o
                         }
                         kernel_points(r, sh.ty, kb, u);
                         for (int pt = 0; pt < points && want.backward; ++pt) {
+                            // [g][point][in tile][the point's classes x ocl][kMr]
+                            const std::vector<int>& cl = out.backward_classes[pt];
+                            const auto k = std::find(cl.begin(), cl.end(), cls) - cl.begin();
+                            if (k == int64_t(cl.size())) continue;  // zero by the padding
                             const int64_t at =
-                                (((int64_t(g) * points + pt) * out.backward_tiles + i / kMr) *
-                                     bdepth +
-                                 int64_t(cls) * og + o) *
-                                    kMr +
+                                g * backward_group + out.backward_point_offset[pt] +
+                                ((int64_t(i / kMr) * int64_t(cl.size()) + k) * og + o) * kMr +
                                 i % kMr;
                             out.backward[size_t(at)] = static_cast<float>(u[pt]);
                         }
                     }
         }
+}
+}  // namespace
+
+bool winograd_weights_wanted(const detail::PreparedWeights& pw) {
+    const Wanted w = wanted(shape_of(pw.kernel_h, pw.kernel_w), pw.groups,
+                            int64_t(pw.out_channels) / pw.groups, pw.in_per_group);
+    return w.forward || w.backward;
+}
+
+void pack_winograd_weights(const detail::PreparedWeights& pw, WinogradWeights& out) {
+    const int og = static_cast<int>(pw.out_channels / pw.groups),
+              ig = static_cast<int>(pw.in_per_group);
+    const int64_t kh = pw.kernel_h, kw = pw.kernel_w;
+    pack_shape(
+        shape_of(kh, kw), static_cast<int>(pw.groups), og, ig,
+        [&](int g, int o, int ky, int kx, int i) {
+            return pw.values[((int64_t(g) * og + o) * kh * kw + ky * kw + kx) * ig + i];
+        },
+        out);
+}
+
+bool winograd_odd_wanted(int groups, int og, int ig, int64_t kernel_h, int64_t kernel_w,
+                         int stride) {
+    return kernel_h == kernel_w && stride >= 2 && kernel_h == 2 * stride - 1 &&
+           wanted(Shape{2, stride, 2, true}, groups, og, ig).backward;
+}
+
+void pack_winograd_odd(int groups, int og, int ig, int stride, const float* weights,
+                       WinogradWeights& out) {
+    const int k = 2 * stride - 1;
+    pack_shape(
+        Shape{2, stride, 2, true}, groups, og, ig,
+        [&](int g, int o, int ky, int kx, int i) {
+            return double(
+                weights[((int64_t(g) * k + ky) * k + kx) * og * ig + int64_t(o) * ig + i]);
+        },
+        out);
 }
 
 bool forward_winograd_fits(const ConvtParams& p, const WinogradWeights& w) {
@@ -909,7 +989,7 @@ bool forward_winograd_fits(const ConvtParams& p, const WinogradWeights& w) {
 }
 
 bool backward_data_winograd_fits(const ConvtParams& p, const WinogradWeights& w) {
-    const Shape sh{w.r, w.s, w.ty};
+    const Shape sh{w.r, w.s, w.ty, w.odd};
     if (w.backward.empty() || !dispatch_fits(p, sh)) return false;
     // Deep packs stream once a block: with few tiles (dcgan_g2 at N = 1: 16) the direct GEMM wins.
     if (int64_t(w.backward.size()) / w.groups <= kDeepWeightFloats) return true;
@@ -948,8 +1028,9 @@ bool backward_data_winograd(const ConvtParams& p, const WinogradWeights& w, cons
     // dX pixel iy reads dY row iy * s - first tap - dilation * k for tap k. Tap k = c + s j of
     // class c reads dY phase par = (-first tap - c) mod s at phase row iy - j + floor((-first tap
     // - c) / s); turned (point a = r - 1 - j), a correlation over that phase plane.
-    // One kernel row (ty = 1): one tap down the rows, at stride 1.
-    const Shape sh{w.r, w.s, w.ty};
+    // One kernel row (ty = 1): one tap down the rows, at stride 1. An odd kernel reads as a
+    // 2s-tap one (its missing taps' weights zero, their points skipped).
+    const Shape sh{w.r, w.s, w.ty, w.odd};
     const int s = w.s, r = w.r, sy = sh.sy(), ry = sh.ry();
     const int64_t dil_y = s == 1 && sh.ty == 2 ? p.dilation_y : 1;
     const int64_t dil_x = s == 1 ? p.dilation_x : 1;
@@ -987,6 +1068,8 @@ bool backward_data_winograd(const ConvtParams& p, const WinogradWeights& w, cons
     c.outs = p.in_per_group;
     c.tiles = w.backward_tiles;
     c.u = w.backward.data();
+    c.point_sources = &w.backward_classes;
+    c.point_offset = w.backward_point_offset.data();
     return correlate({c});
 }
 

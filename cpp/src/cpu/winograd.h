@@ -23,13 +23,17 @@ namespace convt::cpu {
 /// forward's outputs are the layer's output channels and its depth the input channels:
 /// [class][g][point][out tile][icl][kMr]. dX's outputs are the input channels, its depth every
 /// class's output channels, with the kernel turned 180 degrees: [g][point][in tile][class, ocl]
-/// [kMr].
+/// [kMr], each point over its own classes (backward_classes: those not zero by an odd kernel's
+/// padding), starting backward_point_offset[point] floats into its group's.
 struct WinogradWeights : PackedShape {
     int r = 0, s = 0;  // taps per axis and phase (3 or 2), and the stride they were packed for
     int ty = 2;        // output rows a tile: 2, or 1 for one kernel row (1-D layers)
+    bool odd = false;  // a (2s - 1)-tap kernel taken as a 2s-tap one whose last taps are zero
     int forward_tiles = 0, backward_tiles = 0;
     int64_t forward_class_floats = 0;
     std::vector<float> forward, backward;
+    std::vector<std::vector<int>> backward_classes;  // [point]: the tap classes it reads
+    std::vector<int64_t> backward_point_offset;      // [point + 1], within a group
 };
 
 /// Whether a layer's weights are worth packing: a 3x3 kernel (for stride 1) or a 2s x 2s one
@@ -37,6 +41,17 @@ struct WinogradWeights : PackedShape {
 /// forward's and dX's packs are each made only where they pay; an empty one is not used).
 bool winograd_weights_wanted(const detail::PreparedWeights& pw);
 void pack_winograd_weights(const detail::PreparedWeights& pw, WinogradWeights& out);
+
+/// dX of a square (2s - 1)-tap kernel at stride s (vae_dec: 3x3 at stride 2) by F(2x2, 2x2) per
+/// stride phase, as if the kernel were 2s taps a side with its last ones zero; each point then
+/// skips the phases whose points are zero by that padding (25 class points of 36 at 3x3), so a
+/// 2x2 block of dX costs 25 multiply-adds per channel pair instead of 36. Packed only when a
+/// dispatch at that stride comes (the weights do not know their stride), from `weights`
+/// [g][ky][kx][ocl][icl]; the same channel bounds as the 2x2-phase dX.
+bool winograd_odd_wanted(int groups, int og, int ig, int64_t kernel_h, int64_t kernel_w,
+                         int stride);
+void pack_winograd_odd(int groups, int og, int ig, int stride, const float* weights,
+                       WinogradWeights& out);
 
 /// Whether the forward (dX) of this dispatch can run through the transforms: its weights packed
 /// (see winograd.cpp for when they are) for the dispatch's stride (and, above stride 1,
