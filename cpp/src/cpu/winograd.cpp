@@ -43,6 +43,9 @@ constexpr int64_t kMaxPhaseBackwardFloats = 8 * 1024 * 1024;
 // L2-resident while every register tile of outputs runs over them.
 constexpr int64_t kBlockFloats = 96 * 1024;
 constexpr int kMaxColumns = 256;
+// The point products of a chunk of output tiles (points x kMr x columns floats each) stay within
+// this many floats.
+constexpr int64_t kChunkFloats = 16 * 1024;
 // Correlations whose packed weights pass kDeepWeightFloats keep at least kMinColumns a block
 // (their transformed inputs then pass the L2): a block streams all its packed weights once, and
 // at 16 columns dcgan_g2's dX (4.7M floats of them) ran no faster than the direct GEMM; at 64,
@@ -609,7 +612,13 @@ bool correlate(const std::vector<Correlation>& all) {
         thread_local std::vector<TileRun> runs;
         const int pitch = cols + kSpill;
         v.resize(size_t(points) * c.depth * pitch);
-        m.resize(size_t(points) * kMr * cols + kSpill);  // the output transform reads past
+        // Register tiles of outputs a chunk: every point's GEMM runs over the chunk's tiles
+        // before the next point's, so a point's transformed inputs are read from L1 for each
+        // (vae_dec's dX alternated 6.2 and 8+ ms from process to process when each tile swept
+        // all nine points' inputs, 368 KB, past its 845 KB of weights).
+        const int chunk = static_cast<int>(
+            std::clamp<int64_t>(kChunkFloats / (int64_t(points) * kMr * cols), 1, c.tiles));
+        m.resize(size_t(chunk) * points * kMr * cols + kSpill);  // the output transform reads past
         rows.resize(size_t(points) * c.depth);
         int depth[16];  // points_of <= 16
         for (int pt = 0; pt < points; ++pt) {
@@ -635,21 +644,28 @@ bool correlate(const std::vector<Correlation>& all) {
                                 0.f);
         bool local = true;
         const int panels = cols / kNr;
-        for (int ot = 0; ot < c.tiles; ++ot) {
+        for (int ot0 = 0; ot0 < c.tiles; ot0 += chunk) {
+            const int ot1 = std::min(c.tiles, ot0 + chunk);
+            // m: [tile of the chunk][point][kMr][cols]
             for (int pt = 0; pt < points; ++pt) {
                 const int64_t at =
                     c.point_offset ? c.point_offset[pt] : int64_t(pt) * c.tiles * c.depth * kMr;
-                const float* a = c.u + g * group_weights + at + int64_t(ot) * depth[pt] * kMr;
                 const float* b = v.data() + int64_t(pt) * c.depth * pitch;
                 const int64_t* rp = rows.data() + size_t(pt) * c.depth;
-                float* mp = m.data() + int64_t(pt) * kMr * cols;
                 for (int jp = 0; jp < panels; ++jp)
-                    kernel(a, rp, depth[pt], b + jp * kNr, mp + jp * kNr, cols, true);
+                    for (int ot = ot0; ot < ot1; ++ot)
+                        kernel(c.u + g * group_weights + at + int64_t(ot) * depth[pt] * kMr, rp,
+                               depth[pt], b + jp * kNr,
+                               m.data() + (int64_t(ot - ot0) * points + pt) * kMr * cols + jp * kNr,
+                               cols, true);
             }
-            for (int i = 0; i < kMr && ot * kMr + i < c.outs; ++i)
-                for (const TileRun& s : runs)
-                    local &= tf.outputs(c, g, s, ot * kMr + i, m.data() + int64_t(i) * cols + s.col,
-                                        int64_t(kMr) * cols);
+            for (int ot = ot0; ot < ot1; ++ot) {
+                const float* mt = m.data() + int64_t(ot - ot0) * points * kMr * cols;
+                for (int i = 0; i < kMr && ot * kMr + i < c.outs; ++i)
+                    for (const TileRun& s : runs)
+                        local &= tf.outputs(c, g, s, ot * kMr + i, mt + int64_t(i) * cols + s.col,
+                                            int64_t(kMr) * cols);
+            }
         }
         if (!local) finite.store(false);
     });
