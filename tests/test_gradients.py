@@ -564,6 +564,25 @@ def test_gradient_options(device: Any, rng: np.random.Generator) -> None:
     assert_close(state.gradient_for_weights, dw_ref, FP32_TOL, "all again: dW")
 
 
+def _weight_gradient_encode_setup(
+    device: Any, rng: np.random.Generator, w: np.ndarray, dilation: int
+) -> tuple[Any, np.ndarray, Any, Any]:
+    """A stride-2 transpose pair for OHWI weights w, a (2, Cin, 3, 5) source with a 6 x 10
+    destination at offset (-1, -1), and its gradient state: (gradient kernel, x, x's Image,
+    state), the kernel set to weights and bias."""
+    cout, cin = w.shape[0], w.shape[3]
+    fwd, grad = build_transpose_pair(
+        device, w, None, stride=2, dilation=dilation, kernel_weights_dtype="float32"
+    )
+    x = rng.uniform(-1, 1, (2, cin, 3, 5)).astype(np.float32)
+    x_img = convt.Image(x)
+    dst = convt.Image(np.zeros((2, cout, 6, 10), np.float32))
+    set_total_offset(fwd, (-1, -1))
+    state = fwd.result_state(x_img, destination_image=dst)
+    grad.gradient_option = convt.GradientOption.weights_and_bias
+    return grad, x, x_img, state
+
+
 @pytest.mark.parametrize("cout, cin", [(13, 23), (12, 32)], ids=["tails", "whole_tiles"])
 def test_weight_gradient_overwrites_state(
     device: Any, rng: np.random.Generator, cout: int, cin: int
@@ -573,13 +592,7 @@ def test_weight_gradient_overwrites_state(
     into dW, each tap overwritten by its first products): the result is the second gradient,
     not the sum of both, for every tile, the tail rows and columns included."""
     w = rng.uniform(-0.5, 0.5, (cout, 3, 3, cin)).astype(np.float32)
-    fwd, grad = build_transpose_pair(device, w, None, stride=2, kernel_weights_dtype="float32")
-    x = rng.uniform(-1, 1, (2, cin, 3, 5)).astype(np.float32)
-    x_img = convt.Image(x)
-    dst = convt.Image(np.zeros((2, cout, 6, 10), np.float32))
-    set_total_offset(fwd, (-1, -1))
-    state = fwd.result_state(x_img, destination_image=dst)
-    grad.gradient_option = convt.GradientOption.weights_and_bias
+    grad, x, x_img, state = _weight_gradient_encode_setup(device, rng, w, 1)
     dys = [rng.uniform(-1, 1, (2, cout, 6, 10)).astype(np.float32) for _ in range(2)]
     for dy in dys:
         run_encoded(device, lambda cb, dy=dy: grad.encode(cb, convt.Image(dy), x_img, state))
@@ -603,15 +616,7 @@ def test_weight_gradient_writes_dead_taps(device: Any, rng: np.random.Generator)
     products, and zeroes taps that have none). The state's dW is NaN before the encode."""
     cout, cin = 12, 32
     w = rng.uniform(-0.5, 0.5, (cout, 7, 7, cin)).astype(np.float32)
-    fwd, grad = build_transpose_pair(
-        device, w, None, stride=2, dilation=2, kernel_weights_dtype="float32"
-    )
-    x = rng.uniform(-1, 1, (2, cin, 3, 5)).astype(np.float32)
-    x_img = convt.Image(x)
-    dst = convt.Image(np.zeros((2, cout, 6, 10), np.float32))
-    set_total_offset(fwd, (-1, -1))
-    state = fwd.result_state(x_img, destination_image=dst)
-    grad.gradient_option = convt.GradientOption.weights_and_bias
+    grad, x, x_img, state = _weight_gradient_encode_setup(device, rng, w, 2)
     dy = rng.uniform(-1, 1, (2, cout, 6, 10)).astype(np.float32)
     _, dw_ref, _ = R.conv_transpose_mps_backward(dy, x, w, 2, 2, 1, (-1, -1), (3, 5))
     dead = (dw_ref == 0).all(axis=(0, 3))

@@ -22,6 +22,22 @@ using convt::cpu::kMr;
 using convt::cpu::kNr;
 using convt::cpu::Segment;
 
+namespace {
+// Whether every element of c is within the float32 rounding bound of its float64 sum:
+// terms x u x the sum of |terms| (bound); prints the first that is not.
+bool agrees(const char* what, int trial, const std::vector<float>& c,
+            const std::vector<double>& want, const std::vector<double>& bound, int terms) {
+    for (size_t k = 0; k < c.size(); ++k) {
+        const double tol = terms * 0x1p-24 * bound[k];
+        if (!(std::fabs(double(c[k]) - want[k]) <= tol)) {
+            std::printf("%s trial %d: c[%zu] = %.9g, want %.9g\n", what, trial, k, c[k], want[k]);
+            return false;
+        }
+    }
+    return true;
+}
+}  // namespace
+
 int main() {
     std::mt19937 gen(12345);
     std::uniform_real_distribution<float> value(-1.f, 1.f);
@@ -65,15 +81,7 @@ int main() {
                     }
         kernel(segs.data(), count, a_shift, b_shift, c.data(), ldc, overwrite);
         ++cases;
-        for (int64_t k = 0; k < int64_t(c.size()); ++k) {
-            const double tol = terms * 0x1p-24 * bound[k];
-            if (!(std::fabs(double(c[k]) - want[k]) <= tol)) {
-                std::printf("trial %d: c[%lld] = %.9g, want %.9g\n", trial, (long long)k, c[k],
-                            want[k]);
-                ++failures;
-                break;
-            }
-        }
+        if (!agrees("segment", trial, c, want, bound, terms)) ++failures;
     }
     std::printf("micro-kernel '%s': %d of %d cases agree\n", convt::cpu_kernel_isa().c_str(),
                 cases - failures, cases);
@@ -104,15 +112,7 @@ int main() {
                     bound[i * ldc + j] += std::fabs(t);
                 }
         indirect(a.data(), rows.data(), depth, b.data(), c.data(), ldc, overwrite);
-        for (int64_t k = 0; k < int64_t(c.size()); ++k) {
-            const double tol = (depth + 1) * 0x1p-24 * bound[k];
-            if (!(std::fabs(double(c[k]) - want[k]) <= tol)) {
-                std::printf("indirect trial %d: c[%lld] = %.9g, want %.9g\n", trial, (long long)k,
-                            c[k], want[k]);
-                ++indirect_failures;
-                break;
-            }
-        }
+        if (!agrees("indirect", trial, c, want, bound, depth + 1)) ++indirect_failures;
     }
     std::printf("indirect kernel '%s': %d of 300 cases agree\n", convt::cpu_kernel_isa().c_str(),
                 300 - indirect_failures);
@@ -144,15 +144,7 @@ int main() {
                     bound[i * ldc + j] += std::fabs(t);
                 }
         strided(a0, lda, astep, rows, depth, b.data(), c.data(), ldc);
-        for (int64_t k = 0; k < int64_t(c.size()); ++k) {
-            const double tol = (depth + 1) * 0x1p-24 * bound[k];
-            if (!(std::fabs(double(c[k]) - want[k]) <= tol)) {
-                std::printf("strided trial %d: c[%lld] = %.9g, want %.9g\n", trial, (long long)k,
-                            c[k], want[k]);
-                ++strided_failures;
-                break;
-            }
-        }
+        if (!agrees("strided", trial, c, want, bound, depth + 1)) ++strided_failures;
     }
     std::printf("strided-A kernel '%s': %d of 300 cases agree\n", convt::cpu_kernel_isa().c_str(),
                 300 - strided_failures);
