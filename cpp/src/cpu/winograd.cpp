@@ -45,7 +45,7 @@ constexpr int64_t kBlockFloats = 96 * 1024;
 constexpr int kMaxColumns = 256;
 // The point products of a chunk of output tiles (points x kMr x columns floats each) stay within
 // this many floats.
-constexpr int64_t kChunkFloats = 16 * 1024;
+constexpr int64_t kChunkFloats = 48 * 1024;
 // Correlations whose packed weights pass kDeepWeightFloats keep at least kMinColumns a block
 // (their transformed inputs then pass the L2): a block streams all its packed weights once, and
 // at 16 columns dcgan_g2's dX (4.7M floats of them) ran no faster than the direct GEMM; at 64,
