@@ -398,6 +398,21 @@ Phase phase_of(int64_t r, int64_t s, int64_t clip, int64_t first_tap, int64_t di
     return ph;
 }
 
+// count elements of a tensor, `step` apart from element `at`, as floats into out: fp16 runs
+// converted at once (F16C where the CPU has it; one library call an element was a third of
+// fsrcnn's fp16 dW).
+void to_floats(const void* base, int32_t type, int64_t at, int64_t step, int64_t count,
+               float* out) {
+    if (type == CONVT_TYPE_F32) {
+        const float* in = static_cast<const float*>(base) + at;
+        for (int64_t i = 0; i < count; ++i) out[i] = in[i * step];
+    } else if (type == CONVT_TYPE_F16 && step == 1) {
+        halves_to_floats(static_cast<const uint16_t*>(base) + at, static_cast<int>(count), out);
+    } else {
+        for (int64_t i = 0; i < count; ++i) out[i] = load<float>(base, type, at + i * step);
+    }
+}
+
 void write_gradient_row(float* out, const float* c, int n, bool accumulate) {
     for (int i = 0; i < n; ++i) out[i] = accumulate ? out[i] + c[i] : c[i];
 }
@@ -1307,19 +1322,26 @@ void backward_weights_taps_image(const ConvtParams& p, const void* x, const void
     for (int kx = 0; kx < kw; ++kx)
         xs[kx] =
             source_span(p.first_tap_x + int64_t(p.dilation_x) * kx, p.stride_x, p.clip_w, width);
-    // Columns [inner.lo, inner.hi] meet every tap column. With runs (fp32 dY in rows, no
-    // dilation along them), a tap row's kw columns there read consecutive floats.
+    // Columns [inner.lo, inner.hi] meet every tap column. With runs (no dilation along the
+    // rows), a tap row's kw columns there read consecutive floats of the dY row.
     Span inner{0, width - 1};
     for (const Span& s : xs) inner = {std::max(inner.lo, s.lo), std::min(inner.hi, s.hi)};
-    const bool runs = p.dst_type == CONVT_TYPE_F32 && p.dst_stride_w == 1 && p.dilation_x == 1 &&
-                      inner.lo <= inner.hi;
+    const bool runs = p.dilation_x == 1 && inner.lo <= inner.hi;
+    // dY row yy of channel ch as clip_w consecutive floats: in place (fp32 rows), else
+    // converted into a buffer (fp16 at once, with F16C where the CPU has it).
+    thread_local std::vector<float> dy_floats;
+    dy_floats.resize(static_cast<size_t>(p.clip_w));
+    auto dy_row = [&](int64_t ch, int64_t yy) -> const float* {
+        const int64_t at = dst_index(p, n, ch, yy, 0);
+        if (p.dst_type == CONVT_TYPE_F32 && p.dst_stride_w == 1)
+            return static_cast<const float*>(dy) + at;
+        to_floats(dy, p.dst_type, at, p.dst_stride_w, p.clip_w, dy_floats.data());
+        return dy_floats.data();
+    };
     const StridedAKernel sk = strided_a_kernel();
     // Group g's sums into c, [ic][column]; `exact`: each tap over its own pixels alone.
     auto sum_group = [&](int g, bool exact) {
         c.assign(size_t(tiles) * kMr * ldc, 0.f);
-        auto x_at = [&](int64_t ic, int64_t iy, int64_t ix) {
-            return load<float>(x, p.src_type, src_index(p, n, int64_t(g) * ig + ic, iy, ix));
-        };
         for (int64_t r0 = row_begin; r0 < row_end; r0 += slice_rows) {
             const int nr = static_cast<int>(std::min(slice_rows, row_end - r0));
             const int depth = nr * width;
@@ -1331,18 +1353,18 @@ void backward_weights_taps_image(const ConvtParams& p, const void* x, const void
                     if (iy < ys[ky].lo || iy > ys[ky].hi) continue;
                     const int64_t yy = iy * p.stride_y - p.first_tap_y - int64_t(p.dilation_y) * ky;
                     for (int oc = 0; oc < og; ++oc) {
+                        const float* d = dy_row(int64_t(g) * og + oc, yy);
                         // Pixels in `inner` meet every tap of the row: with runs, kw
-                        // consecutive floats of dY, copied at once when one panel holds them.
+                        // consecutive floats of the row, copied at once when one panel holds
+                        // them.
                         const int col0 = column(ky, oc, kw - 1);
                         const bool copy = runs && col0 / kNr == (col0 + kw - 1) / kNr;
-                        const int64_t row = dst_index(p, n, int64_t(g) * og + oc, yy, 0);
                         if (copy) {
-                            const float* d = static_cast<const float*>(dy);
                             float* b = bpack.data() + (col0 / kNr) * kpix * kNr +
                                        int64_t(r) * width * kNr + col0 % kNr;
                             const int64_t last = p.first_tap_x + kw - 1;  // kx = kw - 1's cx
                             for (int64_t ix = inner.lo; ix <= inner.hi; ++ix) {
-                                const float* from = d + (row + ix * p.stride_x - last);
+                                const float* from = d + (ix * p.stride_x - last);
                                 if (kw == 4)
                                     std::memcpy(b + ix * kNr, from, 4 * sizeof(float));
                                 else
@@ -1354,11 +1376,9 @@ void backward_weights_taps_image(const ConvtParams& p, const void* x, const void
                             float* b = bpack.data() + (col / kNr) * kpix * kNr +
                                        int64_t(r) * width * kNr + col % kNr;
                             const int64_t cx = p.first_tap_x + int64_t(p.dilation_x) * kx;
-                            const int64_t step = int64_t(p.stride_x) * p.dst_stride_w;
                             auto gather = [&](int64_t lo, int64_t hi) {
-                                int64_t at = row + (lo * p.stride_x - cx) * p.dst_stride_w;
-                                for (int64_t ix = lo; ix <= hi; ++ix, at += step)
-                                    b[ix * kNr] = load<float>(dy, p.dst_type, at);
+                                for (int64_t ix = lo; ix <= hi; ++ix)
+                                    b[ix * kNr] = d[ix * p.stride_x - cx];
                             };
                             if (!copy) {
                                 gather(xs[kx].lo, xs[kx].hi);
@@ -1379,9 +1399,9 @@ void backward_weights_taps_image(const ConvtParams& p, const void* x, const void
             } else {
                 for (int ic = 0; ic < ig; ++ic)
                     for (int r = 0; r < nr; ++r)
-                        for (int ix = 0; ix < width; ++ix)
-                            xrows[int64_t(ic) * kpix + int64_t(r) * width + ix] =
-                                x_at(ic, r0 + r, ix);
+                        to_floats(x, p.src_type, src_index(p, n, int64_t(g) * ig + ic, r0 + r, 0),
+                                  p.src_stride_w, width,
+                                  xrows.data() + int64_t(ic) * kpix + int64_t(r) * width);
                 a = xrows.data();
             }
             if (!exact) {
