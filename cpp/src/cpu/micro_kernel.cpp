@@ -256,41 +256,44 @@ bool use_avx2() {
 #endif
 }
 
-MicroKernel micro_kernel() {
+namespace {
+// The kernel of each kind this CPU runs: AVX2, then NEON where built and chosen, else portable.
 #ifdef CONVT_X86_DISPATCH
-    if (use_avx2()) return &micro_avx2;
+#define CONVT_IF_AVX2(f) &f
+#else
+#define CONVT_IF_AVX2(f) nullptr
 #endif
 #ifdef CONVT_NEON
-    if (use_neon()) return &micro_neon;
+#define CONVT_IF_NEON(f) &f
+#else
+#define CONVT_IF_NEON(f) nullptr
 #endif
-    return &micro_portable;
+template <typename Kernel>
+Kernel pick(Kernel avx2, Kernel neon, Kernel portable) {
+    if (avx2 && use_avx2()) return avx2;
+    if (neon && use_neon()) return neon;
+    return portable;
 }
+}  // namespace
 
+MicroKernel micro_kernel() {
+    return pick<MicroKernel>(CONVT_IF_AVX2(micro_avx2), CONVT_IF_NEON(micro_neon), &micro_portable);
+}
 MicroKernel portable_micro_kernel() { return &micro_portable; }
 
 IndirectKernel indirect_kernel() {
-#ifdef CONVT_X86_DISPATCH
-    if (use_avx2()) return &indirect_avx2;
-#endif
-#ifdef CONVT_NEON
-    if (use_neon()) return &indirect_neon;
-#endif
-    return &indirect_portable;
+    return pick<IndirectKernel>(CONVT_IF_AVX2(indirect_avx2), CONVT_IF_NEON(indirect_neon),
+                                &indirect_portable);
 }
-
 IndirectKernel portable_indirect_kernel() { return &indirect_portable; }
 
 StridedAKernel strided_a_kernel() {
-#ifdef CONVT_X86_DISPATCH
-    if (use_avx2()) return &strided_a_avx2;
-#endif
-#ifdef CONVT_NEON
-    if (use_neon()) return &strided_a_neon;
-#endif
-    return &strided_a_portable;
+    return pick<StridedAKernel>(CONVT_IF_AVX2(strided_a_avx2), CONVT_IF_NEON(strided_a_neon),
+                                &strided_a_portable);
 }
-
 StridedAKernel portable_strided_a_kernel() { return &strided_a_portable; }
+#undef CONVT_IF_AVX2
+#undef CONVT_IF_NEON
 
 }  // namespace convt::cpu
 
