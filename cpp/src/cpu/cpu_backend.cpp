@@ -590,7 +590,7 @@ class CpuBackend : public detail::Backend {
         if (fast && backward_data_winograd_fits(p, w.wino) &&
             backward_data_winograd(p, w.wino, dy, dx))
             return;
-        if (fast && p.stride_y == p.stride_x &&
+        if (fast && p.stride_y == p.stride_x && p.dilation_y == 1 && p.dilation_x == 1 &&
             winograd_odd_wanted(p.groups, p.out_per_group, p.in_per_group, p.kernel_h, p.kernel_w,
                                 p.stride_x)) {
             std::call_once(w.odd_once, [&] {
