@@ -79,6 +79,10 @@ CASES = {
     "row_ranges": (23, 13, 1, (20, 11), 3, 1, 1, 0, 1),
     "row_ranges_groups": (16, 24, 2, (19, 9), 3, 2, 1, 1, 1),
     "row_ranges_many": (9, 7, 1, (70, 5), 3, 1, 1, 0, 1),
+    # dW's last register tile of og % 6 rows by the short-tile kernel (AVX2): 32 outputs (2 rows)
+    # over 40 inputs, three 16-column panels in one call (big_stride: 3 rows; tile_major_batches:
+    # 4; gemm_tails: 5; row_ranges: 1 row over two panels).
+    "short_tile_rows": (40, 32, 1, (6, 11), 3, 2, 1, 0, 1),
     # Sixteen outputs or fewer: dX weights tile-major, packed B (rows under 16 pixels: no
     # footprint), a batch of taps one segment; 49 taps of 16 channels over 128 pixels fill
     # three batches (24 taps each).

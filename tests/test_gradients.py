@@ -947,3 +947,36 @@ def test_layer_backward_matches_functional(device, rng, spatial) -> None:
     for g, w, what in zip(got, want, ("grad_input", "grad_weight", "grad_bias")):
         assert g.shape == w.shape
         assert np.array_equal(g, w), what
+
+
+@pytest.mark.parametrize(
+    "cin, cout, groups, dtype",
+    [
+        (32, 12, 1, np.float32),  # GEMM: whole register tiles summed in place
+        (23, 7, 1, np.float32),  # GEMM: tail tiles and panels
+        (16, 2, 1, np.float32),  # few outputs: one GEMM over the pixels
+        (5, 3, 1, np.float32),  # narrow: per-image partial sums
+        (6, 6, 6, np.float32),  # depthwise
+        (9, 4, 1, np.float64),  # tap by tap, in float64
+    ],
+    ids=["gemm_tiles", "gemm_tails", "few_outputs", "narrow", "depthwise", "float64"],
+)
+def test_functional_weight_gradient_writes_dead_taps(
+    device: Any, rng: np.random.Generator, cin: int, cout: int, groups: int, dtype: type
+) -> None:
+    """grad_weight of taps that meet no grad_output pixel is 0 on every dW path: a 7x7 kernel at
+    dilation 2 over a 3 x 5 input, whose outer tap rows land outside the output. The tests run
+    with CONVT_POISON_SCRATCH=1 (conftest), so the CPU's dW buffer starts as NaN."""
+    assert os.environ.get("CONVT_POISON_SCRATCH") == "1"
+    if dtype == np.float64 and device.kind != "cpu":
+        pytest.skip("float64 layers run on the CPU only")
+    w = rng.uniform(-0.5, 0.5, (cin, cout // groups, 7, 7)).astype(dtype)
+    x = rng.uniform(-1, 1, (2, cin, 3, 5)).astype(dtype)
+    kw = dict(stride=2, padding=6, dilation=2, groups=groups)
+    y = convt.conv_transpose2d(x, w, device=device, **kw)
+    dy = rng.uniform(-1, 1, y.shape).astype(dtype)
+    _, dw_ref, _ = R.conv_transpose_torch_backward(dy, x, w, **kw)
+    dead = (dw_ref == 0).all(axis=(0, 1))
+    assert dead.any() and not dead.all(), "the layer needs taps with and without dY"
+    _, dw, _ = convt.conv_transpose2d_backward(dy, x, w, device=device, **kw)
+    assert_close(dw, dw_ref, FP32_TOL, "grad_weight")

@@ -3,9 +3,11 @@
 // shifted A and B, several segments a tile, adding to C or overwriting it, and a C tile inside a
 // wider row that must keep its other columns. The indirect kernel: random row offsets (repeated,
 // out of order), depths 0-90, adding to C or overwriting it. The strided-A kernel: A's rows in
-// place at any strides. Also checks the host fp16 conversions (core/half.h), whose type differs on
-// arm64 GCC. Built and run by tools/check_micro_kernel.sh, natively and (cross-compiled) under qemu
-// for arm64, where the NEON kernels cannot run on this machine otherwise. Exit status 0: all agree.
+// place at any strides. The short-tile kernel: 1-5 rows over several panels, against float64 and
+// bitwise against the full kernel. Also checks the host fp16 conversions (core/half.h), whose type
+// differs on arm64 GCC. Built and run by tools/check_micro_kernel.sh, natively and (cross-compiled)
+// under qemu for arm64, where the NEON kernels cannot run on this machine otherwise. Exit status 0:
+// all agree.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -149,6 +151,70 @@ int main() {
     std::printf("strided-A kernel '%s': %d of 300 cases agree\n", convt::cpu_kernel_isa().c_str(),
                 300 - strided_failures);
     failures += strided_failures;
+    // The short-tile kernel (the portable one where the CPU has none): 1-5 rows of A's panels
+    // over 1-8 B panels a stride apart, adding to C or overwriting it. The float64 sums, and
+    // bitwise the full kernel's rows panel by panel; C's other rows and columns keep theirs.
+    convt::cpu::ShortTileKernel short_tile = convt::cpu::short_tile_kernel();
+    if (!short_tile) short_tile = convt::cpu::portable_short_tile_kernel();
+    int short_failures = 0;
+    for (int trial = 0; trial < 300; ++trial) {
+        const int rows = 1 + pick(gen) % (kMr - 1), panels = 1 + pick(gen) % 8;
+        const int count = 1 + pick(gen) % 4;
+        const int64_t a_shift = pick(gen) % 3 * kMr, b_shift = pick(gen) % 3;
+        const int64_t panel_stride = 2000 + pick(gen) % 17;  // past any segment's depth x ldb
+        const int64_t ldc = panels * kNr + pick(gen) % 9;
+        std::vector<std::vector<float>> as(count), bs(count);
+        std::vector<Segment> segs(count);
+        int terms = 1;
+        for (int s = 0; s < count; ++s) {
+            const int depth = pick(gen) % 41;
+            const int64_t ldb = pick(gen) % 2 ? kNr : kNr + 1 + pick(gen) % 23;
+            as[s].resize(size_t(depth + 3) * kMr);
+            bs[s].resize(size_t(panels) * panel_stride + size_t(depth + 3) * ldb);
+            for (float& v : as[s]) v = value(gen);
+            for (float& v : bs[s]) v = value(gen);
+            segs[s] = {as[s].data(), bs[s].data(), depth, ldb};
+            terms += depth;
+        }
+        std::vector<float> c(size_t(kMr) * ldc);
+        for (float& v : c) v = value(gen);
+        std::vector<float> full = c;
+        const bool overwrite = trial % 2;
+        std::vector<double> want(c.begin(), c.end()), bound(c.size());
+        for (int i = 0; i < rows; ++i)
+            for (int j = 0; j < panels * kNr && overwrite; ++j) want[i * ldc + j] = 0.0;
+        for (size_t k = 0; k < c.size(); ++k) bound[k] = std::fabs(want[k]);
+        for (int s = 0; s < count; ++s)
+            for (int p = 0; p < segs[s].depth; ++p)
+                for (int i = 0; i < rows; ++i)
+                    for (int j = 0; j < panels * kNr; ++j) {
+                        const double t = double(segs[s].a[a_shift + p * kMr + i]) *
+                                         double(segs[s].b[b_shift + j / kNr * panel_stride +
+                                                          p * segs[s].ldb + j % kNr]);
+                        want[i * ldc + j] += t;
+                        bound[i * ldc + j] += std::fabs(t);
+                    }
+        short_tile(segs.data(), count, a_shift, b_shift, panel_stride, rows, panels, c.data(), ldc,
+                   overwrite);
+        bool ok = agrees("short tile", trial, c, want, bound, terms);
+        const convt::cpu::MicroKernel same =
+            convt::cpu::short_tile_kernel() ? kernel : convt::cpu::portable_micro_kernel();
+        for (int q = 0; q < panels; ++q)
+            same(segs.data(), count, a_shift, b_shift + q * panel_stride, full.data() + q * kNr,
+                 ldc, overwrite);
+        for (int i = 0; i < rows && ok; ++i)
+            for (int j = 0; j < panels * kNr && ok; ++j)
+                if (c[i * ldc + j] != full[i * ldc + j]) {
+                    std::printf("short tile trial %d: c[%d][%d] = %.9g, the full kernel's %.9g\n",
+                                trial, i, j, c[i * ldc + j], full[i * ldc + j]);
+                    ok = false;
+                }
+        if (!ok) ++short_failures;
+    }
+    std::printf("short-tile kernel '%s': %d of 300 cases agree\n",
+                convt::cpu::short_tile_kernel() ? convt::cpu_kernel_isa().c_str() : "portable",
+                300 - short_failures);
+    failures += short_failures;
     // fp16: value -> bits, ties to even, overflow to infinity, and back.
     struct Half {
         float value;

@@ -1169,6 +1169,12 @@ void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
         thread_local std::vector<char> started;  // [tap]: its in-place tiles hold sums
         started.assign(static_cast<size_t>(taps), 0);
         const MicroKernel uk = micro_kernel();
+        // The last tile of og % kMr rows (dil2's 32 outputs: 2 in the sixth tile), where the CPU
+        // has a short-tile kernel: its rows over several panels at once, not 6-row tiles of
+        // which all but 2 rows are padding (11% of dil2's dW GEMM).
+        const ShortTileKernel short_tile = short_tile_kernel();
+        const int short_rows = og % kMr;
+        const bool short_last = short_tile && short_rows && o1 == out_tiles;
         // A dY row serves up to kernel_h source rows (through different ky): within a slice
         // each is packed once, into the next free slot after the X rows. A slice may span
         // images (dcgan_g2's 8-row images made every register tile reload its sums from L3 after
@@ -1243,7 +1249,12 @@ void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
                 if (!count) continue;
                 const bool first = !started[tap];
                 started[tap] = 1;
-                for (int o = 0; o < o1 - o0; ++o)
+                for (int o = 0; o < o1 - o0; ++o) {
+                    if (short_last && o == o1 - o0 - 1) {  // never in place: not a whole tile
+                        short_tile(segments.data(), count, int64_t(o) * len * kMr, 0, x_panel,
+                                   short_rows, in_panels, ct + int64_t(o) * kMr * ldc, ldc, false);
+                        continue;
+                    }
                     for (int jp = 0; jp < in_panels; ++jp) {
                         const int64_t a_shift = int64_t(o) * len * kMr,
                                       b_shift = int64_t(jp) * x_panel;
@@ -1256,6 +1267,7 @@ void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
                             uk(segments.data(), count, a_shift, b_shift,
                                ct + int64_t(o) * kMr * ldc + jp * kNr, ldc, false);
                     }
+                }
             }
             r0 += nr;
         }

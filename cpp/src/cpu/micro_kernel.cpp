@@ -70,7 +70,83 @@ void strided_a_portable(const float* a, int64_t lda, int64_t astep, int rows, in
         for (int j = 0; j < kNr; ++j) c[i * ldc + j] = acc[i][j];
 }
 
+void short_tile_portable(const Segment* segments, int count, int64_t a_shift, int64_t b_shift,
+                         int64_t panel_stride, int rows, int panels, float* c, int64_t ldc,
+                         bool overwrite) {
+    for (int q = 0; q < panels; ++q) {
+        float acc[kMr][kNr];
+        for (int i = 0; i < rows; ++i)
+            for (int j = 0; j < kNr; ++j) acc[i][j] = overwrite ? 0.f : c[i * ldc + q * kNr + j];
+        for (int s = 0; s < count; ++s)
+            for (int p = 0; p < segments[s].depth; ++p) {
+                const float* ap = segments[s].a + a_shift + p * kMr;
+                const float* bp = segments[s].b + b_shift + q * panel_stride + p * segments[s].ldb;
+                for (int i = 0; i < rows; ++i)
+                    for (int j = 0; j < kNr; ++j) acc[i][j] += ap[i] * bp[j];
+            }
+        for (int i = 0; i < rows; ++i)
+            for (int j = 0; j < kNr; ++j) c[i * ldc + q * kNr + j] = acc[i][j];
+    }
+}
+
 #ifdef CONVT_X86_DISPATCH
+// R rows x P panels: 2RP accumulators (at most 12), each B vector loaded once a step and used by
+// every row while the R broadcasts of a stay in registers (at most 16 ymm in all). The loops
+// unroll completely, so the array lives in registers.
+template <int R, int P>
+__attribute__((target("avx2,fma"))) void short_tile_avx2_rp(const Segment* segments, int count,
+                                                            int64_t a_shift, int64_t b_shift,
+                                                            int64_t panel_stride, float* c,
+                                                            int64_t ldc, bool overwrite) {
+    static_assert(R >= 1 && R < kMr && 2 * R * P <= 12, "within the full tile's accumulators");
+    __m256 acc[R][2 * P];
+#pragma GCC unroll 8
+    for (int i = 0; i < R; ++i)
+#pragma GCC unroll 12
+        for (int h = 0; h < 2 * P; ++h)
+            acc[i][h] = overwrite ? _mm256_setzero_ps() : _mm256_loadu_ps(c + i * ldc + h * 8);
+    for (int s = 0; s < count; ++s) {
+        const float* a = segments[s].a + a_shift;
+        const float* b = segments[s].b + b_shift;
+        const int64_t ldb = segments[s].ldb;
+        for (int p = 0; p < segments[s].depth; ++p, a += kMr, b += ldb) {
+            __m256 av[R];
+#pragma GCC unroll 8
+            for (int i = 0; i < R; ++i) av[i] = _mm256_broadcast_ss(a + i);
+#pragma GCC unroll 12
+            for (int h = 0; h < 2 * P; ++h) {
+                const __m256 bv = _mm256_loadu_ps(b + (h / 2) * panel_stride + (h % 2) * 8);
+#pragma GCC unroll 8
+                for (int i = 0; i < R; ++i) acc[i][h] = _mm256_fmadd_ps(av[i], bv, acc[i][h]);
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < R; ++i)
+#pragma GCC unroll 12
+        for (int h = 0; h < 2 * P; ++h) _mm256_storeu_ps(c + i * ldc + h * 8, acc[i][h]);
+}
+
+__attribute__((target("avx2,fma"))) void short_tile_avx2(const Segment* segments, int count,
+                                                         int64_t a_shift, int64_t b_shift,
+                                                         int64_t panel_stride, int rows, int panels,
+                                                         float* c, int64_t ldc, bool overwrite) {
+    using Fn = void (*)(const Segment*, int, int64_t, int64_t, int64_t, float*, int64_t, bool);
+    static constexpr Fn table[5][6] = {
+        {&short_tile_avx2_rp<1, 1>, &short_tile_avx2_rp<1, 2>, &short_tile_avx2_rp<1, 3>,
+         &short_tile_avx2_rp<1, 4>, &short_tile_avx2_rp<1, 5>, &short_tile_avx2_rp<1, 6>},
+        {&short_tile_avx2_rp<2, 1>, &short_tile_avx2_rp<2, 2>, &short_tile_avx2_rp<2, 3>},
+        {&short_tile_avx2_rp<3, 1>, &short_tile_avx2_rp<3, 2>},
+        {&short_tile_avx2_rp<4, 1>},
+        {&short_tile_avx2_rp<5, 1>}};
+    // Wider requests than a row count takes go a few panels at a time.
+    const int step = short_tile_panels(rows);
+    for (int q = 0; q < panels; q += step)
+        table[rows - 1][std::min(step, panels - q) - 1](segments, count, a_shift,
+                                                        b_shift + q * panel_stride, panel_stride,
+                                                        c + q * kNr, ldc, overwrite);
+}
+
 // 12 accumulators, 2 loads of b and 6 broadcasts of a per step: FMA-bound on AVX2 cores. Named
 // accumulators, not an array: an array of them spilled to the stack (2x slower). The macros
 // are shared by the segment and the indirect kernels.
@@ -292,6 +368,11 @@ StridedAKernel strided_a_kernel() {
                                 &strided_a_portable);
 }
 StridedAKernel portable_strided_a_kernel() { return &strided_a_portable; }
+
+ShortTileKernel short_tile_kernel() {
+    return pick<ShortTileKernel>(CONVT_IF_AVX2(short_tile_avx2), nullptr, nullptr);
+}
+ShortTileKernel portable_short_tile_kernel() { return &short_tile_portable; }
 #undef CONVT_IF_AVX2
 #undef CONVT_IF_NEON
 

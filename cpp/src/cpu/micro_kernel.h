@@ -41,6 +41,18 @@ using IndirectKernel = void (*)(const float* a, const int64_t* rows, int depth, 
 using StridedAKernel = void (*)(const float* a, int64_t lda, int64_t astep, int rows, int depth,
                                 const float* b, float* c, int64_t ldc);
 
+/// The segment kernel on a short tile: rows [0, rows) of A's panels (still kMr floats a step),
+/// 1 <= rows < kMr, times `panels` B panels, panel q's at b + q * panel_stride (the segments'
+/// b and ldb give panel 0), into columns [q * kNr, (q + 1) * kNr) of c; rows past `rows` are
+/// not written. The same sums, bitwise, as the full kernel's rows, panel by panel: it keeps the
+/// FMA pipes full where a tail tile of 1-5 rows would leave them idle (two rows of a 16-column
+/// panel are 4 chains of multiply-adds where 8 hide the latency).
+using ShortTileKernel = void (*)(const Segment* segments, int count, int64_t a_shift,
+                                 int64_t b_shift, int64_t panel_stride, int rows, int panels,
+                                 float* c, int64_t ldc, bool overwrite);
+/// The panels a short tile of `rows` rows takes at once: its accumulators within the full tile's.
+inline int short_tile_panels(int rows) { return rows >= 4 ? 1 : 6 / rows; }
+
 /// Whether the CPU kernels use AVX2+FMA: the CPU has both and the environment variable
 /// CONVT_CPU_ISA is not "portable" (read once; lets tests run the portable kernels anywhere).
 bool use_avx2();
@@ -59,5 +71,9 @@ IndirectKernel portable_indirect_kernel();
 /// The strided-A kernels, picked the same way.
 StridedAKernel strided_a_kernel();
 StridedAKernel portable_strided_a_kernel();
+/// The short-tile kernel where the CPU has one (AVX2), else null: callers then run the full
+/// kernel on the tail tile (NEON's 24 accumulators leave no idle pipes to fill).
+ShortTileKernel short_tile_kernel();
+ShortTileKernel portable_short_tile_kernel();
 
 }  // namespace convt::cpu
