@@ -4,10 +4,10 @@
 // wider row that must keep its other columns. The indirect kernel: random row offsets (repeated,
 // out of order), depths 0-90, adding to C or overwriting it. The strided-A kernel: A's rows in
 // place at any strides. The short-tile kernel: 1-5 rows over several panels, against float64 and
-// bitwise against the full kernel. Also checks the host fp16 conversions (core/half.h), whose type
-// differs on arm64 GCC. Built and run by tools/check_micro_kernel.sh, natively and (cross-compiled)
-// under qemu for arm64, where the NEON kernels cannot run on this machine otherwise. Exit status 0:
-// all agree.
+// bitwise against the full kernel; the short indirect kernel likewise. Also checks the host fp16
+// conversions (core/half.h), whose type differs on arm64 GCC. Built and run by
+// tools/check_micro_kernel.sh, natively and (cross-compiled) under qemu for arm64, where the NEON
+// kernels cannot run on this machine otherwise. Exit status 0: all agree.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -215,6 +215,60 @@ int main() {
                 convt::cpu::short_tile_kernel() ? convt::cpu_kernel_isa().c_str() : "portable",
                 300 - short_failures);
     failures += short_failures;
+    // The short indirect kernel (the portable one where the CPU has none): 1-5 rows over 1-8
+    // panels, each from its own base through the same offsets, depths 0-90. The float64 sums,
+    // and bitwise the full indirect kernel's rows panel by panel.
+    convt::cpu::ShortIndirectKernel short_indirect = convt::cpu::short_indirect_kernel();
+    if (!short_indirect) short_indirect = convt::cpu::portable_short_indirect_kernel();
+    const convt::cpu::IndirectKernel full_indirect =
+        convt::cpu::short_indirect_kernel() ? indirect : convt::cpu::portable_indirect_kernel();
+    int short_indirect_failures = 0;
+    for (int trial = 0; trial < 300; ++trial) {
+        const int depth = pick(gen) % 91, rows = 1 + pick(gen) % (kMr - 1);
+        const int panels = 1 + pick(gen) % 8;
+        const int64_t ldc = panels * kNr + pick(gen) % 9;
+        std::vector<float> a(size_t(depth) * kMr), b(size_t(panels) * 300 + kNr);
+        std::vector<float> c(size_t(kMr) * ldc);
+        std::vector<int64_t> offsets(static_cast<size_t>(depth));
+        std::vector<const float*> bases(static_cast<size_t>(panels));
+        for (float& v : a) v = value(gen);
+        for (float& v : b) v = value(gen);
+        for (float& v : c) v = value(gen);
+        for (int64_t& r : offsets) r = pick(gen) % 201;
+        for (int q = 0; q < panels; ++q) bases[q] = b.data() + pick(gen) % (panels * 100);
+        std::vector<float> full = c;
+        const bool overwrite = trial % 2;
+        std::vector<double> want(c.begin(), c.end()), bound(c.size());
+        for (int i = 0; i < rows; ++i)
+            for (int j = 0; j < panels * kNr && overwrite; ++j) want[i * ldc + j] = 0.0;
+        for (size_t k = 0; k < c.size(); ++k) bound[k] = std::fabs(want[k]);
+        for (int p = 0; p < depth; ++p)
+            for (int i = 0; i < rows; ++i)
+                for (int j = 0; j < panels * kNr; ++j) {
+                    const double t =
+                        double(a[p * kMr + i]) * double(bases[j / kNr][offsets[p] + j % kNr]);
+                    want[i * ldc + j] += t;
+                    bound[i * ldc + j] += std::fabs(t);
+                }
+        short_indirect(a.data(), offsets.data(), depth, bases.data(), rows, panels, c.data(), ldc,
+                       overwrite);
+        bool ok = agrees("short indirect", trial, c, want, bound, depth + 1);
+        for (int q = 0; q < panels; ++q)
+            full_indirect(a.data(), offsets.data(), depth, bases[q], full.data() + q * kNr, ldc,
+                          overwrite);
+        for (int i = 0; i < rows && ok; ++i)
+            for (int j = 0; j < panels * kNr && ok; ++j)
+                if (c[i * ldc + j] != full[i * ldc + j]) {
+                    std::printf("short indirect trial %d: c[%d][%d] = %.9g, full kernel's %.9g\n",
+                                trial, i, j, c[i * ldc + j], full[i * ldc + j]);
+                    ok = false;
+                }
+        if (!ok) ++short_indirect_failures;
+    }
+    std::printf("short indirect kernel '%s': %d of 300 cases agree\n",
+                convt::cpu::short_indirect_kernel() ? convt::cpu_kernel_isa().c_str() : "portable",
+                300 - short_indirect_failures);
+    failures += short_indirect_failures;
     // fp16: value -> bits, ties to even, overflow to infinity, and back.
     struct Half {
         float value;

@@ -203,6 +203,9 @@ bool indirect_taps(const Gathered& src, const TapGrid& grid, const Columns& colu
         }
     if (!every) return false;
     const IndirectKernel ik = indirect_kernel();
+    // The last tile of rows % kMr rows, where the CPU has a short-tile kernel: those rows alone,
+    // over a few panels at once (grp4's dX: 16 rows, tiles of 6, 6 and 4).
+    const ShortIndirectKernel sk = short_indirect_kernel();
     const float* a0 = a + grid.ids[0] * a_tap_step;
     const int n = static_cast<int>(offsets.size());
     for (int j = 0; j < panels; ++j) {
@@ -212,6 +215,17 @@ bool indirect_taps(const Gathered& src, const TapGrid& grid, const Columns& colu
             const int valid = std::min(kMr, rows - o * kMr);
             if (valid == kMr) {
                 ik(a0 + o * a_tile_step, offsets.data(), n, b, to, ldc, overwrite);
+                continue;
+            }
+            if (sk) {  // from the first of each run of panels that the kernel takes at once
+                const int step = short_tile_panels(valid);
+                if (j % step) continue;
+                const float* bases[kMr];
+                const int count = std::min(step, panels - j);
+                for (int q = 0; q < count; ++q)
+                    bases[q] = static_cast<const float*>(src.base) + columns.base[(j + q) * kNr];
+                sk(a0 + o * a_tile_step, offsets.data(), n, bases, valid, count, to, ldc,
+                   overwrite);
                 continue;
             }
             float tile[kMr * kNr];  // the last tile's padding rows stay here

@@ -89,64 +89,25 @@ void short_tile_portable(const Segment* segments, int count, int64_t a_shift, in
     }
 }
 
-#ifdef CONVT_X86_DISPATCH
-// R rows x P panels: 2RP accumulators (at most 12), each B vector loaded once a step and used by
-// every row while the R broadcasts of a stay in registers (at most 16 ymm in all). The loops
-// unroll completely, so the array lives in registers.
-template <int R, int P>
-__attribute__((target("avx2,fma"))) void short_tile_avx2_rp(const Segment* segments, int count,
-                                                            int64_t a_shift, int64_t b_shift,
-                                                            int64_t panel_stride, float* c,
-                                                            int64_t ldc, bool overwrite) {
-    static_assert(R >= 1 && R < kMr && 2 * R * P <= 12, "within the full tile's accumulators");
-    __m256 acc[R][2 * P];
-#pragma GCC unroll 8
-    for (int i = 0; i < R; ++i)
-#pragma GCC unroll 12
-        for (int h = 0; h < 2 * P; ++h)
-            acc[i][h] = overwrite ? _mm256_setzero_ps() : _mm256_loadu_ps(c + i * ldc + h * 8);
-    for (int s = 0; s < count; ++s) {
-        const float* a = segments[s].a + a_shift;
-        const float* b = segments[s].b + b_shift;
-        const int64_t ldb = segments[s].ldb;
-        for (int p = 0; p < segments[s].depth; ++p, a += kMr, b += ldb) {
-            __m256 av[R];
-#pragma GCC unroll 8
-            for (int i = 0; i < R; ++i) av[i] = _mm256_broadcast_ss(a + i);
-#pragma GCC unroll 12
-            for (int h = 0; h < 2 * P; ++h) {
-                const __m256 bv = _mm256_loadu_ps(b + (h / 2) * panel_stride + (h % 2) * 8);
-#pragma GCC unroll 8
-                for (int i = 0; i < R; ++i) acc[i][h] = _mm256_fmadd_ps(av[i], bv, acc[i][h]);
-            }
+void short_indirect_portable(const float* a, const int64_t* offsets, int depth,
+                             const float* const* b, int rows, int panels, float* c, int64_t ldc,
+                             bool overwrite) {
+    for (int q = 0; q < panels; ++q) {
+        float acc[kMr][kNr];
+        for (int i = 0; i < rows; ++i)
+            for (int j = 0; j < kNr; ++j) acc[i][j] = overwrite ? 0.f : c[i * ldc + q * kNr + j];
+        for (int p = 0; p < depth; ++p) {
+            const float* ap = a + p * kMr;
+            const float* bp = b[q] + offsets[p];
+            for (int i = 0; i < rows; ++i)
+                for (int j = 0; j < kNr; ++j) acc[i][j] += ap[i] * bp[j];
         }
+        for (int i = 0; i < rows; ++i)
+            for (int j = 0; j < kNr; ++j) c[i * ldc + q * kNr + j] = acc[i][j];
     }
-#pragma GCC unroll 8
-    for (int i = 0; i < R; ++i)
-#pragma GCC unroll 12
-        for (int h = 0; h < 2 * P; ++h) _mm256_storeu_ps(c + i * ldc + h * 8, acc[i][h]);
 }
 
-__attribute__((target("avx2,fma"))) void short_tile_avx2(const Segment* segments, int count,
-                                                         int64_t a_shift, int64_t b_shift,
-                                                         int64_t panel_stride, int rows, int panels,
-                                                         float* c, int64_t ldc, bool overwrite) {
-    using Fn = void (*)(const Segment*, int, int64_t, int64_t, int64_t, float*, int64_t, bool);
-    static constexpr Fn table[5][6] = {
-        {&short_tile_avx2_rp<1, 1>, &short_tile_avx2_rp<1, 2>, &short_tile_avx2_rp<1, 3>,
-         &short_tile_avx2_rp<1, 4>, &short_tile_avx2_rp<1, 5>, &short_tile_avx2_rp<1, 6>},
-        {&short_tile_avx2_rp<2, 1>, &short_tile_avx2_rp<2, 2>, &short_tile_avx2_rp<2, 3>},
-        {&short_tile_avx2_rp<3, 1>, &short_tile_avx2_rp<3, 2>},
-        {&short_tile_avx2_rp<4, 1>},
-        {&short_tile_avx2_rp<5, 1>}};
-    // Wider requests than a row count takes go a few panels at a time.
-    const int step = short_tile_panels(rows);
-    for (int q = 0; q < panels; q += step)
-        table[rows - 1][std::min(step, panels - q) - 1](segments, count, a_shift,
-                                                        b_shift + q * panel_stride, panel_stride,
-                                                        c + q * kNr, ldc, overwrite);
-}
-
+#ifdef CONVT_X86_DISPATCH
 // 12 accumulators, 2 loads of b and 6 broadcasts of a per step: FMA-bound on AVX2 cores. Named
 // accumulators, not an array: an array of them spilled to the stack (2x slower). The macros
 // are shared by the segment and the indirect kernels.
@@ -210,6 +171,114 @@ __attribute__((target("avx2,fma"))) void strided_a_avx2(const float* a, int64_t 
     }
     CONVT_TILE_ROWS(CONVT_AVX2_STORE)
 }
+// R rows x P panels: 2RP accumulators (at most 12), each B vector loaded once a step and used by
+// every row while the R broadcasts of a stay in registers (at most 16 ymm in all). The loops
+// unroll completely, so the arrays live in registers. `row(q, p)` finds panel q's B row of step
+// p (segments: a stride apart; indirect: through an offset).
+template <int R, int P, typename Row>
+__attribute__((target("avx2,fma"), always_inline)) inline void short_steps(
+    const float* a, int depth, Row row, __m256 (&acc)[R][2 * P]) {
+    for (int p = 0; p < depth; ++p, a += kMr) {
+        __m256 av[R];
+#pragma GCC unroll 8
+        for (int i = 0; i < R; ++i) av[i] = _mm256_broadcast_ss(a + i);
+#pragma GCC unroll 12
+        for (int h = 0; h < 2 * P; ++h) {
+            const __m256 bv = _mm256_loadu_ps(row(h / 2, p) + (h % 2) * 8);
+#pragma GCC unroll 8
+            for (int i = 0; i < R; ++i) acc[i][h] = _mm256_fmadd_ps(av[i], bv, acc[i][h]);
+        }
+    }
+}
+
+template <int R, int P>
+__attribute__((target("avx2,fma"), always_inline)) inline void short_start(
+    const float* c, int64_t ldc, bool overwrite, __m256 (&acc)[R][2 * P]) {
+    static_assert(R >= 1 && R < kMr && 2 * R * P <= 12, "within the full tile's accumulators");
+#pragma GCC unroll 8
+    for (int i = 0; i < R; ++i)
+#pragma GCC unroll 12
+        for (int h = 0; h < 2 * P; ++h)
+            acc[i][h] = overwrite ? _mm256_setzero_ps() : _mm256_loadu_ps(c + i * ldc + h * 8);
+}
+
+template <int R, int P>
+__attribute__((target("avx2,fma"), always_inline)) inline void short_store(
+    float* c, int64_t ldc, const __m256 (&acc)[R][2 * P]) {
+#pragma GCC unroll 8
+    for (int i = 0; i < R; ++i)
+#pragma GCC unroll 12
+        for (int h = 0; h < 2 * P; ++h) _mm256_storeu_ps(c + i * ldc + h * 8, acc[i][h]);
+}
+
+template <int R, int P>
+__attribute__((target("avx2,fma"))) void short_tile_avx2_rp(const Segment* segments, int count,
+                                                            int64_t a_shift, int64_t b_shift,
+                                                            int64_t panel_stride, float* c,
+                                                            int64_t ldc, bool overwrite) {
+    __m256 acc[R][2 * P];
+    short_start<R, P>(c, ldc, overwrite, acc);
+    for (int s = 0; s < count; ++s) {
+        const float* b = segments[s].b + b_shift;
+        const int64_t ldb = segments[s].ldb;
+        short_steps<R, P>(
+            segments[s].a + a_shift, segments[s].depth,
+            [&](int q, int p) { return b + q * panel_stride + p * ldb; }, acc);
+    }
+    short_store<R, P>(c, ldc, acc);
+}
+
+template <int R, int P>
+__attribute__((target("avx2,fma"))) void short_indirect_avx2_rp(const float* a,
+                                                                const int64_t* offsets, int depth,
+                                                                const float* const* b, float* c,
+                                                                int64_t ldc, bool overwrite) {
+    __m256 acc[R][2 * P];
+    short_start<R, P>(c, ldc, overwrite, acc);
+    const float* base[P];
+#pragma GCC unroll 6
+    for (int q = 0; q < P; ++q) base[q] = b[q];
+    short_steps<R, P>(a, depth, [&](int q, int p) { return base[q] + offsets[p]; }, acc);
+    short_store<R, P>(c, ldc, acc);
+}
+
+// Every (R, P) instance of a kernel template, [R - 1][P - 1].
+#define CONVT_SHORT_TABLE(f)                                                    \
+    {                                                                           \
+        {&f<1, 1>, &f<1, 2>, &f<1, 3>, &f<1, 4>, &f<1, 5>, &f<1, 6>},           \
+            {&f<2, 1>, &f<2, 2>, &f<2, 3>}, {&f<3, 1>, &f<3, 2>}, {&f<4, 1>}, { \
+            &f<5, 1>                                                            \
+        }                                                                       \
+    }
+
+// Wider requests than a row count takes go a few panels at a time.
+__attribute__((target("avx2,fma"))) void short_tile_avx2(const Segment* segments, int count,
+                                                         int64_t a_shift, int64_t b_shift,
+                                                         int64_t panel_stride, int rows, int panels,
+                                                         float* c, int64_t ldc, bool overwrite) {
+    using Fn = void (*)(const Segment*, int, int64_t, int64_t, int64_t, float*, int64_t, bool);
+    static constexpr Fn table[5][6] = CONVT_SHORT_TABLE(short_tile_avx2_rp);
+    const int step = short_tile_panels(rows);
+    for (int q = 0; q < panels; q += step)
+        table[rows - 1][std::min(step, panels - q) - 1](segments, count, a_shift,
+                                                        b_shift + q * panel_stride, panel_stride,
+                                                        c + q * kNr, ldc, overwrite);
+}
+
+__attribute__((target("avx2,fma"))) void short_indirect_avx2(const float* a, const int64_t* offsets,
+                                                             int depth, const float* const* b,
+                                                             int rows, int panels, float* c,
+                                                             int64_t ldc, bool overwrite) {
+    using Fn =
+        void (*)(const float*, const int64_t*, int, const float* const*, float*, int64_t, bool);
+    static constexpr Fn table[5][6] = CONVT_SHORT_TABLE(short_indirect_avx2_rp);
+    const int step = short_tile_panels(rows);
+    for (int q = 0; q < panels; q += step)
+        table[rows - 1][std::min(step, panels - q) - 1](a, offsets, depth, b + q, c + q * kNr, ldc,
+                                                        overwrite);
+}
+#undef CONVT_SHORT_TABLE
+
 #undef CONVT_AVX2_ROW_AT
 #undef CONVT_AVX2_IN_PLACE
 #undef CONVT_AVX2_LOAD
@@ -373,6 +442,11 @@ ShortTileKernel short_tile_kernel() {
     return pick<ShortTileKernel>(CONVT_IF_AVX2(short_tile_avx2), nullptr, nullptr);
 }
 ShortTileKernel portable_short_tile_kernel() { return &short_tile_portable; }
+
+ShortIndirectKernel short_indirect_kernel() {
+    return pick<ShortIndirectKernel>(CONVT_IF_AVX2(short_indirect_avx2), nullptr, nullptr);
+}
+ShortIndirectKernel portable_short_indirect_kernel() { return &short_indirect_portable; }
 #undef CONVT_IF_AVX2
 #undef CONVT_IF_NEON
 

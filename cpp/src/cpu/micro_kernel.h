@@ -50,6 +50,13 @@ using StridedAKernel = void (*)(const float* a, int64_t lda, int64_t astep, int 
 using ShortTileKernel = void (*)(const Segment* segments, int count, int64_t a_shift,
                                  int64_t b_shift, int64_t panel_stride, int rows, int panels,
                                  float* c, int64_t ldc, bool overwrite);
+/// The indirect kernel on a short tile: rows [0, rows) of a (still kMr floats a step),
+/// 1 <= rows < kMr, times `panels` B panels, panel q's row of step p at b[q] + offsets[p], into
+/// columns [q * kNr, (q + 1) * kNr) of c; rows past `rows` are not written. Bitwise the full
+/// indirect kernel's rows, panel by panel.
+using ShortIndirectKernel = void (*)(const float* a, const int64_t* offsets, int depth,
+                                     const float* const* b, int rows, int panels, float* c,
+                                     int64_t ldc, bool overwrite);
 /// The panels a short tile of `rows` rows takes at once: its accumulators within the full tile's.
 inline int short_tile_panels(int rows) { return rows >= 4 ? 1 : 6 / rows; }
 
@@ -71,9 +78,11 @@ IndirectKernel portable_indirect_kernel();
 /// The strided-A kernels, picked the same way.
 StridedAKernel strided_a_kernel();
 StridedAKernel portable_strided_a_kernel();
-/// The short-tile kernel where the CPU has one (AVX2), else null: callers then run the full
+/// The short-tile kernels where the CPU has them (AVX2), else null: callers then run the full
 /// kernel on the tail tile (NEON's 24 accumulators leave no idle pipes to fill).
 ShortTileKernel short_tile_kernel();
 ShortTileKernel portable_short_tile_kernel();
+ShortIndirectKernel short_indirect_kernel();
+ShortIndirectKernel portable_short_indirect_kernel();
 
 }  // namespace convt::cpu
