@@ -595,6 +595,8 @@ bool correlate(const std::vector<Correlation>& all) {
     }
     if (tasks == 0) return true;
     const IndirectKernel kernel = indirect_kernel();
+    // The last register tile of outs % kMr rows by the short-tile kernel, where the CPU has one.
+    const ShortIndirectKernel short_kernel = short_indirect_kernel();
     std::atomic<bool> finite{true};
     ThreadPool::instance().parallel_for(tasks, [&](int64_t task) {
         size_t which = 0;
@@ -644,6 +646,7 @@ bool correlate(const std::vector<Correlation>& all) {
                                 0.f);
         bool local = true;
         const int panels = cols / kNr;
+        const int short_rows = short_kernel ? c.outs % kMr : 0;
         for (int ot0 = 0; ot0 < c.tiles; ot0 += chunk) {
             const int ot1 = std::min(c.tiles, ot0 + chunk);
             // m: [tile of the chunk][point][kMr][cols]
@@ -653,11 +656,24 @@ bool correlate(const std::vector<Correlation>& all) {
                 const float* b = v.data() + int64_t(pt) * c.depth * pitch;
                 const int64_t* rp = rows.data() + size_t(pt) * c.depth;
                 for (int jp = 0; jp < panels; ++jp)
-                    for (int ot = ot0; ot < ot1; ++ot)
-                        kernel(c.u + g * group_weights + at + int64_t(ot) * depth[pt] * kMr, rp,
-                               depth[pt], b + jp * kNr,
-                               m.data() + (int64_t(ot - ot0) * points + pt) * kMr * cols + jp * kNr,
-                               cols, true);
+                    for (int ot = ot0; ot < ot1; ++ot) {
+                        const float* a =
+                            c.u + g * group_weights + at + int64_t(ot) * depth[pt] * kMr;
+                        float* to =
+                            m.data() + (int64_t(ot - ot0) * points + pt) * kMr * cols + jp * kNr;
+                        if (ot == c.tiles - 1 && short_rows) {
+                            // Its rows alone, a few panels at once (dil2: 2 rows of 6).
+                            const int step = short_tile_panels(short_rows);
+                            if (jp % step) continue;
+                            const float* bases[kMr];
+                            const int count = std::min(step, panels - jp);
+                            for (int q = 0; q < count; ++q) bases[q] = b + (jp + q) * kNr;
+                            short_kernel(a, rp, depth[pt], bases, short_rows, count, to, cols,
+                                         true);
+                            continue;
+                        }
+                        kernel(a, rp, depth[pt], b + jp * kNr, to, cols, true);
+                    }
             }
             for (int ot = ot0; ot < ot1; ++ot) {
                 const float* mt = m.data() + int64_t(ot - ot0) * points * kMr * cols;
