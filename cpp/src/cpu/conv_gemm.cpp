@@ -242,13 +242,17 @@ bool indirect_taps(const Gathered& src, const TapGrid& grid, const Columns& colu
 
 // c[tiles * kMr][cols] += sum over the grid's taps of A(tap) x B(tap), B(tap) gathered as
 // `columns` says; A(tap) of tile o = a + id * a_tap_step + o * a_tile_step is packed
-// [depth][kMr]. Taps are packed in
-// batches of up to kBatchFloats; each register tile then runs through the whole batch
-// (kKc-deep segments) before it is stored. Taps that reach no column are skipped.
+// [depth][kMr]. Rows [rows, tiles * kMr) of c (the last tile's padding) may be left unsummed.
+// Taps are packed in batches of up to kBatchFloats; each register tile then runs through the
+// whole batch (kKc-deep segments) before it is stored. Taps that reach no column are skipped.
 void accumulate_taps(const Gathered& src, const TapGrid& grid, const Columns& columns, int cols,
                      int depth, const float* a, int64_t a_tap_step, int64_t a_tile_step, int tiles,
-                     float* c, std::vector<float>& packed, bool compact = false) {
+                     int rows, float* c, std::vector<float>& packed, bool compact = false) {
     const MicroKernel uk = micro_kernel();
+    // The last tile of rows % kMr rows by the short-tile kernel where the CPU has one (its
+    // padding rows of c are then left as they are).
+    const ShortTileKernel short_tile = short_tile_kernel();
+    const int short_rows = short_tile && rows < tiles * kMr ? rows - (tiles - 1) * kMr : 0;
     const int panels = cols / kNr;
     const int64_t slice = int64_t(std::min(depth, kKc)) * cols;  // floats of one segment
     const int64_t per_batch = std::max<int64_t>(1, kBatchFloats / slice);
@@ -284,11 +288,19 @@ void accumulate_taps(const Gathered& src, const TapGrid& grid, const Columns& co
                 }
                 segments.push_back({batch[s].a, packed.data() + int64_t(s) * depth * kNr, depth});
             }
-            for (int o = 0; o < tiles; ++o)
+            const int64_t panel_stride = per_batch * depth * kNr;
+            for (int o = 0; o < tiles; ++o) {
+                if (short_rows && o == tiles - 1) {
+                    short_tile(segments.data(), int(segments.size()), int64_t(o) * a_tile_step, 0,
+                               panel_stride, short_rows, panels, c + int64_t(o) * kMr * cols, cols,
+                               false);
+                    continue;
+                }
                 for (int j = 0; j < panels; ++j)
                     uk(segments.data(), int(segments.size()), int64_t(o) * a_tile_step,
-                       int64_t(j) * per_batch * depth * kNr, c + int64_t(o) * kMr * cols + j * kNr,
-                       cols, false);
+                       int64_t(j) * panel_stride, c + int64_t(o) * kMr * cols + j * kNr, cols,
+                       false);
+            }
             batch.clear();
             direct.clear();
             return;
@@ -306,8 +318,12 @@ void accumulate_taps(const Gathered& src, const TapGrid& grid, const Columns& co
                                 batch[s].depth};
             }
             for (int o = 0; o < tiles; ++o)
-                uk(segments.data(), int(batch.size()), int64_t(o) * a_tile_step, 0,
-                   c + int64_t(o) * kMr * cols + j * kNr, cols, false);
+                if (short_rows && o == tiles - 1)  // one panel: its segments are the panel's
+                    short_tile(segments.data(), int(batch.size()), int64_t(o) * a_tile_step, 0, 0,
+                               short_rows, 1, c + int64_t(o) * kMr * cols + j * kNr, cols, false);
+                else
+                    uk(segments.data(), int(batch.size()), int64_t(o) * a_tile_step, 0,
+                       c + int64_t(o) * kMr * cols + j * kNr, cols, false);
         }
         batch.clear();
         direct.clear();
@@ -319,7 +335,7 @@ void accumulate_taps(const Gathered& src, const TapGrid& grid, const Columns& co
     const int ncol = static_cast<int>(grid.col_delta.size());
     const int nrow = static_cast<int>(grid.row_delta.size());
     if (compact && indirect_taps(src, grid, columns, cols, depth, a, a_tap_step, a_tile_step, tiles,
-                                 c, cols, tiles * kMr, false))
+                                 c, cols, rows, false))
         return;
     int64_t off[kNr];
     batch.clear();
@@ -935,7 +951,7 @@ void forward_gemm(const ConvtParams& p, const GemmWeights& w, const void* src, v
         columns.summarize(cols);
         accumulate_taps(compact ? footprint.source() : source, grid, columns, cols, ig,
                         w.forward.data() + t.g * group_weights, int64_t(tiles) * ig * kMr,
-                        int64_t(ig) * kMr, tiles, c.data(), packed, compact);
+                        int64_t(ig) * kMr, tiles, og, c.data(), packed, compact);
         if (ntype != NeuronType::None)
             for (int oc = 0; oc < og; ++oc) {
                 const float slope = w.slopes.empty() ? 0.f : w.slopes[int64_t(t.g) * og + oc];
@@ -1065,8 +1081,8 @@ void backward_data_gemm(const ConvtParams& p, const GemmWeights& w, const void* 
             return;
         c.assign(size_t(tiles) * kMr * cols, 0.f);
         accumulate_taps(compact ? footprint.source() : grad, compact ? local : grid, columns, cols,
-                        og, a, w.backward_tap_step, w.backward_tile_step, tiles, c.data(), packed,
-                        compact);
+                        og, a, w.backward_tap_step, w.backward_tile_step, tiles, ig, c.data(),
+                        packed, compact);
         find_runs(dx_offsets.data(), real, runs);
         for (int icl = 0; icl < ig; ++icl) {
             const float* row = c.data() + int64_t(icl) * cols;
