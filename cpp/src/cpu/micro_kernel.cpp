@@ -70,41 +70,41 @@ void strided_a_portable(const float* a, int64_t lda, int64_t astep, int rows, in
         for (int j = 0; j < kNr; ++j) c[i * ldc + j] = acc[i][j];
 }
 
-void short_tile_portable(const Segment* segments, int count, int64_t a_shift, int64_t b_shift,
-                         int64_t panel_stride, int rows, int panels, float* c, int64_t ldc,
-                         bool overwrite) {
+// A short tile's sums panel by panel: steps(q, add) calls add(a row, B row) for each step of
+// panel q, in order.
+template <typename Steps>
+void short_portable(int rows, int panels, float* c, int64_t ldc, bool overwrite,
+                    const Steps& steps) {
     for (int q = 0; q < panels; ++q) {
         float acc[kMr][kNr];
         for (int i = 0; i < rows; ++i)
             for (int j = 0; j < kNr; ++j) acc[i][j] = overwrite ? 0.f : c[i * ldc + q * kNr + j];
-        for (int s = 0; s < count; ++s)
-            for (int p = 0; p < segments[s].depth; ++p) {
-                const float* ap = segments[s].a + a_shift + p * kMr;
-                const float* bp = segments[s].b + b_shift + q * panel_stride + p * segments[s].ldb;
-                for (int i = 0; i < rows; ++i)
-                    for (int j = 0; j < kNr; ++j) acc[i][j] += ap[i] * bp[j];
-            }
+        steps(q, [&](const float* ap, const float* bp) {
+            for (int i = 0; i < rows; ++i)
+                for (int j = 0; j < kNr; ++j) acc[i][j] += ap[i] * bp[j];
+        });
         for (int i = 0; i < rows; ++i)
             for (int j = 0; j < kNr; ++j) c[i * ldc + q * kNr + j] = acc[i][j];
     }
 }
 
+void short_tile_portable(const Segment* segments, int count, int64_t a_shift, int64_t b_shift,
+                         int64_t panel_stride, int rows, int panels, float* c, int64_t ldc,
+                         bool overwrite) {
+    short_portable(rows, panels, c, ldc, overwrite, [&](int q, const auto& add) {
+        for (int s = 0; s < count; ++s)
+            for (int p = 0; p < segments[s].depth; ++p)
+                add(segments[s].a + a_shift + p * kMr,
+                    segments[s].b + b_shift + q * panel_stride + p * segments[s].ldb);
+    });
+}
+
 void short_indirect_portable(const float* a, const int64_t* offsets, int depth,
                              const float* const* b, int rows, int panels, float* c, int64_t ldc,
                              bool overwrite) {
-    for (int q = 0; q < panels; ++q) {
-        float acc[kMr][kNr];
-        for (int i = 0; i < rows; ++i)
-            for (int j = 0; j < kNr; ++j) acc[i][j] = overwrite ? 0.f : c[i * ldc + q * kNr + j];
-        for (int p = 0; p < depth; ++p) {
-            const float* ap = a + p * kMr;
-            const float* bp = b[q] + offsets[p];
-            for (int i = 0; i < rows; ++i)
-                for (int j = 0; j < kNr; ++j) acc[i][j] += ap[i] * bp[j];
-        }
-        for (int i = 0; i < rows; ++i)
-            for (int j = 0; j < kNr; ++j) c[i * ldc + q * kNr + j] = acc[i][j];
-    }
+    short_portable(rows, panels, c, ldc, overwrite, [&](int q, const auto& add) {
+        for (int p = 0; p < depth; ++p) add(a + p * kMr, b[q] + offsets[p]);
+    });
 }
 
 #ifdef CONVT_X86_DISPATCH
@@ -243,13 +243,14 @@ __attribute__((target("avx2,fma"))) void short_indirect_avx2_rp(const float* a,
 }
 
 // Every (R, P) instance of a kernel template, [R - 1][P - 1].
-#define CONVT_SHORT_TABLE(f)                                                    \
-    {                                                                           \
-        {&f<1, 1>, &f<1, 2>, &f<1, 3>, &f<1, 4>, &f<1, 5>, &f<1, 6>},           \
-            {&f<2, 1>, &f<2, 2>, &f<2, 3>}, {&f<3, 1>, &f<3, 2>}, {&f<4, 1>}, { \
-            &f<5, 1>                                                            \
-        }                                                                       \
-    }
+// clang-format off
+#define CONVT_SHORT_TABLE(f)                                      \
+    {{&f<1, 1>, &f<1, 2>, &f<1, 3>, &f<1, 4>, &f<1, 5>, &f<1, 6>}, \
+     {&f<2, 1>, &f<2, 2>, &f<2, 3>},                               \
+     {&f<3, 1>, &f<3, 2>},                                         \
+     {&f<4, 1>},                                                   \
+     {&f<5, 1>}}
+// clang-format on
 
 // Wider requests than a row count takes go a few panels at a time.
 __attribute__((target("avx2,fma"))) void short_tile_avx2(const Segment* segments, int count,
