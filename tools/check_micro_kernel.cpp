@@ -38,6 +38,31 @@ bool agrees(const char* what, int trial, const std::vector<float>& c,
     }
     return true;
 }
+
+// The float64 sums' starting values: c's, or zero inside the tile (rows x cols) when it is
+// overwritten; bound starts as their magnitudes.
+void start_sums(const std::vector<float>& c, int rows, int cols, int64_t ldc, bool overwrite,
+                std::vector<double>& want, std::vector<double>& bound) {
+    want.assign(c.begin(), c.end());
+    for (int i = 0; i < rows && overwrite; ++i)
+        for (int j = 0; j < cols; ++j) want[i * ldc + j] = 0.0;
+    bound.resize(c.size());
+    for (size_t k = 0; k < c.size(); ++k) bound[k] = std::fabs(want[k]);
+}
+
+// Whether rows [0, rows) and columns [0, cols) of c equal those of full, bit for bit (a short
+// tile against the full kernel's rows); prints the first that does not.
+bool same_bits(const char* what, int trial, const std::vector<float>& c,
+               const std::vector<float>& full, int rows, int cols, int64_t ldc) {
+    for (int i = 0; i < rows; ++i)
+        for (int j = 0; j < cols; ++j)
+            if (c[i * ldc + j] != full[i * ldc + j]) {
+                std::printf("%s trial %d: c[%d][%d] = %.9g, the full kernel's %.9g\n", what, trial,
+                            i, j, c[i * ldc + j], full[i * ldc + j]);
+                return false;
+            }
+    return true;
+}
 }  // namespace
 
 int main() {
@@ -180,10 +205,8 @@ int main() {
         for (float& v : c) v = value(gen);
         std::vector<float> full = c;
         const bool overwrite = trial % 2;
-        std::vector<double> want(c.begin(), c.end()), bound(c.size());
-        for (int i = 0; i < rows; ++i)
-            for (int j = 0; j < panels * kNr && overwrite; ++j) want[i * ldc + j] = 0.0;
-        for (size_t k = 0; k < c.size(); ++k) bound[k] = std::fabs(want[k]);
+        std::vector<double> want, bound;
+        start_sums(c, rows, panels * kNr, ldc, overwrite, want, bound);
         for (int s = 0; s < count; ++s)
             for (int p = 0; p < segs[s].depth; ++p)
                 for (int i = 0; i < rows; ++i)
@@ -202,13 +225,7 @@ int main() {
         for (int q = 0; q < panels; ++q)
             same(segs.data(), count, a_shift, b_shift + q * panel_stride, full.data() + q * kNr,
                  ldc, overwrite);
-        for (int i = 0; i < rows && ok; ++i)
-            for (int j = 0; j < panels * kNr && ok; ++j)
-                if (c[i * ldc + j] != full[i * ldc + j]) {
-                    std::printf("short tile trial %d: c[%d][%d] = %.9g, the full kernel's %.9g\n",
-                                trial, i, j, c[i * ldc + j], full[i * ldc + j]);
-                    ok = false;
-                }
+        ok = ok && same_bits("short tile", trial, c, full, rows, panels * kNr, ldc);
         if (!ok) ++short_failures;
     }
     std::printf("short-tile kernel '%s': %d of 300 cases agree\n",
@@ -238,10 +255,8 @@ int main() {
         for (int q = 0; q < panels; ++q) bases[q] = b.data() + pick(gen) % (panels * 100);
         std::vector<float> full = c;
         const bool overwrite = trial % 2;
-        std::vector<double> want(c.begin(), c.end()), bound(c.size());
-        for (int i = 0; i < rows; ++i)
-            for (int j = 0; j < panels * kNr && overwrite; ++j) want[i * ldc + j] = 0.0;
-        for (size_t k = 0; k < c.size(); ++k) bound[k] = std::fabs(want[k]);
+        std::vector<double> want, bound;
+        start_sums(c, rows, panels * kNr, ldc, overwrite, want, bound);
         for (int p = 0; p < depth; ++p)
             for (int i = 0; i < rows; ++i)
                 for (int j = 0; j < panels * kNr; ++j) {
@@ -256,13 +271,7 @@ int main() {
         for (int q = 0; q < panels; ++q)
             full_indirect(a.data(), offsets.data(), depth, bases[q], full.data() + q * kNr, ldc,
                           overwrite);
-        for (int i = 0; i < rows && ok; ++i)
-            for (int j = 0; j < panels * kNr && ok; ++j)
-                if (c[i * ldc + j] != full[i * ldc + j]) {
-                    std::printf("short indirect trial %d: c[%d][%d] = %.9g, full kernel's %.9g\n",
-                                trial, i, j, c[i * ldc + j], full[i * ldc + j]);
-                    ok = false;
-                }
+        ok = ok && same_bits("short indirect", trial, c, full, rows, panels * kNr, ldc);
         if (!ok) ++short_indirect_failures;
     }
     std::printf("short indirect kernel '%s': %d of 300 cases agree\n",
