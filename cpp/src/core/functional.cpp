@@ -340,24 +340,18 @@ void ConvTransposeLayer::store_weight_gradient(const T* dw, const TensorView& gw
             for (int64_t oc = b * channels / blocks; oc < (b + 1) * channels / blocks; ++oc) {
                 const int64_t g = oc / og, ocl = oc % og;
                 const auto* block = block_of(oc);
-                int64_t i = 0;
                 if constexpr (std::is_same_v<
                                   std::remove_cv_t<std::remove_pointer_t<decltype(block)>>,
                                   float> &&
                               std::is_same_v<std::remove_pointer_t<decltype(out)>, float>) {
-                    if (by_8x8)
-                        for (; i + 8 <= ig; i += 8) {
-                            float* o = out + (g * ig + i) * gw.stride_n + ocl * gw.stride_c;
-                            int64_t t = 0;  // flipped tap: window element t is OHWI tap taps-1-t
-                            for (; t + 8 <= taps; t += 8)
-                                cpu::transpose8(block + (taps - 1 - t) * ig + i, -ig, 1, 8, o + t,
-                                                gw.stride_n);
-                            for (; t < taps; ++t)
-                                for (int64_t k = 0; k < 8; ++k)
-                                    o[k * gw.stride_n + t] = block[(taps - 1 - t) * ig + i + k];
-                        }
+                    if (by_8x8) {
+                        cpu::taps_to_windows(block, taps, ig, 0, ig,
+                                             out + g * ig * gw.stride_n + ocl * gw.stride_c,
+                                             gw.stride_n);
+                        continue;
+                    }
                 }
-                for (; i < ig; ++i) {
+                for (int64_t i = 0; i < ig; ++i) {
                     auto* o = out + (g * ig + i) * gw.stride_n + ocl * gw.stride_c;
                     for (int64_t t = 0; t < taps; ++t)
                         o[tap_offset[t]] = convert(block[t * ig + i]);

@@ -72,4 +72,19 @@ void transpose8(const float* src, int64_t channel_stride, int64_t pixel_step, in
     transpose8_portable(src, channel_stride, pixel_step, channels, out, out_step);
 }
 
+void taps_to_windows(const float* block, int64_t taps, int64_t ig, int64_t i0, int64_t i1,
+                     float* out, int64_t out_n) {
+    int64_t i = i0;
+    for (; i + 8 <= i1; i += 8) {
+        float* o = out + i * out_n;
+        int64_t t = 0;  // window element t is OHWI tap taps - 1 - t: read upwards (-ig)
+        for (; t + 8 <= taps; t += 8)
+            transpose8(block + (taps - 1 - t) * ig + i, -ig, 1, 8, o + t, out_n);
+        for (; t < taps; ++t)
+            for (int64_t k = 0; k < 8; ++k) o[k * out_n + t] = block[(taps - 1 - t) * ig + i + k];
+    }
+    for (; i < i1; ++i)
+        for (int64_t t = 0; t < taps; ++t) out[i * out_n + t] = block[(taps - 1 - t) * ig + i];
+}
+
 }  // namespace convt::cpu

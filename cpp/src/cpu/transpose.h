@@ -1,4 +1,5 @@
-// The 8 x 8 transpose that packs NCHW pixels into the GEMM's pixel-major panels.
+// The 8 x 8 transpose that packs NCHW pixels into the GEMM's pixel-major panels, and turns dW
+// into PyTorch's layout.
 #pragma once
 
 #include <cstdint>
@@ -13,5 +14,11 @@ namespace convt::cpu {
 /// it, are microcoded on AMD cores: they made the transposes a quarter of vae_dec's dW.)
 void transpose8(const float* src, int64_t channel_stride, int64_t pixel_step, int channels,
                 float* out, int64_t out_step);
+
+/// One output channel's dW from OHWI to PyTorch's kernel windows, input channels [i0, i1):
+/// block[t * ig + i] (tap t) goes to out[i * out_n + taps - 1 - t] (the window's element: the
+/// kernel turned back), 8 taps x 8 channels at a time, so each write run is a window.
+void taps_to_windows(const float* block, int64_t taps, int64_t ig, int64_t i0, int64_t i1,
+                     float* out, int64_t out_n);
 
 }  // namespace convt::cpu
