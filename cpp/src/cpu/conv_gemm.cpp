@@ -217,15 +217,13 @@ bool indirect_taps(const Gathered& src, const TapGrid& grid, const Columns& colu
                 ik(a0 + o * a_tile_step, offsets.data(), n, b, to, ldc, overwrite);
                 continue;
             }
-            if (sk) {  // from the first of each run of panels that the kernel takes at once
-                const int step = short_tile_panels(valid);
-                if (j % step) continue;
-                const float* bases[kMr];
-                const int count = std::min(step, panels - j);
-                for (int q = 0; q < count; ++q)
-                    bases[q] = static_cast<const float*>(src.base) + columns.base[(j + q) * kNr];
-                sk(a0 + o * a_tile_step, offsets.data(), n, bases, valid, count, to, ldc,
-                   overwrite);
+            if (sk) {
+                short_indirect_run(
+                    sk, a0 + o * a_tile_step, offsets.data(), n, valid, j, panels,
+                    [&](int q) {
+                        return static_cast<const float*>(src.base) + columns.base[q * kNr];
+                    },
+                    to, ldc, overwrite);
                 continue;
             }
             float tile[kMr * kNr];  // the last tile's padding rows stay here

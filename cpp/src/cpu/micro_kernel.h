@@ -60,6 +60,21 @@ using ShortIndirectKernel = void (*)(const float* a, const int64_t* offsets, int
 /// The panels a short tile of `rows` rows takes at once: its accumulators within the full tile's.
 inline int short_tile_panels(int rows) { return rows >= 4 ? 1 : 6 / rows; }
 
+/// For callers looping over panels j < panels with a short tile: the short indirect kernel on
+/// the run of panels that starts at j (panel q's B at base(q); c_j: panel j's columns of c), or
+/// nothing when j is inside a run (done with the run's first panel).
+template <typename Base>
+void short_indirect_run(ShortIndirectKernel sk, const float* a, const int64_t* offsets, int depth,
+                        int rows, int j, int panels, const Base& base, float* c_j, int64_t ldc,
+                        bool overwrite) {
+    const int step = short_tile_panels(rows);
+    if (j % step) return;
+    const float* bases[kMr];  // step <= kMr
+    const int count = panels - j < step ? panels - j : step;
+    for (int q = 0; q < count; ++q) bases[q] = base(j + q);
+    sk(a, offsets, depth, bases, rows, count, c_j, ldc, overwrite);
+}
+
 /// Whether the CPU kernels use AVX2+FMA: the CPU has both and the environment variable
 /// CONVT_CPU_ISA is not "portable" (read once; lets tests run the portable kernels anywhere).
 bool use_avx2();

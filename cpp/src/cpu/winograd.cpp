@@ -661,15 +661,10 @@ bool correlate(const std::vector<Correlation>& all) {
                             c.u + g * group_weights + at + int64_t(ot) * depth[pt] * kMr;
                         float* to =
                             m.data() + (int64_t(ot - ot0) * points + pt) * kMr * cols + jp * kNr;
-                        if (ot == c.tiles - 1 && short_rows) {
-                            // Its rows alone, a few panels at once (dil2: 2 rows of 6).
-                            const int step = short_tile_panels(short_rows);
-                            if (jp % step) continue;
-                            const float* bases[kMr];
-                            const int count = std::min(step, panels - jp);
-                            for (int q = 0; q < count; ++q) bases[q] = b + (jp + q) * kNr;
-                            short_kernel(a, rp, depth[pt], bases, short_rows, count, to, cols,
-                                         true);
+                        if (ot == c.tiles - 1 && short_rows) {  // its rows alone (dil2: 2 of 6)
+                            short_indirect_run(
+                                short_kernel, a, rp, depth[pt], short_rows, jp, panels,
+                                [&](int q) { return b + q * kNr; }, to, cols, true);
                             continue;
                         }
                         kernel(a, rp, depth[pt], b + jp * kNr, to, cols, true);
