@@ -202,6 +202,29 @@ def test_backward_propagates_nan(device: Any, rng: np.random.Generator, where: s
     assert np.isnan(ref[1]).any(), "the case must make some of grad_weight NaN"
 
 
+@pytest.mark.parametrize("together", [False, True], ids=["dW_alone", "with_dX"])
+@pytest.mark.parametrize("layer", sorted(NONFINITE_WEIGHT_LAYERS))
+def test_weight_gradient_nonfinite_edge_columns(
+    device: Any, rng: np.random.Generator, layer: str, together: bool
+) -> None:
+    """Inf and NaN in X's first and last columns: they reach only the dW taps that meet those
+    columns. Padding crops the others there, and a kernel that multiplied the padding's zeros
+    by them would make NaN in taps the reference leaves finite (the CPU's depthwise dW sums
+    whole rows of eight columns)."""
+    cin, cout, groups, size, k, stride, padding, op = NONFINITE_WEIGHT_LAYERS[layer]
+    kw = dict(stride=stride, padding=padding, output_padding=op, groups=groups)
+    x = rng.uniform(-1, 1, (2, cin, *size)).astype(np.float32)
+    x[0, 0, 1, 0] = np.inf
+    x[1, cin - 1, 0, -1] = np.nan
+    w = rng.uniform(-1, 1, (cin, cout // groups, k, k)).astype(np.float32)
+    g = rng.uniform(-1, 1, R.conv_transpose_torch_ref(x, w, None, **kw).shape).astype(np.float32)
+    ref = R.conv_transpose_torch_backward(g, x, w, **kw)[1]
+    mask = (together, True, False)
+    got = convt.conv_transpose2d_backward(g, x, w, **kw, output_mask=mask, device=device)[1]
+    assert np.isfinite(ref).any() and not np.isfinite(ref).all()
+    assert_same_nonfinite(got, ref.astype(np.float32), FP32_TOL, f"{layer} dW")
+
+
 # ---- the MPS-style API: inserted zeros and neurons -------------------------------------------
 
 

@@ -70,8 +70,21 @@ void fused_taps_portable(const Tap* taps, int count, float init, int64_t n, floa
 __attribute__((target("avx2,fma"))) void fused_taps_avx2(const Tap* taps, int count, float init,
                                                          int64_t n, float* out) {
     int64_t j = 0;
-    // Four vectors of outputs at a time: each is one chain of dependent multiply-adds (one a
-    // tap), and a single chain waited on the FMA latency (dw_k4s2's 16 taps).
+    // Eight, then four vectors of outputs at a time: each is one chain of dependent
+    // multiply-adds (one a tap), and fewer than eight chains wait on the FMA latency (dw_k4s2's
+    // 16 taps; its 64-column rows are one pass of eight).
+    for (; j + 64 <= n; j += 64) {
+        __m256 v[8];
+        for (int i = 0; i < 8; ++i) v[i] = _mm256_set1_ps(init);
+        for (int t = 0; t < count; ++t) {
+            const __m256 w = _mm256_set1_ps(taps[t].w);
+            const float* in = taps[t].in + j;
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; ++i)
+                v[i] = _mm256_fmadd_ps(w, _mm256_loadu_ps(in + 8 * i), v[i]);
+        }
+        for (int i = 0; i < 8; ++i) _mm256_storeu_ps(out + j + 8 * i, v[i]);
+    }
     for (; j + 32 <= n; j += 32) {
         __m256 v0 = _mm256_set1_ps(init), v1 = v0, v2 = v0, v3 = v0;
         for (int t = 0; t < count; ++t) {
@@ -108,32 +121,69 @@ FusedTaps pick_fused_taps() {
     return &fused_taps_portable;
 }
 
-// lanes[j % 8] += x[j] * d[j] for j < n (a dW sum in eight lanes by column, a fixed order);
-// and the same compiled for AVX2+FMA. Callers pass only the columns a tap reaches (lo..hi): the
-// padding's zeros times an infinite x would add NaN where nothing should be added.
-void dot_lanes_portable(const float* x, const float* d, int64_t n, float* lanes) {
-    float l[8];
-    std::copy(lanes, lanes + 8, l);
-    for (int64_t j = 0; j < n; ++j) l[j % 8] += x[j] * d[j];
-    std::copy(l, l + 8, lanes);
+// One tap of a dW row: lanes[j % 8] += x[j] * d[j] for j < n8, a multiple of 8 (a sum in eight
+// lanes by column, a fixed order). x is zero outside the columns the tap reaches (and d there
+// reads the padding's zeros): zeros times an infinite x would add NaN where nothing is added.
+struct DotTap {
+    const float* x;
+    const float* d;
+    float* lanes;
+};
+
+void dot_taps_portable(const DotTap* taps, int count, int64_t n8) {
+    for (int t = 0; t < count; ++t) {
+        float l[8];
+        std::copy(taps[t].lanes, taps[t].lanes + 8, l);
+        for (int64_t j = 0; j < n8; ++j) l[j % 8] += taps[t].x[j] * taps[t].d[j];
+        std::copy(l, l + 8, taps[t].lanes);
+    }
 }
 #ifdef CONVT_DEPTHWISE_AVX2
-__attribute__((target("avx2,fma"))) void dot_lanes_avx2(const float* x, const float* d, int64_t n,
-                                                        float* lanes) {
-    const int64_t whole = n / 8 * 8;
-    __m256 l = _mm256_loadu_ps(lanes);
-    for (int64_t j = 0; j < whole; j += 8)
-        l = _mm256_fmadd_ps(_mm256_loadu_ps(x + j), _mm256_loadu_ps(d + j), l);
-    _mm256_storeu_ps(lanes, l);
-    for (int64_t j = whole; j < n; ++j) lanes[j % 8] = std::fma(x[j], d[j], lanes[j % 8]);
+// G taps at once: G independent chains of multiply-adds (one tap alone was one chain, waiting
+// on the FMA latency: dw_k4s2's dW ran at a tenth of the FMA rate).
+template <int G>
+__attribute__((target("avx2,fma"), always_inline)) inline void dot_group(const DotTap* t,
+                                                                         int64_t n8) {
+    __m256 l[G];
+#pragma GCC unroll 8
+    for (int g = 0; g < G; ++g) l[g] = _mm256_loadu_ps(t[g].lanes);
+    for (int64_t j = 0; j < n8; j += 8) {
+#pragma GCC unroll 8
+        for (int g = 0; g < G; ++g)
+            l[g] = _mm256_fmadd_ps(_mm256_loadu_ps(t[g].x + j), _mm256_loadu_ps(t[g].d + j), l[g]);
+    }
+#pragma GCC unroll 8
+    for (int g = 0; g < G; ++g) _mm256_storeu_ps(t[g].lanes, l[g]);
+}
+__attribute__((target("avx2,fma"))) void dot_taps_avx2(const DotTap* taps, int count, int64_t n8) {
+    int i = 0;
+    for (; i + 8 <= count; i += 8) dot_group<8>(taps + i, n8);
+    switch (count - i) {
+        case 7:
+            return dot_group<7>(taps + i, n8);
+        case 6:
+            return dot_group<6>(taps + i, n8);
+        case 5:
+            return dot_group<5>(taps + i, n8);
+        case 4:
+            return dot_group<4>(taps + i, n8);
+        case 3:
+            return dot_group<3>(taps + i, n8);
+        case 2:
+            return dot_group<2>(taps + i, n8);
+        case 1:
+            return dot_group<1>(taps + i, n8);
+        default:
+            return;
+    }
 }
 #endif
-using DotLanes = void (*)(const float*, const float*, int64_t, float*);
-DotLanes pick_dot_lanes() {
+using DotTaps = void (*)(const DotTap*, int, int64_t);
+DotTaps pick_dot_taps() {
 #ifdef CONVT_DEPTHWISE_AVX2
-    if (use_avx2()) return &dot_lanes_avx2;
+    if (use_avx2()) return &dot_taps_avx2;
 #endif
-    return &dot_lanes_portable;
+    return &dot_taps_portable;
 }
 
 // Where tap kx of a gradient reads a dY row split by phase: dX column ix meets entry ix - shift
@@ -148,18 +198,6 @@ TapColumn tap_column(const ConvtParams& p, int kx) {
     return {r, (c + r) / s, span.lo, span.hi};
 }
 
-// Zeros each gradient tap needs beside the dY phase rows to read src_w columns from offset
-// -shift: the padding of their PaddedPhases.
-int64_t gradient_padding(const ConvtParams& p, const std::vector<TapColumn>& columns) {
-    const int64_t length = ceil_div(p.clip_w, p.stride_x);
-    int64_t pad = 0;
-    for (const TapColumn& t : columns) {
-        if (t.lo > t.hi) continue;
-        pad = std::max({pad, t.shift, p.src_w - t.shift - length});
-    }
-    return pad;
-}
-
 // The dY rows of one plane (image, channel) split by phase, kept while they are still needed: a
 // dY row serves kernel_h / stride_y rows of dX (and of the dW sums), and splitting it anew for
 // each of them took as long as the multiply-adds (dw_k4s2).
@@ -168,50 +206,117 @@ class DyRows {
     static constexpr int64_t kPrefetchRows = 4;
     // Starts a plane: forgets every row.
     void begin(const ConvtParams& p, const void* dy, int64_t n, int64_t ch, int64_t pad) {
-        const size_t slots = size_t(p.dilation_y) * (p.kernel_h - 1) + 1 + p.stride_y;
+        // A power of two (the slot is yy & mask_: a 64-bit division a row took 14% of dw_k4s2's
+        // dX), at least as many rows as one dX row reads plus a stride.
+        size_t slots = 1;
+        while (slots < size_t(p.dilation_y) * (p.kernel_h - 1) + 1 + p.stride_y) slots *= 2;
         rows_.resize(slots);
         tags_.assign(slots, -1);
+        mask_ = slots - 1;
         for (PaddedPhases& r : rows_)
             if (r.pad != pad || r.length != ceil_div(p.clip_w, p.stride_x) ||
                 r.phases != std::min<int64_t>(p.stride_x, p.clip_w))
                 r.shape(p.stride_x, p.clip_w, pad);
         line_.resize(static_cast<size_t>(p.clip_w));
         p_ = &p, dy_ = dy, n_ = n, ch_ = ch;
+        floats_ = p.dst_type == CONVT_TYPE_F32 && p.dst_stride_w == 1;
+        split2_ = floats_ && p.stride_x == 2 && rows_[0].phases == 2;
     }
     // Row yy split by phase; valid while the rows asked for after it span fewer than `slots`
     // rows (true for the rows of one dX row).
     const PaddedPhases& get(int64_t yy) {
-        const size_t slot = static_cast<size_t>(yy) % rows_.size();
-        if (tags_[slot] != yy) {
-            const int64_t first = dst_index(*p_, n_, ch_, yy, 0);
-            if (yy + kPrefetchRows < p_->clip_h && p_->dst_type == CONVT_TYPE_F32 &&
-                p_->dst_stride_w == 1) {  // the row kPrefetchRows below, which later dX rows read
-                const float* ahead =
-                    static_cast<const float*>(dy_) + dst_index(*p_, n_, ch_, yy + kPrefetchRows, 0);
-                for (int64_t x = 0; x < p_->clip_w; x += 16) __builtin_prefetch(ahead + x);
-            }
-            PaddedPhases& row = rows_[slot];
-            if (p_->stride_x == 2 && row.phases == 2 && p_->dst_type == CONVT_TYPE_F32 &&
-                p_->dst_stride_w == 1) {  // straight from the tensor, split with shuffles
-                deinterleave2(static_cast<const float*>(dy_) + first, p_->clip_w, row.phase(0),
-                              row.phase(1));
-                if (p_->clip_w % 2) row.phase(1)[row.length - 1] = 0.f;
-            } else {
-                load_row(dy_, p_->dst_type, first, p_->dst_stride_w, p_->clip_w, line_.data());
-                row.split(line_.data(), p_->clip_w, p_->stride_x);
-            }
-            tags_[slot] = yy;
-        }
+        const size_t slot = static_cast<size_t>(yy) & mask_;
+        if (tags_[slot] != yy) fetch(yy, rows_[slot]);
+        tags_[slot] = yy;
         return rows_[slot];
     }
+    // The first float of row yy's PaddedPhases (GradientColumns::offset is from there).
+    const float* slot(int64_t yy) { return get(yy).values.data(); }
 
  private:
+    void fetch(int64_t yy, PaddedPhases& row) {
+        const int64_t first = dst_index(*p_, n_, ch_, yy, 0);
+        if (floats_ && yy + kPrefetchRows < p_->clip_h) {  // the row later dX rows read
+            const float* ahead =
+                static_cast<const float*>(dy_) + dst_index(*p_, n_, ch_, yy + kPrefetchRows, 0);
+            for (int64_t x = 0; x < p_->clip_w; x += 16) __builtin_prefetch(ahead + x);
+        }
+        if (split2_) {  // straight from the tensor, split with shuffles
+            deinterleave2(static_cast<const float*>(dy_) + first, p_->clip_w, row.phase(0),
+                          row.phase(1));
+            if (p_->clip_w % 2) row.phase(1)[row.length - 1] = 0.f;
+        } else {
+            load_row(dy_, p_->dst_type, first, p_->dst_stride_w, p_->clip_w, line_.data());
+            row.split(line_.data(), p_->clip_w, p_->stride_x);
+        }
+    }
+
     std::vector<PaddedPhases> rows_;
     std::vector<int64_t> tags_;
     std::vector<float> line_;
+    size_t mask_ = 0;
+    bool floats_ = false, split2_ = false;  // dY rows of contiguous floats; split by shuffles
     const ConvtParams* p_ = nullptr;
     const void* dy_ = nullptr;
     int64_t n_ = 0, ch_ = 0;
+};
+
+// The gradient taps of each kx: where they read a DyRows slot and the columns they reach. dX
+// rows read src_w columns of a phase row from -shift; dW rows read n8 (src_w rounded up to 8).
+struct GradientColumns {
+    std::vector<TapColumn> by_kx;
+    std::vector<int64_t> offset;  // by kx: phase(phase) - shift, from the slot's first float
+    int64_t pad = 0, n8 = 0;      // the zeros beside each phase row (PaddedPhases::pad)
+
+    explicit GradientColumns(const ConvtParams& p) {
+        const int64_t length = ceil_div(p.clip_w, p.stride_x);
+        n8 = ceil_div(p.src_w, 8) * 8;
+        for (int kx = 0; kx < p.kernel_w; ++kx) {
+            by_kx.push_back(tap_column(p, kx));
+            const TapColumn& t = by_kx.back();
+            if (t.lo <= t.hi) pad = std::max({pad, t.shift, n8 - t.shift - length});
+        }
+        for (const TapColumn& t : by_kx)
+            offset.push_back(t.phase * (length + 2 * pad) + pad - t.shift);
+    }
+    bool reaches(int kx) const { return by_kx[kx].lo <= by_kx[kx].hi; }
+};
+
+// Row iy of the tensor in dW's source role (X) as floats, n8 wide with zeros past src_w, and for
+// each kx whose taps reach only some columns, a copy with zeros outside them (DotTap's x).
+class XRows {
+ public:
+    void begin(const ConvtParams& p, const GradientColumns& g) {
+        n8_ = g.n8;
+        values_.assign(static_cast<size_t>(n8_ * (1 + p.kernel_w)), 0.f);
+        of_.assign(static_cast<size_t>(p.kernel_w), values_.data());
+        partial_.clear();
+        for (int kx = 0; kx < p.kernel_w; ++kx) {
+            const TapColumn& t = g.by_kx[kx];
+            if (t.lo <= t.hi && (t.lo > 0 || t.hi < p.src_w - 1)) {
+                of_[kx] = values_.data() + (1 + kx) * n8_;
+                partial_.push_back(kx);
+            }
+        }
+        g_ = &g;
+    }
+    void load(const ConvtParams& p, const void* x, int64_t n, int64_t ch, int64_t iy) {
+        load_row(x, p.src_type, src_index(p, n, ch, iy, 0), p.src_stride_w, p.src_w,
+                 values_.data());
+        for (int kx : partial_) {
+            const TapColumn& t = g_->by_kx[kx];
+            std::copy(values_.data() + t.lo, values_.data() + t.hi + 1,
+                      values_.data() + (1 + kx) * n8_ + t.lo);
+        }
+    }
+    const float* of(int kx) const { return of_[kx]; }
+
+ private:
+    std::vector<float> values_;  // [1 + kx][n8]: the row, then the copies
+    std::vector<const float*> of_;
+    std::vector<int> partial_;
+    const GradientColumns* g_ = nullptr;
+    int64_t n8_ = 0;
 };
 
 }  // namespace
@@ -346,6 +451,12 @@ void forward_depthwise(const ConvtParams& p, const DepthwiseWeights& w, const vo
 }
 
 namespace {
+// Row iy of plane (n, ch) of dX when its rows are contiguous floats (written in place), else null.
+float* source_row_in_place(const ConvtParams& p, void* dx, int64_t n, int64_t ch, int64_t iy) {
+    if (p.src_type != CONVT_TYPE_F32 || p.src_stride_w != 1) return nullptr;
+    return static_cast<float*>(dx) + src_index(p, n, ch, iy, 0);
+}
+
 // Row iy of plane (n, ch) of the tensor in the source role (dX), from floats.
 void store_source_row(const ConvtParams& p, const float* row, void* dx, int64_t n, int64_t ch,
                       int64_t iy) {
@@ -376,9 +487,7 @@ void finish_weight_lanes(const float* lanes, int taps, int64_t ch,
 void backward_data_depthwise(const ConvtParams& p, const DepthwiseWeights& w, const void* dy,
                              void* dx) {
     const int64_t taps = int64_t(p.kernel_h) * p.kernel_w;
-    std::vector<TapColumn> columns;
-    for (int kx = 0; kx < p.kernel_w; ++kx) columns.push_back(tap_column(p, kx));
-    const int64_t pad = gradient_padding(p, columns);
+    const GradientColumns g(p);
     const FusedTaps fused = pick_fused_taps();
     ThreadPool::instance().parallel_for(int64_t(p.num_images) * p.groups, [&](int64_t task) {
         const int64_t n = task / p.groups, ch = task % p.groups;
@@ -390,7 +499,7 @@ void backward_data_depthwise(const ConvtParams& p, const DepthwiseWeights& w, co
         DyRows& dy_rows = dy_rows_tls;
         std::vector<float>& acc = acc_tls;
         std::vector<Tap>& list = list_tls;
-        dy_rows.begin(p, dy, n, ch, pad);
+        dy_rows.begin(p, dy, n, ch, g.pad);
         acc.resize(static_cast<size_t>(p.src_w));
         list.resize(static_cast<size_t>(taps));
         for (int64_t iy = 0; iy < p.src_h; ++iy) {
@@ -398,20 +507,20 @@ void backward_data_depthwise(const ConvtParams& p, const DepthwiseWeights& w, co
             for (int ky = 0; ky < p.kernel_h; ++ky) {
                 const int64_t yy = iy * p.stride_y - p.first_tap_y - int64_t(p.dilation_y) * ky;
                 if (yy < 0 || yy >= p.clip_h) continue;
-                const PaddedPhases& row = dy_rows.get(yy);
+                const float* slot = dy_rows.slot(yy);
                 for (int kx = 0; kx < p.kernel_w; ++kx) {
-                    const TapColumn& t = columns[kx];
-                    if (t.lo > t.hi) continue;
+                    if (!g.reaches(kx)) continue;
                     // Field by field: a Tap built on the stack and copied whole was reloaded
                     // across its two smaller stores (a failed store-to-load forward a tap:
                     // 17% of dw_k4s2's dX).
                     Tap& tap = list[k++];
-                    tap.in = row.phase(t.phase) - t.shift;
+                    tap.in = slot + g.offset[kx];
                     tap.w = wc[ky * p.kernel_w + kx];
                 }
             }
-            fused(list.data(), k, 0.f, p.src_w, acc.data());
-            store_source_row(p, acc.data(), dx, n, ch, iy);
+            float* in_place = source_row_in_place(p, dx, n, ch, iy);
+            fused(list.data(), k, 0.f, p.src_w, in_place ? in_place : acc.data());
+            if (!in_place) store_source_row(p, acc.data(), dx, n, ch, iy);
         }
     });
 }
@@ -419,34 +528,38 @@ void backward_data_depthwise(const ConvtParams& p, const DepthwiseWeights& w, co
 void backward_weights_depthwise(const ConvtParams& p, const void* x, const void* dy,
                                 const detail::GradientOutput& out) {
     const int taps = p.kernel_h * p.kernel_w;
-    std::vector<TapColumn> columns;
-    for (int kx = 0; kx < p.kernel_w; ++kx) columns.push_back(tap_column(p, kx));
-    const int64_t pad = gradient_padding(p, columns);
-    const DotLanes dot = pick_dot_lanes();
+    const GradientColumns g(p);
+    const DotTaps dot = pick_dot_taps();
     ThreadPool::instance().parallel_for(p.groups, [&](int64_t ch) {
-        thread_local DyRows dy_rows;
-        thread_local std::vector<float> xrow, lanes;
-        xrow.resize(static_cast<size_t>(p.src_w));
+        thread_local DyRows dy_rows_tls;
+        thread_local XRows x_rows_tls;
+        thread_local std::vector<float> lanes_tls;
+        thread_local std::vector<DotTap> dots_tls;
+        DyRows& dy_rows = dy_rows_tls;  // looked up once (as in backward_data_depthwise)
+        XRows& x_rows = x_rows_tls;
+        std::vector<float>& lanes = lanes_tls;
+        std::vector<DotTap>& dots = dots_tls;
+        x_rows.begin(p, g);
         lanes.assign(static_cast<size_t>(taps) * 8, 0.f);  // [tap][column % 8]
+        dots.resize(static_cast<size_t>(taps));
         for (int64_t n = 0; n < p.num_images; ++n) {
-            dy_rows.begin(p, dy, n, ch, pad);
+            dy_rows.begin(p, dy, n, ch, g.pad);
             for (int64_t iy = 0; iy < p.src_h; ++iy) {
-                bool loaded = false;
+                int k = 0;
                 for (int ky = 0; ky < p.kernel_h; ++ky) {
                     const int64_t yy = iy * p.stride_y - p.first_tap_y - int64_t(p.dilation_y) * ky;
                     if (yy < 0 || yy >= p.clip_h) continue;
-                    if (!loaded)
-                        load_row(x, p.src_type, src_index(p, n, ch, iy, 0), p.src_stride_w, p.src_w,
-                                 xrow.data());
-                    loaded = true;
-                    const PaddedPhases& row = dy_rows.get(yy);
+                    if (k == 0) x_rows.load(p, x, n, ch, iy);
+                    const float* slot = dy_rows.slot(yy);
                     for (int kx = 0; kx < p.kernel_w; ++kx) {
-                        const TapColumn& t = columns[kx];
-                        if (t.lo <= t.hi)  // else the tap reaches no column: adds nothing
-                            dot(xrow.data() + t.lo, row.phase(t.phase) - t.shift + t.lo,
-                                t.hi - t.lo + 1, lanes.data() + (ky * p.kernel_w + kx) * 8);
+                        if (!g.reaches(kx)) continue;  // else the tap adds nothing
+                        DotTap& t = dots[k++];
+                        t.x = x_rows.of(kx);
+                        t.d = slot + g.offset[kx];
+                        t.lanes = lanes.data() + (ky * p.kernel_w + kx) * 8;
                     }
                 }
+                dot(dots.data(), k, g.n8);
             }
         }
         finish_weight_lanes(lanes.data(), taps, ch, out);
@@ -456,52 +569,54 @@ void backward_weights_depthwise(const ConvtParams& p, const void* x, const void*
 void backward_depthwise(const ConvtParams& pd, const DepthwiseWeights& w, const void* dy, void* dx,
                         const ConvtParams& pw, const void* x, const detail::GradientOutput& out) {
     const int taps = pd.kernel_h * pd.kernel_w;
-    std::vector<TapColumn> columns;
-    for (int kx = 0; kx < pd.kernel_w; ++kx) columns.push_back(tap_column(pd, kx));
-    const int64_t pad = gradient_padding(pd, columns);
+    const GradientColumns g(pd);
     const FusedTaps fused = pick_fused_taps();
-    const DotLanes dot = pick_dot_lanes();
+    const DotTaps dot = pick_dot_taps();
     // By channel, images in order (dW's order, as backward_weights_depthwise); each dY row is
     // read and split once for both gradients.
     ThreadPool::instance().parallel_for(pd.groups, [&](int64_t ch) {
         const float* wc = w.taps.data() + ch * taps;
         thread_local DyRows dy_rows_tls;
-        thread_local std::vector<float> acc_tls, xrow_tls, lanes_tls;
+        thread_local XRows x_rows_tls;
+        thread_local std::vector<float> acc_tls, lanes_tls;
         thread_local std::vector<Tap> list_tls;
+        thread_local std::vector<DotTap> dots_tls;
         DyRows& dy_rows = dy_rows_tls;  // looked up once (as in backward_data_depthwise)
-        std::vector<float>&acc = acc_tls, &xrow = xrow_tls, &lanes = lanes_tls;
+        XRows& x_rows = x_rows_tls;
+        std::vector<float>&acc = acc_tls, &lanes = lanes_tls;
         std::vector<Tap>& list = list_tls;
+        std::vector<DotTap>& dots = dots_tls;
+        x_rows.begin(pw, g);
         acc.resize(static_cast<size_t>(pd.src_w));
-        xrow.resize(static_cast<size_t>(pw.src_w));
         lanes.assign(static_cast<size_t>(taps) * 8, 0.f);  // [tap][column % 8]
         list.resize(static_cast<size_t>(taps));
+        dots.resize(static_cast<size_t>(taps));
         for (int64_t n = 0; n < pd.num_images; ++n) {
-            dy_rows.begin(pd, dy, n, ch, pad);
+            dy_rows.begin(pd, dy, n, ch, g.pad);
             for (int64_t iy = 0; iy < pd.src_h; ++iy) {
                 int k = 0;
-                bool loaded = false;
                 for (int ky = 0; ky < pd.kernel_h; ++ky) {
                     const int64_t yy =
                         iy * pd.stride_y - pd.first_tap_y - int64_t(pd.dilation_y) * ky;
                     if (yy < 0 || yy >= pd.clip_h) continue;
-                    if (!loaded)
-                        load_row(x, pw.src_type, src_index(pw, n, ch, iy, 0), pw.src_stride_w,
-                                 pw.src_w, xrow.data());
-                    loaded = true;
-                    const PaddedPhases& row = dy_rows.get(yy);
+                    if (k == 0) x_rows.load(pw, x, n, ch, iy);
+                    const float* slot = dy_rows.slot(yy);
                     for (int kx = 0; kx < pd.kernel_w; ++kx) {
-                        const TapColumn& t = columns[kx];
-                        if (t.lo > t.hi) continue;  // the tap reaches no column
-                        const float* d = row.phase(t.phase) - t.shift;
-                        Tap& tap = list[k++];  // field by field (see backward_data_depthwise)
+                        if (!g.reaches(kx)) continue;  // the tap reaches no column
+                        const float* d = slot + g.offset[kx];
+                        Tap& tap = list[k];  // field by field (see backward_data_depthwise)
                         tap.in = d;
                         tap.w = wc[ky * pd.kernel_w + kx];
-                        dot(xrow.data() + t.lo, d + t.lo, t.hi - t.lo + 1,
-                            lanes.data() + (ky * pd.kernel_w + kx) * 8);
+                        DotTap& t = dots[k++];
+                        t.x = x_rows.of(kx);
+                        t.d = d;
+                        t.lanes = lanes.data() + (ky * pd.kernel_w + kx) * 8;
                     }
                 }
-                fused(list.data(), k, 0.f, pd.src_w, acc.data());
-                store_source_row(pd, acc.data(), dx, n, ch, iy);
+                dot(dots.data(), k, g.n8);
+                float* in_place = source_row_in_place(pd, dx, n, ch, iy);
+                fused(list.data(), k, 0.f, pd.src_w, in_place ? in_place : acc.data());
+                if (!in_place) store_source_row(pd, acc.data(), dx, n, ch, iy);
             }
         }
         finish_weight_lanes(lanes.data(), taps, ch, out);
