@@ -51,74 +51,75 @@ struct PaddedPhases {
     }
 };
 
-// One tap of a fused row loop: out[j] gathers w * in[j].
-struct Tap {
-    const float* in;
-    float w;
+// The taps of a fused row loop as a grid: rows (a source or dY row each, with that row's
+// weights, indexed by kx) times columns (an offset into every row, and its kx). Built once a
+// row from a few pointers: a list of every tap, written a row and read back, cost as much as
+// the multiply-adds (dw_k4s2's dX: 16 taps a row).
+struct TapGrid {
+    const float* const* rows;
+    const float* const* wrows;
+    int nrows;
+    const int64_t* offsets;
+    const int* kx;
+    int ncols;
 };
 
-// out[j] = init + sum over taps, in order, of w * in[j], for j < n; and the same compiled for
-// AVX2+FMA. Taps outside the tensor read the zeros of PaddedPhases.
-void fused_taps_portable(const Tap* taps, int count, float init, int64_t n, float* out) {
+// out[j] = init + sum, row by row and column by column, of wrow[kx] * (row + offset)[j], for
+// j < n; and the same compiled for AVX2+FMA. Taps outside the tensor read zeros of padding.
+void fused_grid_portable(const TapGrid& g, float init, int64_t n, float* out) {
     for (int64_t j = 0; j < n; ++j) {
         float v = init;
-        for (int t = 0; t < count; ++t) v += taps[t].w * taps[t].in[j];
+        for (int r = 0; r < g.nrows; ++r)
+            for (int c = 0; c < g.ncols; ++c)
+                v += g.wrows[r][g.kx[c]] * g.rows[r][g.offsets[c] + j];
         out[j] = v;
     }
 }
 #ifdef CONVT_DEPTHWISE_AVX2
-__attribute__((target("avx2,fma"))) void fused_taps_avx2(const Tap* taps, int count, float init,
-                                                         int64_t n, float* out) {
-    int64_t j = 0;
-    // Eight, then four vectors of outputs at a time: each is one chain of dependent
-    // multiply-adds (one a tap), and fewer than eight chains wait on the FMA latency (dw_k4s2's
-    // 16 taps; its 64-column rows are one pass of eight).
-    for (; j + 64 <= n; j += 64) {
-        __m256 v[8];
-        for (int i = 0; i < 8; ++i) v[i] = _mm256_set1_ps(init);
-        for (int t = 0; t < count; ++t) {
-            const __m256 w = _mm256_set1_ps(taps[t].w);
-            const float* in = taps[t].in + j;
+// V vectors of outputs from column j: each is one chain of dependent multiply-adds (one a tap),
+// and fewer than eight chains wait on the FMA latency (dw_k4s2's 64-column rows: one pass of 8).
+template <int V>
+__attribute__((target("avx2,fma"), always_inline)) inline void grid_pass(const TapGrid& g,
+                                                                         float init, int64_t j,
+                                                                         float* out) {
+    __m256 v[V];
 #pragma GCC unroll 8
-            for (int i = 0; i < 8; ++i)
+    for (int i = 0; i < V; ++i) v[i] = _mm256_set1_ps(init);
+    for (int r = 0; r < g.nrows; ++r) {
+        const float* row = g.rows[r] + j;
+        const float* wr = g.wrows[r];
+        for (int c = 0; c < g.ncols; ++c) {
+            const __m256 w = _mm256_set1_ps(wr[g.kx[c]]);
+            const float* in = row + g.offsets[c];
+#pragma GCC unroll 8
+            for (int i = 0; i < V; ++i)
                 v[i] = _mm256_fmadd_ps(w, _mm256_loadu_ps(in + 8 * i), v[i]);
         }
-        for (int i = 0; i < 8; ++i) _mm256_storeu_ps(out + j + 8 * i, v[i]);
     }
-    for (; j + 32 <= n; j += 32) {
-        __m256 v0 = _mm256_set1_ps(init), v1 = v0, v2 = v0, v3 = v0;
-        for (int t = 0; t < count; ++t) {
-            const __m256 w = _mm256_set1_ps(taps[t].w);
-            const float* in = taps[t].in + j;
-            v0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(in), v0);
-            v1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(in + 8), v1);
-            v2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(in + 16), v2);
-            v3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(in + 24), v3);
-        }
-        _mm256_storeu_ps(out + j, v0);
-        _mm256_storeu_ps(out + j + 8, v1);
-        _mm256_storeu_ps(out + j + 16, v2);
-        _mm256_storeu_ps(out + j + 24, v3);
-    }
-    for (; j + 8 <= n; j += 8) {
-        __m256 v = _mm256_set1_ps(init);
-        for (int t = 0; t < count; ++t)
-            v = _mm256_fmadd_ps(_mm256_set1_ps(taps[t].w), _mm256_loadu_ps(taps[t].in + j), v);
-        _mm256_storeu_ps(out + j, v);
-    }
+#pragma GCC unroll 8
+    for (int i = 0; i < V; ++i) _mm256_storeu_ps(out + j + 8 * i, v[i]);
+}
+__attribute__((target("avx2,fma"))) void fused_grid_avx2(const TapGrid& g, float init, int64_t n,
+                                                         float* out) {
+    int64_t j = 0;
+    for (; j + 64 <= n; j += 64) grid_pass<8>(g, init, j, out);
+    for (; j + 32 <= n; j += 32) grid_pass<4>(g, init, j, out);
+    for (; j + 8 <= n; j += 8) grid_pass<1>(g, init, j, out);
     for (; j < n; ++j) {
         float v = init;
-        for (int t = 0; t < count; ++t) v = std::fma(taps[t].w, taps[t].in[j], v);
+        for (int r = 0; r < g.nrows; ++r)
+            for (int c = 0; c < g.ncols; ++c)
+                v = std::fma(g.wrows[r][g.kx[c]], g.rows[r][g.offsets[c] + j], v);
         out[j] = v;
     }
 }
 #endif
-using FusedTaps = void (*)(const Tap*, int, float, int64_t, float*);
-FusedTaps pick_fused_taps() {
+using FusedGrid = void (*)(const TapGrid&, float, int64_t, float*);
+FusedGrid pick_fused_grid() {
 #ifdef CONVT_DEPTHWISE_AVX2
-    if (use_avx2()) return &fused_taps_avx2;
+    if (use_avx2()) return &fused_grid_avx2;
 #endif
-    return &fused_taps_portable;
+    return &fused_grid_portable;
 }
 
 // One tap of a dW row: lanes[j % 8] += x[j] * d[j] for j < n8, a multiple of 8 (a sum in eight
@@ -265,8 +266,10 @@ class DyRows {
 // rows read src_w columns of a phase row from -shift; dW rows read n8 (src_w rounded up to 8).
 struct GradientColumns {
     std::vector<TapColumn> by_kx;
-    std::vector<int64_t> offset;  // by kx: phase(phase) - shift, from the slot's first float
-    int64_t pad = 0, n8 = 0;      // the zeros beside each phase row (PaddedPhases::pad)
+    std::vector<int64_t> offset;        // by kx: phase(phase) - shift, from the slot's first float
+    std::vector<int64_t> reach_offset;  // TapGrid columns: the offsets and kx of the taps that
+    std::vector<int> reach_kx;          // reach a column
+    int64_t pad = 0, n8 = 0;            // the zeros beside each phase row (PaddedPhases::pad)
 
     explicit GradientColumns(const ConvtParams& p) {
         const int64_t length = ceil_div(p.clip_w, p.stride_x);
@@ -276,8 +279,11 @@ struct GradientColumns {
             const TapColumn& t = by_kx.back();
             if (t.lo <= t.hi) pad = std::max({pad, t.shift, n8 - t.shift - length});
         }
-        for (const TapColumn& t : by_kx)
+        for (int kx = 0; kx < p.kernel_w; ++kx) {
+            const TapColumn& t = by_kx[kx];
             offset.push_back(t.phase * (length + 2 * pad) + pad - t.shift);
+            if (reaches(kx)) reach_offset.push_back(offset.back()), reach_kx.push_back(kx);
+        }
     }
     bool reaches(int kx) const { return by_kx[kx].lo <= by_kx[kx].hi; }
 };
@@ -340,21 +346,35 @@ void forward_depthwise(const ConvtParams& p, const DepthwiseWeights& w, const vo
     const int64_t taps = int64_t(p.kernel_h) * p.kernel_w, s = p.stride_x;
     const int64_t phases = std::min<int64_t>(s, p.clip_w), length = ceil_div(p.clip_w, s);
     // Tap kx lands on the columns of phase pos_mod(-e, s) (e = its expanded offset), output
-    // entry j of that phase reading source column j + q, q = (phase + e) / s.
-    struct Column {
-        int kx;
-        int64_t q;
-    };
-    std::vector<std::vector<Column>> by_phase(static_cast<size_t>(phases));
+    // entry j of that phase reading source column j + q, q = (phase + e) / s: the grid columns
+    // of each phase (TapGrid's offsets and kx).
+    std::vector<std::vector<int64_t>> q_of(static_cast<size_t>(phases));
+    std::vector<std::vector<int>> kx_of(static_cast<size_t>(phases));
     int64_t pad = 0;
     for (int kx = 0; kx < p.kernel_w; ++kx) {
         const int64_t e = p.first_tap_x + int64_t(p.dilation_x) * kx, r = pos_mod(-e, s);
         if (r >= phases) continue;
         const int64_t q = (r + e) / s;
-        by_phase[r].push_back({kx, q});
+        q_of[r].push_back(q);
+        kx_of[r].push_back(kx);
         pad = std::max({pad, -q, ceil_div(p.clip_w - r, s) + q - p.src_w});
     }
-    const int64_t slots = int64_t(p.dilation_y) * (p.kernel_h - 1) / p.stride_y + 2;
+    // Ring slots for source rows: a power of two (a slot is iy & (slots - 1)), more than one
+    // output row's rows span.
+    int64_t slots = 1;
+    while (slots < int64_t(p.dilation_y) * (p.kernel_h - 1) / p.stride_y + 2) slots *= 2;
+    // The taps of the output rows in each residue class of first_tap_y + yy modulo stride_y:
+    // source row q + dq, q the quotient (source_row without its divisions: they and the
+    // slots' were 20% of the row loop).
+    struct RowTap {
+        int ky;
+        int64_t dq;
+    };
+    std::vector<std::vector<RowTap>> row_taps(static_cast<size_t>(p.stride_y));
+    for (int64_t r = 0; r < p.stride_y; ++r)
+        for (int ky = 0; ky < p.kernel_h; ++ky)
+            if ((r + int64_t(p.dilation_y) * ky) % p.stride_y == 0)
+                row_taps[r].push_back({ky, (r + int64_t(p.dilation_y) * ky) / p.stride_y});
     const auto ntype = static_cast<NeuronType>(p.neuron);
     // Outputs larger than the caches (dw_k4s2 at N=8: 33 MB) are written with streaming stores
     // when their rows are contiguous floats: a stride-phase row stored element by element made
@@ -363,7 +383,7 @@ void forward_depthwise(const ConvtParams& p, const DepthwiseWeights& w, const vo
         p.dst_type == CONVT_TYPE_F32 && p.dst_stride_w == 1 &&
         int64_t(p.num_images) * p.groups * p.clip_h * p.clip_w * int64_t(sizeof(float)) >=
             kStreamBytes;
-    const FusedTaps fused = pick_fused_taps();
+    const FusedGrid fused = pick_fused_grid();
     ThreadPool::instance().parallel_for(int64_t(p.num_images) * p.groups, [&](int64_t task) {
         const int64_t n = task / p.groups, ch = task % p.groups;
         const float* wc = w.taps.data() + ch * taps;
@@ -375,53 +395,51 @@ void forward_depthwise(const ConvtParams& p, const DepthwiseWeights& w, const vo
         // the rows one output row reads span, so none of them evicts another.
         thread_local std::vector<float> rows_tls, out_phases_tls, line_tls;
         thread_local std::vector<int64_t> tags_tls;
-        thread_local std::vector<Tap> list_tls;
-        thread_local std::vector<const float*> row_of_tls;
-        thread_local std::vector<int> ky_of_tls;
+        thread_local std::vector<const float*> row_of_tls, wrow_of_tls;
         // Looked up once: each use of a thread-local is a call in a shared library.
         std::vector<float>&rows = rows_tls, &out_phases = out_phases_tls, &line = line_tls;
         std::vector<int64_t>& tags = tags_tls;
-        std::vector<Tap>& list = list_tls;
-        std::vector<const float*>& row_of = row_of_tls;
-        std::vector<int>& ky_of = ky_of_tls;
+        std::vector<const float*>&row_of = row_of_tls, &wrow_of = wrow_of_tls;
         row_of.resize(static_cast<size_t>(p.kernel_h));
-        ky_of.resize(static_cast<size_t>(p.kernel_h));
+        wrow_of.resize(static_cast<size_t>(p.kernel_h));
         const int64_t row_floats = p.src_w + 2 * pad;
         rows.assign(static_cast<size_t>(slots * row_floats), 0.f);
         tags.assign(static_cast<size_t>(slots), -1);
         out_phases.resize(static_cast<size_t>(phases * length));
         line.resize(static_cast<size_t>(p.clip_w));
-        list.resize(static_cast<size_t>(taps));
+        // first_tap_y + yy = q * stride_y + residue, kept as yy steps.
+        int64_t q = floor_div(p.first_tap_y, p.stride_y), residue = p.first_tap_y - q * p.stride_y;
         for (int64_t yy = 0; yy < p.clip_h; ++yy) {
-            int valid = 0;  // the source rows this output row reads, with their ky
-            for (int ky = 0; ky < p.kernel_h; ++ky) {
-                const int64_t iy = source_row(p, yy, ky);
-                if (iy < 0) continue;
-                float* row = rows.data() + (iy % slots) * row_floats + pad;
-                if (tags[iy % slots] != iy) {
+            int valid = 0;  // the source rows this output row reads, with their weights
+            for (const RowTap& t : row_taps[residue]) {
+                const int64_t iy = q + t.dq;
+                if (iy < 0 || iy >= p.src_h) continue;
+                const int64_t slot = iy & (slots - 1);
+                float* row = rows.data() + slot * row_floats + pad;
+                if (tags[slot] != iy) {
                     load_row(src, p.src_type, src_index(p, n, ch, iy, 0), p.src_stride_w, p.src_w,
                              row);
-                    tags[iy % slots] = iy;
+                    tags[slot] = iy;
                 }
                 row_of[valid] = row;
-                ky_of[valid++] = ky;
+                wrow_of[valid++] = wc + t.ky * p.kernel_w;
             }
+            if (++residue == p.stride_y) residue = 0, ++q;
             for (int64_t r = 0; r < phases; ++r) {
-                int k = 0;
-                for (int i = 0; i < valid; ++i)
-                    for (const Column& c : by_phase[r]) {
-                        Tap& tap = list[k++];  // field by field (see backward_data_depthwise)
-                        tap.in = row_of[i] + c.q;
-                        tap.w = wc[ky_of[i] * p.kernel_w + c.kx];
-                    }
-                fused(list.data(), k, w.bias[ch], ceil_div(p.clip_w - r, s),
-                      out_phases.data() + r * length);
+                const TapGrid grid{row_of.data(),  wrow_of.data(),  valid,
+                                   q_of[r].data(), kx_of[r].data(), int(q_of[r].size())};
+                fused(grid, w.bias[ch], ceil_div(p.clip_w - r, s), out_phases.data() + r * length);
             }
             float* v = out_phases.data();
             if (ntype != NeuronType::None)
                 for (int64_t i = 0; i < phases * length; ++i)
                     v[i] = apply_neuron(ntype, v[i], p.neuron_a, p.neuron_b, p.neuron_c, slope);
             const int64_t out0 = dst_index(p, n, ch, yy, 0);
+            if (p.dst_type == CONVT_TYPE_F32 && p.dst_stride_w == 1 && !stream && phases == 2) {
+                // Woven straight into the output (a copy of each row through `line` was 5%).
+                interleave2(v, v + length, p.clip_w, static_cast<float*>(dst) + out0);
+                continue;
+            }
             if (p.dst_type != CONVT_TYPE_F64 && p.dst_stride_w == 1) {
                 // The row put together in order, then written whole.
                 float* row_out = phases == 1 ? v : line.data();
@@ -488,38 +506,33 @@ void backward_data_depthwise(const ConvtParams& p, const DepthwiseWeights& w, co
                              void* dx) {
     const int64_t taps = int64_t(p.kernel_h) * p.kernel_w;
     const GradientColumns g(p);
-    const FusedTaps fused = pick_fused_taps();
+    const FusedGrid fused = pick_fused_grid();
     ThreadPool::instance().parallel_for(int64_t(p.num_images) * p.groups, [&](int64_t task) {
         const int64_t n = task / p.groups, ch = task % p.groups;
         const float* wc = w.taps.data() + ch * taps;
         // The thread-locals looked up once (each use is a call in a shared library).
         thread_local DyRows dy_rows_tls;
         thread_local std::vector<float> acc_tls;
-        thread_local std::vector<Tap> list_tls;
+        thread_local std::vector<const float*> rows_tls, wrows_tls;
         DyRows& dy_rows = dy_rows_tls;
         std::vector<float>& acc = acc_tls;
-        std::vector<Tap>& list = list_tls;
+        std::vector<const float*>&rows = rows_tls, &wrows = wrows_tls;
         dy_rows.begin(p, dy, n, ch, g.pad);
         acc.resize(static_cast<size_t>(p.src_w));
-        list.resize(static_cast<size_t>(taps));
+        rows.resize(static_cast<size_t>(p.kernel_h));
+        wrows.resize(static_cast<size_t>(p.kernel_h));
         for (int64_t iy = 0; iy < p.src_h; ++iy) {
-            int k = 0;
+            int valid = 0;  // the dY rows this dX row reads, with their weights
             for (int ky = 0; ky < p.kernel_h; ++ky) {
                 const int64_t yy = iy * p.stride_y - p.first_tap_y - int64_t(p.dilation_y) * ky;
                 if (yy < 0 || yy >= p.clip_h) continue;
-                const float* slot = dy_rows.slot(yy);
-                for (int kx = 0; kx < p.kernel_w; ++kx) {
-                    if (!g.reaches(kx)) continue;
-                    // Field by field: a Tap built on the stack and copied whole was reloaded
-                    // across its two smaller stores (a failed store-to-load forward a tap:
-                    // 17% of dw_k4s2's dX).
-                    Tap& tap = list[k++];
-                    tap.in = slot + g.offset[kx];
-                    tap.w = wc[ky * p.kernel_w + kx];
-                }
+                rows[valid] = dy_rows.slot(yy);
+                wrows[valid++] = wc + ky * p.kernel_w;
             }
+            const TapGrid grid{rows.data(),           wrows.data(),      valid,
+                               g.reach_offset.data(), g.reach_kx.data(), int(g.reach_kx.size())};
             float* in_place = source_row_in_place(p, dx, n, ch, iy);
-            fused(list.data(), k, 0.f, p.src_w, in_place ? in_place : acc.data());
+            fused(grid, 0.f, p.src_w, in_place ? in_place : acc.data());
             if (!in_place) store_source_row(p, acc.data(), dx, n, ch, iy);
         }
     });
@@ -570,7 +583,7 @@ void backward_depthwise(const ConvtParams& pd, const DepthwiseWeights& w, const 
                         const ConvtParams& pw, const void* x, const detail::GradientOutput& out) {
     const int taps = pd.kernel_h * pd.kernel_w;
     const GradientColumns g(pd);
-    const FusedTaps fused = pick_fused_taps();
+    const FusedGrid fused = pick_fused_grid();
     const DotTaps dot = pick_dot_taps();
     // By channel, images in order (dW's order, as backward_weights_depthwise); each dY row is
     // read and split once for both gradients.
@@ -579,43 +592,45 @@ void backward_depthwise(const ConvtParams& pd, const DepthwiseWeights& w, const 
         thread_local DyRows dy_rows_tls;
         thread_local XRows x_rows_tls;
         thread_local std::vector<float> acc_tls, lanes_tls;
-        thread_local std::vector<Tap> list_tls;
+        thread_local std::vector<const float*> rows_tls, wrows_tls;
         thread_local std::vector<DotTap> dots_tls;
         DyRows& dy_rows = dy_rows_tls;  // looked up once (as in backward_data_depthwise)
         XRows& x_rows = x_rows_tls;
         std::vector<float>&acc = acc_tls, &lanes = lanes_tls;
-        std::vector<Tap>& list = list_tls;
+        std::vector<const float*>&rows = rows_tls, &wrows = wrows_tls;
         std::vector<DotTap>& dots = dots_tls;
         x_rows.begin(pw, g);
         acc.resize(static_cast<size_t>(pd.src_w));
         lanes.assign(static_cast<size_t>(taps) * 8, 0.f);  // [tap][column % 8]
-        list.resize(static_cast<size_t>(taps));
+        rows.resize(static_cast<size_t>(pd.kernel_h));
+        wrows.resize(static_cast<size_t>(pd.kernel_h));
         dots.resize(static_cast<size_t>(taps));
         for (int64_t n = 0; n < pd.num_images; ++n) {
             dy_rows.begin(pd, dy, n, ch, g.pad);
             for (int64_t iy = 0; iy < pd.src_h; ++iy) {
-                int k = 0;
+                int k = 0, valid = 0;  // dW taps; the dY rows dX reads, with their weights
                 for (int ky = 0; ky < pd.kernel_h; ++ky) {
                     const int64_t yy =
                         iy * pd.stride_y - pd.first_tap_y - int64_t(pd.dilation_y) * ky;
                     if (yy < 0 || yy >= pd.clip_h) continue;
                     if (k == 0) x_rows.load(pw, x, n, ch, iy);
                     const float* slot = dy_rows.slot(yy);
+                    rows[valid] = slot;
+                    wrows[valid++] = wc + ky * pd.kernel_w;
                     for (int kx = 0; kx < pd.kernel_w; ++kx) {
                         if (!g.reaches(kx)) continue;  // the tap reaches no column
-                        const float* d = slot + g.offset[kx];
-                        Tap& tap = list[k];  // field by field (see backward_data_depthwise)
-                        tap.in = d;
-                        tap.w = wc[ky * pd.kernel_w + kx];
                         DotTap& t = dots[k++];
                         t.x = x_rows.of(kx);
-                        t.d = d;
+                        t.d = slot + g.offset[kx];
                         t.lanes = lanes.data() + (ky * pd.kernel_w + kx) * 8;
                     }
                 }
                 dot(dots.data(), k, g.n8);
+                const TapGrid grid{
+                    rows.data(),           wrows.data(),      valid,
+                    g.reach_offset.data(), g.reach_kx.data(), int(g.reach_kx.size())};
                 float* in_place = source_row_in_place(pd, dx, n, ch, iy);
-                fused(list.data(), k, 0.f, pd.src_w, in_place ? in_place : acc.data());
+                fused(grid, 0.f, pd.src_w, in_place ? in_place : acc.data());
                 if (!in_place) store_source_row(pd, acc.data(), dx, n, ch, iy);
             }
         }
