@@ -688,8 +688,7 @@ class CpuBackend : public detail::Backend {
             !depthwise_fits(pd) || !depthwise_fits(pw) || pd.num_images == 0 || pd.src_h == 0 ||
             pd.src_w == 0)
             return false;
-        backward_depthwise(pd, w.depth, dy.data, dx.data, pw, x.data, out);
-        bias_gradients(pw, dy.data, out);
+        backward_depthwise(pd, w.depth, dy.data, dx.data, pw, x.data, out);  // dB too
         return true;
     }
 

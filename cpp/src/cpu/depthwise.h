@@ -24,8 +24,9 @@ void backward_data_depthwise(const ConvtParams& p, const DepthwiseWeights& w, co
 /// dW per channel, summed image by image, row by row, in eight lanes by column (a fixed order).
 void backward_weights_depthwise(const ConvtParams& p, const void* x, const void* dy,
                                 const detail::GradientOutput& out);
-/// dX (params `pd`: dX in the source role) and float32 dW (params `pw`: X in the source role)
-/// in one pass over dY, with the same results as the two functions above.
+/// dX (params `pd`: dX in the source role), float32 dW (params `pw`: X in the source role) and,
+/// when `out.bias`, float32 dB in one pass over dY, with the same results as the two functions
+/// above and CpuBackend's dB.
 void backward_depthwise(const ConvtParams& pd, const DepthwiseWeights& w, const void* dy, void* dx,
                         const ConvtParams& pw, const void* x, const detail::GradientOutput& out);
 
