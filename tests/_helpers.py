@@ -464,3 +464,26 @@ def check_windowed_fp16_dx(
     )
     assert_written(dx, dx_ref, np.ones(x.shape, bool), FP16_TOL, "dX")
     assert np.any(dx == 0.0), "expected source pixels without any dY (written as 0)"
+
+
+def guarded(a: np.ndarray, side: str = "after") -> np.ndarray:
+    """A C-contiguous copy of ``a`` flush against an inaccessible page (Linux and macOS): with
+    ``side="after"`` its last byte is the last one before the page, with ``"before"`` its first
+    byte the first one after it. A read or write outside the array's bytes on that side faults
+    (SIGSEGV), where a sanitizer-free run would otherwise read a neighbour's bytes unnoticed."""
+    import ctypes
+    import mmap
+
+    page = mmap.PAGESIZE
+    data = -(-max(a.nbytes, 1) // page) * page
+    buf = mmap.mmap(-1, data + page)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    guard = base + (data if side == "after" else 0)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    if libc.mprotect(guard, page, 0) != 0:  # PROT_NONE
+        raise OSError(ctypes.get_errno(), "mprotect failed")
+    offset = data - a.nbytes if side == "after" else page
+    out = np.frombuffer(buf, dtype=a.dtype, count=a.size, offset=offset).reshape(a.shape)
+    out[...] = a
+    return out

@@ -19,8 +19,10 @@ void transpose8_portable(const float* src, int64_t cs, int64_t step, int channel
 #ifdef CONVT_X86_DISPATCH
 __attribute__((target("avx2"))) inline __m256 load8(const float* p, int64_t step) {
     if (step == 1) return _mm256_loadu_ps(p);
-    // Even elements of 16: shuffle within lanes, then put the 64-bit halves in order.
-    const __m256 even = _mm256_shuffle_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8), 0x88);
+    // Elements 0, 2, ..., 14: the even ones of p[0, 8) and the odd ones of p[7, 15) (not p[8, 16),
+    // whose last float may lie past the tensor), shuffled within lanes, then the 64-bit halves
+    // put in order.
+    const __m256 even = _mm256_shuffle_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 7), 0xD8);
     return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(even), 0xD8));
 }
 
