@@ -409,40 +409,42 @@ for k, s, cin, cout in ((3, 1, 64, 64), (4, 2, 256, 256)):
 
 
 def test_cpu_paths_touch_only_their_tensors() -> None:
-    """Every CASES entry, NCHW and NHWC, with x, the weights, dY and the forward's output each
-    flush against an inaccessible page, after them and then before them: a kernel that reads or
-    writes past either end of a tensor (a vector load's last lanes, say) faults. In a subprocess,
-    which prints each case before it runs it."""
+    """Every CASES entry, NCHW and NHWC, float32 and float16, with x, the weights, dY and the
+    forward's output each flush against an inaccessible page, after them and then before them: a
+    kernel that reads or writes past either end of a tensor (a vector load's last lanes, say)
+    faults. In a subprocess, which prints each case before it runs it."""
     script = f"""
 import sys, numpy as np
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 import convt, reference as R
-from _helpers import FP32_TOL, assert_close, guarded
+from _helpers import FP16_TOL, FP32_TOL, assert_close, guarded
 from test_cpu_paths import CASES, _case_tensors
 cpu = next(d for d in convt.devices() if d.kind == "cpu")
 rng = np.random.default_rng(11)
-for case in sorted(CASES):
+for case, dtype in [(c, t) for c in sorted(CASES) for t in (np.float32, np.float16)]:
     x, wt, dy, (s, p, op, groups, d) = _case_tensors(rng, case, images=2)
+    x, wt, dy = (a.astype(dtype) for a in (x, wt, dy))
     ref = R.conv_transpose_torch_ref(x, wt, None, s, p, op, groups, d)
     gx, gw, _ = R.conv_transpose_torch_backward(dy, x, wt, s, p, op, groups, d)
+    tol = FP32_TOL if dtype == np.float32 else FP16_TOL
     for layout in ("NCHW", "NHWC"):
         def put(a):
             return a if layout == "NCHW" else a.transpose(0, 2, 3, 1)
         for side in ("after", "before"):
-            print(case, layout, side, flush=True)
+            print(case, np.dtype(dtype).name, layout, side, flush=True)
             xs = guarded(np.ascontiguousarray(put(x)), side)
             dys = guarded(np.ascontiguousarray(put(dy)), side)
             ws = guarded(wt, side)
-            out = guarded(np.full(put(ref).shape, np.nan, np.float32), side)
+            out = guarded(np.full(put(ref).shape, np.nan, dtype), side)
             geo = (s, p, op, groups, d)
             convt.conv_transpose2d(xs, ws, None, *geo, out=out, layout=layout, device=cpu)
             gxs, gws, _ = convt.conv_transpose2d_backward(
                 dys, xs, ws, *geo, layout=layout, device=cpu
             )
             back = (lambda a: a) if layout == "NCHW" else (lambda a: np.moveaxis(a, -1, 1))
-            assert_close(back(out), ref, FP32_TOL, case + " forward")
-            assert_close(back(gxs), gx, FP32_TOL, case + " dX")
-            assert_close(gws, gw, FP32_TOL, case + " dW")
+            assert_close(back(out), ref, tol, case + " forward")
+            assert_close(back(gxs), gx, tol, case + " dX")
+            assert_close(gws, gw, tol, case + " dW")
 print("done")
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
