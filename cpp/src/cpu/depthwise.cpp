@@ -159,24 +159,11 @@ __attribute__((target("avx2,fma"), always_inline)) inline void dot_group(const D
 __attribute__((target("avx2,fma"))) void dot_taps_avx2(const DotTap* taps, int count, int64_t n8) {
     int i = 0;
     for (; i + 8 <= count; i += 8) dot_group<8>(taps + i, n8);
-    switch (count - i) {
-        case 7:
-            return dot_group<7>(taps + i, n8);
-        case 6:
-            return dot_group<6>(taps + i, n8);
-        case 5:
-            return dot_group<5>(taps + i, n8);
-        case 4:
-            return dot_group<4>(taps + i, n8);
-        case 3:
-            return dot_group<3>(taps + i, n8);
-        case 2:
-            return dot_group<2>(taps + i, n8);
-        case 1:
-            return dot_group<1>(taps + i, n8);
-        default:
-            return;
-    }
+    // The last group's instance (its G accumulators in registers) from a table.
+    using Group = void (*)(const DotTap*, int64_t);
+    static constexpr Group kLast[8] = {nullptr,       &dot_group<1>, &dot_group<2>, &dot_group<3>,
+                                       &dot_group<4>, &dot_group<5>, &dot_group<6>, &dot_group<7>};
+    if (count > i) kLast[count - i](taps + i, n8);
 }
 #endif
 using DotTaps = void (*)(const DotTap*, int, int64_t);
@@ -383,6 +370,21 @@ class XRows {
     const GradientColumns* g_ = nullptr;
     int64_t n8_ = 0;
 };
+
+// dW's taps of kernel row ky over a dY row (its DyRows slot), appended at dots[k]: one a kx that
+// reaches a column. Returns the new count.
+int append_dot_taps(const GradientColumns& g, const XRows& x_rows, const float* slot, int ky,
+                    float* lanes, DotTap* dots, int k) {
+    const int kw = static_cast<int>(g.by_kx.size());
+    for (int kx = 0; kx < kw; ++kx) {
+        if (!g.reaches(kx)) continue;  // the tap adds nothing
+        DotTap& t = dots[k++];
+        t.x = x_rows.of(kx);
+        t.d = slot + g.offset[kx];
+        t.lanes = lanes + (ky * kw + kx) * 8;
+    }
+    return k;
+}
 
 }  // namespace
 
@@ -622,14 +624,8 @@ void backward_weights_depthwise(const ConvtParams& p, const void* x, const void*
                     const int64_t yy = iy * p.stride_y - p.first_tap_y - int64_t(p.dilation_y) * ky;
                     if (yy < 0 || yy >= p.clip_h) continue;
                     if (k == 0) x_rows.load(p, x, n, ch, iy);
-                    const float* slot = dy_rows.slot(yy);
-                    for (int kx = 0; kx < p.kernel_w; ++kx) {
-                        if (!g.reaches(kx)) continue;  // else the tap adds nothing
-                        DotTap& t = dots[k++];
-                        t.x = x_rows.of(kx);
-                        t.d = slot + g.offset[kx];
-                        t.lanes = lanes.data() + (ky * p.kernel_w + kx) * 8;
-                    }
+                    k = append_dot_taps(g, x_rows, dy_rows.slot(yy), ky, lanes.data(), dots.data(),
+                                        k);
                 }
                 dot(dots.data(), k, g.n8);
             }
@@ -679,13 +675,7 @@ void backward_depthwise(const ConvtParams& pd, const DepthwiseWeights& w, const 
                     const float* slot = dy_rows.slot(yy);
                     rows[valid] = slot;
                     wrows[valid++] = wc + ky * pd.kernel_w;
-                    for (int kx = 0; kx < pd.kernel_w; ++kx) {
-                        if (!g.reaches(kx)) continue;  // the tap reaches no column
-                        DotTap& t = dots[k++];
-                        t.x = x_rows.of(kx);
-                        t.d = slot + g.offset[kx];
-                        t.lanes = lanes.data() + (ky * pd.kernel_w + kx) * 8;
-                    }
+                    k = append_dot_taps(g, x_rows, slot, ky, lanes.data(), dots.data(), k);
                 }
                 dot(dots.data(), k, g.n8);
                 const TapGrid grid{
