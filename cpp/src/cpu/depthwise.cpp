@@ -156,9 +156,34 @@ __attribute__((target("avx2,fma"), always_inline)) inline void dot_group(const D
 #pragma GCC unroll 8
     for (int g = 0; g < G; ++g) _mm256_storeu_ps(t[g].lanes, l[g]);
 }
+// Eight taps whose x repeats after four (two kernel rows of the same four kx, as a 4-wide
+// kernel's taps come): each x vector loaded once for two taps. Two loads a multiply-add held
+// dot_group<8> to one multiply-add a cycle.
+__attribute__((target("avx2,fma"), always_inline)) inline void dot_group_pairs(const DotTap* t,
+                                                                               int64_t n8) {
+    __m256 l[8];
+#pragma GCC unroll 8
+    for (int g = 0; g < 8; ++g) l[g] = _mm256_loadu_ps(t[g].lanes);
+    for (int64_t j = 0; j < n8; j += 8) {
+#pragma GCC unroll 4
+        for (int g = 0; g < 4; ++g) {
+            const __m256 x = _mm256_loadu_ps(t[g].x + j);
+            l[g] = _mm256_fmadd_ps(x, _mm256_loadu_ps(t[g].d + j), l[g]);
+            l[g + 4] = _mm256_fmadd_ps(x, _mm256_loadu_ps(t[g + 4].d + j), l[g + 4]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int g = 0; g < 8; ++g) _mm256_storeu_ps(t[g].lanes, l[g]);
+}
 __attribute__((target("avx2,fma"))) void dot_taps_avx2(const DotTap* taps, int count, int64_t n8) {
     int i = 0;
-    for (; i + 8 <= count; i += 8) dot_group<8>(taps + i, n8);
+    for (; i + 8 <= count; i += 8) {
+        const DotTap* t = taps + i;
+        if (t[0].x == t[4].x && t[1].x == t[5].x && t[2].x == t[6].x && t[3].x == t[7].x)
+            dot_group_pairs(t, n8);
+        else
+            dot_group<8>(t, n8);
+    }
     // The last group's instance (its G accumulators in registers) from a table.
     using Group = void (*)(const DotTap*, int64_t);
     static constexpr Group kLast[8] = {nullptr,       &dot_group<1>, &dot_group<2>, &dot_group<3>,
