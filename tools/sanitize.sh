@@ -19,7 +19,7 @@ case "$mode" in
                    tests/test_serialization.py tests/test_nonfinite.py tests/test_float16.py
                    tests/test_threads.py tests/test_zero_copy.py tests/test_properties.py
                    tests/test_gradients.py tests/test_states.py tests/test_wide_rows.py
-                   tests/test_worked_examples.py tests/test_sweep.py)
+                   tests/test_worked_examples.py tests/test_sweep.py tests/test_cpu_paths.py)
     ;;
   thread)
     preset=tsan
