@@ -337,10 +337,11 @@ class DyRows {
 // rows read src_w columns of a phase row from -shift; dW rows read n8 (src_w rounded up to 8).
 struct GradientColumns {
     std::vector<TapColumn> by_kx;
-    std::vector<int64_t> offset;        // by kx: phase(phase) - shift, from the slot's first float
-    std::vector<int64_t> reach_offset;  // TapGrid columns: the offsets and kx of the taps that
-    std::vector<int> reach_kx;          // reach a column
-    int64_t pad = 0, n8 = 0;            // the zeros beside each phase row (PaddedPhases::pad)
+    // The taps that reach a column (TapGrid's columns): kx, and where they read a slot
+    // (phase(phase) - shift, from its first float).
+    std::vector<int> reach_kx;
+    std::vector<int64_t> reach_offset;
+    int64_t pad = 0, n8 = 0;  // the zeros beside each phase row (PaddedPhases::pad)
 
     explicit GradientColumns(const ConvtParams& p) {
         const int64_t length = ceil_div(p.clip_w, p.stride_x);
@@ -352,11 +353,11 @@ struct GradientColumns {
         }
         for (int kx = 0; kx < p.kernel_w; ++kx) {
             const TapColumn& t = by_kx[kx];
-            offset.push_back(t.phase * (length + 2 * pad) + pad - t.shift);
-            if (reaches(kx)) reach_offset.push_back(offset.back()), reach_kx.push_back(kx);
+            if (t.lo > t.hi) continue;
+            reach_kx.push_back(kx);
+            reach_offset.push_back(t.phase * (length + 2 * pad) + pad - t.shift);
         }
     }
-    bool reaches(int kx) const { return by_kx[kx].lo <= by_kx[kx].hi; }
 };
 
 // Row iy of the tensor in dW's source role (X) as floats, n8 wide with zeros past src_w, and for
@@ -401,11 +402,11 @@ class XRows {
 int append_dot_taps(const GradientColumns& g, const XRows& x_rows, const float* slot, int ky,
                     float* lanes, DotTap* dots, int k) {
     const int kw = static_cast<int>(g.by_kx.size());
-    for (int kx = 0; kx < kw; ++kx) {
-        if (!g.reaches(kx)) continue;  // the tap adds nothing
+    for (size_t c = 0; c < g.reach_kx.size(); ++c) {
+        const int kx = g.reach_kx[c];
         DotTap& t = dots[k++];
         t.x = x_rows.of(kx);
-        t.d = slot + g.offset[kx];
+        t.d = slot + g.reach_offset[c];
         t.lanes = lanes + (ky * kw + kx) * 8;
     }
     return k;
@@ -645,10 +646,11 @@ void backward_weights_depthwise(const ConvtParams& p, const void* x, const void*
             dy_rows.begin(p, dy, n, ch, g.pad);
             for (int64_t iy = 0; iy < p.src_h; ++iy) {
                 int k = 0;
+                bool loaded = false;  // X row iy, loaded for the first dY row it meets
                 for (int ky = 0; ky < p.kernel_h; ++ky) {
                     const int64_t yy = iy * p.stride_y - p.first_tap_y - int64_t(p.dilation_y) * ky;
                     if (yy < 0 || yy >= p.clip_h) continue;
-                    if (k == 0) x_rows.load(p, x, n, ch, iy);
+                    if (!loaded) x_rows.load(p, x, n, ch, iy), loaded = true;
                     k = append_dot_taps(g, x_rows, dy_rows.slot(yy), ky, lanes.data(), dots.data(),
                                         k);
                 }
@@ -696,7 +698,7 @@ void backward_depthwise(const ConvtParams& pd, const DepthwiseWeights& w, const 
                     const int64_t yy =
                         iy * pd.stride_y - pd.first_tap_y - int64_t(pd.dilation_y) * ky;
                     if (yy < 0 || yy >= pd.clip_h) continue;
-                    if (k == 0) x_rows.load(pw, x, n, ch, iy);
+                    if (valid == 0) x_rows.load(pw, x, n, ch, iy);  // the first dY row it meets
                     const float* slot = dy_rows.slot(yy);
                     rows[valid] = slot;
                     wrows[valid++] = wc + ky * pd.kernel_w;
