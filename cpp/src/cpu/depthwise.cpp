@@ -480,13 +480,16 @@ void forward_depthwise(const ConvtParams& p, const DepthwiseWeights& w, const vo
         } fence;
         // Source rows with `pad` zeros each side, by source row index modulo `slots`: more than
         // the rows one output row reads span, so none of them evicts another.
-        thread_local std::vector<float> rows_tls, out_phases_tls, line_tls;
-        thread_local std::vector<int64_t> tags_tls;
-        thread_local std::vector<const float*> row_of_tls, wrow_of_tls;
-        // Looked up once: each use of a thread-local is a call in a shared library.
-        std::vector<float>&rows = rows_tls, &out_phases = out_phases_tls, &line = line_tls;
-        std::vector<int64_t>& tags = tags_tls;
-        std::vector<const float*>&row_of = row_of_tls, &wrow_of = wrow_of_tls;
+        struct Scratch {
+            std::vector<float> rows, out_phases, line;
+            std::vector<int64_t> tags;
+            std::vector<const float*> row_of, wrow_of;
+        };
+        Scratch& scratch = thread_scratch<Scratch>();
+        std::vector<float>&rows = scratch.rows, &out_phases = scratch.out_phases,
+        &line = scratch.line;
+        std::vector<int64_t>& tags = scratch.tags;
+        std::vector<const float*>&row_of = scratch.row_of, &wrow_of = scratch.wrow_of;
         row_of.resize(static_cast<size_t>(p.kernel_h));
         wrow_of.resize(static_cast<size_t>(p.kernel_h));
         const int64_t row_floats = p.src_w + 2 * pad;
@@ -576,6 +579,15 @@ void store_source_row(const ConvtParams& p, const float* row, void* dx, int64_t 
     }
 }
 
+// A thread's buffers for the gradient passes (one pass at a time on a thread).
+struct GradientScratch {
+    DyRows dy_rows;
+    XRows x_rows;
+    std::vector<float> acc, lanes;  // a dX row; dW's lanes [tap][column % 8]
+    std::vector<const float*> rows, wrows;
+    std::vector<DotTap> dots;
+};
+
 // dW's eight lanes of each tap, summed pairwise into the channel's weights.
 void finish_weight_lanes(const float* lanes, int taps, int64_t ch,
                          const detail::GradientOutput& out) {
@@ -597,13 +609,10 @@ void backward_data_depthwise(const ConvtParams& p, const DepthwiseWeights& w, co
     ThreadPool::instance().parallel_for(int64_t(p.num_images) * p.groups, [&](int64_t task) {
         const int64_t n = task / p.groups, ch = task % p.groups;
         const float* wc = w.taps.data() + ch * taps;
-        // The thread-locals looked up once (each use is a call in a shared library).
-        thread_local DyRows dy_rows_tls;
-        thread_local std::vector<float> acc_tls;
-        thread_local std::vector<const float*> rows_tls, wrows_tls;
-        DyRows& dy_rows = dy_rows_tls;
-        std::vector<float>& acc = acc_tls;
-        std::vector<const float*>&rows = rows_tls, &wrows = wrows_tls;
+        GradientScratch& scratch = thread_scratch<GradientScratch>();
+        DyRows& dy_rows = scratch.dy_rows;
+        std::vector<float>& acc = scratch.acc;
+        std::vector<const float*>&rows = scratch.rows, &wrows = scratch.wrows;
         dy_rows.begin(p, dy, n, ch, g.pad);
         acc.resize(static_cast<size_t>(p.src_w));
         rows.resize(static_cast<size_t>(p.kernel_h));
@@ -631,14 +640,11 @@ void backward_weights_depthwise(const ConvtParams& p, const void* x, const void*
     const GradientColumns g(p);
     const DotTaps dot = pick_dot_taps();
     ThreadPool::instance().parallel_for(p.groups, [&](int64_t ch) {
-        thread_local DyRows dy_rows_tls;
-        thread_local XRows x_rows_tls;
-        thread_local std::vector<float> lanes_tls;
-        thread_local std::vector<DotTap> dots_tls;
-        DyRows& dy_rows = dy_rows_tls;  // looked up once (as in backward_data_depthwise)
-        XRows& x_rows = x_rows_tls;
-        std::vector<float>& lanes = lanes_tls;
-        std::vector<DotTap>& dots = dots_tls;
+        GradientScratch& scratch = thread_scratch<GradientScratch>();
+        DyRows& dy_rows = scratch.dy_rows;
+        XRows& x_rows = scratch.x_rows;
+        std::vector<float>& lanes = scratch.lanes;
+        std::vector<DotTap>& dots = scratch.dots;
         x_rows.begin(p, g);
         lanes.assign(static_cast<size_t>(taps) * 8, 0.f);  // [tap][column % 8]
         dots.resize(static_cast<size_t>(taps));
@@ -673,16 +679,12 @@ void backward_depthwise(const ConvtParams& pd, const DepthwiseWeights& w, const 
     const bool bias = out.bias != nullptr;
     ThreadPool::instance().parallel_for(pd.groups, [&](int64_t ch) {
         const float* wc = w.taps.data() + ch * taps;
-        thread_local DyRows dy_rows_tls;
-        thread_local XRows x_rows_tls;
-        thread_local std::vector<float> acc_tls, lanes_tls;
-        thread_local std::vector<const float*> rows_tls, wrows_tls;
-        thread_local std::vector<DotTap> dots_tls;
-        DyRows& dy_rows = dy_rows_tls;  // looked up once (as in backward_data_depthwise)
-        XRows& x_rows = x_rows_tls;
-        std::vector<float>&acc = acc_tls, &lanes = lanes_tls;
-        std::vector<const float*>&rows = rows_tls, &wrows = wrows_tls;
-        std::vector<DotTap>& dots = dots_tls;
+        GradientScratch& scratch = thread_scratch<GradientScratch>();
+        DyRows& dy_rows = scratch.dy_rows;
+        XRows& x_rows = scratch.x_rows;
+        std::vector<float>&acc = scratch.acc, &lanes = scratch.lanes;
+        std::vector<const float*>&rows = scratch.rows, &wrows = scratch.wrows;
+        std::vector<DotTap>& dots = scratch.dots;
         x_rows.begin(pw, g);
         acc.resize(static_cast<size_t>(pd.src_w));
         lanes.assign(static_cast<size_t>(taps) * 8, 0.f);  // [tap][column % 8]
