@@ -106,4 +106,8 @@ std::shared_ptr<Backend> make_cpu_backend();
 /// device), or when `view` forbids copies (copy=False) and `backend` would have to stage it.
 void check_zero_copy(const Backend& backend, const TensorView& view, const char* name);
 
+/// Test aid: scratch buffers that a backend must overwrite start as NaN where this holds
+/// (CONVT_POISON_SCRATCH=1, read at each call, so a test may set it for one call).
+bool poison_scratch();
+
 }  // namespace convt::detail

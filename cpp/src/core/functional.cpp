@@ -21,14 +21,14 @@ namespace convt {
 using detail::concat;
 using detail::require;
 
-namespace {
-
-// Test aid: scratch buffers that the backends must overwrite start as NaN (read per call, so
-// a test may set it for one call).
+namespace detail {
 bool poison_scratch() {
     const char* v = std::getenv("CONVT_POISON_SCRATCH");
     return v && v[0] == '1';
 }
+}  // namespace detail
+
+namespace {
 
 const char* axis_name(int axis) { return axis == 0 ? "[0] (height)" : "[1] (width)"; }
 
@@ -286,7 +286,7 @@ void ConvTransposeLayer::backward(const TensorView& input, const TensorView& gra
     const std::unique_ptr<float[]> dw32(!f64 && nw ? new float[nw] : nullptr);
     std::vector<double> db(f64 ? nb : 0);
     std::vector<float> db32(f64 ? 0 : nb);
-    if (nw && poison_scratch()) {
+    if (nw && detail::poison_scratch()) {
         if (f64)
             std::fill_n(dw.get(), nw, std::numeric_limits<double>::quiet_NaN());
         else
