@@ -862,6 +862,35 @@ def test_zero_size_inputs_are_computed_right(device: Any, shape: tuple) -> None:
     np.testing.assert_array_equal(gb, np.full(3, float(np.prod(ref.shape)) / 3, F32))
 
 
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize(
+    "cin,cout,k,stride,groups",
+    [(16, 3, 4, 2, 1), (8, 8, 3, 1, 1), (64, 64, 3, 1, 1), (32, 32, 2, 2, 1), (8, 8, 4, 2, 8)],
+    ids=["few-outputs", "gemm", "winograd-3x3", "winograd-2x2", "depthwise"],
+)
+@pytest.mark.parametrize("hw", [(5, 0), (0, 5), (0, 0)], ids=["w0", "h0", "hw0"])
+def test_zero_size_inputs_reach_every_weight_gradient_path(
+    device: Any, cin: int, cout: int, k: int, stride: int, groups: int, hw: tuple, layout: str
+) -> None:
+    """X without pixels, for layers whose dW takes each CPU path: dW is zero and dB sums
+    grad_output (not empty: with padding 0 an empty row still has k - stride output columns).
+    Regression: the dW paths that cut rows into pixel slices divided by the zero width (SIGFPE:
+    the process killed)."""
+    w = RNG.uniform(-1, 1, (cin, cout // groups, k, k)).astype(F32)
+    x = np.zeros((2, cin, *hw), F32)
+    ref_y = R.conv_transpose_torch_ref(x, w, None, stride=stride, groups=groups)
+    g = RNG.uniform(-1, 1, ref_y.shape).astype(F32)
+    ref = R.conv_transpose_torch_backward(g, x, w, stride=stride, groups=groups)
+    if layout == "NHWC":
+        x, g = x.transpose(0, 2, 3, 1).copy(), g.transpose(0, 2, 3, 1).copy()
+    gi, gw, gb = convt.conv_transpose2d_backward(
+        g, x, w, stride=stride, groups=groups, layout=layout, device=device
+    )
+    assert gi.shape == x.shape and gw.shape == w.shape
+    np.testing.assert_array_equal(gw, np.zeros_like(w))
+    assert_close(gb, ref[2], FP32_TOL, f"grad_bias, input {hw}")
+
+
 @pytest.mark.parametrize("stride", [2**20, 2**30, 2**31 - 1])
 def test_huge_stride_is_computed_right(device: Any, stride: int) -> None:
     """A 1-pixel-wide input with a huge stride has a small output. Regression: the CPU backend
