@@ -208,15 +208,20 @@ def test_cpu_path_float16(rng: np.random.Generator, case: str) -> None:
 STREAMED_FORWARDS = {
     # Depthwise, rows of an odd width: stores start unaligned and end in a tail.
     "depthwise": ((1, 2, 520, 1023), (2, 1, 2, 2), 2),
+    # Depthwise 4x4 at stride 2: rows of 2202 elements, every other one 16-byte aligned (those
+    # woven straight into the output), and a tail.
+    "depthwise-k4": ((1, 4, 600, 1100), (4, 1, 4, 4), 4),
     # The GEMM forward's woven rows, equal stride phases (7 output channels: neither depthwise
     # nor the scatter form), rows of 2 x 511 elements.
     "gemm": ((1, 3, 300, 511), (3, 7, 2, 2), 1),
 }
 
 
+@pytest.mark.parametrize("shift", [0, 1], ids=["out", "out+4B"])
 @pytest.mark.parametrize("kind", sorted(STREAMED_FORWARDS))
-def test_cpu_streamed_output(rng: np.random.Generator, kind: str) -> None:
-    """An output of 16 MB or more is streamed to memory, unaligned starts and tails included."""
+def test_cpu_streamed_output(rng: np.random.Generator, kind: str, shift: int) -> None:
+    """An output of 16 MB or more is streamed to memory, unaligned starts and tails included
+    (`shift`: the output one float past an aligned start)."""
     import convt
 
     x_shape, w_shape, groups = STREAMED_FORWARDS[kind]
@@ -225,7 +230,8 @@ def test_cpu_streamed_output(rng: np.random.Generator, kind: str) -> None:
     b = rng.standard_normal(w_shape[1] * groups).astype(np.float32)
     ref = R.conv_transpose_torch_ref(x, wt, b, 2, 0, 0, groups, 1)
     assert ref.nbytes // 2 >= 16 << 20  # float32 output of at least 16 MB
-    out = np.full(ref.shape, np.nan, dtype=np.float32)
+    out = np.full(ref.size + 1, np.nan, dtype=np.float32)[shift : shift + ref.size]
+    out = out.reshape(ref.shape)
     convt.conv_transpose2d(x, wt, b, 2, 0, 0, groups, 1, out=out, device=_cpu())
     assert_close(out, ref, FP32_TOL, f"streamed {kind} forward")
 
