@@ -38,8 +38,8 @@ using detail::PreparedWeights;
 // Below this many output channels per group the GEMMs run along the rows (see the narrow paths).
 constexpr int kNarrow = 16;
 // Row ranges per image for the few-output-channel weight gradient's partial sums: at most
-// kRowCuts, and no more than make kMinParts parts in all (each part a weight-sized partial to
-// write and add: dcgan_out's dW at N=8 ran 9% faster in 8 parts than in 32).
+// kRowCuts, and no more than kMinParts parts in all need (each part is a weight-sized partial
+// to write and add: dcgan_out's dW at N=8 ran 9% faster in 8 parts than in 32).
 constexpr int64_t kRowCuts = 4;
 constexpr int64_t kMinParts = 8;
 
