@@ -21,13 +21,14 @@ import time
 
 import convt
 import numpy as np
+from bench_cpu import OPS, build_case
 from shapes import SUITE
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("shape", choices=[s.name for s in SUITE])
-    ap.add_argument("op", choices=["forward", "backward", "grad_input", "grad_weight"])
+    ap.add_argument("op", choices=OPS)
     ap.add_argument("settings", nargs="*", default=[""])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=8)
@@ -36,29 +37,8 @@ def main() -> None:
     a = ap.parse_args()
     sh = next(s for s in SUITE if s.name == a.shape)
     convt.set_num_threads(a.threads)
-    cls = convt.ConvTranspose2d if len(sh.size) == 2 else convt.ConvTranspose1d
-    layer = cls(
-        sh.cin,
-        sh.cout,
-        sh.k,
-        stride=sh.s,
-        padding=sh.p,
-        output_padding=sh.op,
-        groups=sh.groups,
-        bias=True,
-        dilation=sh.dilation,
-        seed=0,
-    )
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((a.batch, sh.cin, *sh.size), dtype=np.float32)
-    out = np.empty((a.batch, sh.cout, *sh.output_size()), np.float32)
-    gy = rng.standard_normal(out.shape, dtype=np.float32)
-    run = {
-        "forward": lambda: layer(x, out=out),
-        "backward": lambda: layer.backward(x, gy),
-        "grad_input": lambda: layer.backward(x, gy, (True, False, False)),
-        "grad_weight": lambda: layer.backward(x, gy, (False, True, False)),
-    }[a.op]
+    case = build_case(sh, a.batch, np.dtype(np.float32), with_torch=False, seed=0, check=False)
+    run = case.ops[a.op]["convt"]
     parsed = [dict(kv.split("=", 1) for kv in s.split(",") if kv) for s in a.settings]
     names = {k for p in parsed for k in p}
     times: list[list[float]] = [[] for _ in parsed]
