@@ -51,7 +51,8 @@ class ThreadPool {
 /// This thread's T, made on first use: scratch kept from task to task. Take the reference once a
 /// task. The call is opaque, so the reference stays in a register; one bound straight to a
 /// thread_local is recomputed where it is used, a __tls_get_addr call each time in a shared
-/// library (7% of dw_k4s2's dX, inside its row loop).
+/// library (7% of dw_k4s2's dX, inside its row loop). T names the object: every use of one type
+/// on a thread gets the same one, so give each user its own struct.
 template <class T>
 [[gnu::noinline]] T& thread_scratch() {
     thread_local T value;
