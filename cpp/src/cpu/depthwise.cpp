@@ -566,26 +566,6 @@ void forward_depthwise(const ConvtParams& p, const DepthwiseWeights& w, const vo
 }
 
 namespace {
-// Row iy of plane (n, ch) of dX when its rows are contiguous floats (written in place), else null.
-float* source_row_in_place(const ConvtParams& p, void* dx, int64_t n, int64_t ch, int64_t iy) {
-    if (p.src_type != CONVT_TYPE_F32 || p.src_stride_w != 1) return nullptr;
-    return static_cast<float*>(dx) + src_index(p, n, ch, iy, 0);
-}
-
-// Row iy of plane (n, ch) of the tensor in the source role (dX), from floats.
-void store_source_row(const ConvtParams& p, const float* row, void* dx, int64_t n, int64_t ch,
-                      int64_t iy) {
-    const int64_t out0 = src_index(p, n, ch, iy, 0);
-    if (p.src_type == CONVT_TYPE_F32 && p.src_stride_w == 1) {
-        std::memcpy(static_cast<float*>(dx) + out0, row, sizeof(float) * p.src_w);
-    } else if (p.src_type == CONVT_TYPE_F16 && p.src_stride_w == 1) {
-        floats_to_halves(row, static_cast<int>(p.src_w), static_cast<uint16_t*>(dx) + out0);
-    } else {
-        for (int64_t ix = 0; ix < p.src_w; ++ix)
-            store<float>(dx, p.src_type, out0 + ix * p.src_stride_w, row[ix]);
-    }
-}
-
 // A thread's buffers for the gradient passes (one pass at a time on a thread).
 struct GradientScratch {
     DyRows dy_rows;
@@ -594,6 +574,28 @@ struct GradientScratch {
     std::vector<const float*> rows, wrows;
     std::vector<DotTap> dots;
 };
+
+// dX row iy of plane (n, ch): the grid of its dY rows (s.rows and s.wrows, `valid` of them)
+// over the taps that reach a column; written in place when dX rows are contiguous floats, else
+// through s.acc.
+void write_dx_row(const ConvtParams& p, const GradientColumns& g, FusedGrid fused,
+                  GradientScratch& s, int valid, void* dx, int64_t n, int64_t ch, int64_t iy) {
+    const TapGrid grid{s.rows.data(),         s.wrows.data(),    valid,
+                       g.reach_offset.data(), g.reach_kx.data(), int(g.reach_kx.size())};
+    const int64_t out0 = src_index(p, n, ch, iy, 0);
+    if (p.src_type == CONVT_TYPE_F32 && p.src_stride_w == 1) {
+        fused(grid, 0.f, p.src_w, static_cast<float*>(dx) + out0);
+        return;
+    }
+    const float* row = s.acc.data();
+    fused(grid, 0.f, p.src_w, s.acc.data());
+    if (p.src_type == CONVT_TYPE_F16 && p.src_stride_w == 1) {
+        floats_to_halves(row, static_cast<int>(p.src_w), static_cast<uint16_t*>(dx) + out0);
+    } else {
+        for (int64_t ix = 0; ix < p.src_w; ++ix)
+            store<float>(dx, p.src_type, out0 + ix * p.src_stride_w, row[ix]);
+    }
+}
 
 // dW's eight lanes of each tap, summed pairwise into the channel's weights.
 void finish_weight_lanes(const float* lanes, int taps, int64_t ch,
@@ -632,11 +634,7 @@ void backward_data_depthwise(const ConvtParams& p, const DepthwiseWeights& w, co
                 rows[valid] = dy_rows.slot(yy);
                 wrows[valid++] = wc + ky * p.kernel_w;
             }
-            const TapGrid grid{rows.data(),           wrows.data(),      valid,
-                               g.reach_offset.data(), g.reach_kx.data(), int(g.reach_kx.size())};
-            float* in_place = source_row_in_place(p, dx, n, ch, iy);
-            fused(grid, 0.f, p.src_w, in_place ? in_place : acc.data());
-            if (!in_place) store_source_row(p, acc.data(), dx, n, ch, iy);
+            write_dx_row(p, g, fused, scratch, valid, dx, n, ch, iy);
         }
     });
 }
@@ -714,12 +712,7 @@ void backward_depthwise(const ConvtParams& pd, const DepthwiseWeights& w, const 
                     k = append_dot_taps(g, x_rows, slot, ky, lanes.data(), dots.data(), k);
                 }
                 dot(dots.data(), k, g.n8);
-                const TapGrid grid{
-                    rows.data(),           wrows.data(),      valid,
-                    g.reach_offset.data(), g.reach_kx.data(), int(g.reach_kx.size())};
-                float* in_place = source_row_in_place(pd, dx, n, ch, iy);
-                fused(grid, 0.f, pd.src_w, in_place ? in_place : acc.data());
-                if (!in_place) store_source_row(pd, acc.data(), dx, n, ch, iy);
+                write_dx_row(pd, g, fused, scratch, valid, dx, n, ch, iy);
             }
             if (bias) dy_rows.add_bias_lanes(totals);
         }
