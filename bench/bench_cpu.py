@@ -348,14 +348,18 @@ def build_case(
     def convt_forward() -> object:
         return layer(x, out=out)
 
+    # Preallocated gradients, written in place as the forward's out= (a training loop keeps its
+    # buffers; a fresh 32 MB dX is page-faulted in on every call).
+    grads = (np.empty_like(x), np.empty(weight.shape, dtype), np.empty(shape.cout, dtype))
+
     def convt_backward() -> object:  # the layer's weights, prepared once, as in the forward
-        return layer.backward(x, grad_out)
+        return layer.backward(x, grad_out, out=grads)
 
     def convt_grad_input() -> object:
-        return layer.backward(x, grad_out, (True, False, False))[0]
+        return layer.backward(x, grad_out, (True, False, False), out=(grads[0], None, None))[0]
 
     def convt_grad_weight() -> object:
-        return layer.backward(x, grad_out, (False, True, False))[1]
+        return layer.backward(x, grad_out, (False, True, False), out=(None, grads[1], None))[1]
 
     macs = shape.macs(batch)
     case = Case(
@@ -726,8 +730,8 @@ def markdown_section(report: Report) -> str:
         "and grad_weight (dW alone), 2 x MACs each.",
         "- convt forward: a ConvTranspose1d/2d layer (weights prepared once) called with a "
         "preallocated out=; convt backward: the same layer's backward() (all three gradients, "
-        "allocated in every call; weights prepared once), grad_input and grad_weight the same "
-        "call asking for that gradient alone. torch forward: F.conv_transpose{1,2}d; torch "
+        "into preallocated out= arrays; weights prepared once), grad_input and grad_weight the "
+        "same call asking for that gradient alone. torch forward: F.conv_transpose{1,2}d; torch "
         f"backward: {m['torch_backward']} (all three gradients, or the one asked for).",
     ]
     if m["with_torch"]:

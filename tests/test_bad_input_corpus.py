@@ -261,6 +261,35 @@ add(
 )
 for prop, value in {"none": None, "short": (True,), "int": 5, "long": (1, 1, 1, 1)}.items():
     add(f"conv_transpose2d_backward-output_mask-{prop}", bwd2d(output_mask=value), "output_mask")
+# out=(grad_input, grad_weight, grad_bias): each entry's hostile arrays, named in the error.
+GRADS = (np.zeros(X.shape, F32), np.zeros(W.shape, F32), np.zeros(3, F32))
+for i, (param, good, axis) in enumerate(
+    zip(("grad_input", "grad_weight", "grad_bias"), GRADS, (3, 1, 0))
+):
+    for prop, value in array_variants(good, huge_axis=axis, output=True).items():
+        if prop == "none":
+            continue  # None means "allocate"
+        out = tuple(value if j == i else None for j in range(3))
+        add(f"conv_transpose2d_backward-out-{param}-{prop}", bwd2d(out=out), rf"\b{param}\b")
+    wrong = np.zeros(good.shape[:-1] + (good.shape[-1] + 1,), F32)
+    add(
+        f"conv_transpose2d_backward-out-{param}-wrong-shape",
+        bwd2d(out=tuple(wrong if j == i else None for j in range(3))),
+        rf"\b{param}\b",
+    )
+    mask = tuple(j != i for j in range(3))
+    add(
+        f"conv_transpose2d_backward-out-{param}-not-computed",
+        bwd2d(out=tuple(good.copy() if j == i else None for j in range(3)), output_mask=mask),
+        rf"\b{param}\b.*output_mask",
+    )
+for prop, value in {"array": GRADS[0], "short": (None, None), "int": 5}.items():
+    add(f"conv_transpose2d_backward-out-{prop}", bwd2d(out=value), r"\bout\b")
+add(
+    "conv_transpose2d_backward-out-grad_input-is-x",
+    bwd2d(out=(X, None, None)),
+    r"\bgrad_input\b",
+)
 for param in ("stride", "padding", "dilation", "groups"):
     for prop in ("zero" if param != "padding" else "negative", "2^63", "str"):
         add(f"conv_transpose2d_backward-{param}-{prop}", bwd2d(**{param: SCALARS[prop]}), param)
@@ -281,6 +310,16 @@ for param, good in (("grad_output", np.ones((2, 3, 6), F32)), ("x", X[:, :, 0]))
     for prop in ("list", "none", "int32", "ndim-plus-1", "misaligned", "strides-beyond-2^62-bytes"):
         value = array_variants(good, huge_axis=2, output=False)[prop]
         add(f"conv_transpose1d_backward-{param}-{prop}", bwd1d(**{param: value}), rf"\b{param}\b")
+for i, (param, good) in enumerate(
+    (
+        ("grad_input", np.zeros(X[:, :, 0].shape, F32)),
+        ("grad_weight", np.zeros(W[:, :, 0].shape, F32)),
+    )
+):
+    for prop in ("list", "int32", "ndim-plus-1", "ndim-minus-1", "misaligned", "read-only"):
+        value = array_variants(good, huge_axis=2, output=True)[prop]
+        out = tuple(value if j == i else None for j in range(3))
+        add(f"conv_transpose1d_backward-out-{param}-{prop}", bwd1d(out=out), rf"\b{param}\b")
 
 
 # ---- layer objects ---------------------------------------------------------------------------

@@ -410,7 +410,37 @@ def functional_case(index: int) -> dict[str, Any]:
     c["x_storage"] = pick(rng, LAYOUT_STORAGE[c["layout"]])
     c["g_storage"] = pick(rng, LAYOUT_STORAGE[c["layout"]])
     c["mask"] = OUTPUT_MASKS[index % 8] if index < 16 else pick(rng, OUTPUT_MASKS)
+    # out=: the gradients written into the caller's arrays (grad_input in x's storage kinds,
+    # grad_weight contiguous or a strided slice), or allocated.
+    c["out"] = pick(rng, ["allocate", "given"])
+    c["gi_storage"] = pick(rng, LAYOUT_STORAGE[c["layout"]])
+    c["gw_storage"] = pick(rng, ["contiguous", "strided"])
     return c
+
+
+def poisoned_outputs(c: dict[str, Any], x_shape: tuple, w_shape: tuple, dtype: np.dtype):
+    """NaN-filled arrays for ``out=`` where c's mask asks for a gradient, and each one's base and
+    the mask of the view inside it (to check that nothing outside is written)."""
+    gi = gw = gb = None
+    bases = []
+    if c["mask"][0]:
+        gi, lay4, base, inside = make_storage(np.full(x_shape, np.nan), c["gi_storage"], dtype)
+        if c["one_d"]:
+            gi = squeeze_1d(gi, lay4)
+        bases.append((base, inside))
+    if c["mask"][1]:
+        if c["gw_storage"] == "strided":
+            base = np.full((w_shape[0], 2 * w_shape[1] + 1, *w_shape[2:]), np.nan, dtype)
+            gw = base[:, 1::2]
+            inside = np.zeros(base.shape, bool)
+            inside[:, 1::2] = True
+        else:
+            gw = base = np.full(w_shape, np.nan, dtype)
+            inside = np.ones(base.shape, bool)
+        bases.append((base, inside))
+    if c["mask"][2]:
+        gb = np.full(c["cout"], np.nan, dtype)
+    return (gi, gw, gb), bases
 
 
 def squeeze_1d(arr: np.ndarray, layout: str) -> np.ndarray:
@@ -442,9 +472,18 @@ def test_functional_backward_sweep(device: Any, index: int) -> None:
     else:
         fn, api_layout = convt.conv_transpose2d_backward, layout
     x_before, g_before = x_arr.copy(), g_arr.copy()
+    out, bases = (None, [])
+    if c["out"] == "given":
+        out, bases = poisoned_outputs(c, x.shape, w_arg.shape, dtype)
     gi, gw, gb = fn(
-        g_arr, x_arr, w_arg, **kw, output_mask=c["mask"], layout=api_layout, device=device
-    )
+        g_arr, x_arr, w_arg, **kw, output_mask=c["mask"], layout=api_layout, device=device,
+        out=out,
+    )  # fmt: skip
+    if out is not None:
+        for got, given in zip((gi, gw, gb), out):
+            assert got is given, f"{what}: out= entry not returned as given"
+        for base, inside in bases:
+            assert np.isnan(base[~inside]).all(), f"{what}: written outside an out= view"
     tol = FP16_TOL if dtype == np.float16 else FP32_TOL
     if c["mask"][0]:
         assert isinstance(gi, np.ndarray) and gi.dtype == dtype, what
@@ -474,6 +513,13 @@ def test_functional_sweep_covers_every_feature() -> None:
         assert {c["mask"] for c in cases if c["one_d"] == one_d} == set(OUTPUT_MASKS)
     assert {c["dtype"] for c in cases} == {"float32", "float16"}
     assert {c["x_storage"] for c in cases} == set(STORAGE_KINDS)
+    given = [c for c in cases if c["out"] == "given"]
+    for one_d in (False, True):
+        assert {c["gi_storage"] for c in given if c["mask"][0] and c["one_d"] == one_d} == set(
+            STORAGE_KINDS
+        )
+    assert {c["gw_storage"] for c in given if c["mask"][1]} == {"contiguous", "strided"}
+    assert {c["dtype"] for c in given} == {"float32", "float16"}
     assert {c["groups"] for c in cases} >= {1, 2, 4}
     assert {s for c in cases for s in c["s"]} == {1, 2, 3, 4}
     assert {d for c in cases for d in c["d"]} == {1, 2, 3}

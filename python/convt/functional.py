@@ -115,8 +115,37 @@ def conv_transpose1d(
     return out
 
 
-def _backward(layer, x, grad_output, layout, output_mask, weight_shape, weight4_shape, view):
-    """Allocates the requested gradients and runs the core backward on 4-D views."""
+_GRADIENT_NAMES = ("grad_input", "grad_weight", "grad_bias")
+
+
+def _gradient_outputs(out, mask: tuple[bool, bool, bool]) -> tuple:
+    """``out`` checked: None, or 3 entries, each None (allocate) or the array to write."""
+    if out is None:
+        return (None, None, None)
+    if not isinstance(out, (tuple, list)) or len(out) != 3:
+        got = f"{len(out)} entries" if isinstance(out, (tuple, list)) else type(out).__name__
+        raise TypeError(
+            "out must be None or 3 entries (grad_input, grad_weight, grad_bias), each an array "
+            f"or None; got {got}"
+        )
+    for i, (a, name) in enumerate(zip(out, _GRADIENT_NAMES)):
+        if a is None:
+            continue
+        if not _args.is_array(a):
+            raise TypeError(
+                f"out[{i}] ({name}) must be a numpy.ndarray, a DLPack tensor or None, got "
+                f"{type(a).__name__}"
+            )
+        if not mask[i]:
+            why = f"output_mask[{i}] is False" + (" or the layer has no bias" if i == 2 else "")
+            raise ValueError(
+                f"out[{i}] ({name}) must be None: {why}, so that gradient is not computed"
+            )
+    return tuple(out)
+
+
+def _backward(layer, x, grad_output, layout, output_mask, weight_shape, weight4_shape, view, out):
+    """Runs the core backward on 4-D views, into ``out``'s arrays or newly allocated ones."""
     try:
         mask = tuple(bool(m) for m in output_mask)
     except TypeError:
@@ -125,24 +154,38 @@ def _backward(layer, x, grad_output, layout, output_mask, weight_shape, weight4_
         raise ValueError(f"output_mask must have 3 entries, got {output_mask!r}")
     if not _args.is_array(x):
         raise TypeError(f"x must be a numpy.ndarray or a DLPack tensor, got {type(x).__name__}")
+    given = _gradient_outputs(out, mask)
     layer.output_shape(view(x, "x"), layout)  # validates x before grad_input is allocated
     # grad_input lives where x does; so do the weight and bias gradients of GPU-resident x (the
     # GPU backends finish them on the device), else they are numpy arrays.
-    grad_input = _args.empty_like_input(x, tuple(x.shape), "x") if mask[0] else None
     gpu = _args.on_gpu(x)
     dtype = None if gpu else np.dtype(str(x.dtype).replace("torch.", ""))
 
     def alloc(shape):
         return _args.empty_like_input(x, shape, "x") if gpu else np.empty(shape, dtype=dtype)
 
-    grad_weight = alloc(tuple(weight_shape)) if mask[1] else None
-    grad_bias = alloc((layer.out_channels,)) if mask[2] else None
+    grad_input, grad_weight, grad_bias = given
+    if mask[0] and grad_input is None:
+        grad_input = _args.empty_like_input(x, tuple(x.shape), "x")
+    if mask[1] and grad_weight is None:
+        grad_weight = alloc(tuple(weight_shape))
+    if mask[2] and grad_bias is None:
+        grad_bias = alloc((layer.out_channels,))
+    weight4 = None
+    if grad_weight is not None:
+        if tuple(grad_weight.shape) != tuple(weight_shape):
+            raise ValueError(
+                f"grad_weight must have the weight's shape {tuple(weight_shape)}, got "
+                f"{tuple(grad_weight.shape)}"
+            )
+        # 1-D layers: (Cin, Cout/groups, k) seen as (Cin, Cout/groups, 1, k), never a copy.
+        weight4 = grad_weight if len(weight_shape) == 4 else grad_weight[:, :, None, :]
     layer.backward(
         view(x, "x"),
         view(grad_output, "grad_output"),
         layout,
         None if grad_input is None else view(grad_input, "grad_input"),
-        None if grad_weight is None else grad_weight.reshape(weight4_shape),  # a view
+        weight4,
         grad_bias,
     )
     return grad_input, grad_weight, grad_bias
@@ -161,6 +204,7 @@ def conv_transpose2d_backward(
     output_mask=(True, True, True),
     layout: str = "NCHW",
     device: Device | None = None,
+    out: tuple | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """Gradients of ``conv_transpose2d``: ``(grad_input, grad_weight, grad_bias)``.
 
@@ -170,11 +214,24 @@ def conv_transpose2d_backward(
     GPU, no host copy), else they are numpy arrays. Entries whose ``output_mask`` flag is False
     are None. Weight and bias gradients are summed over the batch in a fixed order (bitwise
     reproducible).
+
+    ``out``, if given, is ``(grad_input, grad_weight, grad_bias)``: each entry an array of that
+    shape and x's dtype, overwritten in place and returned (no allocation), or None to allocate
+    it; entries whose ``output_mask`` flag is False must be None. Reusing them across steps
+    saves a large gradient's page faults on every call.
     """
     layout = _args.layout_2d(layout)
     layer = _layer_2d(weight, None, stride, padding, output_padding, groups, dilation, device)
     return _backward(
-        layer, x, grad_output, layout, output_mask, weight.shape, weight.shape, lambda a, name: a
+        layer,
+        x,
+        grad_output,
+        layout,
+        output_mask,
+        weight.shape,
+        weight.shape,
+        lambda a, name: a,
+        out,
     )
 
 
@@ -191,11 +248,12 @@ def conv_transpose1d_backward(
     output_mask=(True, True, True),
     layout: str = "NCL",
     device: Device | None = None,
+    out: tuple | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """Gradients of ``conv_transpose1d``: ``(grad_input, grad_weight, grad_bias)``.
 
     Shapes follow the forward: grad_input like x (N, Cin, L) / (N, L, Cin), grad_weight like the
-    weight (Cin, Cout/groups, k), grad_bias (Cout,).
+    weight (Cin, Cout/groups, k), grad_bias (Cout,). ``out`` as in ``conv_transpose2d_backward``.
     """
     layout2 = _args.layout_1d(layout)
     layer = _layer_1d(weight, None, stride, padding, output_padding, groups, dilation, device)
@@ -208,4 +266,5 @@ def conv_transpose1d_backward(
         weight.shape,
         (weight.shape[0], weight.shape[1], 1, weight.shape[2]),
         lambda a, name: _args.as_2d_view(a, layout, name),
+        out,
     )

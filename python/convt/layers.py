@@ -142,12 +142,14 @@ class _ConvTransposeNd:
         self._layer.forward(x4, self._view(out, "out"), self._layout4, size, copy)
         return out
 
-    def backward(self, x, grad_output, output_mask=(True, True, True)):
+    def backward(self, x, grad_output, output_mask=(True, True, True), *, out=None):
         """Gradients ``(grad_input, grad_weight, grad_bias)`` of this layer's forward, with the
         weights prepared once (unlike ``conv_transpose2d_backward``). grad_input is allocated like
         x (on x's device); grad_weight (PyTorch layout) and grad_bias too when x is GPU memory,
         else they are numpy arrays. Entries whose ``output_mask`` flag is False are None;
-        grad_bias is None for a layer without bias.
+        grad_bias is None for a layer without bias. ``out``, if given, is
+        ``(grad_input, grad_weight, grad_bias)``: arrays overwritten in place and returned, or
+        None to allocate (None where a gradient is not computed).
         """
         from .functional import _backward
 
@@ -165,6 +167,7 @@ class _ConvTransposeNd:
             if self._spatial == 2
             else (*self._weight.shape[:2], 1, self._weight.shape[2]),
             self._view,
+            out,
         )
 
     def __repr__(self) -> str:
