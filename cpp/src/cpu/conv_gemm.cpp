@@ -7,6 +7,7 @@
 #include <memory>
 #include <type_traits>
 
+#include "../core/backend.h"
 #include "elements.h"
 #include "finite_rows.h"
 #include "geometry.h"
@@ -29,6 +30,7 @@ constexpr int kKc = 512;
 constexpr int kMaxBlock = 128;                    // pixels per forward/dX task: 8 register columns
 constexpr int64_t kBatchFloats = 48 * 1024;       // packed pixels of one batch of taps: L2-resident
 constexpr int64_t kFootprintFloats = 256 * 1024;  // largest block footprint (1 MB)
+constexpr int kFetchAhead = 8;  // footprint rows prefetched this many channels ahead
 constexpr int kCompactInPlaceTiles = 12;
 constexpr int kTileMajorDepth = 16;  // dX weights this few outputs deep: tile-major
 // Few-output dW: source pixels a slice (whole rows, at least one); its B takes 64 bytes a pixel
@@ -665,18 +667,37 @@ class Footprint {
         if (stride_ % 512 == 0) stride_ += 16;  // channel planes off each other's L1 sets
         if (int64_t(channels) * stride_ > kFootprintFloats) return false;
         data_.resize(static_cast<size_t>(int64_t(channels) * stride_));
+        if (poison_)  // tests: a buffer element the copy or the zeros miss reads as NaN
+            std::fill(data_.begin(), data_.end(), std::numeric_limits<float>::quiet_NaN());
         const int64_t x_lo = std::clamp<int64_t>(-ox0_, 0, columns);  // columns inside the tensor
         const int64_t x_hi = std::clamp<int64_t>(t.w - ox0_, x_lo, columns);
+        // Rows are short (a block's width) and each channel's lies a plane away: the hardware
+        // prefetchers leave every row's first lines to wait on memory. Each channel's row is
+        // fetched into L2 kFetchAhead channels ahead, the first ones as a row starts.
+        const bool fetch = t.type == CONVT_TYPE_F32 && t.stride_w == 1;
+        const int64_t bytes = (x_hi - x_lo) * int64_t(sizeof(float));
         for (size_t i = 0; i < images_.size(); ++i) {
             const int64_t end = i + 1 < images_.size() ? images_[i + 1].row : rows;
             for (int64_t r = images_[i].row; r < end; ++r) {
                 const int64_t y = images_[i].qy * sy + oy0_ + (r - images_[i].row);
                 const bool inside = y >= 0 && y < t.h && x_lo < x_hi;
+                // The copy writes every element of a row that spans the tensor's columns.
+                const bool whole = inside && x_lo == 0 && x_hi == row_;
                 const int64_t at = t.base + images_[i].n * t.stride_n + y * t.stride_h +
                                    (ox0_ + x_lo) * t.stride_w;
+                auto prefetch_row = [&](int c) {
+                    const char* from = reinterpret_cast<const char*>(
+                        static_cast<const float*>(t.data) + at + c * t.stride_c);
+                    for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(from + b, 0, 2);
+                    __builtin_prefetch(from + bytes - 1, 0, 2);
+                };
+                if (fetch && inside)
+                    for (int c = 1; c < std::min(kFetchAhead, channels); ++c) prefetch_row(c);
                 for (int c = 0; c < channels; ++c) {
                     float* row = data_.data() + c * stride_ + r * row_;
-                    std::fill_n(row, row_, 0.f);
+                    if (fetch && inside && c + kFetchAhead < channels)
+                        prefetch_row(c + kFetchAhead);
+                    if (!whole) std::fill_n(row, row_, 0.f);
                     if (inside) copy_row(t, at + c * t.stride_c, x_lo, x_hi, row);
                 }
             }
@@ -695,6 +716,7 @@ class Footprint {
         return (ox - ox0_) % sx_ * phase_width_ + (ox - ox0_) / sx_;
     }
     Gathered source() const { return {data_.data(), CONVT_TYPE_F32, stride_}; }
+    void set_poison(bool on) { poison_ = on; }
 
  private:
     struct Image {
@@ -742,6 +764,7 @@ class Footprint {
     std::vector<float> data_, floats_;  // floats_: a row converted to float first
     std::vector<uint16_t> bits_;
     int64_t oy0_ = 0, ox0_ = 0, sy_ = 1, sx_ = 1, phase_width_ = 0, row_ = 0, stride_ = 0;
+    bool poison_ = false;  // CONVT_POISON_SCRATCH
 };
 
 }  // namespace
@@ -755,6 +778,7 @@ void forward_gemm(const ConvtParams& p, const GemmWeights& w, const void* src, v
     for (int64_t r = 0; r < std::min<int64_t>(p.stride_x, p.clip_w); ++r)
         xs.push_back(phase_of(r, p.stride_x, p.clip_w, p.first_tap_x, p.dilation_x, p.kernel_w));
     if (ys.empty() || xs.empty() || n_images == 0) return;
+    const bool poison = detail::poison_scratch();
 
     const int64_t most = n_images * ys[0].count * xs[0].count;  // phase 0 is the largest
     auto tasks_for = [&](int cols) { return ceil_div(most, cols) * p.groups; };
@@ -879,6 +903,7 @@ void forward_gemm(const ConvtParams& p, const GemmWeights& w, const void* src, v
             while (hi >= lo && first[hi] + q >= size) --hi;
         };
         thread_local Footprint footprint;
+        footprint.set_poison(poison);
         // Worth a copy when 4 or more taps read it, or when every phase of the unit shares it,
         // along phase rows of a register column or more (8-pixel rows, dcgan_g2, would gather
         // every panel again from it: 7% slower; a footprint per phase of 1 or 2 taps, unet and
@@ -981,6 +1006,7 @@ void backward_data_gemm(const ConvtParams& p, const GemmWeights& w, const void* 
     if (pixels == 0) return;
     const int cols = block_columns([&](int b) { return ceil_div(pixels, b) * p.groups; });
     const int64_t blocks = ceil_div(pixels, cols);
+    const bool poison = detail::poison_scratch();
     TapGrid grid;  // every tap: row ky moves up dilation_y rows of dY, column kx likewise
     for (int t = 0; t < w.taps; ++t) grid.ids.push_back(t);
     for (int ky = 0; ky < p.kernel_h; ++ky)
@@ -1018,6 +1044,7 @@ void backward_data_gemm(const ConvtParams& p, const GemmWeights& w, const void* 
         // dY's footprint as in the forward (dil2 dX 10.3 -> 8.4 ms, s1_same 22.3 -> 21.5, one
         // thread), its columns split by phase at stride 2.
         thread_local Footprint footprint;
+        footprint.set_poison(poison);
         thread_local TapGrid local;
         // Any stride when the weights lie tile-major: every tap then reads in place (fsrcnn dX,
         // stride 3, one thread: 30.7 -> 19.2 ms).
