@@ -30,7 +30,7 @@ constexpr int kKc = 512;
 constexpr int kMaxBlock = 128;                    // pixels per forward/dX task: 8 register columns
 constexpr int64_t kBatchFloats = 48 * 1024;       // packed pixels of one batch of taps: L2-resident
 constexpr int64_t kFootprintFloats = 256 * 1024;  // largest block footprint (1 MB)
-constexpr int64_t kFetchRows = 8;  // footprint rows prefetched about this many rows ahead
+constexpr int kFetchAhead = 8;  // footprint rows prefetched this many channels ahead
 constexpr int kCompactInPlaceTiles = 12;
 constexpr int kTileMajorDepth = 16;  // dX weights this few outputs deep: tile-major
 // Few-output dW: source pixels a slice (whole rows, at least one); its B takes 64 bytes a pixel
@@ -672,42 +672,34 @@ class Footprint {
         const int64_t x_lo = std::clamp<int64_t>(-ox0_, 0, columns);  // columns inside the tensor
         const int64_t x_hi = std::clamp<int64_t>(t.w - ox0_, x_lo, columns);
         // Rows are short (a block's width) and each channel's lies a plane away: the hardware
-        // prefetchers leave every row's first lines to wait on memory. A channel's rows are
-        // fetched into L2 about kFetchRows rows ahead, the first ones as the copy starts.
+        // prefetchers leave every row's first lines to wait on memory. Each channel's row is
+        // fetched into L2 kFetchAhead channels ahead, the first ones as a row starts.
         const bool fetch = t.type == CONVT_TYPE_F32 && t.stride_w == 1;
         const int64_t bytes = (x_hi - x_lo) * int64_t(sizeof(float));
-        rows_.clear();
         for (size_t i = 0; i < images_.size(); ++i) {
             const int64_t end = i + 1 < images_.size() ? images_[i + 1].row : rows;
             for (int64_t r = images_[i].row; r < end; ++r) {
                 const int64_t y = images_[i].qy * sy + oy0_ + (r - images_[i].row);
                 const bool inside = y >= 0 && y < t.h && x_lo < x_hi;
+                // The copy writes every element of a row that spans the tensor's columns.
+                const bool whole = inside && x_lo == 0 && x_hi == row_;
                 const int64_t at = t.base + images_[i].n * t.stride_n + y * t.stride_h +
                                    (ox0_ + x_lo) * t.stride_w;
-                // The copy writes every element of a row that spans the tensor's columns.
-                rows_.push_back({at, inside, inside && x_lo == 0 && x_hi == row_});
-            }
-        }
-        auto prefetch_channel = [&](int c) {
-            for (const Row& r : rows_) {
-                if (!r.inside) continue;
-                const char* from = reinterpret_cast<const char*>(static_cast<const float*>(t.data) +
-                                                                 r.at + c * t.stride_c);
-                for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(from + b, 0, 2);
-                __builtin_prefetch(from + bytes - 1, 0, 2);
-            }
-        };
-        const int ahead =
-            static_cast<int>(std::clamp<int64_t>(ceil_div(kFetchRows, rows), 1, channels));
-        if (fetch)
-            for (int c = 1; c < ahead; ++c) prefetch_channel(c);
-        for (int c = 0; c < channels; ++c) {  // channel by channel: its rows lie close together
-            if (fetch && c + ahead < channels) prefetch_channel(c + ahead);
-            float* row = data_.data() + c * stride_;
-            for (const Row& r : rows_) {
-                if (!r.whole) std::fill_n(row, row_, 0.f);
-                if (r.inside) copy_row(t, r.at + c * t.stride_c, x_lo, x_hi, row);
-                row += row_;
+                auto prefetch_row = [&](int c) {
+                    const char* from = reinterpret_cast<const char*>(
+                        static_cast<const float*>(t.data) + at + c * t.stride_c);
+                    for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(from + b, 0, 2);
+                    __builtin_prefetch(from + bytes - 1, 0, 2);
+                };
+                if (fetch && inside)
+                    for (int c = 1; c < std::min(kFetchAhead, channels); ++c) prefetch_row(c);
+                for (int c = 0; c < channels; ++c) {
+                    float* row = data_.data() + c * stride_ + r * row_;
+                    if (fetch && inside && c + kFetchAhead < channels)
+                        prefetch_row(c + kFetchAhead);
+                    if (!whole) std::fill_n(row, row_, 0.f);
+                    if (inside) copy_row(t, at + c * t.stride_c, x_lo, x_hi, row);
+                }
             }
         }
         return true;
@@ -773,11 +765,6 @@ class Footprint {
     std::vector<uint16_t> bits_;
     int64_t oy0_ = 0, ox0_ = 0, sy_ = 1, sx_ = 1, phase_width_ = 0, row_ = 0, stride_ = 0;
     bool poison_ = false;  // CONVT_POISON_SCRATCH
-    struct Row {
-        int64_t at;          // tensor element of its column x_lo
-        bool inside, whole;  // in the tensor's rows; every element copied (no zeros to write)
-    };
-    std::vector<Row> rows_;
 };
 
 }  // namespace
