@@ -212,7 +212,8 @@ STREAMED_FORWARDS = {
     # woven straight into the output), and a tail.
     "depthwise-k4": ((1, 4, 600, 1100), (4, 1, 4, 4), 4),
     # The GEMM forward's woven rows, equal stride phases (7 output channels: neither depthwise
-    # nor the scatter form), rows of 2 x 511 elements.
+    # nor the scatter form), rows of 2 x 511 elements: every other one starts 16-byte aligned
+    # (woven straight into the output at stride 2), blocks start mid-row, tails.
     "gemm": ((1, 3, 300, 511), (3, 7, 2, 2), 1),
 }
 

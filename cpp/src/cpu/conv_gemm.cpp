@@ -852,6 +852,11 @@ void forward_gemm(const ConvtParams& p, const GemmWeights& w, const void* src, v
                 const int64_t at_oc = o + int64_t(oc) * p.dst_stride_c;
                 if (p.dst_type == CONVT_TYPE_F32 && !stream) {
                     interleave(rows.data(), sx, len, static_cast<float*>(dst) + at_oc);
+                } else if (p.dst_type == CONVT_TYPE_F32 && sx == 2 &&
+                           interleave2_stream(rows[0], rows[1], 2 * int64_t(len),
+                                              static_cast<float*>(dst) + at_oc)) {
+                    // Woven straight into the output where it starts 16-byte aligned, not into
+                    // a row buffer copied out by stream_floats.
                 } else if (p.dst_type == CONVT_TYPE_F32) {
                     woven_row.resize(size_t(sx) * len);
                     interleave(rows.data(), sx, len, woven_row.data());
