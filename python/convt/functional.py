@@ -144,7 +144,7 @@ def _gradient_outputs(out, mask: tuple[bool, bool, bool]) -> tuple:
     return tuple(out)
 
 
-def _backward(layer, x, grad_output, layout, output_mask, weight_shape, weight4_shape, view, out):
+def _backward(layer, x, grad_output, layout, output_mask, weight_shape, view, out):
     """Runs the core backward on 4-D views, into ``out``'s arrays or newly allocated ones."""
     try:
         mask = tuple(bool(m) for m in output_mask)
@@ -229,7 +229,6 @@ def conv_transpose2d_backward(
         layout,
         output_mask,
         weight.shape,
-        weight.shape,
         lambda a, name: a,
         out,
     )
@@ -264,7 +263,6 @@ def conv_transpose1d_backward(
         layout2,
         output_mask,
         weight.shape,
-        (weight.shape[0], weight.shape[1], 1, weight.shape[2]),
         lambda a, name: _args.as_2d_view(a, layout, name),
         out,
     )

@@ -163,9 +163,6 @@ class _ConvTransposeNd:
             self._layout4,
             mask,
             self._weight.shape,
-            self._weight.shape
-            if self._spatial == 2
-            else (*self._weight.shape[:2], 1, self._weight.shape[2]),
             self._view,
             out,
         )
