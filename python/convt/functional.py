@@ -155,6 +155,11 @@ def _backward(layer, x, grad_output, layout, output_mask, weight_shape, view, ou
     if not _args.is_array(x):
         raise TypeError(f"x must be a numpy.ndarray or a DLPack tensor, got {type(x).__name__}")
     given = _gradient_outputs(out, mask)
+    if given[1] is not None and tuple(given[1].shape) != tuple(weight_shape):
+        raise ValueError(
+            f"grad_weight must have the weight's shape {tuple(weight_shape)}, got "
+            f"{tuple(given[1].shape)}"
+        )
     layer.output_shape(view(x, "x"), layout)  # validates x before grad_input is allocated
     # grad_input lives where x does; so do the weight and bias gradients of GPU-resident x (the
     # GPU backends finish them on the device), else they are numpy arrays.
@@ -171,14 +176,9 @@ def _backward(layer, x, grad_output, layout, output_mask, weight_shape, view, ou
         grad_weight = alloc(tuple(weight_shape))
     if mask[2] and grad_bias is None:
         grad_bias = alloc((layer.out_channels,))
+    # 1-D layers: (Cin, Cout/groups, k) seen as (Cin, Cout/groups, 1, k), never a copy.
     weight4 = None
     if grad_weight is not None:
-        if tuple(grad_weight.shape) != tuple(weight_shape):
-            raise ValueError(
-                f"grad_weight must have the weight's shape {tuple(weight_shape)}, got "
-                f"{tuple(grad_weight.shape)}"
-            )
-        # 1-D layers: (Cin, Cout/groups, k) seen as (Cin, Cout/groups, 1, k), never a copy.
         weight4 = grad_weight if len(weight_shape) == 4 else grad_weight[:, :, None, :]
     layer.backward(
         view(x, "x"),

@@ -651,10 +651,9 @@ class CpuBackend : public detail::Backend {
             // depend on the batch alone, so the bits do not depend on the thread count.
             const int64_t cuts =
                 tiled && int64_t(p.num_images) * kRowCuts * count <= (int64_t(1) << 22)
-                    ? std::clamp<int64_t>(
-                          ceil_div(kMinParts, std::max(p.num_images, 1)), 1,
-                          std::max<int64_t>(1, std::min<int64_t>(kRowCuts, p.src_h)))
-                    : 1;
+                    ? std::clamp<int64_t>(ceil_div(kMinParts, p.num_images), 1,
+                                          std::min<int64_t>(kRowCuts, p.src_h))
+                    : 1;  // (batch and rows are not empty here: see the first branch)
             const int64_t parts = int64_t(p.num_images) * cuts;
             // Not cleared here: a tiled part writes all of its partial, a narrow part clears
             // its own first (on its thread; the serial clear and sum below were a tenth of

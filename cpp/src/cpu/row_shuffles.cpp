@@ -28,29 +28,23 @@ void deinterleave_portable(const float* in, int64_t n, float* even, float* odd) 
 }
 
 #ifdef CONVT_X86_DISPATCH
+// Stream: non-temporal 16-byte stores (out 16-byte aligned; the caller checks).
+template <bool Stream>
 __attribute__((target("avx2"))) void interleave_avx2(const float* even, const float* odd, int64_t n,
                                                      float* out) {
     int64_t x = 0;
     for (; x + 16 <= n; x += 16) {
         const __m256 e = _mm256_loadu_ps(even + x / 2), o = _mm256_loadu_ps(odd + x / 2);
         const __m256 lo = _mm256_unpacklo_ps(e, o), hi = _mm256_unpackhi_ps(e, o);
-        _mm256_storeu_ps(out + x, _mm256_permute2f128_ps(lo, hi, 0x20));
-        _mm256_storeu_ps(out + x + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
-    }
-    for (; x < n; ++x) out[x] = x % 2 ? odd[x / 2] : even[x / 2];
-}
-
-// interleave_avx2 with non-temporal stores: out is 16-byte aligned (the caller checks).
-__attribute__((target("avx2"))) void interleave_stream_avx2(const float* even, const float* odd,
-                                                            int64_t n, float* out) {
-    int64_t x = 0;
-    for (; x + 16 <= n; x += 16) {
-        const __m256 e = _mm256_loadu_ps(even + x / 2), o = _mm256_loadu_ps(odd + x / 2);
-        const __m256 lo = _mm256_unpacklo_ps(e, o), hi = _mm256_unpackhi_ps(e, o);
-        _mm_stream_ps(out + x, _mm256_castps256_ps128(lo));
-        _mm_stream_ps(out + x + 4, _mm256_castps256_ps128(hi));
-        _mm_stream_ps(out + x + 8, _mm256_extractf128_ps(lo, 1));
-        _mm_stream_ps(out + x + 12, _mm256_extractf128_ps(hi, 1));
+        if constexpr (Stream) {
+            _mm_stream_ps(out + x, _mm256_castps256_ps128(lo));
+            _mm_stream_ps(out + x + 4, _mm256_castps256_ps128(hi));
+            _mm_stream_ps(out + x + 8, _mm256_extractf128_ps(lo, 1));
+            _mm_stream_ps(out + x + 12, _mm256_extractf128_ps(hi, 1));
+        } else {
+            _mm256_storeu_ps(out + x, _mm256_permute2f128_ps(lo, hi, 0x20));
+            _mm256_storeu_ps(out + x + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+        }
     }
     for (; x < n; ++x) out[x] = x % 2 ? odd[x / 2] : even[x / 2];
 }
@@ -81,7 +75,7 @@ __attribute__((target("avx2"))) void deinterleave_avx2(const float* in, int64_t 
 
 void interleave2(const float* even, const float* odd, int64_t n, float* out) {
 #ifdef CONVT_X86_DISPATCH
-    if (use_avx2()) return interleave_avx2(even, odd, n, out);
+    if (use_avx2()) return interleave_avx2<false>(even, odd, n, out);
 #endif
     interleave_portable(even, odd, n, out);
 }
@@ -89,7 +83,7 @@ void interleave2(const float* even, const float* odd, int64_t n, float* out) {
 bool interleave2_stream(const float* even, const float* odd, int64_t n, float* out) {
 #ifdef CONVT_X86_DISPATCH
     if (use_avx2() && reinterpret_cast<uintptr_t>(out) % 16 == 0) {
-        interleave_stream_avx2(even, odd, n, out);
+        interleave_avx2<true>(even, odd, n, out);
         return true;
     }
 #endif
