@@ -49,6 +49,14 @@ constexpr int64_t kRowSplitMaxWeights = 512 * 1024;
 // Offsets are relative to a view's first element and may be negative (reversed strides).
 constexpr int64_t kMissing = INT64_MIN;  // a tap that reaches no pixel: reads zero
 
+// The cache lines of [p, p + bytes) into L2 (a short row's, which the hardware prefetchers
+// would not fetch ahead).
+inline void prefetch_bytes(const void* p, int64_t bytes) {
+    const char* from = static_cast<const char*>(p);
+    for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(from + b, 0, 2);
+    __builtin_prefetch(from + bytes - 1, 0, 2);
+}
+
 inline int tiles_of(int n, int tile) { return static_cast<int>(ceil_div(n, tile)); }
 
 // A tensor read as a GEMM operand: channel c of pixel j is element offset[j] + c * channel_stride.
@@ -477,11 +485,20 @@ void pack_rows_typed(const E* s, int64_t cs, const int64_t* off, int count, int 
                         if (!more) break;
                         end += 8;
                     }
-                    for (int j = 0; j < real; j += 8)
+                    // Each channel's run is fetched kFetchAhead channels ahead: eight short
+                    // streams a group leave the hardware prefetchers too little to go on
+                    // (in-process A/B, dW: vae_dec 0.93x, unet_up2 0.94x, dil2 0.96x).
+                    const int64_t bytes = (int64_t(end - 1 - k) * step + 1) * int64_t(sizeof(E));
+                    const int fetch_end = std::min(ch1, channels);
+                    for (int j = 0; j < real; j += 8) {
+                        for (int c = t0 + j + kFetchAhead;
+                             c < std::min(t0 + j + kFetchAhead + 8, fetch_end); ++c)
+                            prefetch_bytes(s + off[k] + int64_t(c) * cs, bytes);
                         for (int kk = k; kk < end; kk += 8)
                             transpose8(s + off[kk] + int64_t(t0 + j) * cs, cs, step,
                                        std::min(8, real - j), o + int64_t(kk - k) * width + j,
                                        width);
+                    }
                     for (int i = 0; i < end - k; ++i)
                         for (int j = real; j < width; ++j) o[i * width + j] = 0.f;
                     o += int64_t(end - k - 1) * width;
@@ -686,10 +703,7 @@ class Footprint {
                 const int64_t at = t.base + images_[i].n * t.stride_n + y * t.stride_h +
                                    (ox0_ + x_lo) * t.stride_w;
                 auto prefetch_row = [&](int c) {
-                    const char* from = reinterpret_cast<const char*>(
-                        static_cast<const float*>(t.data) + at + c * t.stride_c);
-                    for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(from + b, 0, 2);
-                    __builtin_prefetch(from + bytes - 1, 0, 2);
+                    prefetch_bytes(static_cast<const float*>(t.data) + at + c * t.stride_c, bytes);
                 };
                 if (fetch && inside)
                     for (int c = 1; c < std::min(kFetchAhead, channels); ++c) prefetch_row(c);
