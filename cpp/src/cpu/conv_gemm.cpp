@@ -698,7 +698,9 @@ class Footprint {
             for (int64_t r = images_[i].row; r < end; ++r) {
                 const int64_t y = images_[i].qy * sy + oy0_ + (r - images_[i].row);
                 const bool inside = y >= 0 && y < t.h && x_lo < x_hi;
-                // The copy writes every element of a row that spans the tensor's columns.
+                // The copy writes every element of a row that spans the tensor's columns;
+                // a row that does not gets zeros in the others alone (a whole row's memset was
+                // 4% of grp4's dX).
                 const bool whole = inside && x_lo == 0 && x_hi == row_;
                 const int64_t at = t.base + images_[i].n * t.stride_n + y * t.stride_h +
                                    (ox0_ + x_lo) * t.stride_w;
@@ -711,8 +713,15 @@ class Footprint {
                     float* row = data_.data() + c * stride_ + r * row_;
                     if (fetch && inside && c + kFetchAhead < channels)
                         prefetch_row(c + kFetchAhead);
-                    if (!whole) std::fill_n(row, row_, 0.f);
-                    if (inside) copy_row(t, at + c * t.stride_c, x_lo, x_hi, row);
+                    if (!inside) {
+                        std::fill_n(row, row_, 0.f);
+                        continue;
+                    }
+                    if (!whole) {  // the few columns past the tensor's edges
+                        zero_columns(row, 0, x_lo);
+                        zero_columns(row, x_hi, row_);
+                    }
+                    copy_row(t, at + c * t.stride_c, x_lo, x_hi, row);
                 }
             }
         }
@@ -736,6 +745,10 @@ class Footprint {
     struct Image {
         int64_t n, qy, row;  // image, its first q-row in the block, its first buffer row
     };
+    // Zeros in columns [x0, x1) of a footprint row (each in its phase's part).
+    void zero_columns(float* row, int64_t x0, int64_t x1) const {
+        for (int64_t x = x0; x < x1; ++x) row[x % sx_ * phase_width_ + x / sx_] = 0.f;
+    }
     // Columns [x_lo, x_hi) of a footprint row from tensor element `at` (column x_lo) on, each
     // to its phase's part of `row`.
     void copy_row(const Plane& t, int64_t at, int64_t x_lo, int64_t x_hi, float* row) {
