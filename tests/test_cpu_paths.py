@@ -499,6 +499,47 @@ def test_cpu_winograd_deep_dx(rng: np.random.Generator, images: int) -> None:
     assert_close(dx, gx, FP32_TOL, f"deep dX, {images} images")
 
 
+@pytest.mark.parametrize("width", [16, 14], ids=["woven_rows", "tail_run"])
+def test_cpu_winograd_dilation2_rows(rng: np.random.Generator, width: int) -> None:
+    """3x3 at dilation 2 through the transforms (64 -> 64 channels, so dX runs there too): a tile
+    row's two column phases are stored together, each output row woven whole, where the row
+    width is a multiple of 4 (16; 14 leaves a short last run, stored phase by phase). Forward
+    with a bias, and dX, into NaN-poisoned outputs; then the forward with a ReLU neuron and an
+    Inf in the source (the transforms' sums are recomputed by the exact path)."""
+    import convt
+    from _helpers import build_transpose, run_encoded, set_total_offset
+
+    c = 64
+    x = rng.standard_normal((2, c, 10, width)).astype(np.float32)
+    wt = rng.standard_normal((c, c, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32)
+    dy = rng.standard_normal((2, c, 10, width)).astype(np.float32)
+    geo = (1, 2, 0, 1, 2)  # stride, padding, output_padding, groups, dilation: same size
+    out = np.full((2, c, 10, width), np.nan, np.float32)
+    convt.conv_transpose2d(x, wt, b, *geo, out=out, device=_cpu())
+    assert_close(out, R.conv_transpose_torch_ref(x, wt, b, *geo), FP32_TOL, "forward")
+    gx = np.full(x.shape, np.nan, np.float32)
+    convt.conv_transpose2d_backward(
+        dy, x, wt, *geo, device=_cpu(), output_mask=(True, False, False), out=(gx, None, None)
+    )
+    assert_close(gx, R.conv_transpose_torch_backward(dy, x, wt, *geo)[0], FP32_TOL, "dX")
+
+    w_ohwi = np.ascontiguousarray(rng.uniform(-0.5, 0.5, (c, 3, 3, c)).astype(np.float32))
+    neuron = R.Neuron("relu", a=0.1)
+    conv = build_transpose(
+        _cpu(), w_ohwi, b, stride=1, dilation=2, neuron=neuron, kernel_weights_dtype="float32"
+    )
+    set_total_offset(conv, (2, 2))
+    src = rng.uniform(-1, 1, (1, c, 10, width)).astype(np.float32)
+    dst = convt.Image(np.full((1, c, 10, width), np.nan, np.float32))
+    run_encoded(_cpu(), lambda cb: conv.encode(cb, convt.Image(src), destination_image=dst))
+    ref = R.conv_transpose_mps(
+        src, w_ohwi, b, stride=1, dilation=2, T=(2, 2), dst=np.full(dst.array.shape, np.nan),
+        neuron=neuron,
+    )  # fmt: skip
+    assert_close(dst.array, ref, FP32_TOL, "leaky ReLU")
+
+
 @pytest.mark.parametrize(
     "k, stride, dilation", [(3, 1, 1), (3, 1, 2), (4, 2, 1)], ids=["3x3", "3x3_d2", "4x4_s2"]
 )

@@ -130,6 +130,8 @@ def test_nonfinite_weight_reaches_only_its_taps(
 WINOGRAD_LAYERS = {
     "s1": (17, 18, (6, 9), 3, 1, 1, 1),
     "s1_dilated": (17, 18, (6, 9), 3, 1, 1, 2),
+    # Rows 16 wide at dilation 2: each output row woven whole from its two column phases.
+    "s1_dilated_woven": (17, 18, (6, 16), 3, 1, 2, 2),
     "s2_dx": (64, 66, (5, 6), 4, 2, 1, 1),
     "s2_forward": (256, 256, (3, 4), 4, 2, 1, 1),
     # 3x3 at stride 2 (an odd kernel): dX as a 4x4 one whose last taps are zero.
