@@ -841,8 +841,11 @@ void weight_taps(const Correlation& c, const float* grad, float* taps) {
         const int pitch = cols + kSpill;
         v.resize(size_t(points) * ig * pitch);
         e.resize(size_t(points) * (o1 - o0) * cols);
-        vp.resize(size_t(icols) * cols);
-        ep.resize(size_t(nrows) * cols);
+        vp.resize(size_t(icols) * cols + kLineFloats);
+        ep.resize(size_t(nrows) * cols + kLineFloats);
+        // The micro-kernel's 16-float B rows on whole cache lines (s1_same dW 0.96-0.99x).
+        float* const vpd = line_aligned(vp.data());
+        float* const epd = line_aligned(ep.data());
         for (int64_t first = t_begin; first < t_end; first += cols) {
             const int real = static_cast<int>(std::min<int64_t>(cols, t_end - first));
             grid.runs(c, first, real, runs);
@@ -858,19 +861,18 @@ void weight_taps(const Correlation& c, const float* grad, float* taps) {
                 for (int ch0 = 0; ch0 < ig; ch0 += 8)
                     for (int t0 = 0; t0 < real; t0 += 8)
                         transpose8(vpt + int64_t(ch0) * pitch + t0, pitch, 1, std::min(8, ig - ch0),
-                                   vp.data() + (int64_t(ch0 / kNr) * cols + t0) * kNr + ch0 % kNr,
-                                   kNr);
+                                   vpd + (int64_t(ch0 / kNr) * cols + t0) * kNr + ch0 % kNr, kNr);
                 const float* ept = e.data() + int64_t(pt) * (o1 - o0) * cols;
                 for (int ot = ot0; ot < ot1; ++ot)
                     for (int t0 = 0; t0 < real; t0 += 8)
                         transpose8(ept + int64_t(ot * kMr - o0) * cols + t0, cols, 1,
                                    std::min(kMr, og - ot * kMr),
-                                   ep.data() + (int64_t(ot - ot0) * cols + t0) * kMr, kMr);
+                                   epd + (int64_t(ot - ot0) * cols + t0) * kMr, kMr);
                 float* mp = part + pt * point_floats;
                 for (int ot = ot0; ot < ot1; ++ot)
                     for (int ip = 0; ip < ipanels; ++ip) {
-                        const Segment sg{ep.data() + int64_t(ot - ot0) * cols * kMr,
-                                         vp.data() + int64_t(ip) * cols * kNr, real, kNr};
+                        const Segment sg{epd + int64_t(ot - ot0) * cols * kMr,
+                                         vpd + int64_t(ip) * cols * kNr, real, kNr};
                         uk(&sg, 1, 0, 0, mp + int64_t(ot) * kMr * icols + ip * kNr, icols, false);
                     }
             }
