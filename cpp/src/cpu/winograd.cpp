@@ -694,11 +694,11 @@ bool correlate(const std::vector<Correlation>& all) {
         thread_local std::vector<int64_t> rows;  // [point][its depth]: v's rows it reads
         thread_local std::vector<TileRun> runs;
         // Every row of v starts a cache line (a 64-byte base, a pitch of whole lines), so that
-        // the products' 16-float B rows never straddle two; the point planes then lie a line
-        // off a multiple of 4 KB (at 64 channels, 16-float pitches made them 4 KB multiples: the
-        // input transform's 16 stores a tile hit one L1 set). In-process A/B against 8 floats of
-        // spill a row on an unaligned base: dX dcgan_g2 0.91-0.96x, vae_dec 0.91-0.93x, s1_same
-        // 0.93x, dil2 0.89x; forward s1_same 0.93x, hifigan_up1 0.93x, dcgan_g2 0.98-1.02x.
+        // the products' 16-float B rows never straddle two; the point planes lie a line past
+        // depth x pitch (at 64 channels, 16-float pitches alone put them a multiple of 4 KB
+        // apart: the input transform's 16 stores a tile hit one L1 set). In-process A/B against 8
+        // floats of spill a row on an unaligned base: dX dcgan_g2 0.91-0.96x, vae_dec 0.91-0.93x,
+        // s1_same 0.93x, dil2 0.89x; forward s1_same 0.93x, hifigan_up1 0.93x, dcgan_g2 0.98-1.02x.
         const int pitch = static_cast<int>(ceil_div(cols + kSpill, kLineFloats) * kLineFloats);
         const int64_t plane = int64_t(c.depth) * pitch + kLineFloats;
         v.resize(size_t(points) * plane + kLineFloats);
