@@ -316,17 +316,21 @@ CONVT_INLINE void transform_inputs_body(const Correlation& c, int g, const TileR
     }
 }
 
+// Whether sums[0, n) are all finite (before the neuron); then the neuron on sums[0, len).
+CONVT_INLINE bool finish_sums(const Correlation& c, float* sums, int n, int len, float slope) {
+    const bool finite = all_finite(sums, n);
+    if (c.neuron != NeuronType::None)
+        for (int k = 0; k < len; ++k)
+            sums[k] = apply_neuron(c.neuron, sums[k], c.na, c.nb, c.nc, slope);
+    return finite;
+}
+
 // One output row of a run: q0[k] at column x + 2dx k and q1[k] at x + 2dx k + dx (those inside
 // [0, ow)). Returns whether they were all finite before the neuron.
 CONVT_INLINE bool store_row(const Correlation& c, float* row, int64_t x, int len, int n0, int n1,
                             float* q0, float* q1, float slope) {
     const int64_t span = 2 * c.dx;
-    const bool finite = all_finite(q0, n0) && all_finite(q1, n1);
-    if (c.neuron != NeuronType::None)
-        for (int k = 0; k < len; ++k) {
-            q0[k] = apply_neuron(c.neuron, q0[k], c.na, c.nb, c.nc, slope);
-            q1[k] = apply_neuron(c.neuron, q1[k], c.na, c.nb, c.nc, slope);
-        }
+    const bool finite = finish_sums(c, q0, n0, len, slope) & finish_sums(c, q1, n1, len, slope);
     if (c.out_w == 1 && c.dx == 1 && n1 == len) {
         interleave2(q0, q1, 2 * int64_t(len), row + x);
     } else {
@@ -426,8 +430,7 @@ inline bool woven_pair(const Correlation& c, const TileRun& a, const TileRun& b)
 
 // Output channel o of a woven pair (woven_pair: a then b, point rows ma and mb): each output
 // row woven whole, where each run alone stores every other column (scalar stores, a third of
-// dil2's output transform) and checks its sums in calls of 16 columns (in-process A/B:
-// dil2 dX 0.95x, forward 0.94x).
+// dil2's output transform; in-process A/B: dil2 dX 0.95x, forward 0.94x).
 template <int R, int TY>
 CONVT_INLINE bool transform_output_pair_body(const Correlation& c, int g, const TileRun& a, int o,
                                              const float* ma, const float* mb, int64_t step) {
@@ -446,15 +449,8 @@ CONVT_INLINE bool transform_output_pair_body(const Correlation& c, int g, const 
     output_points<R, TY>(mb, step, lenv, bias, qb);
     bool finite = true;
     for (int h = 0; h < 2 * rows; ++h)
-        finite = finite && all_finite(qa + h * lenv, len) && all_finite(qb + h * lenv, len);
-    if (c.neuron != NeuronType::None)
-        for (int h = 0; h < 2 * rows; ++h)
-            for (int k = 0; k < len; ++k) {
-                qa[h * lenv + k] =
-                    apply_neuron(c.neuron, qa[h * lenv + k], c.na, c.nb, c.nc, slope);
-                qb[h * lenv + k] =
-                    apply_neuron(c.neuron, qb[h * lenv + k], c.na, c.nb, c.nc, slope);
-            }
+        finite &= finish_sums(c, qa + h * lenv, len, len, slope) &
+                  finish_sums(c, qb + h * lenv, len, len, slope);
     float* plane = c.out + a.n * c.out_n + g * c.out_group + o * c.out_c;
     for (int r = 0; r < rows; ++r) {
         const float* ra = qa + 2 * r * lenv;
