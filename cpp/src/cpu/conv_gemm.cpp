@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <stdexcept>
 #include <type_traits>
 
 #include "../core/backend.h"
@@ -55,6 +56,21 @@ inline void prefetch_bytes(const void* p, int64_t bytes) {
     const char* from = static_cast<const char*>(p);
     for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(from + b, 0, 2);
     __builtin_prefetch(from + bytes - 1, 0, 2);
+}
+
+// CONVT_POISON_SCRATCH's tagged NaN (a payload no arithmetic or test input makes), and
+// whether v[0, n) still holds one: a buffer element that no copy or zero reached.
+inline float poison_value() {
+    const uint32_t bits = 0x7fc0deadu;
+    float v;
+    std::memcpy(&v, &bits, sizeof v);
+    return v;
+}
+inline bool holds_poison(const float* v, int64_t n) {
+    const float tag = poison_value();
+    for (int64_t i = 0; i < n; ++i)
+        if (std::memcmp(v + i, &tag, sizeof tag) == 0) return true;
+    return false;
 }
 
 inline int tiles_of(int n, int tile) { return static_cast<int>(ceil_div(n, tile)); }
@@ -1451,10 +1467,10 @@ void backward_weights_taps_image(const ConvtParams& p, const void* x, const void
             const int depth = nr * width;
             // B[panel][pixel][kNr]: dY at every pixel's taps, zeros where a tap misses dY.
             // Only what no copy reaches is zeroed (a memset of all of B, then the copies over
-            // it; in-process A/B: fsrcnn dW 0.97x, dcgan_out 1.00x), in tests first poisoned
-            // with NaN.
-            if (poison)
-                std::fill(bpack.begin(), bpack.end(), std::numeric_limits<float>::quiet_NaN());
+            // it; in-process A/B: fsrcnn dW 0.97x, dcgan_out 1.00x). Tests poison B first with
+            // a NaN of its own payload and check that none survives the packing (a plain NaN
+            // would pass unseen: a sum that is not finite is summed again below, exactly).
+            if (poison) std::fill(bpack.begin(), bpack.end(), poison_value());
             for (int col = ncols; col < ldc; ++col)  // the last panel's columns past B's
                 for (int j = 0; j < depth; ++j)
                     bpack[(col / kNr) * kpix * kNr + int64_t(j) * kNr + col % kNr] = 0.f;
@@ -1511,6 +1527,10 @@ void backward_weights_taps_image(const ConvtParams& p, const void* x, const void
                     }
                 }
             }
+            if (poison)
+                for (int jp = 0; jp < panels; ++jp)
+                    if (holds_poison(bpack.data() + int64_t(jp) * kpix * kNr, int64_t(depth) * kNr))
+                        throw std::logic_error("few-output dW: an element of B left unwritten");
             const float* a = nullptr;
             int64_t lda = kpix, astep = 1;
             if (in_place) {
