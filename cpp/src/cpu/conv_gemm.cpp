@@ -600,6 +600,34 @@ void scatter_row(void* dst, int32_t type, const int64_t* offset, const std::vect
     }
 }
 
+// Rows [0, rows) of c (ldc apart), row ch to dst[offset[j] + ch * channel_stride] for j < n (as
+// scatter_row, row by row). Channels contiguous in float32 (NHWC): 8 channels of 8 pixels
+// evenly spaced are one 8 x 8 transpose, each pixel's 8 channels one store (row by row, every
+// element was a store to its own line: a quarter of unet_up2's NHWC forward).
+void scatter_tile(void* dst, int32_t type, const int64_t* offset, const std::vector<Run>& runs,
+                  int64_t channel_stride, const float* c, int64_t ldc, int rows, int n,
+                  bool stream = false) {
+    int ch = 0;
+    if (type == CONVT_TYPE_F32 && channel_stride == 1) {
+        float* d = static_cast<float*>(dst);
+        for (; ch + 8 <= rows; ch += 8)
+            for (int j = 0; j < n;) {
+                const int64_t step = j + 8 <= n ? offset[j + 1] - offset[j] : 0;
+                bool even = step >= 8 || step <= -8;  // stores of 8 channels do not overlap
+                for (int k = 2; k < 8 && even; ++k) even = offset[j + k] == offset[j] + k * step;
+                if (even) {
+                    transpose8(c + int64_t(ch) * ldc + j, ldc, 1, 8, d + offset[j] + ch, step);
+                    j += 8;
+                    continue;
+                }
+                for (int k = 0; k < 8; ++k) d[offset[j] + ch + k] = c[(ch + k) * ldc + j];
+                ++j;
+            }
+    }
+    for (; ch < rows; ++ch)
+        scatter_row(dst, type, offset, runs, ch * channel_stride, c + ch * ldc, n, stream);
+}
+
 }  // namespace
 
 void pack_gemm_weights(const detail::PreparedWeights& pw, GemmWeights& out) {
@@ -708,6 +736,8 @@ class Footprint {
         // prefetchers leave every row's first lines to wait on memory. Each channel's row is
         // fetched into L2 kFetchAhead channels ahead, the first ones as a row starts.
         const bool fetch = t.type == CONVT_TYPE_F32 && t.stride_w == 1;
+        // Channels contiguous (NHWC float32): a row's pixels gathered 8 channels at a time.
+        const bool by_pixel = t.type == CONVT_TYPE_F32 && t.stride_c == 1 && t.stride_w != 1;
         const int64_t bytes = (x_hi - x_lo) * int64_t(sizeof(float));
         for (size_t i = 0; i < images_.size(); ++i) {
             const int64_t end = i + 1 < images_.size() ? images_[i + 1].row : rows;
@@ -737,7 +767,12 @@ class Footprint {
                         zero_columns(row, 0, x_lo);
                         zero_columns(row, x_hi, row_);
                     }
-                    copy_row(t, at + c * t.stride_c, x_lo, x_hi, row);
+                    if (by_pixel && c % 8 == 0 && c + 8 <= channels)
+                        gather8(t, at + c, x_hi - x_lo);
+                    if (by_pixel && c / 8 * 8 + 8 <= channels)
+                        place_row(floats_.data() + c % 8 * (x_hi - x_lo), x_lo, x_hi, row);
+                    else
+                        copy_row(t, at + c * t.stride_c, x_lo, x_hi, row);
                 }
             }
         }
@@ -765,6 +800,18 @@ class Footprint {
     void zero_columns(float* row, int64_t x0, int64_t x1) const {
         for (int64_t x = x0; x < x1; ++x) row[x % sx_ * phase_width_ + x / sx_] = 0.f;
     }
+    // Channels contiguous: 8 channels of `count` pixels from tensor element `at` (channel 0,
+    // column x_lo) into floats_ ([channel][count]) by 8 x 8 transposes (element by element,
+    // strided, these rows were 41% of grp4's NHWC dX).
+    void gather8(const Plane& t, int64_t at, int64_t count) {
+        floats_.resize(static_cast<size_t>(8 * count));
+        const float* in = static_cast<const float*>(t.data) + at;
+        int64_t x = 0;
+        for (; x + 8 <= count; x += 8)
+            transpose8(in + x * t.stride_w, t.stride_w, 1, 8, floats_.data() + x, count);
+        for (; x < count; ++x)
+            for (int c = 0; c < 8; ++c) floats_[c * count + x] = in[x * t.stride_w + c];
+    }
     // Columns [x_lo, x_hi) of a footprint row from tensor element `at` (column x_lo) on, each
     // to its phase's part of `row`.
     void copy_row(const Plane& t, int64_t at, int64_t x_lo, int64_t x_hi, float* row) {
@@ -786,8 +833,13 @@ class Footprint {
                 floats_[x] = load<float>(t.data, t.type, at + x * t.stride_w);
             in = floats_.data();
         }
+        place_row(in, x_lo, x_hi, row);
+    }
+    // Floats in[0, x_hi - x_lo) as columns [x_lo, x_hi) of a footprint row, each to its phase's
+    // part of `row`.
+    void place_row(const float* in, int64_t x_lo, int64_t x_hi, float* row) const {
         if (sx_ == 1) {
-            std::memcpy(row + x_lo, in, sizeof(float) * count);
+            std::memcpy(row + x_lo, in, sizeof(float) * (x_hi - x_lo));
             return;
         }
         int64_t x = x_lo;
@@ -1035,9 +1087,8 @@ void forward_gemm(const ConvtParams& p, const GemmWeights& w, const void* src, v
             return;
         }
         find_runs(dst_offsets.data(), real, runs);
-        for (int oc = 0; oc < og; ++oc)
-            scatter_row(dst, p.dst_type, dst_offsets.data(), runs, int64_t(oc) * p.dst_stride_c,
-                        c.data() + int64_t(oc) * cols, real);
+        scatter_tile(dst, p.dst_type, dst_offsets.data(), runs, p.dst_stride_c, c.data(), cols, og,
+                     real);
     };
     ThreadPool::instance().parallel_for(int64_t(task_groups.size()) - 1, [&](int64_t u) {
         bool shared_ready = false;
@@ -1073,8 +1124,10 @@ void backward_data_gemm(const ConvtParams& p, const GemmWeights& w, const void* 
     for (int kx = 0; kx < p.kernel_w; ++kx)
         ox.push_back(-int64_t(p.first_tap_x) - int64_t(p.dilation_x) * kx);
     ThreadPool::instance().parallel_for(blocks * p.groups, [&](int64_t ti) {
-        const int g = static_cast<int>(ti / blocks);
-        const int64_t first = (ti % blocks) * cols;
+        // Groups inner: a block's groups run one after another (on both threads at once), so
+        // an NHWC dY line, which holds several groups' channels, is read from memory once.
+        const int g = static_cast<int>(ti % p.groups);
+        const int64_t first = (ti / p.groups) * cols;
         const int real = static_cast<int>(std::min<int64_t>(cols, pixels - first));
         thread_local Columns columns;
         thread_local std::vector<int64_t> dx_offsets;
@@ -1157,11 +1210,8 @@ void backward_data_gemm(const ConvtParams& p, const GemmWeights& w, const void* 
                         og, a, w.backward_tap_step, w.backward_tile_step, tiles, ig, c.data(),
                         packed, compact);
         find_runs(dx_offsets.data(), real, runs);
-        for (int icl = 0; icl < ig; ++icl) {
-            const float* row = c.data() + int64_t(icl) * cols;
-            const int64_t co = int64_t(icl) * p.src_stride_c;
-            scatter_row(dx, p.src_type, dx_offsets.data(), runs, co, row, real, stream);
-        }
+        scatter_tile(dx, p.src_type, dx_offsets.data(), runs, p.src_stride_c, c.data(), cols, ig,
+                     real, stream);
         if (stream) stream_fence();
     });
 }
