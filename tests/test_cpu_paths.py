@@ -61,6 +61,11 @@ CASES = {
     # Rows of 75 (dX) and phase rows of 75 (the forward): the fused taps' four-vector passes
     # (32 columns), then one vector, then 3 columns; 9 rows (dY's rows prefetched 4 on).
     "depthwise_wide": (6, 6, 6, (9, 75), 4, 2, 1, 0, 1),
+    # Depthwise with 8 or more channels: in NHWC float32 storage, each pixel's taps as vector
+    # loops over the channels (23: a tail of 7 after the 8-wide vectors), at stride 2 with an
+    # output_padding, and at stride 3 with dilation 2.
+    "depthwise_channels": (23, 23, 23, (5, 19), 4, 2, 1, 1, 1),
+    "depthwise_channels_s3_d2": (16, 16, 16, (6, 11), 3, 3, 2, 2, 2),
     # One or two outputs from eight or more inputs: the few-output dW, a tap row's 9 columns
     # across two 16-column panels (gathered one by one) or in one (copied).
     "two_out_wide_in": (23, 2, 1, (5, 18), 9, 3, 4, 2, 1),

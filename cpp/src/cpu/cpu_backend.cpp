@@ -19,6 +19,7 @@
 #include "conv_gemm.h"
 #include "convt/device.h"
 #include "depthwise.h"
+#include "depthwise_nhwc.h"
 #include "elements.h"
 #include "geometry.h"
 #include "half_rows.h"
@@ -554,6 +555,7 @@ class CpuBackend : public detail::Backend {
         const int64_t tasks = static_cast<int64_t>(p.num_images) * p.clip_h;
         if (tasks == 0 || p.clip_w == 0) return;
         const bool fast = !w.is_double && w.finite;
+        if (fast && depthwise_nhwc_fits(p)) return forward_depthwise_nhwc(p, w.depth, src, dst);
         if (fast && depthwise_fits(p)) return forward_depthwise(p, w.depth, src, dst);
         // Exact with any weights: it multiplies no zero padding.
         if (!w.is_double && forward_scatter_fits(p, w.scatter))
@@ -591,6 +593,7 @@ class CpuBackend : public detail::Backend {
         const int64_t tasks = static_cast<int64_t>(p.num_images) * p.src_h;
         if (tasks == 0 || p.src_w == 0) return;
         const bool fast = !w.is_double && w.finite;
+        if (fast && depthwise_nhwc_fits(p)) return backward_data_depthwise_nhwc(p, w.depth, dy, dx);
         if (fast && depthwise_fits(p)) return backward_data_depthwise(p, w.depth, dy, dx);
         if (fast && backward_data_winograd_fits(p, w.wino) &&
             backward_data_winograd(p, w.wino, dy, dx))
@@ -638,6 +641,8 @@ class CpuBackend : public detail::Backend {
             // slices: a zero width divided by zero, killing the process with SIGFPE.)
             for (int64_t i = 0; i < count; ++i)
                 write_gradient(out.weights, out.type, i, 0.0, out.accumulate);
+        } else if (out.weights && !dbl && depthwise_nhwc_fits(p)) {
+            backward_weights_depthwise_nhwc(p, x, dy, out);
         } else if (out.weights && !dbl && depthwise_fits(p)) {
             backward_weights_depthwise(p, x, dy, out);
         } else if (!tiled && out.weights && !dbl && backward_weights_winograd_fits(p) &&
@@ -708,8 +713,8 @@ class CpuBackend : public detail::Backend {
         // Depthwise: dX and dW in one pass over dY (dw_k4s2 reads 33 MB of it a pass).
         const auto& w = static_cast<const CpuWeights&>(weights);
         if (w.is_double || !w.finite || !out.weights || out.type != DataType::Float32 ||
-            !depthwise_fits(pd) || !depthwise_fits(pw) || pd.num_images == 0 || pd.src_h == 0 ||
-            pd.src_w == 0)
+            !depthwise_fits(pd) || !depthwise_fits(pw) || depthwise_nhwc_fits(pd) ||
+            depthwise_nhwc_fits(pw) || pd.num_images == 0 || pd.src_h == 0 || pd.src_w == 0)
             return false;
         backward_depthwise(pd, w.depth, dy.data, dx.data, pw, x.data, out);  // dB too
         return true;
