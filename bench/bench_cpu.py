@@ -68,6 +68,8 @@ def section_title(meta: dict) -> str:
         differs.append(_plural(meta["threads"], "thread"))
     if meta["dtype"] != "float32":
         differs.append(meta["dtype"])
+    if meta.get("layout", "NCHW") != "NCHW":
+        differs.append(meta["layout"])
     return SECTION_TITLE + (": " + ", ".join(differs) if differs else "")
 
 
@@ -319,11 +321,20 @@ def _rel_err(got: np.ndarray, want: np.ndarray) -> float:
 
 
 def build_case(
-    shape: Shape, batch: int, dtype: np.dtype, with_torch: bool, seed: int, check: bool = True
+    shape: Shape,
+    batch: int,
+    dtype: np.dtype,
+    with_torch: bool,
+    seed: int,
+    check: bool = True,
+    layout: str = "NCHW",
 ) -> Case:
     """Prepares inputs, convt layer and torch tensors for ``shape``; with ``check``, runs both
-    once and compares their results."""
+    once and compares their results. ``layout`` "NHWC": convt's arrays keep channels last
+    (NLC for 1-D shapes) and torch's tensors are channels_last (2-D) or the same NLC memory
+    seen as NCL (1-D: torch has no channels-last format for 3-D tensors)."""
     dims = len(shape.size)
+    last = layout == "NHWC"
     layer_cls = convt.ConvTranspose2d if dims == 2 else convt.ConvTranspose1d
     layer = layer_cls(
         shape.cin,
@@ -337,10 +348,18 @@ def build_case(
         dilation=shape.dilation,
         dtype=dtype,
         seed=seed,
+        layout=("NHWC" if dims == 2 else "NLC") if last else None,
     )
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((batch, shape.cin, *shape.size), dtype=np.float32).astype(dtype)
-    out = np.empty((batch, shape.cout, *shape.output_size()), dtype=dtype)
+
+    def laid_out(a: np.ndarray) -> np.ndarray:  # channels moved last, contiguous there
+        return np.ascontiguousarray(np.moveaxis(a, 1, -1)) if last else a
+
+    x = laid_out(
+        rng.standard_normal((batch, shape.cin, *shape.size), dtype=np.float32).astype(dtype)
+    )
+    size = shape.output_size()
+    out = np.empty((batch, *size, shape.cout) if last else (batch, shape.cout, *size), dtype)
     grad_out = rng.standard_normal(out.shape, dtype=np.float32).astype(dtype)
     weight = layer.weight
     geometry = (shape.s, shape.p, shape.op, shape.groups, shape.dilation)
@@ -384,7 +403,17 @@ def build_case(
     def tensor(a: np.ndarray) -> Any:
         return torch.from_numpy(np.array(a, dtype=np.float32))  # a writable fp32 copy
 
-    xt, wt, bt, gyt = tensor(x), tensor(weight), tensor(layer.bias), tensor(grad_out)
+    def image(a: np.ndarray) -> Any:  # a convt image array as torch's (N, C, ...) tensor
+        if not last:
+            return tensor(a)
+        t = tensor(a).movedim(-1, 1)  # the same channels-last memory
+        return t.contiguous(memory_format=torch.channels_last) if dims == 2 else t
+
+    def as_convt(t: Any) -> np.ndarray:  # a torch image result in convt's layout
+        a = t.numpy()
+        return np.moveaxis(a, 1, -1) if last else a
+
+    xt, wt, bt, gyt = image(x), tensor(weight), tensor(layer.bias), image(grad_out)
     conv = F.conv_transpose2d if dims == 2 else F.conv_transpose1d
 
     def torch_forward() -> object:
@@ -433,16 +462,18 @@ def build_case(
     case.ops["grad_weight"]["torch"] = torch_grad_weight
     if convt_grads is None:
         return case
-    case.rel_err["forward"] = _rel_err(out, torch_forward().numpy())
+    case.rel_err["forward"] = _rel_err(out, as_convt(torch_forward()))
+    dx_want, dw_want, db_want = torch_backward()
     case.rel_err["backward"] = max(
-        _rel_err(got, want.numpy()) for got, want in zip(convt_grads, torch_backward())
+        _rel_err(got, want)
+        for got, want in zip(convt_grads, (as_convt(dx_want), dw_want.numpy(), db_want.numpy()))
     )
     for op, got, fn in (
         ("grad_input", convt_grads[0], torch_grad_input),
         ("grad_weight", convt_grads[1], torch_grad_weight),
     ):  # the one gradient asked for: the first tensor of torch's result
         want = next(t for t in fn() if t is not None and t.numel())
-        case.rel_err[op] = _rel_err(got, want.numpy())
+        case.rel_err[op] = _rel_err(got, as_convt(want) if op == "grad_input" else want.numpy())
     return case
 
 
@@ -571,7 +602,7 @@ def run_shape(
     index: int,
 ) -> list[OpResult]:
     """Every op (OPS) of one shape, convt and torch interleaved; arrays die on return."""
-    case = build_case(shape, args.batch, dtype, with_torch, args.seed + index)
+    case = build_case(shape, args.batch, dtype, with_torch, args.seed + index, layout=args.layout)
     results = []
     for op, fns in case.ops.items():
         progress.step(f"{shape.name} {op}")
@@ -602,7 +633,9 @@ def rss_child(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     shapes = [s for s in SUITE if args.shapes is None or s.name in args.shapes]
     for index, shape in enumerate(shapes):
-        case = build_case(shape, args.batch, dtype, torch is not None, args.seed + index, False)
+        case = build_case(
+            shape, args.batch, dtype, torch is not None, args.seed + index, False, args.layout
+        )
         for fns in case.ops.values():
             fn = fns.get(args.rss_child)
             if fn is not None:
@@ -619,7 +652,7 @@ def measure_rss_apart(args: argparse.Namespace) -> dict[str, float]:
     for run in RSS_RUNS:
         command = [sys.executable, str(Path(__file__).resolve()), "--rss-child", run]
         command += ["--batch", str(args.batch), "--threads", str(args.threads)]
-        command += ["--dtype", args.dtype, "--seed", str(args.seed)]
+        command += ["--dtype", args.dtype, "--seed", str(args.seed), "--layout", args.layout]
         if args.shapes:
             command += ["--shapes", *args.shapes]
         done = subprocess.run(command, capture_output=True, text=True, check=True)
@@ -708,7 +741,7 @@ def markdown_section(report: Report) -> str:
         f"- Date: {m['date']}.",
         f"- Command: `{m['command']}`",
         f"- N={m['batch']}, threads={m['threads']} (convt.set_num_threads and "
-        f"torch.set_num_threads), dtype {m['dtype']}, median of "
+        f"torch.set_num_threads), dtype {m['dtype']}, layout {m.get('layout', 'NCHW')}, median of "
         f"{_plural(m['repeats'], 'timed repeat')} after {_plural(m['warmup'], 'warm-up')}.",
         f"- convt {m['versions']['convt']}, torch {m['versions']['torch']}, numpy "
         f"{m['versions']['numpy']}, Python {m['versions']['python']}.",
@@ -943,6 +976,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="float32",
         help="convt's dtype; with float16 torch runs float32 (report only)",
     )
+    p.add_argument(
+        "--layout",
+        choices=("NCHW", "NHWC"),
+        default="NCHW",
+        help="image layout: NHWC keeps channels last (NLC for 1-D shapes) for convt, and torch "
+        "runs channels_last tensors",
+    )
     p.add_argument("--no-torch", action="store_true", help="time convt alone")
     p.add_argument(
         "--no-settle",
@@ -1064,6 +1104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "settled": not args.no_settle,
             "prime_ms": args.prime_ms,
             "dtype": args.dtype,
+            "layout": args.layout,
             "with_torch": with_torch,
             "torch_backward": torch_backward,
             "overhead_calls": args.overhead_calls,

@@ -307,6 +307,39 @@ def test_cpu_depthwise_fused_backward_bitwise(
     assert_close(together[1], gw, FP32_TOL, f"{case} {storage} fused dW")
 
 
+@pytest.mark.parametrize("case", ["depthwise_channels", "gemm_tails", "winograd", "pixel_free"])
+def test_cpu_nhwc_threads_and_bias_bitwise(rng: np.random.Generator, case: str) -> None:
+    """NHWC float32 (channels contiguous: the depthwise channel loops, the GEMM's transposed
+    gathers and stores, dB a row of pixels at a time): 1 and 2 threads give identical bits, and
+    dB equals the NCHW dB bit for bit (the same summation order, channel by channel)."""
+    import convt
+
+    if case == "pixel_free":  # 37 channels: dB's 32-channel vectors, then a 5-channel tail
+        x = rng.standard_normal((3, 23, 7, 13)).astype(np.float32)
+        wt = rng.standard_normal((23, 37, 3, 3)).astype(np.float32)
+        geometry = (2, 1, 0, 1, 1)
+        dy = rng.standard_normal(R.conv_transpose_torch_ref(x, wt, None, *geometry).shape).astype(
+            np.float32
+        )
+    else:
+        x, wt, dy, geometry = _case_tensors(rng, case)
+    x_l, dy_l = (np.ascontiguousarray(np.moveaxis(a, 1, -1)) for a in (x, dy))
+    before = convt.get_num_threads()
+    try:
+        runs = []
+        for threads in (1, 2):
+            convt.set_num_threads(threads)
+            y = convt.conv_transpose2d(x_l, wt, None, *geometry, layout="NHWC", device=_cpu())
+            grads = convt.conv_transpose2d_backward(dy_l, x_l, wt, *geometry, layout="NHWC")
+            runs.append([y, *grads])
+        for a, b in zip(*runs):
+            np.testing.assert_array_equal(a, b, case)
+        db_nchw = convt.conv_transpose2d_backward(dy, x, wt, *geometry)[2]
+        np.testing.assert_array_equal(runs[0][3], db_nchw, f"{case}: NHWC dB against NCHW dB")
+    finally:
+        convt.set_num_threads(before)
+
+
 def test_cpu_path_threads_bitwise(rng: np.random.Generator) -> None:
     """Every path sums in a fixed order: 1 and 2 threads give identical bits."""
     import convt
