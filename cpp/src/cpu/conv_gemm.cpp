@@ -485,6 +485,14 @@ void pack_rows_typed(const E* s, int64_t cs, const int64_t* off, int count, int 
         const int real = std::max(0, std::min(width, channels - t0));
         for (int k = 0; k < count; ++k, o += width) {
             if constexpr (std::is_same_v<E, float>) {
+                if (cs == 1) {  // channels contiguous (NHWC): a pixel's run is one copy
+                    if (off[k] == kMissing)
+                        std::fill_n(o, width, 0.f);
+                    else
+                        std::memcpy(o, s + off[k] + t0, sizeof(float) * size_t(real));
+                    std::fill(o + real, o + width, 0.f);
+                    continue;
+                }
                 // Eight pixels one or two elements apart (NCHW rows): 8 x 8 transposes.
                 const int64_t step = k + 8 <= count ? off[k + 1] - off[k] : 0;
                 bool run = (step == 1 || step == 2) && off[k] != kMissing;
@@ -1267,13 +1275,15 @@ void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
         tap_columns[kx] = {r, (cx + r) / sx, span.lo, span.hi};
     }
     ThreadPool::instance().parallel_for(int64_t(p.groups) * ranges * splits, [&](int64_t ti) {
-        const int g = static_cast<int>(ti / (int64_t(ranges) * splits));
-        const int range = static_cast<int>(ti / splits % ranges);
+        // Groups inner, as in backward_data_gemm (NHWC lines hold several groups' channels).
+        const int g = static_cast<int>(ti % p.groups);
+        const int64_t rest = ti / p.groups;
+        const int range = static_cast<int>(rest / splits);
         const int64_t row_begin = all_rows * range / ranges;
         const int64_t row_end = all_rows * (range + 1) / ranges;
         // Tiles split evenly (43 tiles in 8 splits of 6 left one split of 1: 2 threads ended
         // 24 against 19 tiles).
-        const int split = static_cast<int>(ti % splits);
+        const int split = static_cast<int>(rest % splits);
         const int o0 = static_cast<int>(int64_t(split) * out_tiles / splits);
         const int o1 = static_cast<int>(int64_t(split + 1) * out_tiles / splits);
         if (o0 >= o1) return;
