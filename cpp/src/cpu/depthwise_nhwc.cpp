@@ -50,13 +50,15 @@ struct AxisTaps {
     std::vector<int64_t> offsets;
 };
 
-AxisTaps gradient_taps(int64_t count, int64_t s, int64_t first, int64_t dilation, int kernel,
-                       int64_t size) {
+// The taps of every coordinate i < count whose other coordinate other(i, k) (negative: none)
+// lies below size.
+template <typename Other>
+AxisTaps axis_taps(int64_t count, int kernel, int64_t size, Other other) {
     AxisTaps a;
     for (int64_t i = 0; i < count; ++i) {
         a.offsets.push_back(static_cast<int64_t>(a.taps.size()));
         for (int k = 0; k < kernel; ++k) {
-            const int64_t e = i * s - first - dilation * k;
+            const int64_t e = other(i, k);
             if (e >= 0 && e < size) a.taps.push_back({k, e});
         }
     }
@@ -64,18 +66,18 @@ AxisTaps gradient_taps(int64_t count, int64_t s, int64_t first, int64_t dilation
     return a;
 }
 
+AxisTaps gradient_taps(int64_t count, int64_t s, int64_t first, int64_t dilation, int kernel,
+                       int64_t size) {
+    return axis_taps(count, kernel, size,
+                     [&](int64_t i, int k) { return i * s - first - dilation * k; });
+}
+
 AxisTaps forward_taps(int64_t count, int64_t s, int64_t first, int64_t dilation, int kernel,
                       int64_t size) {
-    AxisTaps a;
-    for (int64_t i = 0; i < count; ++i) {
-        a.offsets.push_back(static_cast<int64_t>(a.taps.size()));
-        for (int k = 0; k < kernel; ++k) {
-            const int64_t e = first + i + dilation * k;
-            if (e >= 0 && e % s == 0 && e / s < size) a.taps.push_back({k, e / s});
-        }
-    }
-    a.offsets.push_back(static_cast<int64_t>(a.taps.size()));
-    return a;
+    return axis_taps(count, kernel, size, [&](int64_t i, int k) {
+        const int64_t e = first + i + dilation * k;
+        return e >= 0 && e % s == 0 ? e / s : int64_t(-1);
+    });
 }
 
 // Pixels m < pixels of a run: out[m * out_step + c] = init[c] + the sum over k < count, in
