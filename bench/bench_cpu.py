@@ -767,6 +767,12 @@ def markdown_section(report: Report) -> str:
         "same call asking for that gradient alone. torch forward: F.conv_transpose{1,2}d; torch "
         f"backward: {m['torch_backward']} (all three gradients, or the one asked for).",
     ]
+    if m.get("layout", "NCHW") != "NCHW":
+        lines.append(
+            "- Layout NHWC: convt's arrays keep channels last (NLC for 1-D shapes); torch's image "
+            "tensors are channels_last (2-D shapes), or the same NLC memory seen as NCL (1-D: "
+            "torch has no channels-last format for 3-D tensors)."
+        )
     if m["with_torch"]:
         lines.append(
             "- Ratios are torch time / convt time (> 1: convt is faster), measured interleaved "
