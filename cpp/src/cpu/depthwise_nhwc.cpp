@@ -22,8 +22,9 @@ namespace {
 constexpr int64_t kRowCuts = 4;
 constexpr int64_t kMinParts = 8;
 
-// The channel loops below are built twice on x86: for AVX2 (picked by use_avx2()) and the
-// baseline; the compiler vectorizes them.
+// dW's channel loops are built twice on x86, for AVX2 (picked by use_avx2()) and the baseline,
+// and vectorized by the compiler; the forward's and dX's sums are AVX2 intrinsics (GCC turned
+// the same loops with a register chunk into scalar code) or portable loops.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define CONVT_DW_AVX2 1
 #endif
@@ -232,12 +233,13 @@ CONVT_DW_NHWC_ROWS(avx2, __attribute__((target("avx2,fma"))))
 #endif
 #undef CONVT_DW_NHWC_ROWS
 
-// Per-thread scratch: one pixel's sums, and the weights tap-major ([tap][channel]).
+// Per-thread scratch: a dW source row's sums.
 std::vector<float>& scratch() {
     thread_local std::vector<float> v;
     return v;
 }
 
+// The weights tap-major ([tap][channel]): a tap's channels contiguous, as the pixels' are.
 std::vector<float> tap_major(const DepthwiseWeights& w, int64_t channels, int64_t taps) {
     std::vector<float> by_tap(static_cast<size_t>(taps * channels));
     for (int64_t c = 0; c < channels; ++c)
