@@ -418,6 +418,11 @@ int append_dot_taps(const GradientColumns& g, const XRows& x_rows, const float* 
 
 void pack_depthwise_weights(const detail::PreparedWeights& pw, DepthwiseWeights& out) {
     out.taps.assign(pw.values.begin(), pw.values.end());  // OHWI with I/groups == 1
+    const int64_t taps = pw.kernel_h * pw.kernel_w;
+    out.by_tap.resize(out.taps.size());
+    for (int64_t c = 0; c < pw.out_channels; ++c)
+        for (int64_t t = 0; t < taps; ++t)
+            out.by_tap[t * pw.out_channels + c] = out.taps[c * taps + t];
     out.bias.assign(static_cast<size_t>(pw.out_channels), 0.f);
     for (size_t i = 0; i < pw.bias.size(); ++i) out.bias[i] = static_cast<float>(pw.bias[i]);
     out.slopes.clear();

@@ -8,9 +8,10 @@
 
 namespace convt::cpu {
 
-/// Weights of a depthwise layer: [channel][ky][kx], bias [channel], PReLU slopes or empty.
+/// Weights of a depthwise layer: [channel][ky][kx], also tap-major ([ky][kx][channel], for
+/// channel-contiguous tensors), bias [channel], PReLU slopes or empty.
 struct DepthwiseWeights {
-    std::vector<float> taps, bias, slopes;
+    std::vector<float> taps, by_tap, bias, slopes;
 };
 
 void pack_depthwise_weights(const detail::PreparedWeights& weights, DepthwiseWeights& out);

@@ -239,14 +239,6 @@ std::vector<float>& scratch() {
     return v;
 }
 
-// The weights tap-major ([tap][channel]): a tap's channels contiguous, as the pixels' are.
-std::vector<float> tap_major(const DepthwiseWeights& w, int64_t channels, int64_t taps) {
-    std::vector<float> by_tap(static_cast<size_t>(taps * channels));
-    for (int64_t c = 0; c < channels; ++c)
-        for (int64_t t = 0; t < taps; ++t) by_tap[t * channels + c] = w.taps[c * taps + t];
-    return by_tap;
-}
-
 }  // namespace
 
 bool depthwise_nhwc_fits(const ConvtParams& p) {
@@ -256,8 +248,7 @@ bool depthwise_nhwc_fits(const ConvtParams& p) {
 
 void forward_depthwise_nhwc(const ConvtParams& p, const DepthwiseWeights& w, const void* src,
                             void* dst) {
-    const int64_t channels = p.groups, taps = int64_t(p.kernel_h) * p.kernel_w;
-    const std::vector<float> by_tap = tap_major(w, channels, taps);
+    const int64_t channels = p.groups;
     const AxisTaps rows =
         forward_taps(p.clip_h, p.stride_y, p.first_tap_y, p.dilation_y, p.kernel_h, p.src_h);
     const std::vector<AxisRun> col_runs = axis_runs(
@@ -270,7 +261,7 @@ void forward_depthwise_nhwc(const ConvtParams& p, const DepthwiseWeights& w, con
         const int64_t n = task / p.clip_h, yy = task % p.clip_h;
         const float* image = x + p.src_base + n * p.src_stride_n;
         float* out = y + dst_index(p, n, 0, yy, 0);
-        taps_row(rows, yy, col_runs, image, p.src_stride_h, p.src_stride_w, by_tap.data(),
+        taps_row(rows, yy, col_runs, image, p.src_stride_h, p.src_stride_w, w.by_tap.data(),
                  p.kernel_w, channels, w.bias.data(), out, p.dst_stride_w);
         if (ntype == NeuronType::None) return;
         for (int64_t xx = 0; xx < p.clip_w; ++xx)
@@ -284,8 +275,7 @@ void forward_depthwise_nhwc(const ConvtParams& p, const DepthwiseWeights& w, con
 
 void backward_data_depthwise_nhwc(const ConvtParams& p, const DepthwiseWeights& w, const void* dy,
                                   void* dx) {
-    const int64_t channels = p.groups, taps = int64_t(p.kernel_h) * p.kernel_w;
-    const std::vector<float> by_tap = tap_major(w, channels, taps);
+    const int64_t channels = p.groups;
     const std::vector<float> zeros(static_cast<size_t>(channels), 0.f);
     const AxisTaps rows =
         gradient_taps(p.src_h, p.stride_y, p.first_tap_y, p.dilation_y, p.kernel_h, p.clip_h);
@@ -297,8 +287,8 @@ void backward_data_depthwise_nhwc(const ConvtParams& p, const DepthwiseWeights& 
     ThreadPool::instance().parallel_for(int64_t(p.num_images) * p.src_h, [&](int64_t task) {
         const int64_t n = task / p.src_h, iy = task % p.src_h;
         taps_row(rows, iy, col_runs, g + dst_index(p, n, 0, 0, 0), p.dst_stride_h, p.dst_stride_w,
-                 by_tap.data(), p.kernel_w, channels, zeros.data(), out + src_index(p, n, 0, iy, 0),
-                 p.src_stride_w);
+                 w.by_tap.data(), p.kernel_w, channels, zeros.data(),
+                 out + src_index(p, n, 0, iy, 0), p.src_stride_w);
     });
 }
 
