@@ -307,14 +307,14 @@ def test_cpu_depthwise_fused_backward_bitwise(
     assert_close(together[1], gw, FP32_TOL, f"{case} {storage} fused dW")
 
 
-@pytest.mark.parametrize("case", ["depthwise_channels", "gemm_tails", "winograd", "pixel_free"])
+@pytest.mark.parametrize("case", ["depthwise_channels", "gemm_tails", "winograd", "channels_37"])
 def test_cpu_nhwc_threads_and_bias_bitwise(rng: np.random.Generator, case: str) -> None:
     """NHWC float32 (channels contiguous: the depthwise channel loops, the GEMM's transposed
     gathers and stores, dB a row of pixels at a time): 1 and 2 threads give identical bits, and
     dB equals the NCHW dB bit for bit (the same summation order, channel by channel)."""
     import convt
 
-    if case == "pixel_free":  # 37 channels: dB's 32-channel vectors, then a 5-channel tail
+    if case == "channels_37":  # 37 channels: dB's 32-channel vectors, then a 5-channel tail
         x = rng.standard_normal((3, 23, 7, 13)).astype(np.float32)
         wt = rng.standard_normal((23, 37, 3, 3)).astype(np.float32)
         geometry = (2, 1, 0, 1, 1)
