@@ -809,16 +809,12 @@ class Footprint {
         for (int64_t x = x0; x < x1; ++x) row[x % sx_ * phase_width_ + x / sx_] = 0.f;
     }
     // Channels contiguous: 8 channels of `count` pixels from tensor element `at` (channel 0,
-    // column x_lo) into floats_ ([channel][count]) by 8 x 8 transposes (element by element,
-    // strided, these rows were 41% of grp4's NHWC dX).
+    // column x_lo) into floats_ ([channel][count]; strided element by element, these rows were
+    // 41% of grp4's NHWC dX).
     void gather8(const Plane& t, int64_t at, int64_t count) {
         floats_.resize(static_cast<size_t>(8 * count));
-        const float* in = static_cast<const float*>(t.data) + at;
-        int64_t x = 0;
-        for (; x + 8 <= count; x += 8)
-            transpose8(in + x * t.stride_w, t.stride_w, 1, 8, floats_.data() + x, count);
-        for (; x < count; ++x)
-            for (int c = 0; c < 8; ++c) floats_[c * count + x] = in[x * t.stride_w + c];
+        gather_channels(static_cast<const float*>(t.data) + at, t.stride_w, count, 8,
+                        floats_.data(), count);
     }
     // Columns [x_lo, x_hi) of a footprint row from tensor element `at` (column x_lo) on, each
     // to its phase's part of `row`.

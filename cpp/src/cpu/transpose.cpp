@@ -74,6 +74,16 @@ void transpose8(const float* src, int64_t channel_stride, int64_t pixel_step, in
     transpose8_portable(src, channel_stride, pixel_step, channels, out, out_step);
 }
 
+void gather_channels(const float* in, int64_t pixel_step, int64_t count, int channels, float* out,
+                     int64_t out_step) {
+    int64_t x = 0;
+    if (channels == 8)
+        for (; x + 8 <= count; x += 8)
+            transpose8(in + x * pixel_step, pixel_step, 1, 8, out + x, out_step);
+    for (; x < count; ++x)
+        for (int c = 0; c < channels; ++c) out[c * out_step + x] = in[x * pixel_step + c];
+}
+
 void taps_to_windows(const float* block, int64_t taps, int64_t ig, int64_t i0, int64_t i1,
                      float* out, int64_t out_n) {
     int64_t i = i0;

@@ -15,6 +15,12 @@ namespace convt::cpu {
 void transpose8(const float* src, int64_t channel_stride, int64_t pixel_step, int channels,
                 float* out, int64_t out_step);
 
+/// out[c * out_step + x] = in[x * pixel_step + c] for x < count, c < channels (channels <= 8):
+/// pixels' channel runs (channels contiguous, NHWC) as channel rows, by 8 x 8 transposes when
+/// channels == 8 (element by element, strided, every pixel's line was read once a channel).
+void gather_channels(const float* in, int64_t pixel_step, int64_t count, int channels, float* out,
+                     int64_t out_step);
+
 /// One output channel's dW from OHWI to PyTorch's kernel windows, input channels [i0, i1):
 /// block[t * ig + i] (tap t) goes to out[i * out_n + taps - 1 - t] (the window's element: the
 /// kernel turned back), 8 taps x 8 channels at a time, so each write run is a window.

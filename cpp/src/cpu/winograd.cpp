@@ -293,15 +293,9 @@ CONVT_INLINE void transform_inputs_body(const Correlation& c, int g, const TileR
                 const int nb = std::min(kGather, c.channels - ch);
                 for (int j = 0; j < AY; ++j) {
                     if (!inside[j]) continue;
-                    const float* r =
-                        src.base + s.n * c.in_n + g * c.in_group + ch + row_at[j] + first;
-                    float* out = runs.data() + j * n;
-                    int64_t m = 0;
-                    if (nb == kGather)
-                        for (; m + kGather <= n; m += kGather)
-                            transpose8(r + m * step, step, 1, kGather, out + m, run_step);
-                    for (; m < n; ++m)
-                        for (int k = 0; k < nb; ++k) out[k * run_step + m] = r[m * step + k];
+                    gather_channels(
+                        src.base + s.n * c.in_n + g * c.in_group + ch + row_at[j] + first, step, n,
+                        nb, runs.data() + j * n, run_step);
                 }
             }
             if (ch < c.channels && by_pixel) {
