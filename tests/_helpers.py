@@ -81,7 +81,9 @@ def make_storage(
     """Put NCHW data into one of several storage kinds.
 
     kind: "NCHW", "NHWC" (contiguous), "strided" (a sliced view of a larger NCHW array, with
-    gaps in H, W and C) or "nhwc-view" (a transposed, non-contiguous view of an NCHW array).
+    gaps in H, W and C), "nhwc-view" (a transposed, non-contiguous view of an NCHW array) or
+    "nhwc-gaps" (a sliced view of a larger NHWC array: channels contiguous, gaps between pixels
+    and rows; not in STORAGE_KINDS, which the random sweeps pick from).
     Returns (array to wrap, layout string, base array, boolean mask of the view inside base).
     """
     nchw = np.asarray(nchw)
@@ -100,6 +102,14 @@ def make_storage(
         inside = np.zeros(base.shape, bool)
         inside[sel] = True
         return view, "NCHW", base, inside
+    if kind == "nhwc-gaps":
+        base = np.full((n, h, w + 2, c + 3), np.nan, dtype=dtype)
+        sel = (slice(None), slice(None), slice(1, w + 1), slice(2, c + 2))
+        view = base[sel]
+        view[...] = nchw.transpose(0, 2, 3, 1)
+        inside = np.zeros(base.shape, bool)
+        inside[sel] = True
+        return view, "NHWC", base, inside
     if kind == "nhwc-view":
         base = np.ascontiguousarray(nchw, dtype=dtype)
         return base.transpose(0, 2, 3, 1), "NHWC", base, np.ones(base.shape, bool)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import reference as R
-from _helpers import FP16_TOL, FP32_TOL, STORAGE_KINDS, assert_close, make_storage, poison
+from _helpers import FP16_TOL, FP32_TOL, STORAGE_KINDS, assert_close, make_storage
 
 # name: (cin, cout, groups, (H, W), k, stride, padding, output_padding, dilation), k an int (k x k)
 # or (kh, kw), the rest ints or pairs; the paths are forward / dX / dW for NCHW float32 (NHWC and
@@ -61,9 +61,9 @@ CASES = {
     # Rows of 75 (dX) and phase rows of 75 (the forward): the fused taps' four-vector passes
     # (32 columns), then one vector, then 3 columns; 9 rows (dY's rows prefetched 4 on).
     "depthwise_wide": (6, 6, 6, (9, 75), 4, 2, 1, 0, 1),
-    # Depthwise with 8 or more channels: in NHWC float32 storage, each pixel's taps as vector
-    # loops over the channels (23: a tail of 7 after the 8-wide vectors), at stride 2 with an
-    # output_padding, and at stride 3 with dilation 2.
+    # Depthwise with 8 or more channels: in NHWC storage (fp32 or fp16), each pixel's taps as
+    # vector loops over the channels (23: a tail of 7 after the 8-wide vectors), at stride 2 with
+    # an output_padding, and at stride 3 with dilation 2.
     "depthwise_channels": (23, 23, 23, (5, 19), 4, 2, 1, 1, 1),
     "depthwise_channels_s3_d2": (16, 16, 16, (6, 11), 3, 3, 2, 2, 2),
     # One or two outputs from eight or more inputs: the few-output dW, a tap row's 9 columns
@@ -158,7 +158,11 @@ def _cpu() -> Any:
     return next(d for d in convt.devices() if d.kind == "cpu")
 
 
-@pytest.mark.parametrize("storage", STORAGE_KINDS)
+# Channels-contiguous storage with gaps between pixels: not among the random sweeps' kinds.
+PATH_STORAGE = (*STORAGE_KINDS, "nhwc-gaps")
+
+
+@pytest.mark.parametrize("storage", PATH_STORAGE)
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_cpu_path_forward_and_gradients(rng: np.random.Generator, case: str, storage: str) -> None:
     import convt
@@ -188,25 +192,46 @@ def test_cpu_path_forward_and_gradients(rng: np.random.Generator, case: str, sto
     assert_close(db, gb, FP32_TOL, f"{case} {storage} dB")
 
 
-@pytest.mark.parametrize("case", ["gemm_tails", "rows_s2", "narrow_out", "depthwise"])
-def test_cpu_path_float16(rng: np.random.Generator, case: str) -> None:
-    """fp16 images and weights: converted tile by tile (F16C where the kernels use AVX2),
-    float accumulation."""
+# fp16 cases: the GEMM, the few-output forward and dW, the scatter form (one output), the
+# depthwise plane loops (7 channels) and channel loops (8 or more, NHWC), whose rows are
+# converted a chunk at a time, strided rows gathered as bits first.
+FLOAT16_CASES = (
+    "gemm_tails",
+    "rows_s2",
+    "narrow_out",
+    "one_out",
+    "depthwise",
+    "depthwise_channels",
+    "depthwise_channels_s3_d2",
+)
+
+
+@pytest.mark.parametrize("storage", PATH_STORAGE)
+@pytest.mark.parametrize("case", FLOAT16_CASES)
+def test_cpu_path_float16(rng: np.random.Generator, case: str, storage: str) -> None:
+    """fp16 images and weights in every storage kind: converted tile by tile (F16C where the
+    kernels use AVX2), float accumulation."""
     import convt
 
     cin, cout, groups, (h, w), k, s, p, op, d = CASES[case]
     x = rng.standard_normal((2, cin, h, w)).astype(np.float16)
     wt = rng.standard_normal((cin, cout // groups, *_kernel(k))).astype(np.float16)
     ref = R.conv_transpose_torch_ref(x, wt, None, s, p, op, groups, d)
-    out = poison(np.empty(ref.shape, np.float16))
-    convt.conv_transpose2d(x, wt, None, s, p, op, groups, d, out=out, device=_cpu())
-    assert_close(out, ref, FP16_TOL, f"{case} fp16 forward")
+    xs, layout, _, _ = make_storage(x, storage, np.float16)
+    out, _, out_base, inside = make_storage(np.full(ref.shape, np.nan), storage, np.float16)
+    convt.conv_transpose2d(xs, wt, None, s, p, op, groups, d, out=out, layout=layout, device=_cpu())
+    back = (lambda a: a) if layout == "NCHW" else (lambda a: np.moveaxis(a, -1, 1))
+    assert_close(back(out), ref, FP16_TOL, f"{case} {storage} fp16 forward")
+    assert np.isnan(out_base[~inside]).all(), "wrote outside the output view"
     dy = rng.standard_normal(ref.shape).astype(np.float16)
     gx, gw, gb = R.conv_transpose_torch_backward(dy, x, wt, s, p, op, groups, d)
-    dx, dw, db = convt.conv_transpose2d_backward(dy, x, wt, s, p, op, groups, d, device=_cpu())
-    assert_close(dx, gx, FP16_TOL, f"{case} fp16 dX")
-    assert_close(dw, gw, FP16_TOL, f"{case} fp16 dW")
-    assert_close(db, gb, FP16_TOL, f"{case} fp16 dB")
+    dys, _, _, _ = make_storage(dy, storage, np.float16)
+    dx, dw, db = convt.conv_transpose2d_backward(
+        dys, xs, wt, s, p, op, groups, d, layout=layout, device=_cpu()
+    )
+    assert_close(back(dx), gx, FP16_TOL, f"{case} {storage} fp16 dX")
+    assert_close(dw, gw, FP16_TOL, f"{case} {storage} fp16 dW")
+    assert_close(db, gb, FP16_TOL, f"{case} {storage} fp16 dB")
 
 
 # Forwards of 16 MB or more written with streaming stores: (input shape, weight shape, groups).

@@ -453,21 +453,6 @@ Phase phase_of(int64_t r, int64_t s, int64_t clip, int64_t first_tap, int64_t di
     return ph;
 }
 
-// count elements of a tensor, `step` apart from element `at`, as floats into out: fp16 runs
-// converted at once (F16C where the CPU has it; one library call an element was a third of
-// fsrcnn's fp16 dW).
-void to_floats(const void* base, int32_t type, int64_t at, int64_t step, int64_t count,
-               float* out) {
-    if (type == CONVT_TYPE_F32) {
-        const float* in = static_cast<const float*>(base) + at;
-        for (int64_t i = 0; i < count; ++i) out[i] = in[i * step];
-    } else if (type == CONVT_TYPE_F16 && step == 1) {
-        halves_to_floats(static_cast<const uint16_t*>(base) + at, static_cast<int>(count), out);
-    } else {
-        for (int64_t i = 0; i < count; ++i) out[i] = load<float>(base, type, at + i * step);
-    }
-}
-
 void write_gradient_row(float* out, const float* c, int n, bool accumulate) {
     for (int i = 0; i < n; ++i) out[i] = accumulate ? out[i] + c[i] : c[i];
 }
@@ -1510,7 +1495,7 @@ void backward_weights_taps_image(const ConvtParams& p, const void* x, const void
         const int64_t at = dst_index(p, n, ch, yy, 0);
         if (p.dst_type == CONVT_TYPE_F32 && p.dst_stride_w == 1)
             return static_cast<const float*>(dy) + at;
-        to_floats(dy, p.dst_type, at, p.dst_stride_w, p.clip_w, dy_floats.data());
+        load_row(dy, p.dst_type, at, p.dst_stride_w, p.clip_w, dy_floats.data());
         return dy_floats.data();
     };
     const StridedAKernel sk = strided_a_kernel();
@@ -1596,9 +1581,9 @@ void backward_weights_taps_image(const ConvtParams& p, const void* x, const void
             } else {
                 for (int ic = 0; ic < ig; ++ic)
                     for (int r = 0; r < nr; ++r)
-                        to_floats(x, p.src_type, src_index(p, n, int64_t(g) * ig + ic, r0 + r, 0),
-                                  p.src_stride_w, width,
-                                  xrows.data() + int64_t(ic) * kpix + int64_t(r) * width);
+                        load_row(x, p.src_type, src_index(p, n, int64_t(g) * ig + ic, r0 + r, 0),
+                                 p.src_stride_w, width,
+                                 xrows.data() + int64_t(ic) * kpix + int64_t(r) * width);
                 a = xrows.data();
             }
             if (!exact) {

@@ -563,9 +563,9 @@ void forward_depthwise(const ConvtParams& p, const DepthwiseWeights& w, const vo
                     std::memcpy(d, row_out, sizeof(float) * p.clip_w);
                 continue;
             }
-            for (int64_t r = 0; r < phases; ++r)
-                for (int64_t j = 0, xx = r; xx < p.clip_w; ++j, xx += s)
-                    store<float>(dst, p.dst_type, out0 + xx * p.dst_stride_w, v[r * length + j]);
+            for (int64_t r = 0; r < phases; ++r)  // a phase's pixels, s apart
+                store_row(dst, p.dst_type, out0 + r * p.dst_stride_w, s * p.dst_stride_w,
+                          ceil_div(p.clip_w - r, s), v + r * length);
         }
     });
 }
@@ -594,12 +594,7 @@ void write_dx_row(const ConvtParams& p, const GradientColumns& g, FusedGrid fuse
     }
     const float* row = s.acc.data();
     fused(grid, 0.f, p.src_w, s.acc.data());
-    if (p.src_type == CONVT_TYPE_F16 && p.src_stride_w == 1) {
-        floats_to_halves(row, static_cast<int>(p.src_w), static_cast<uint16_t*>(dx) + out0);
-    } else {
-        for (int64_t ix = 0; ix < p.src_w; ++ix)
-            store<float>(dx, p.src_type, out0 + ix * p.src_stride_w, row[ix]);
-    }
+    store_row(dx, p.src_type, out0, p.src_stride_w, p.src_w, row);
 }
 
 // dW's eight lanes of each tap, summed pairwise into the channel's weights.

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "geometry.h"
+#include "half_rows.h"
 #include "micro_kernel.h"
 #include "neuron.h"
 #include "thread_pool.h"
@@ -185,11 +186,11 @@ std::vector<AxisRun> axis_runs(const AxisTaps& a, int64_t count, int64_t stride,
 }
 
 // One output (or dX) row: each pixel's channels = init + the products of the taps its row and
-// column meet, row taps outer. `in` is the other tensor's image, (row_step, col_step) its
-// pixel steps; out is the row's first pixel, out_step apart.
-void taps_row(const AxisTaps& rows, int64_t row, const std::vector<AxisRun>& cols, const float* in,
-              int64_t row_step, int64_t col_step, const float* by_tap, int kw, int64_t channels,
-              const float* init, float* out, int64_t out_step) {
+// column meet, row taps outer. in_rows[i] is the other tensor's row of the row's i-th row tap
+// (its pixels col_step apart); out is the row's first pixel, out_step apart.
+void taps_row(const AxisTaps& rows, int64_t row, const std::vector<AxisRun>& cols,
+              const float* const* in_rows, int64_t col_step, const float* by_tap, int kw,
+              int64_t channels, const float* init, float* out, int64_t out_step) {
     const RunSum sum = pick_run_sum();
     thread_local std::vector<const float*> v_tl, t_tl;
     std::vector<const float*>& v = v_tl;
@@ -199,7 +200,7 @@ void taps_row(const AxisTaps& rows, int64_t row, const std::vector<AxisRun>& col
         t.clear();
         for (int64_t a = rows.offsets[row]; a < rows.offsets[row + 1]; ++a)
             for (const AxisTap& b : run.taps) {
-                v.push_back(in + rows.taps[a].at * row_step + b.at * col_step);
+                v.push_back(in_rows[a - rows.offsets[row]] + b.at * col_step);
                 t.push_back(by_tap + (rows.taps[a].k * kw + b.k) * channels);
             }
         sum(init, v.data(), t.data(), static_cast<int>(v.size()), channels, run.count,
@@ -208,30 +209,90 @@ void taps_row(const AxisTaps& rows, int64_t row, const std::vector<AxisRun>& col
 }
 
 // One source row of dW: sums[tap][channel] = the products of the row's pixels with the dY
-// pixels they meet (row taps outer, then column taps, pixel by pixel).
+// pixels they meet (row taps outer, then column taps, pixel by pixel); dy_rows[i] is the dY
+// row of the row's i-th row tap, its pixels dy_w apart.
 CONVT_INLINE void weight_row(const AxisTaps& rows, int64_t row, const AxisTaps& cols, int64_t width,
-                             const float* x_row, int64_t x_step, const float* dy, int64_t dy_h,
+                             const float* x_row, int64_t x_step, const float* const* dy_rows,
                              int64_t dy_w, int kw, int64_t channels, float* sums) {
     for (int64_t a = rows.offsets[row]; a < rows.offsets[row + 1]; ++a)
         for (int64_t j = 0; j < width; ++j)
             for (int64_t b = cols.offsets[j]; b < cols.offsets[j + 1]; ++b)
                 multiply_add(sums + (rows.taps[a].k * kw + cols.taps[b].k) * channels,
                              x_row + j * x_step,
-                             dy + rows.taps[a].at * dy_h + cols.taps[b].at * dy_w, channels);
+                             dy_rows[a - rows.offsets[row]] + cols.taps[b].at * dy_w, channels);
 }
 
-#define CONVT_DW_NHWC_ROWS(suffix, attr)                                                       \
-    attr void weight_row_##suffix(const AxisTaps& rows, int64_t row, const AxisTaps& cols,     \
-                                  int64_t width, const float* x_row, int64_t x_step,           \
-                                  const float* dy, int64_t dy_h, int64_t dy_w, int kw,         \
-                                  int64_t channels, float* sums) {                             \
-        weight_row(rows, row, cols, width, x_row, x_step, dy, dy_h, dy_w, kw, channels, sums); \
+#define CONVT_DW_NHWC_ROWS(suffix, attr)                                                      \
+    attr void weight_row_##suffix(const AxisTaps& rows, int64_t row, const AxisTaps& cols,    \
+                                  int64_t width, const float* x_row, int64_t x_step,          \
+                                  const float* const* dy_rows, int64_t dy_w, int kw,          \
+                                  int64_t channels, float* sums) {                            \
+        weight_row(rows, row, cols, width, x_row, x_step, dy_rows, dy_w, kw, channels, sums); \
     }
 CONVT_DW_NHWC_ROWS(base, )
 #ifdef CONVT_DW_AVX2
 CONVT_DW_NHWC_ROWS(avx2, __attribute__((target("avx2,fma"))))
 #endif
 #undef CONVT_DW_NHWC_ROWS
+
+// A row's pixels (channels contiguous, pixel_step apart) as floats, dense: one run when the
+// pixels are too.
+void load_pixels(const void* base, int32_t type, int64_t at, int64_t pixels, int64_t pixel_step,
+                 int64_t channels, float* out) {
+    if (pixel_step == channels) return load_row(base, type, at, 1, pixels * channels, out);
+    for (int64_t j = 0; j < pixels; ++j)
+        load_row(base, type, at + j * pixel_step, 1, channels, out + j * channels);
+}
+
+// The reverse: dense floats to a row's pixels in the tensor's element type.
+void store_pixels(void* base, int32_t type, int64_t at, int64_t pixels, int64_t pixel_step,
+                  int64_t channels, const float* in) {
+    if (pixel_step == channels) return store_row(base, type, at, 1, pixels * channels, in);
+    for (int64_t j = 0; j < pixels; ++j)
+        store_row(base, type, at + j * pixel_step, 1, channels, in + j * channels);
+}
+
+// A thread's rows of one image of a channels-contiguous tensor as floats, a row tap's each:
+// float32 rows read in place, fp16 rows converted into the thread's buffer, one row at a time
+// (never the whole tensor).
+class ImageRows {
+ public:
+    // The image's first element at `image`, rows row_step elements apart, pixels col_step.
+    ImageRows(const void* base, int32_t type, int64_t image, int64_t row_step, int64_t col_step,
+              int64_t width, int64_t channels)
+        : base_(base),
+          type_(type),
+          image_(image),
+          row_step_(row_step),
+          col_step_(col_step),
+          width_(width),
+          channels_(channels) {}
+    // The pixel step of the rows given out.
+    int64_t step() const { return type_ == CONVT_TYPE_F32 ? col_step_ : channels_; }
+    // Rows at[i] for i < count, into rows[i]; converted ones go to `buffer`.
+    void get(const AxisTap* at, int64_t count, std::vector<float>& buffer,
+             std::vector<const float*>& rows) const {
+        rows.clear();
+        if (type_ == CONVT_TYPE_F32) {
+            for (int64_t i = 0; i < count; ++i)
+                rows.push_back(static_cast<const float*>(base_) + image_ + at[i].at * row_step_);
+            return;
+        }
+        const int64_t row_floats = width_ * channels_;
+        buffer.resize(static_cast<size_t>(count * row_floats));
+        for (int64_t i = 0; i < count; ++i) {
+            float* to = buffer.data() + i * row_floats;
+            load_pixels(base_, type_, image_ + at[i].at * row_step_, width_, col_step_, channels_,
+                        to);
+            rows.push_back(to);
+        }
+    }
+
+ private:
+    const void* base_;
+    int32_t type_;
+    int64_t image_, row_step_, col_step_, width_, channels_;
+};
 
 // Per-thread scratch: a dW source row's sums.
 std::vector<float>& scratch() {
@@ -242,7 +303,8 @@ std::vector<float>& scratch() {
 }  // namespace
 
 bool depthwise_nhwc_fits(const ConvtParams& p) {
-    return depthwise_fits(p) && p.src_type == CONVT_TYPE_F32 && p.dst_type == CONVT_TYPE_F32 &&
+    auto float_or_half = [](int32_t t) { return t == CONVT_TYPE_F32 || t == CONVT_TYPE_F16; };
+    return depthwise_fits(p) && float_or_half(p.src_type) && float_or_half(p.dst_type) &&
            p.src_stride_c == 1 && p.dst_stride_c == 1 && p.groups >= 8;
 }
 
@@ -255,21 +317,28 @@ void forward_depthwise_nhwc(const ConvtParams& p, const DepthwiseWeights& w, con
         forward_taps(p.clip_w, p.stride_x, p.first_tap_x, p.dilation_x, p.kernel_w, p.src_w),
         p.clip_w, p.stride_x, 1);
     const auto ntype = static_cast<NeuronType>(p.neuron);
-    const auto* x = static_cast<const float*>(src);
-    auto* y = static_cast<float*>(dst);
+    const bool in_place = p.dst_type == CONVT_TYPE_F32;  // else a float row, then converted
     ThreadPool::instance().parallel_for(int64_t(p.num_images) * p.clip_h, [&](int64_t task) {
         const int64_t n = task / p.clip_h, yy = task % p.clip_h;
-        const float* image = x + p.src_base + n * p.src_stride_n;
-        float* out = y + dst_index(p, n, 0, yy, 0);
-        taps_row(rows, yy, col_runs, image, p.src_stride_h, p.src_stride_w, w.by_tap.data(),
-                 p.kernel_w, channels, w.bias.data(), out, p.dst_stride_w);
-        if (ntype == NeuronType::None) return;
-        for (int64_t xx = 0; xx < p.clip_w; ++xx)
+        const ImageRows image(src, p.src_type, p.src_base + n * p.src_stride_n, p.src_stride_h,
+                              p.src_stride_w, p.src_w, channels);
+        thread_local std::vector<float> buffer, row_out;
+        thread_local std::vector<const float*> in_rows;
+        image.get(rows.taps.data() + rows.offsets[yy], rows.offsets[yy + 1] - rows.offsets[yy],
+                  buffer, in_rows);
+        const int64_t at = dst_index(p, n, 0, yy, 0);
+        const int64_t out_step = in_place ? p.dst_stride_w : channels;
+        if (!in_place) row_out.resize(static_cast<size_t>(p.clip_w * channels));
+        float* out = in_place ? static_cast<float*>(dst) + at : row_out.data();
+        taps_row(rows, yy, col_runs, in_rows.data(), image.step(), w.by_tap.data(), p.kernel_w,
+                 channels, w.bias.data(), out, out_step);
+        for (int64_t xx = 0; xx < p.clip_w && ntype != NeuronType::None; ++xx)
             for (int64_t c = 0; c < channels; ++c) {
-                float& v = out[xx * p.dst_stride_w + c];
+                float& v = out[xx * out_step + c];
                 v = apply_neuron(ntype, v, p.neuron_a, p.neuron_b, p.neuron_c,
                                  w.slopes.empty() ? 0.f : w.slopes[c]);
             }
+        if (!in_place) store_pixels(dst, p.dst_type, at, p.clip_w, p.dst_stride_w, channels, out);
     });
 }
 
@@ -282,13 +351,21 @@ void backward_data_depthwise_nhwc(const ConvtParams& p, const DepthwiseWeights& 
     const std::vector<AxisRun> col_runs = axis_runs(
         gradient_taps(p.src_w, p.stride_x, p.first_tap_x, p.dilation_x, p.kernel_w, p.clip_w),
         p.src_w, 1, p.stride_x);
-    const auto* g = static_cast<const float*>(dy);
-    auto* out = static_cast<float*>(dx);
+    const bool in_place = p.src_type == CONVT_TYPE_F32;
     ThreadPool::instance().parallel_for(int64_t(p.num_images) * p.src_h, [&](int64_t task) {
         const int64_t n = task / p.src_h, iy = task % p.src_h;
-        taps_row(rows, iy, col_runs, g + dst_index(p, n, 0, 0, 0), p.dst_stride_h, p.dst_stride_w,
-                 w.by_tap.data(), p.kernel_w, channels, zeros.data(),
-                 out + src_index(p, n, 0, iy, 0), p.src_stride_w);
+        const ImageRows grad(dy, p.dst_type, dst_index(p, n, 0, 0, 0), p.dst_stride_h,
+                             p.dst_stride_w, p.clip_w, channels);
+        thread_local std::vector<float> buffer, row_out;
+        thread_local std::vector<const float*> in_rows;
+        grad.get(rows.taps.data() + rows.offsets[iy], rows.offsets[iy + 1] - rows.offsets[iy],
+                 buffer, in_rows);
+        const int64_t at = src_index(p, n, 0, iy, 0);
+        if (!in_place) row_out.resize(static_cast<size_t>(p.src_w * channels));
+        float* out = in_place ? static_cast<float*>(dx) + at : row_out.data();
+        taps_row(rows, iy, col_runs, in_rows.data(), grad.step(), w.by_tap.data(), p.kernel_w,
+                 channels, zeros.data(), out, in_place ? p.src_stride_w : channels);
+        if (!in_place) store_pixels(dx, p.src_type, at, p.src_w, p.src_stride_w, channels, out);
     });
 }
 
@@ -304,26 +381,32 @@ void backward_weights_depthwise_nhwc(const ConvtParams& p, const void* x, const 
                                              std::min<int64_t>(kRowCuts, p.src_h));
     const int64_t parts = int64_t(p.num_images) * cuts;
     const std::unique_ptr<float[]> partials(new float[static_cast<size_t>(parts * count)]);
-    const auto* xs = static_cast<const float*>(x);
-    const auto* g = static_cast<const float*>(dy);
     ThreadPool::instance().parallel_for(parts, [&](int64_t part) {
         const int64_t n = part / cuts, cut = part % cuts;
+        const ImageRows image(x, p.src_type, src_index(p, n, 0, 0, 0), p.src_stride_h,
+                              p.src_stride_w, p.src_w, channels);
+        const ImageRows grad(dy, p.dst_type, dst_index(p, n, 0, 0, 0), p.dst_stride_h,
+                             p.dst_stride_w, p.clip_w, channels);
+        thread_local std::vector<float> x_buffer, dy_buffer;
+        thread_local std::vector<const float*> x_row, dy_rows;
         float* sums = partials.get() + part * count;
         std::fill(sums, sums + count, 0.f);
         std::vector<float>& row_sums = scratch();  // one source row's, added to the part's
         row_sums.resize(static_cast<size_t>(count));
         for (int64_t iy = p.src_h * cut / cuts; iy < p.src_h * (cut + 1) / cuts; ++iy) {
             std::fill(row_sums.begin(), row_sums.end(), 0.f);
+            const AxisTap self{0, iy};
+            image.get(&self, 1, x_buffer, x_row);
+            grad.get(rows.taps.data() + rows.offsets[iy], rows.offsets[iy + 1] - rows.offsets[iy],
+                     dy_buffer, dy_rows);
 #ifdef CONVT_DW_AVX2
             if (use_avx2())
-                weight_row_avx2(rows, iy, cols, p.src_w, xs + src_index(p, n, 0, iy, 0),
-                                p.src_stride_w, g + dst_index(p, n, 0, 0, 0), p.dst_stride_h,
-                                p.dst_stride_w, p.kernel_w, channels, row_sums.data());
+                weight_row_avx2(rows, iy, cols, p.src_w, x_row[0], image.step(), dy_rows.data(),
+                                grad.step(), p.kernel_w, channels, row_sums.data());
             else
 #endif
-                weight_row_base(rows, iy, cols, p.src_w, xs + src_index(p, n, 0, iy, 0),
-                                p.src_stride_w, g + dst_index(p, n, 0, 0, 0), p.dst_stride_h,
-                                p.dst_stride_w, p.kernel_w, channels, row_sums.data());
+                weight_row_base(rows, iy, cols, p.src_w, x_row[0], image.step(), dy_rows.data(),
+                                grad.step(), p.kernel_w, channels, row_sums.data());
             for (int64_t i = 0; i < count; ++i) sums[i] += row_sums[i];
         }
     });

@@ -1,7 +1,8 @@
 // Depthwise layers (one channel in and out per group) whose tensors keep channels contiguous
-// (NHWC float32): each pixel's taps as vector loops over the channels. The plane-by-plane loops
-// of depthwise.cpp read such rows one strided element at a time, every line once a channel
-// (dw_k4s2's NHWC dW took 16x its NCHW time).
+// (NHWC, float32 or fp16): each pixel's taps as vector loops over the channels. The
+// plane-by-plane loops of depthwise.cpp read such rows one strided element at a time, every
+// line once a channel (dw_k4s2's NHWC dW took 16x its NCHW time, its fp16 forward 17x). fp16
+// rows are converted to float a row at a time as they are needed.
 #pragma once
 
 #include "../../../metal/convt_params.h"
@@ -10,7 +11,7 @@
 
 namespace convt::cpu {
 
-/// Depthwise, float32 images, channels contiguous in both tensors.
+/// Depthwise, float32 or fp16 images, channels contiguous in both tensors.
 bool depthwise_nhwc_fits(const ConvtParams& p);
 
 /// The forward: bias plus the taps that land on each output pixel, in tap order (ky, then kx),

@@ -1,5 +1,6 @@
 #include "half_rows.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "../core/half.h"
@@ -13,6 +14,8 @@
 
 namespace convt::cpu {
 namespace {
+
+constexpr int kChunk = 256;  // half elements converted at once (bits on the stack)
 
 #ifdef CONVT_X86_DISPATCH
 __attribute__((target("avx2,f16c"))) void halves_to_floats_f16c(const uint16_t* src, int n,
@@ -60,15 +63,52 @@ void floats_to_halves(const float* src, int n, uint16_t* out) {
 
 void load_row(const void* base, int32_t type, int64_t first, int64_t step, int64_t count,
               float* out) {
-    if (type == CONVT_TYPE_F32 && step == 1) {
-        std::memcpy(out, static_cast<const float*>(base) + first, sizeof(float) * size_t(count));
-        return;
+    if (type == CONVT_TYPE_F32) {
+        const float* in = static_cast<const float*>(base) + first;
+        if (step == 1)
+            std::memcpy(out, in, sizeof(float) * size_t(count));
+        else
+            for (int64_t i = 0; i < count; ++i) out[i] = in[i * step];
+    } else if (type == CONVT_TYPE_F16) {
+        const uint16_t* in = static_cast<const uint16_t*>(base) + first;
+        uint16_t bits[kChunk];
+        for (int64_t i = 0; i < count; i += kChunk) {
+            const int n = static_cast<int>(std::min<int64_t>(kChunk, count - i));
+            const uint16_t* from = in + i * step;
+            if (step != 1) {
+                for (int j = 0; j < n; ++j) bits[j] = from[j * step];
+                from = bits;
+            }
+            halves_to_floats(from, n, out + i);
+        }
+    } else {
+        for (int64_t i = 0; i < count; ++i) out[i] = load<float>(base, type, first + i * step);
     }
-    if (type == CONVT_TYPE_F16 && step == 1) {
-        halves_to_floats(static_cast<const uint16_t*>(base) + first, static_cast<int>(count), out);
-        return;
+}
+
+void store_row(void* base, int32_t type, int64_t first, int64_t step, int64_t count,
+               const float* in) {
+    if (type == CONVT_TYPE_F32) {
+        float* out = static_cast<float*>(base) + first;
+        if (step == 1)
+            std::memcpy(out, in, sizeof(float) * size_t(count));
+        else
+            for (int64_t i = 0; i < count; ++i) out[i * step] = in[i];
+    } else if (type == CONVT_TYPE_F16) {
+        uint16_t* out = static_cast<uint16_t*>(base) + first;
+        uint16_t bits[kChunk];
+        for (int64_t i = 0; i < count; i += kChunk) {
+            const int n = static_cast<int>(std::min<int64_t>(kChunk, count - i));
+            if (step == 1) {
+                floats_to_halves(in + i, n, out + i);
+                continue;
+            }
+            floats_to_halves(in + i, n, bits);
+            for (int j = 0; j < n; ++j) out[(i + j) * step] = bits[j];
+        }
+    } else {
+        for (int64_t i = 0; i < count; ++i) store<float>(base, type, first + i * step, in[i]);
     }
-    for (int64_t i = 0; i < count; ++i) out[i] = load<float>(base, type, first + i * step);
 }
 
 }  // namespace convt::cpu

@@ -44,17 +44,6 @@ void pack_source_row(const ConvtParams& p, const void* src, int64_t n, int64_t c
     }
 }
 
-// n floats to the tensor from element `at` on, `stride` apart, in its element type.
-void store_row(void* dst, int32_t type, int64_t at, int64_t stride, const float* row, int64_t n) {
-    if (stride == 1 && type == CONVT_TYPE_F32) {
-        std::memcpy(static_cast<float*>(dst) + at, row, sizeof(float) * size_t(n));
-    } else if (stride == 1 && type == CONVT_TYPE_F16) {
-        floats_to_halves(row, static_cast<int>(n), static_cast<uint16_t*>(dst) + at);
-    } else {
-        for (int64_t i = 0; i < n; ++i) store<float>(dst, type, at + i * stride, row[i]);
-    }
-}
-
 }  // namespace
 
 bool scatter_weights_wanted(const detail::PreparedWeights& pw) {
@@ -178,8 +167,8 @@ void forward_scatter(const ConvtParams& p, const ScatterWeights& w, const void* 
                     interleave(phase_rows.data(), static_cast<int>(sx), qw, line.data());
                     out = line.data();
                 }
-                store_row(dst, p.dst_type, dst_index(p, n, ch, oy0 + r, 0), p.dst_stride_w, out,
-                          p.clip_w);
+                store_row(dst, p.dst_type, dst_index(p, n, ch, oy0 + r, 0), p.dst_stride_w,
+                          p.clip_w, out);
             }
         }
     });
