@@ -42,6 +42,12 @@ struct PaddedPhases {
     }
     // Phase r from `line` (columns of the row), zeros after its last column.
     void split(const float* line, int64_t columns, int64_t stride) {
+        if (stride == 2 && phases == 2) {  // by shuffles (the loop below was half an fp16 dX)
+            deinterleave2(line, columns, phase(0), phase(1));
+            std::fill(phase(0) + (columns + 1) / 2, phase(0) + length, 0.f);
+            std::fill(phase(1) + columns / 2, phase(1) + length, 0.f);
+            return;
+        }
         for (int64_t r = 0; r < phases; ++r) {
             float* o = phase(r);
             int64_t j = 0;
@@ -264,7 +270,6 @@ class DyRows {
         line_.resize(static_cast<size_t>(p.clip_w));
         p_ = &p, dy_ = dy, n_ = n, ch_ = ch;
         floats_ = p.dst_type == CONVT_TYPE_F32 && p.dst_stride_w == 1;
-        split2_ = floats_ && p.stride_x == 2 && rows_[0].phases == 2;
         sum_bias_ = sum_bias;
         if (sum_bias) {
             lanes_.resize(static_cast<size_t>(p.clip_h) * 8);
@@ -300,13 +305,7 @@ class DyRows {
                 static_cast<const float*>(dy_) + dst_index(*p_, n_, ch_, yy + kPrefetchRows, 0);
             for (int64_t x = 0; x < p_->clip_w; x += 16) __builtin_prefetch(ahead + x, 0, 2);
         }
-        if (split2_) {  // straight from the tensor, split with shuffles
-            deinterleave2(static_cast<const float*>(dy_) + first, p_->clip_w, row.phase(0),
-                          row.phase(1));
-            if (p_->clip_w % 2) row.phase(1)[row.length - 1] = 0.f;
-        } else {
-            row.split(row_floats(first), p_->clip_w, p_->stride_x);
-        }
+        row.split(row_floats(first), p_->clip_w, p_->stride_x);
         if (sum_bias_ && !summed_[yy]) {  // from L1, while the row is there
             row_lanes_(floats_ ? static_cast<const float*>(dy_) + first : line_.data(), p_->clip_w,
                        lanes_.data() + yy * 8);
@@ -325,7 +324,7 @@ class DyRows {
     std::vector<int64_t> tags_;
     std::vector<float> line_;
     size_t mask_ = 0;
-    bool floats_ = false, split2_ = false;  // dY rows of contiguous floats; split by shuffles
+    bool floats_ = false;  // dY rows of contiguous floats: read in place
     bool sum_bias_ = false;
     std::vector<float> lanes_;  // [yy][8]: dB lanes of each row
     std::vector<char> summed_;
