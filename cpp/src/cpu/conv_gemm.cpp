@@ -1194,10 +1194,18 @@ void backward_data_gemm(const ConvtParams& p, const GemmWeights& w, const void* 
                           w.backward_tile_step, tiles, static_cast<float*>(dx) + dx_offsets[0],
                           p.src_stride_c, ig, true))
             return;
-        c.assign(size_t(tiles) * kMr * cols, 0.f);
-        accumulate_taps(compact ? footprint.source() : grad, compact ? local : grid, columns, cols,
-                        og, a, w.backward_tap_step, w.backward_tile_step, tiles, ig, c.data(),
-                        packed, compact);
+        // Else the sums go to a buffer, then out. The indirect kernel overwrites it: no zeros
+        // first (dcgan_out and fsrcnn_x3 NHWC dX 1.04x faster; grp4 1.01x).
+        c.resize(size_t(tiles) * kMr * cols);
+        if (poison) std::fill(c.begin(), c.end(), poison_value());  // tests: what it misses
+        if (!compact || one_run ||
+            !indirect_taps(footprint.source(), local, columns, cols, og, a, w.backward_tap_step,
+                           w.backward_tile_step, tiles, c.data(), cols, ig, true)) {
+            std::fill(c.begin(), c.end(), 0.f);
+            accumulate_taps(compact ? footprint.source() : grad, compact ? local : grid, columns,
+                            cols, og, a, w.backward_tap_step, w.backward_tile_step, tiles, ig,
+                            c.data(), packed, compact);
+        }
         find_runs(dx_offsets.data(), real, runs);
         scatter_tile(dx, p.src_type, dx_offsets.data(), runs, p.src_stride_c, c.data(), cols, ig,
                      real, stream);
