@@ -603,19 +603,32 @@ void scatter_tile(void* dst, int32_t type, const int64_t* offset, const std::vec
     int ch = 0;
     if (type == CONVT_TYPE_F32 && channel_stride == 1) {
         float* d = static_cast<float*>(dst);
-        for (; ch + 8 <= rows; ch += 8)
-            for (int j = 0; j < n;) {
-                const int64_t step = j + 8 <= n ? offset[j + 1] - offset[j] : 0;
-                bool even = step >= 8 || step <= -8;  // stores of 8 channels do not overlap
-                for (int k = 2; k < 8 && even; ++k) even = offset[j + k] == offset[j] + k * step;
-                if (even) {
-                    transpose8(c + int64_t(ch) * ldc + j, ldc, 1, 8, d + offset[j] + ch, step);
-                    j += 8;
-                    continue;
-                }
-                for (int k = 0; k < 8; ++k) d[offset[j] + ch + k] = c[(ch + k) * ldc + j];
-                ++j;
+        // Channels [h, h + 8) of pixels from j: 8 of them when evenly spaced, else one. The
+        // pixels done.
+        auto eight = [&](int j, int h) {
+            const int64_t step = j + 8 <= n ? offset[j + 1] - offset[j] : 0;
+            bool even = step >= 8 || step <= -8;  // stores of 8 channels do not overlap
+            for (int k = 2; k < 8 && even; ++k) even = offset[j + k] == offset[j] + k * step;
+            if (even) {
+                transpose8(c + int64_t(h) * ldc + j, ldc, 1, 8, d + offset[j] + h, step);
+                return 8;
             }
+            for (int k = 0; k < 8; ++k) d[offset[j] + h + k] = c[(h + k) * ldc + j];
+            return 1;
+        };
+        const int whole = rows / 8 * 8;
+        // Pixels that follow each other whole (dX of a dense NHWC layer): pixel by pixel, each
+        // one's channels in order, the block written front to back (NHWC dX: fsrcnn_x3 1.10x
+        // faster, dcgan_out 1.07x). Else 8 channels at a time across the pixels (pixel by pixel
+        // was 0.97x on unet_up2's forward, whose phase pixels lie a pixel apart).
+        if (n >= 2 && whole > 0 && rows == whole && offset[1] - offset[0] == rows) {
+            for (int j = 0, done = 0; j < n; j += done)
+                for (int h = 0; h < whole; h += 8) done = eight(j, h);
+        } else {
+            for (int h = 0; h < whole; h += 8)
+                for (int j = 0; j < n;) j += eight(j, h);
+        }
+        ch = whole;
     }
     for (; ch < rows; ++ch)
         scatter_row(dst, type, offset, runs, ch * channel_stride, c + ch * ldc, n, stream);
