@@ -267,18 +267,27 @@ def test_cpu_streamed_output(rng: np.random.Generator, kind: str, shift: int) ->
     assert_close(out, ref, FP32_TOL, f"streamed {kind} forward")
 
 
-def test_cpu_gemm_streamed_grad_input(rng: np.random.Generator) -> None:
-    """A GEMM dX of 16 MB or more is streamed to memory (rows of 1021 elements: unaligned
-    starts, tails)."""
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_cpu_gemm_streamed_grad_input(rng: np.random.Generator, layout: str) -> None:
+    """A GEMM dX of 16 MB or more is streamed to memory: NCHW rows of 1021 elements (unaligned
+    starts, tails); NHWC blocks of whole pixels, 8 at a time through a buffer, then pixels one
+    by one (531941 pixels: the last block ends in 5)."""
     import convt
 
-    x = rng.standard_normal((1, 8, 520, 1021)).astype(np.float32)
+    x = rng.standard_normal((1, 8, 521, 1021)).astype(np.float32)
     wt = rng.standard_normal((8, 3, 2, 2)).astype(np.float32)
-    g = rng.standard_normal((1, 3, 1040, 2042)).astype(np.float32)
+    g = rng.standard_normal((1, 3, 1042, 2042)).astype(np.float32)
     ref = R.conv_transpose_torch_backward(g, x, wt, stride=2)[0]
     assert ref.nbytes // 2 >= 16 << 20  # float32 dX of at least 16 MB
-    got = convt.conv_transpose2d_backward(g, x, wt, stride=2, device=_cpu())[0]
-    assert_close(got, ref, FP32_TOL, "streamed GEMM dX")
+
+    def put(a: np.ndarray) -> np.ndarray:
+        return a if layout == "NCHW" else np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+
+    got = convt.conv_transpose2d_backward(
+        put(g), put(x), wt, stride=2, layout=layout, device=_cpu()
+    )[0]
+    got = got if layout == "NCHW" else np.moveaxis(got, -1, 1)
+    assert_close(got, ref, FP32_TOL, f"streamed GEMM dX, {layout}")
 
 
 def test_cpu_depthwise_odd_after_even_width(rng: np.random.Generator) -> None:
