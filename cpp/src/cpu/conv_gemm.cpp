@@ -465,19 +465,45 @@ template <typename E>
 void pack_rows_typed(const E* s, int64_t cs, const int64_t* off, int count, int ch0, int ch1,
                      int channels, int width, int64_t tile_stride, float* out) {
     if (tile_stride == 0) tile_stride = int64_t(count) * width;
+    if (cs == 1) {
+        // Channels contiguous (NHWC): pixel by pixel, its run (fp16: converted at once) split
+        // into the tiles, whole tiles by copies of a constant size (a call to memcpy a tile of 6
+        // channels was half of unet_up2's NHWC dW: 1.35x faster, unet_up1 1.14x, vae_dec 1.12x).
+        auto copy = [&](float* o, const float* from, int real) {
+            if (real == kMr && width == kMr)
+                std::memcpy(o, from, sizeof(float) * kMr);
+            else if (real == kNr && width == kNr)
+                std::memcpy(o, from, sizeof(float) * kNr);
+            else
+                for (int j = 0; j < width; ++j) o[j] = j < real ? from[j] : 0.f;
+        };
+        const int have = std::max(0, std::min(ch1, channels) - ch0);  // channels read a pixel
+        thread_local std::vector<float> floats;  // fp16: a pixel's run as floats
+        floats.resize(static_cast<size_t>(have));
+        for (int k = 0; k < count; ++k) {
+            const float* px = nullptr;  // channel ch0's float
+            if (off[k] == kMissing) {
+            } else if constexpr (std::is_same_v<E, uint16_t>) {
+                halves_to_floats(s + off[k] + ch0, have, floats.data());
+                px = floats.data();
+            } else {
+                px = s + off[k] + ch0;
+            }
+            for (int t0 = ch0; t0 < ch1; t0 += width) {
+                float* o = out + int64_t((t0 - ch0) / width) * tile_stride + int64_t(k) * width;
+                if (px)
+                    copy(o, px + (t0 - ch0), std::max(0, std::min(width, channels - t0)));
+                else
+                    std::fill_n(o, width, 0.f);
+            }
+        }
+        return;
+    }
     for (int t0 = ch0; t0 < ch1; t0 += width) {
         float* o = out + int64_t((t0 - ch0) / width) * tile_stride;
         const int real = std::max(0, std::min(width, channels - t0));
         for (int k = 0; k < count; ++k, o += width) {
             if constexpr (std::is_same_v<E, float>) {
-                if (cs == 1) {  // channels contiguous (NHWC): a pixel's run is one copy
-                    if (off[k] == kMissing)
-                        std::fill_n(o, width, 0.f);
-                    else
-                        std::memcpy(o, s + off[k] + t0, sizeof(float) * size_t(real));
-                    std::fill(o + real, o + width, 0.f);
-                    continue;
-                }
                 // Eight pixels one or two elements apart (NCHW rows): 8 x 8 transposes.
                 const int64_t step = k + 8 <= count ? off[k + 1] - off[k] : 0;
                 bool run = (step == 1 || step == 2) && off[k] != kMissing;
