@@ -42,6 +42,9 @@ CASES = {
     "one_out": (7, 1, 1, (5, 18), 9, 3, 4, 2, 1),
     # Stride 2 and dilation 2: every odd phase gets no tap (bias alone).
     "empty_phases": (9, 10, 1, (4, 18), 2, 2, 0, 1, 2),
+    # Two groups of 8 channels and blocks enough for four units a thread (two threads): in NHWC a
+    # forward unit runs a block's groups one after another, each group's footprint built anew.
+    "group_units": (16, 16, 2, (24, 40), 4, 2, 1, 0, 1),
     # Stride 3 with every phase the same size (15 x 57 outputs): the forward stores the three
     # x-phases of a row together (the stride-2 cases above with equal phases take the two-phase
     # shuffle: gemm_tails, narrow_out, empty_phases, row_ranges_groups, deep_forward).

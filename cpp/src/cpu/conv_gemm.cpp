@@ -936,13 +936,22 @@ void forward_gemm(const ConvtParams& p, const GemmWeights& w, const void* src, v
     // cached (phases interleave within lines; split between cores, the lines would bounce).
     std::vector<Task> tasks;
     std::vector<size_t> task_groups;  // first task of each thread's unit of work
-    for (int g = 0; g < p.groups; ++g)
+    // Channels-contiguous outputs (NHWC): a unit takes block f of every group, one group after
+    // another, so one thread writes each pixel's channels while its lines are cached (grp4's
+    // 16-channel runs of a misaligned row share lines with the next group's: unit by group,
+    // those lines were read from memory once a group; NHWC forward 1.24x faster), while the
+    // blocks alone still make a few units a thread.
+    const bool all_groups =
+        p.dst_stride_c == 1 && p.groups > 1 &&
+        ceil_div(most, cols) >= int64_t(4) * ThreadPool::instance().num_threads();
+    for (int g0 = 0; g0 < (all_groups ? 1 : p.groups); ++g0)
         for (int64_t f = 0; f < most; f += cols) {
             task_groups.push_back(tasks.size());
-            for (size_t ry = 0; ry < ys.size(); ++ry)
-                for (size_t rx = 0; rx < xs.size(); ++rx)
-                    if (f < n_images * ys[ry].count * xs[rx].count)
-                        tasks.push_back({g, int(ry), int(rx), f});
+            for (int g = g0; g < (all_groups ? p.groups : g0 + 1); ++g)
+                for (size_t ry = 0; ry < ys.size(); ++ry)
+                    for (size_t rx = 0; rx < xs.size(); ++rx)
+                        if (f < n_images * ys[ry].count * xs[rx].count)
+                            tasks.push_back({g, int(ry), int(rx), f});
         }
     task_groups.push_back(tasks.size());
 
@@ -1019,7 +1028,7 @@ void forward_gemm(const ConvtParams& p, const GemmWeights& w, const void* src, v
             for (int k = 0; k < len; ++k) at.next();
         }
     };
-    // shared_ready: the unit's shared footprint is built (reset at each unit).
+    // shared_ready: the unit's shared footprint is built (reset at each unit and group).
     auto run_task = [&](const Task& t, bool& shared_ready) {
         const Phase& py = ys[t.ry];
         const Phase& px = xs[t.rx];
@@ -1141,8 +1150,10 @@ void forward_gemm(const ConvtParams& p, const GemmWeights& w, const void* src, v
     };
     ThreadPool::instance().parallel_for(int64_t(task_groups.size()) - 1, [&](int64_t u) {
         bool shared_ready = false;
-        for (size_t i = task_groups[u]; i < task_groups[u + 1]; ++i)
+        for (size_t i = task_groups[u]; i < task_groups[u + 1]; ++i) {
+            if (i > task_groups[u] && tasks[i].g != tasks[i - 1].g) shared_ready = false;
             run_task(tasks[i], shared_ready);
+        }
         if (stream) stream_fence();  // streamed stores seen by other threads once fenced
     });
 }
