@@ -1183,11 +1183,8 @@ void backward_data_gemm(const ConvtParams& p, const GemmWeights& w, const void* 
         oy.push_back(-int64_t(p.first_tap_y) - int64_t(p.dilation_y) * ky);
     for (int kx = 0; kx < p.kernel_w; ++kx)
         ox.push_back(-int64_t(p.first_tap_x) - int64_t(p.dilation_x) * kx);
-    ThreadPool::instance().parallel_for(blocks * p.groups, [&](int64_t ti) {
-        // Groups inner: a block's groups run one after another (on both threads at once), so
-        // an NHWC dY line, which holds several groups' channels, is read from memory once.
-        const int g = static_cast<int>(ti % p.groups);
-        const int64_t first = (ti / p.groups) * cols;
+    // Block `first` of group g.
+    auto run_block = [&](int g, int64_t first) {
         const int real = static_cast<int>(std::min<int64_t>(cols, pixels - first));
         thread_local Columns columns;
         thread_local std::vector<int64_t> dx_offsets;
@@ -1281,6 +1278,20 @@ void backward_data_gemm(const ConvtParams& p, const GemmWeights& w, const void* 
         scatter_tile(dx, p.src_type, dx_offsets.data(), runs, p.src_stride_c, c.data(), cols, ig,
                      real, stream);
         if (stream) stream_fence();
+    };
+    // Groups inner: a block's groups run one after another, so an NHWC dY line, which holds
+    // several groups' channels, is read from memory once. Channels-contiguous dX (NHWC): one
+    // task runs them all, so one thread writes each pixel's channels (grp4's 16-channel runs of
+    // a misaligned row share cache lines with the next group's, which the other thread wrote
+    // at the same time: 1.02x faster), while the blocks still make four tasks a thread.
+    const int64_t threads = ThreadPool::instance().num_threads();
+    const bool all_groups = p.src_stride_c == 1 && p.groups > 1 && blocks >= 4 * threads;
+    const int per_task = all_groups ? p.groups : 1;
+    ThreadPool::instance().parallel_for(blocks * p.groups / per_task, [&](int64_t ti) {
+        for (int k = 0; k < per_task; ++k) {
+            const int64_t t = ti * per_task + k;
+            run_block(static_cast<int>(t % p.groups), (t / p.groups) * cols);
+        }
     });
 }
 
