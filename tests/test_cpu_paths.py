@@ -237,17 +237,21 @@ def test_cpu_path_float16(rng: np.random.Generator, case: str, storage: str) -> 
     assert_close(db, gb, FP16_TOL, f"{case} {storage} fp16 dB")
 
 
-# Forwards of 16 MB or more written with streaming stores: (input shape, weight shape, groups).
+# Forwards of 16 MB or more written with streaming stores: (input shape, weight shape, groups,
+# layout).
 STREAMED_FORWARDS = {
     # Depthwise, rows of an odd width: stores start unaligned and end in a tail.
-    "depthwise": ((1, 2, 520, 1023), (2, 1, 2, 2), 2),
+    "depthwise": ((1, 2, 520, 1023), (2, 1, 2, 2), 2, "NCHW"),
     # Depthwise 4x4 at stride 2: rows of 2202 elements, every other one 16-byte aligned (those
     # woven straight into the output), and a tail.
-    "depthwise-k4": ((1, 4, 600, 1100), (4, 1, 4, 4), 4),
+    "depthwise-k4": ((1, 4, 600, 1100), (4, 1, 4, 4), 4, "NCHW"),
     # The GEMM forward's woven rows, equal stride phases (7 output channels: neither depthwise
     # nor the scatter form), rows of 2 x 511 elements: every other one starts 16-byte aligned
     # (woven straight into the output at stride 2), blocks start mid-row, tails.
-    "gemm": ((1, 3, 300, 511), (3, 7, 2, 2), 1),
+    "gemm": ((1, 3, 300, 511), (3, 7, 2, 2), 1, "NCHW"),
+    # NHWC: the two x-phases' pixels woven (8 output channels: whole pixels, one after another),
+    # 8 pixels at a time where a row goes on, else one.
+    "gemm-nhwc": ((1, 3, 300, 511), (3, 8, 2, 2), 1, "NHWC"),
 }
 
 
@@ -258,16 +262,21 @@ def test_cpu_streamed_output(rng: np.random.Generator, kind: str, shift: int) ->
     (`shift`: the output one float past an aligned start)."""
     import convt
 
-    x_shape, w_shape, groups = STREAMED_FORWARDS[kind]
+    x_shape, w_shape, groups, layout = STREAMED_FORWARDS[kind]
     x = rng.standard_normal(x_shape).astype(np.float32)
     wt = rng.standard_normal(w_shape).astype(np.float32)
     b = rng.standard_normal(w_shape[1] * groups).astype(np.float32)
     ref = R.conv_transpose_torch_ref(x, wt, b, 2, 0, 0, groups, 1)
     assert ref.nbytes // 2 >= 16 << 20  # float32 output of at least 16 MB
+
+    def put(a: np.ndarray) -> np.ndarray:
+        return a if layout == "NCHW" else a.transpose(0, 2, 3, 1)
+
     out = np.full(ref.size + 1, np.nan, dtype=np.float32)[shift : shift + ref.size]
-    out = out.reshape(ref.shape)
-    convt.conv_transpose2d(x, wt, b, 2, 0, 0, groups, 1, out=out, device=_cpu())
-    assert_close(out, ref, FP32_TOL, f"streamed {kind} forward")
+    out = out.reshape(put(ref).shape)
+    xs = np.ascontiguousarray(put(x))
+    convt.conv_transpose2d(xs, wt, b, 2, 0, 0, groups, 1, out=out, layout=layout, device=_cpu())
+    assert_close(out, put(ref), FP32_TOL, f"streamed {kind} forward")
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
