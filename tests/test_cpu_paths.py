@@ -624,6 +624,34 @@ def test_cpu_winograd_dilation2_rows(rng: np.random.Generator, width: int) -> No
     assert_close(dst.array, ref, FP32_TOL, "leaky ReLU")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["fp32", "fp16"])
+def test_cpu_depthwise_nhwc_neuron(rng: np.random.Generator, dtype: type) -> None:
+    """Depthwise layers on NHWC images (the channel loops; fp16 rows converted to float a row at
+    a time) through the MPS API, with a bias and a PReLU neuron (a slope per channel) applied
+    before the store, into a NaN-poisoned NHWC destination."""
+    import convt
+    from _helpers import build_transpose, run_encoded, set_total_offset
+
+    c = 12
+    w = rng.uniform(-0.5, 0.5, (c, 4, 4, 1)).astype(np.float32)
+    b = rng.uniform(-0.5, 0.5, c).astype(np.float32)
+    neuron = R.Neuron("prelu", data=rng.uniform(0.05, 0.5, c).astype(np.float32))
+    conv = build_transpose(
+        _cpu(), w, b, stride=2, groups=c, neuron=neuron, kernel_weights_dtype="float32"
+    )
+    set_total_offset(conv, (1, 1))
+    src = rng.uniform(-1, 1, (2, c, 5, 9)).astype(dtype)
+    dst = convt.Image(np.full((2, 10, 18, c), np.nan, dtype), layout="NHWC")
+    image = convt.Image(np.ascontiguousarray(src.transpose(0, 2, 3, 1)), layout="NHWC")
+    run_encoded(_cpu(), lambda cb: conv.encode(cb, image, destination_image=dst))
+    ref = R.conv_transpose_mps(
+        src, w, b, stride=2, groups=c, T=(1, 1), dst=np.full((2, c, 10, 18), np.nan),
+        neuron=neuron,
+    )  # fmt: skip
+    tol = FP32_TOL if dtype == np.float32 else FP16_TOL
+    assert_close(np.moveaxis(dst.array, -1, 1), ref, tol, f"depthwise NHWC PReLU {dtype}")
+
+
 @pytest.mark.parametrize(
     "k, stride, dilation", [(3, 1, 1), (3, 1, 2), (4, 2, 1)], ids=["3x3", "3x3_d2", "4x4_s2"]
 )

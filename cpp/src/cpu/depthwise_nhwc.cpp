@@ -294,6 +294,28 @@ class ImageRows {
     int64_t image_, row_step_, col_step_, width_, channels_;
 };
 
+// One output (or dX) row by taps_row: the rows of `in` that its row taps reach (converted when
+// fp16), the sums into the destination row `out_at` of `out` (`width` pixels, out_step apart) in
+// place when it is float32, else into a float row stored after; finish(row, step) runs on the
+// float row before it is stored.
+template <typename Finish>
+void tensor_row(const AxisTaps& rows, int64_t row, const std::vector<AxisRun>& cols,
+                const ImageRows& in, const float* by_tap, int kw, int64_t channels,
+                const float* init, void* out, int32_t out_type, int64_t out_at, int64_t width,
+                int64_t out_step, Finish finish) {
+    thread_local std::vector<float> buffer, row_out;
+    thread_local std::vector<const float*> in_rows;
+    in.get(rows.taps.data() + rows.offsets[row], rows.offsets[row + 1] - rows.offsets[row], buffer,
+           in_rows);
+    const bool in_place = out_type == CONVT_TYPE_F32;
+    if (!in_place) row_out.resize(static_cast<size_t>(width * channels));
+    float* o = in_place ? static_cast<float*>(out) + out_at : row_out.data();
+    const int64_t step = in_place ? out_step : channels;
+    taps_row(rows, row, cols, in_rows.data(), in.step(), by_tap, kw, channels, init, o, step);
+    finish(o, step);
+    if (!in_place) store_pixels(out, out_type, out_at, width, out_step, channels, o);
+}
+
 // Per-thread scratch: a dW source row's sums.
 std::vector<float>& scratch() {
     thread_local std::vector<float> v;
@@ -317,28 +339,20 @@ void forward_depthwise_nhwc(const ConvtParams& p, const DepthwiseWeights& w, con
         forward_taps(p.clip_w, p.stride_x, p.first_tap_x, p.dilation_x, p.kernel_w, p.src_w),
         p.clip_w, p.stride_x, 1);
     const auto ntype = static_cast<NeuronType>(p.neuron);
-    const bool in_place = p.dst_type == CONVT_TYPE_F32;  // else a float row, then converted
     ThreadPool::instance().parallel_for(int64_t(p.num_images) * p.clip_h, [&](int64_t task) {
         const int64_t n = task / p.clip_h, yy = task % p.clip_h;
         const ImageRows image(src, p.src_type, p.src_base + n * p.src_stride_n, p.src_stride_h,
                               p.src_stride_w, p.src_w, channels);
-        thread_local std::vector<float> buffer, row_out;
-        thread_local std::vector<const float*> in_rows;
-        image.get(rows.taps.data() + rows.offsets[yy], rows.offsets[yy + 1] - rows.offsets[yy],
-                  buffer, in_rows);
-        const int64_t at = dst_index(p, n, 0, yy, 0);
-        const int64_t out_step = in_place ? p.dst_stride_w : channels;
-        if (!in_place) row_out.resize(static_cast<size_t>(p.clip_w * channels));
-        float* out = in_place ? static_cast<float*>(dst) + at : row_out.data();
-        taps_row(rows, yy, col_runs, in_rows.data(), image.step(), w.by_tap.data(), p.kernel_w,
-                 channels, w.bias.data(), out, out_step);
-        for (int64_t xx = 0; xx < p.clip_w && ntype != NeuronType::None; ++xx)
-            for (int64_t c = 0; c < channels; ++c) {
-                float& v = out[xx * out_step + c];
-                v = apply_neuron(ntype, v, p.neuron_a, p.neuron_b, p.neuron_c,
-                                 w.slopes.empty() ? 0.f : w.slopes[c]);
-            }
-        if (!in_place) store_pixels(dst, p.dst_type, at, p.clip_w, p.dst_stride_w, channels, out);
+        tensor_row(rows, yy, col_runs, image, w.by_tap.data(), p.kernel_w, channels, w.bias.data(),
+                   dst, p.dst_type, dst_index(p, n, 0, yy, 0), p.clip_w, p.dst_stride_w,
+                   [&](float* out, int64_t step) {
+                       for (int64_t xx = 0; xx < p.clip_w && ntype != NeuronType::None; ++xx)
+                           for (int64_t c = 0; c < channels; ++c) {
+                               float& v = out[xx * step + c];
+                               v = apply_neuron(ntype, v, p.neuron_a, p.neuron_b, p.neuron_c,
+                                                w.slopes.empty() ? 0.f : w.slopes[c]);
+                           }
+                   });
     });
 }
 
@@ -351,21 +365,13 @@ void backward_data_depthwise_nhwc(const ConvtParams& p, const DepthwiseWeights& 
     const std::vector<AxisRun> col_runs = axis_runs(
         gradient_taps(p.src_w, p.stride_x, p.first_tap_x, p.dilation_x, p.kernel_w, p.clip_w),
         p.src_w, 1, p.stride_x);
-    const bool in_place = p.src_type == CONVT_TYPE_F32;
     ThreadPool::instance().parallel_for(int64_t(p.num_images) * p.src_h, [&](int64_t task) {
         const int64_t n = task / p.src_h, iy = task % p.src_h;
         const ImageRows grad(dy, p.dst_type, dst_index(p, n, 0, 0, 0), p.dst_stride_h,
                              p.dst_stride_w, p.clip_w, channels);
-        thread_local std::vector<float> buffer, row_out;
-        thread_local std::vector<const float*> in_rows;
-        grad.get(rows.taps.data() + rows.offsets[iy], rows.offsets[iy + 1] - rows.offsets[iy],
-                 buffer, in_rows);
-        const int64_t at = src_index(p, n, 0, iy, 0);
-        if (!in_place) row_out.resize(static_cast<size_t>(p.src_w * channels));
-        float* out = in_place ? static_cast<float*>(dx) + at : row_out.data();
-        taps_row(rows, iy, col_runs, in_rows.data(), grad.step(), w.by_tap.data(), p.kernel_w,
-                 channels, zeros.data(), out, in_place ? p.src_stride_w : channels);
-        if (!in_place) store_pixels(dx, p.src_type, at, p.src_w, p.src_stride_w, channels, out);
+        tensor_row(rows, iy, col_runs, grad, w.by_tap.data(), p.kernel_w, channels, zeros.data(),
+                   dx, p.src_type, src_index(p, n, 0, iy, 0), p.src_w, p.src_stride_w,
+                   [](float*, int64_t) {});
     });
 }
 
