@@ -353,11 +353,15 @@ def test_cpu_depthwise_fused_backward_bitwise(
     assert_close(together[1], gw, FP32_TOL, f"{case} {storage} fused dW")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize("case", ["depthwise_channels", "gemm_tails", "winograd", "channels_37"])
-def test_cpu_nhwc_threads_and_bias_bitwise(rng: np.random.Generator, case: str) -> None:
-    """NHWC float32 (channels contiguous: the depthwise channel loops, the GEMM's transposed
-    gathers and stores, dB a row of pixels at a time): 1 and 2 threads give identical bits, and
-    dB equals the NCHW dB bit for bit (the same summation order, channel by channel)."""
+def test_cpu_nhwc_threads_and_bias_bitwise(
+    rng: np.random.Generator, case: str, dtype: type
+) -> None:
+    """NHWC float32 and fp16 (channels contiguous: the depthwise channel loops, the GEMM's
+    transposed gathers and stores, dB a row of pixels at a time, fp16 rows converted first): 1
+    and 2 threads give identical bits, and dB equals the NCHW dB bit for bit (the same summation
+    order, channel by channel)."""
     import convt
 
     if case == "channels_37":  # 37 channels: dB's 32-channel vectors, then a 5-channel tail
@@ -369,6 +373,7 @@ def test_cpu_nhwc_threads_and_bias_bitwise(rng: np.random.Generator, case: str) 
         )
     else:
         x, wt, dy, geometry = _case_tensors(rng, case)
+    x, wt, dy = (a.astype(dtype) for a in (x, wt, dy))
     x_l, dy_l = (np.ascontiguousarray(np.moveaxis(a, 1, -1)) for a in (x, dy))
     before = convt.get_num_threads()
     try:

@@ -497,12 +497,13 @@ T bias_gradient(const ConvtParams& p, const void* dy, int64_t oc) {
                           ((totals[4] + totals[5]) + (totals[6] + totals[7])));
 }
 
-// dB when dY's channels are contiguous (NHWC float32), in bias_gradient<float>'s order for
-// each channel (the same bits): each row's eight lanes (columns l, l + 8, ... in order) for
+// dB when dY's channels are contiguous (NHWC float32 or fp16), in bias_gradient<float>'s order
+// for each channel (the same bits): each row's eight lanes (columns l, l + 8, ... in order) for
 // every channel at once, rows in parallel a batch at a time, then the batch's lanes added to
 // the channels' double totals row by row. Channel by channel, every pixel's line was read once
-// a channel (40 ms of dw_k4s2's NHWC backward); chunks of channels in parallel, each still
-// read a quarter of every line (4 ms against 1 for NCHW).
+// a channel (40 ms of dw_k4s2's NHWC backward; fp16, one conversion call an element, 35 ms);
+// chunks of channels in parallel, each still read a quarter of every line (4 ms against 1 for
+// NCHW).
 constexpr int64_t kBiasRowBatch = 64;
 // lanes[l * channels + c] = the sum, from 0 and in order, of channel c over columns l, l + 8, ...
 // of a dY row whose pixels lie `step` floats apart.
@@ -548,7 +549,7 @@ __attribute__((target("avx2"))) void row_lanes_avx2(const float* row, int64_t st
     }
 }
 #endif
-void bias_gradients_by_pixel(const ConvtParams& p, const float* dy, float* sums) {
+void bias_gradients_by_pixel(const ConvtParams& p, const void* dy, float* sums) {
     const int64_t channels = p.out_channels, rows = int64_t(p.num_images) * p.clip_h;
     const int64_t lane_floats = 8 * channels;  // one row's lanes, [l][channel]
     std::vector<double> totals(static_cast<size_t>(lane_floats), 0.0);
@@ -558,12 +559,23 @@ void bias_gradients_by_pixel(const ConvtParams& p, const float* dy, float* sums)
         const int64_t batch = std::min(kBiasRowBatch, rows - r0);
         pool.parallel_for(batch, [&](int64_t i) {
             const int64_t n = (r0 + i) / p.clip_h, yy = (r0 + i) % p.clip_h;
-            const float* row = dy + dst_index(p, n, 0, yy, 0);
+            const int64_t at = dst_index(p, n, 0, yy, 0);
+            const float* row = static_cast<const float*>(dy) + at;
+            int64_t step = p.dst_stride_w;
+            if (p.dst_type != CONVT_TYPE_F32) {  // fp16: the row converted first, pixel by pixel
+                thread_local std::vector<float> floats;
+                floats.resize(static_cast<size_t>(p.clip_w * channels));
+                for (int64_t xx = 0; xx < p.clip_w; ++xx)
+                    load_row(dy, p.dst_type, at + xx * p.dst_stride_w, 1, channels,
+                             floats.data() + xx * channels);
+                row = floats.data();
+                step = channels;
+            }
             float* l0 = lanes.data() + i * lane_floats;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-            if (use_avx2()) return row_lanes_avx2(row, p.dst_stride_w, p.clip_w, channels, l0);
+            if (use_avx2()) return row_lanes_avx2(row, step, p.clip_w, channels, l0);
 #endif
-            row_lanes_portable(row, p.dst_stride_w, p.clip_w, channels, l0);
+            row_lanes_portable(row, step, p.clip_w, channels, l0);
         });
         constexpr int64_t kChunk = 1024;  // totals a task
         pool.parallel_for(ceil_div(lane_floats, kChunk), [&](int64_t chunk) {
@@ -807,9 +819,10 @@ class CpuBackend : public detail::Backend {
     static void bias_gradients(const ConvtParams& p, const void* dy, const GradientOutput& out) {
         if (!out.bias) return;
         const bool dbl = out.type == DataType::Float64;
-        if (!dbl && p.dst_type == CONVT_TYPE_F32 && p.dst_stride_c == 1 && p.dst_stride_w != 1) {
+        if (!dbl && (p.dst_type == CONVT_TYPE_F32 || p.dst_type == CONVT_TYPE_F16) &&
+            p.dst_stride_c == 1 && p.dst_stride_w != 1) {
             std::vector<float> sums(static_cast<size_t>(p.out_channels));
-            bias_gradients_by_pixel(p, static_cast<const float*>(dy), sums.data());
+            bias_gradients_by_pixel(p, dy, sums.data());
             for (int64_t oc = 0; oc < p.out_channels; ++oc)
                 write_gradient(out.bias, out.type, oc, sums[oc], out.accumulate);
             return;
