@@ -619,6 +619,16 @@ void scatter_row(void* dst, int32_t type, const int64_t* offset, const std::vect
     }
 }
 
+// Columns [j, j + m) of c's rows [0, rows) (ldc apart), pixel-major: out[k * rows + h] =
+// c[h * ldc + j + k], by 8x8 transposes when m is 8.
+void pixel_runs(const float* c, int64_t ldc, int j, int m, int rows, float* out) {
+    int h = 0;
+    for (; m == 8 && h + 8 <= rows; h += 8)
+        transpose8(c + int64_t(h) * ldc + j, ldc, 1, 8, out + h, rows);
+    for (; h < rows; ++h)
+        for (int k = 0; k < m; ++k) out[int64_t(k) * rows + h] = c[h * ldc + j + k];
+}
+
 // Rows [0, rows) of c (ldc apart), row ch to dst[offset[j] + ch * channel_stride] for j < n (as
 // scatter_row, row by row). Channels contiguous in float32 (NHWC): 8 channels of 8 pixels
 // evenly spaced are one 8 x 8 transpose, each pixel's 8 channels one store (row by row, every
@@ -637,11 +647,7 @@ void scatter_tile(void* dst, int32_t type, const int64_t* offset, const std::vec
         pixels.resize(size_t(8) * rows);
         for (int j = 0; j < n; j += 8) {
             const int m = std::min(8, n - j);
-            int h = 0;
-            for (; m == 8 && h + 8 <= rows; h += 8)
-                transpose8(c + int64_t(h) * ldc + j, ldc, 1, 8, pixels.data() + h, rows);
-            for (; h < rows; ++h)
-                for (int k = 0; k < m; ++k) pixels[size_t(k) * rows + h] = c[h * ldc + j + k];
+            pixel_runs(c, ldc, j, m, rows, pixels.data());
             for (int k = 0; k < m; ++k)
                 floats_to_halves(pixels.data() + size_t(k) * rows, rows, d + offset[j + k]);
         }
@@ -678,13 +684,7 @@ void scatter_tile(void* dst, int32_t type, const int64_t* offset, const std::vec
                 bool even = j + 8 <= n;
                 for (int k = 1; k < 8 && even; ++k) even = offset[j + k] == offset[j] + k * rows;
                 const int count = even ? 8 : 1;
-                for (int h = 0; h < whole; h += 8) {
-                    if (even) {
-                        transpose8(c + int64_t(h) * ldc + j, ldc, 1, 8, run.data() + h, rows);
-                        continue;
-                    }
-                    for (int k = 0; k < 8; ++k) run[h + k] = c[(h + k) * ldc + j];
-                }
+                pixel_runs(c, ldc, j, count, rows, run.data());
                 stream_floats(run.data(), int64_t(count) * rows, d + offset[j]);
                 j += count;
             }

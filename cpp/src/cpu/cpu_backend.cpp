@@ -562,12 +562,10 @@ void bias_gradients_by_pixel(const ConvtParams& p, const void* dy, float* sums) 
             const int64_t at = dst_index(p, n, 0, yy, 0);
             const float* row = static_cast<const float*>(dy) + at;
             int64_t step = p.dst_stride_w;
-            if (p.dst_type != CONVT_TYPE_F32) {  // fp16: the row converted first, pixel by pixel
+            if (p.dst_type != CONVT_TYPE_F32) {  // fp16: the row converted first
                 thread_local std::vector<float> floats;
                 floats.resize(static_cast<size_t>(p.clip_w * channels));
-                for (int64_t xx = 0; xx < p.clip_w; ++xx)
-                    load_row(dy, p.dst_type, at + xx * p.dst_stride_w, 1, channels,
-                             floats.data() + xx * channels);
+                load_pixels(dy, p.dst_type, at, p.clip_w, p.dst_stride_w, channels, floats.data());
                 row = floats.data();
                 step = channels;
             }

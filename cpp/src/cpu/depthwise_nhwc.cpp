@@ -235,23 +235,6 @@ CONVT_DW_NHWC_ROWS(avx2, __attribute__((target("avx2,fma"))))
 #endif
 #undef CONVT_DW_NHWC_ROWS
 
-// A row's pixels (channels contiguous, pixel_step apart) as floats, dense: one run when the
-// pixels are too.
-void load_pixels(const void* base, int32_t type, int64_t at, int64_t pixels, int64_t pixel_step,
-                 int64_t channels, float* out) {
-    if (pixel_step == channels) return load_row(base, type, at, 1, pixels * channels, out);
-    for (int64_t j = 0; j < pixels; ++j)
-        load_row(base, type, at + j * pixel_step, 1, channels, out + j * channels);
-}
-
-// The reverse: dense floats to a row's pixels in the tensor's element type.
-void store_pixels(void* base, int32_t type, int64_t at, int64_t pixels, int64_t pixel_step,
-                  int64_t channels, const float* in) {
-    if (pixel_step == channels) return store_row(base, type, at, 1, pixels * channels, in);
-    for (int64_t j = 0; j < pixels; ++j)
-        store_row(base, type, at + j * pixel_step, 1, channels, in + j * channels);
-}
-
 // A thread's rows of one image of a channels-contiguous tensor as floats, a row tap's each:
 // float32 rows read in place, fp16 rows converted into the thread's buffer, one row at a time
 // (never the whole tensor).

@@ -111,4 +111,18 @@ void store_row(void* base, int32_t type, int64_t first, int64_t step, int64_t co
     }
 }
 
+void load_pixels(const void* base, int32_t type, int64_t at, int64_t pixels, int64_t pixel_step,
+                 int64_t channels, float* out) {
+    if (pixel_step == channels) return load_row(base, type, at, 1, pixels * channels, out);
+    for (int64_t j = 0; j < pixels; ++j)
+        load_row(base, type, at + j * pixel_step, 1, channels, out + j * channels);
+}
+
+void store_pixels(void* base, int32_t type, int64_t at, int64_t pixels, int64_t pixel_step,
+                  int64_t channels, const float* in) {
+    if (pixel_step == channels) return store_row(base, type, at, 1, pixels * channels, in);
+    for (int64_t j = 0; j < pixels; ++j)
+        store_row(base, type, at + j * pixel_step, 1, channels, in + j * channels);
+}
+
 }  // namespace convt::cpu

@@ -20,5 +20,13 @@ void load_row(const void* base, int32_t type, int64_t first, int64_t step, int64
 /// rows converted a chunk at a time, then scattered as bits when strided).
 void store_row(void* base, int32_t type, int64_t first, int64_t step, int64_t count,
                const float* in);
+/// A row of `pixels` pixels whose `channels` channels are contiguous, pixel_step elements
+/// apart, from element `at`, as dense floats out[pixel * channels + channel] (one run when the
+/// pixels are dense too).
+void load_pixels(const void* base, int32_t type, int64_t at, int64_t pixels, int64_t pixel_step,
+                 int64_t channels, float* out);
+/// The reverse of load_pixels: dense floats to a row's pixels in the tensor's element type.
+void store_pixels(void* base, int32_t type, int64_t at, int64_t pixels, int64_t pixel_step,
+                  int64_t channels, const float* in);
 
 }  // namespace convt::cpu
