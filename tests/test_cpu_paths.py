@@ -197,7 +197,10 @@ def test_cpu_path_forward_and_gradients(rng: np.random.Generator, case: str, sto
 
 # fp16 cases: the GEMM, the few-output forward and dW, the scatter form (one output), the
 # depthwise plane loops (7 channels) and channel loops (8 or more, NHWC), whose rows are
-# converted a chunk at a time, strided rows gathered as bits first.
+# converted a chunk at a time, strided rows gathered as bits first; Winograd's forward and dX
+# (patch rows converted before staging, output rows converted as stored): 3x3 with ragged
+# tiles, dilated in groups, a 2s kernel's phases (dX, and the forward of 257 x 256 channels),
+# an odd kernel's dX, and one-row tiles.
 FLOAT16_CASES = (
     "gemm_tails",
     "rows_s2",
@@ -206,6 +209,12 @@ FLOAT16_CASES = (
     "depthwise",
     "depthwise_channels",
     "depthwise_channels_s3_d2",
+    "winograd",
+    "winograd_dilated_groups",
+    "phases_winograd",
+    "phases_winograd_forward",
+    "phases_winograd_odd",
+    "winograd_1d_k3_dilated_groups",
 )
 
 

@@ -7,6 +7,7 @@
 
 #include "finite_rows.h"
 #include "geometry.h"
+#include "half_rows.h"
 #include "micro_kernel.h"
 #include "neuron.h"
 #include "row_shuffles.h"
@@ -111,14 +112,18 @@ void kernel_points(int r, int ty, const double* g, double* u) {
 // fixed step. The forward and dX at stride 1 have one source; dX at stride s reads dY's s x s
 // phase planes, one source each, a tap class of the kernel each.
 struct Source {
-    const float* base;  // element (0, 0, 0, 0)
+    int64_t base;  // element (0, 0, 0, 0) of Correlation::in
     int64_t step_h, step_w, ih, iw, y0, x0;
 };
 
 struct Correlation {
     std::vector<Source> sources;
+    const void* in = nullptr;  // the sources' tensor, of element type in_type (CONVT_TYPE_*)
+    int32_t in_type = CONVT_TYPE_F32;
     int64_t in_n = 0, in_c = 0, in_group = 0;  // shared by the sources
-    float* out = nullptr;
+    void* out = nullptr;  // element out_base is output (0, 0, 0, 0); of element type out_type
+    int32_t out_type = CONVT_TYPE_F32;
+    int64_t out_base = 0;
     int64_t out_n = 0, out_c = 0, out_h = 0, out_w = 0, oh = 0, ow = 0, out_group = 0;
     int64_t dy = 1, dx = 1;
     int64_t images = 0;
@@ -246,7 +251,7 @@ template <int R, int TY>
 CONVT_INLINE void transform_inputs_body(const Correlation& c, int g, const TileRun& s, int pitch,
                                         int64_t plane_step, float* v) {
     constexpr int A = R + 1, AY = TY == 2 ? A : 1, P = AY * A, W = kSpill;
-    thread_local std::vector<float> stage, runs;
+    thread_local std::vector<float> stage, runs, converted;
     const int len = s.len, lenv = (len + W - 1) / W * W;
     const int64_t count = 2 * int64_t(lenv) + R - 1;  // staged elements a row
     const int64_t half = lenv + 1;                    // each of e and o
@@ -286,7 +291,11 @@ CONVT_INLINE void transform_inputs_body(const Correlation& c, int g, const TileR
         // patch rows at a time are gathered by 8 x 8 transposes into runs ([channel][j][n]),
         // then staged from there as contiguous rows.
         const int64_t n = hi - lo, run_step = int64_t(AY) * n;
-        const bool by_pixel = c.in_c == 1 && step != 1 && any;
+        // Float sources are staged in place; others (fp16) a row at a time converted first.
+        const bool floats = c.in_type == CONVT_TYPE_F32;
+        const float* in_f = static_cast<const float*>(c.in);
+        const bool by_pixel = floats && c.in_c == 1 && step != 1 && any;
+        if (!floats) converted.resize(size_t(std::max<int64_t>(n, 1)));
         if (by_pixel) runs.resize(size_t(kGather * run_step));
         for (int ch = 0; ch <= c.channels; ++ch) {
             if (ch < c.channels && by_pixel && ch % kGather == 0) {
@@ -294,8 +303,8 @@ CONVT_INLINE void transform_inputs_body(const Correlation& c, int g, const TileR
                 for (int j = 0; j < AY; ++j) {
                     if (!inside[j]) continue;
                     gather_channels(
-                        src.base + s.n * c.in_n + g * c.in_group + ch + row_at[j] + first, step, n,
-                        nb, runs.data() + j * n, run_step);
+                        in_f + src.base + s.n * c.in_n + g * c.in_group + ch + row_at[j] + first,
+                        step, n, nb, runs.data() + j * n, run_step);
                 }
             }
             if (ch < c.channels && by_pixel) {
@@ -305,8 +314,18 @@ CONVT_INLINE void transform_inputs_body(const Correlation& c, int g, const TileR
                     if (inside[j])
                         stage_row(run + j * n, 1, lo, n, slot + 2 * j * half,
                                   slot + (2 * j + 1) * half);
+            } else if (ch < c.channels && any && !floats) {
+                const int64_t plane = src.base + s.n * c.in_n + g * c.in_group + ch * c.in_c;
+                float* slot = stage.data() + (ch % 2) * AY * 2 * half;
+                for (int j = 0; j < AY; ++j)
+                    if (inside[j]) {
+                        load_row(c.in, c.in_type, plane + row_at[j] + first, step, n,
+                                 converted.data());
+                        stage_row(converted.data(), 1, lo, n, slot + 2 * j * half,
+                                  slot + (2 * j + 1) * half);
+                    }
             } else if (ch < c.channels && any) {
-                const float* plane = src.base + s.n * c.in_n + g * c.in_group + ch * c.in_c;
+                const float* plane = in_f + src.base + s.n * c.in_n + g * c.in_group + ch * c.in_c;
                 float* slot = stage.data() + (ch % 2) * AY * 2 * half;
                 if (ch + kPrefetchChannels < c.channels)  // rows `kPrefetchChannels` ahead
                     for (int j = 0; j < AY; ++j)
@@ -350,17 +369,37 @@ CONVT_INLINE bool finish_sums(const Correlation& c, float* sums, int n, int len,
     return finite;
 }
 
-// One output row of a run: q0[k] at column x + 2dx k and q1[k] at x + 2dx k + dx (those inside
-// [0, ow)). Returns whether they were all finite before the neuron.
-CONVT_INLINE bool store_row(const Correlation& c, float* row, int64_t x, int len, int n0, int n1,
-                            float* q0, float* q1, float slope) {
+// count floats of v to output elements at, at + step, ... (converted when not float).
+CONVT_INLINE void store_out(const Correlation& c, int64_t at, int64_t step, int64_t count,
+                            const float* v) {
+    if (c.out_type != CONVT_TYPE_F32) return store_row(c.out, c.out_type, at, step, count, v);
+    float* to = static_cast<float*>(c.out) + at;
+    for (int64_t k = 0; k < count; ++k) to[k * step] = v[k];
+}
+
+// Two runs woven, a[0], b[0], a[1], b[1], ... (n elements), to the contiguous output elements
+// from `at`.
+CONVT_INLINE void store_woven(const Correlation& c, int64_t at, const float* a, const float* b,
+                              int64_t n) {
+    if (c.out_type == CONVT_TYPE_F32) return interleave2(a, b, n, static_cast<float*>(c.out) + at);
+    thread_local std::vector<float> woven;
+    woven.resize(size_t(n));
+    interleave2(a, b, n, woven.data());
+    store_row(c.out, c.out_type, at, 1, n, woven.data());
+}
+
+// One output row of a run, from output element `row` (its column 0): q0[k] at column x + 2dx k
+// and q1[k] at x + 2dx k + dx (those inside [0, ow)). Returns whether they were all finite
+// before the neuron.
+CONVT_INLINE bool store_output_row(const Correlation& c, int64_t row, int64_t x, int len, int n0,
+                                   int n1, float* q0, float* q1, float slope) {
     const int64_t span = 2 * c.dx;
     const bool finite = finish_sums(c, q0, n0, len, slope) & finish_sums(c, q1, n1, len, slope);
     if (c.out_w == 1 && c.dx == 1 && n1 == len) {
-        interleave2(q0, q1, 2 * int64_t(len), row + x);
+        store_woven(c, row + x, q0, q1, 2 * int64_t(len));
     } else {
-        for (int k = 0; k < n0; ++k) row[(x + span * k) * c.out_w] = q0[k];
-        for (int k = 0; k < n1; ++k) row[(x + span * k + c.dx) * c.out_w] = q1[k];
+        store_out(c, row + x * c.out_w, span * c.out_w, n0, q0);
+        store_out(c, row + (x + c.dx) * c.out_w, span * c.out_w, n1, q1);
     }
     return finite;
 }
@@ -436,12 +475,13 @@ CONVT_INLINE bool transform_outputs_body(const Correlation& c, int g, const Tile
     const int64_t oc = int64_t(g) * c.outs + o;
     const float bias = c.bias ? c.bias[oc] : 0.f, slope = c.slopes ? c.slopes[oc] : 0.f;
     output_points<R, TY>(m, step, lenv, bias, q.data());
-    float* plane = c.out + s.n * c.out_n + g * c.out_group + o * c.out_c;
+    const int64_t plane = c.out_base + s.n * c.out_n + g * c.out_group + o * c.out_c;
     float* q0 = q.data();
-    bool finite = store_row(c, plane + s.y * c.out_h, s.x, len, s.n0, s.n1, q0, q0 + lenv, slope);
+    bool finite =
+        store_output_row(c, plane + s.y * c.out_h, s.x, len, s.n0, s.n1, q0, q0 + lenv, slope);
     if (TY == 2 && s.y + c.dy < c.oh)
-        finite &= store_row(c, plane + (s.y + c.dy) * c.out_h, s.x, len, s.n0, s.n1, q0 + 2 * lenv,
-                            q0 + 3 * lenv, slope);
+        finite &= store_output_row(c, plane + (s.y + c.dy) * c.out_h, s.x, len, s.n0, s.n1,
+                                   q0 + 2 * lenv, q0 + 3 * lenv, slope);
     return finite;
 }
 
@@ -476,13 +516,13 @@ CONVT_INLINE bool transform_output_pair_body(const Correlation& c, int g, const 
     for (int h = 0; h < 2 * rows; ++h)
         finite &= finish_sums(c, qa + h * lenv, len, len, slope) &
                   finish_sums(c, qb + h * lenv, len, len, slope);
-    float* plane = c.out + a.n * c.out_n + g * c.out_group + o * c.out_c;
+    const int64_t plane = c.out_base + a.n * c.out_n + g * c.out_group + o * c.out_c;
     for (int r = 0; r < rows; ++r) {
         const float* ra = qa + 2 * r * lenv;
         const float* rb = qb + 2 * r * lenv;
         interleave2(ra, ra + lenv, 2 * int64_t(len), even);
         interleave2(rb, rb + lenv, 2 * int64_t(len), odd);
-        interleave2(even, odd, 4 * int64_t(len), plane + (a.y + r * c.dy) * c.out_h + a.x);
+        store_woven(c, plane + (a.y + r * c.dy) * c.out_h + a.x, even, odd, 4 * int64_t(len));
     }
     return finite;
 }
@@ -955,11 +995,13 @@ bool winograd_enabled() {
 }
 
 // Whether a dispatch has the stride and dilation the layer's transforms were packed for.
+bool float_or_half(int32_t type) { return type == CONVT_TYPE_F32 || type == CONVT_TYPE_F16; }
+
 bool dispatch_fits(const ConvtParams& p, Shape sh) {
     return winograd_enabled() && sh.r != 0 && p.kernel_h == (sh.ty == 2 ? sh.k() : 1) &&
            p.kernel_w == sh.k() && p.stride_y == sh.sy() && p.stride_x == sh.s &&
-           (sh.s == 1 || (p.dilation_y == 1 && p.dilation_x == 1)) &&
-           p.src_type == CONVT_TYPE_F32 && p.dst_type == CONVT_TYPE_F32 && !p.accumulate_half;
+           (sh.s == 1 || (p.dilation_y == 1 && p.dilation_x == 1)) && float_or_half(p.src_type) &&
+           float_or_half(p.dst_type) && !p.accumulate_half;
 }
 
 // The stride phase (ry, rx) of the forward: its outputs every sy-th row and s-th column of the
@@ -974,8 +1016,8 @@ bool forward_phase(const ConvtParams& p, Shape sh, int ry, int rx, Correlation& 
     const int64_t ey = int64_t(p.first_tap_y) + ry, ex = int64_t(p.first_tap_x) + rx;
     cy = static_cast<int>(pos_mod(-ey, sy));
     cx = static_cast<int>(pos_mod(-ex, s));
-    c.sources.assign(1, Source{nullptr, p.src_stride_h, p.src_stride_w, p.src_h, p.src_w,
-                               (ey + cy) / sy, (ex + cx) / s});
+    c.sources.assign(1, Source{0, p.src_stride_h, p.src_stride_w, p.src_h, p.src_w, (ey + cy) / sy,
+                               (ex + cx) / s});
     c.in_n = p.src_stride_n;
     c.in_c = p.src_stride_c;
     c.in_group = int64_t(p.in_per_group) * p.src_stride_c;
@@ -1159,9 +1201,12 @@ bool forward_winograd(const ConvtParams& p, const WinogradWeights& w,
             Correlation c;
             int cy = 0, cx = 0;
             if (!forward_phase(p, sh, ry, rx, c, cy, cx)) continue;
-            c.sources[0].base = static_cast<const float*>(src) + p.src_base;
-            c.out = static_cast<float*>(dst) + dst_index(p, 0, 0, 0, 0) + ry * p.dst_stride_h +
-                    rx * p.dst_stride_w;
+            c.sources[0].base = p.src_base;
+            c.in = src;
+            c.in_type = p.src_type;
+            c.out = dst;
+            c.out_type = p.dst_type;
+            c.out_base = dst_index(p, 0, 0, 0, 0) + ry * p.dst_stride_h + rx * p.dst_stride_w;
             c.tiles = w.forward_tiles;
             c.u = w.forward.data() + (cy * w.s + cx) * w.forward_class_floats;
             c.bias = bias.data();
@@ -1187,7 +1232,7 @@ bool backward_data_winograd(const ConvtParams& p, const WinogradWeights& w, cons
     const int64_t dil_y = s == 1 && sh.ty == 2 ? p.dilation_y : 1;
     const int64_t dil_x = s == 1 ? p.dilation_x : 1;
     Correlation c;
-    const float* grad = static_cast<const float*>(dy) + dst_index(p, 0, 0, 0, 0);
+    const int64_t grad = dst_index(p, 0, 0, 0, 0);  // dY's element (0, 0, 0, 0)
     for (int cy = 0; cy < sy; ++cy)
         for (int cx = 0; cx < s; ++cx) {
             const int64_t ey = -int64_t(p.first_tap_y) - cy, ex = -int64_t(p.first_tap_x) - cx;
@@ -1198,10 +1243,14 @@ bool backward_data_winograd(const ConvtParams& p, const WinogradWeights& w, cons
                 std::max<int64_t>(0, ceil_div(p.clip_w - px, s)),
                 floor_div(ey, sy) - (ry - 1) * dil_y, floor_div(ex, s) - (r - 1) * dil_x});
         }
+    c.in = dy;
+    c.in_type = p.dst_type;
     c.in_n = p.dst_stride_n;
     c.in_c = p.dst_stride_c;
     c.in_group = int64_t(p.out_per_group) * p.dst_stride_c;
-    c.out = static_cast<float*>(dx) + p.src_base;
+    c.out = dx;
+    c.out_type = p.src_type;
+    c.out_base = p.src_base;
     c.out_n = p.src_stride_n;
     c.out_c = p.src_stride_c;
     c.out_h = p.src_stride_h;
@@ -1228,7 +1277,9 @@ bool backward_data_winograd(const ConvtParams& p, const WinogradWeights& w, cons
 bool backward_weights_winograd_fits(const ConvtParams& p) {
     const int64_t points = int64_t(points_of(3)) * p.groups * ceil_div(p.out_per_group, kMr) * kMr *
                            ceil_div(p.in_per_group, kNr) * kNr;
-    return dispatch_fits(p, Shape{3, 1, 2}) && p.in_per_group >= kMinWeightGradientChannels &&
+    // float32 alone: weight_taps reads the tensors in place.
+    return dispatch_fits(p, Shape{3, 1, 2}) && p.src_type == CONVT_TYPE_F32 &&
+           p.dst_type == CONVT_TYPE_F32 && p.in_per_group >= kMinWeightGradientChannels &&
            p.out_per_group >= kMinWeightGradientChannels && points <= kMaxPartialFloats;
 }
 
@@ -1237,7 +1288,8 @@ bool backward_weights_winograd(const ConvtParams& p, const void* x, const void* 
     Correlation c;
     int cy = 0, cx = 0;
     if (!forward_phase(p, Shape{3, 1, 2}, 0, 0, c, cy, cx)) return false;
-    c.sources[0].base = static_cast<const float*>(x) + p.src_base;
+    c.sources[0].base = p.src_base;
+    c.in = x;
     // Written only when every weight is finite: the transforms subtract, and Inf - Inf would
     // make NaN where the exact sum has Inf.
     const int64_t count = int64_t(p.groups) * p.out_per_group * 9 * p.in_per_group;

@@ -55,7 +55,8 @@ void pack_winograd_odd(int groups, int og, int ig, int stride, const float* weig
 
 /// Whether the forward (dX) of this dispatch can run through the transforms: its weights packed
 /// (see winograd.cpp for when they are) for the dispatch's stride (and, above stride 1,
-/// dilation 1), float32 tensors, float accumulation.
+/// dilation 1), float32 or fp16 tensors (fp16 patch rows converted a row at a time before the
+/// input transform, output rows as they are stored), float accumulation.
 bool forward_winograd_fits(const ConvtParams& p, const WinogradWeights& w);
 bool backward_data_winograd_fits(const ConvtParams& p, const WinogradWeights& w);
 
