@@ -251,7 +251,7 @@ template <int R, int TY>
 CONVT_INLINE void transform_inputs_body(const Correlation& c, int g, const TileRun& s, int pitch,
                                         int64_t plane_step, float* v) {
     constexpr int A = R + 1, AY = TY == 2 ? A : 1, P = AY * A, W = kSpill;
-    thread_local std::vector<float> stage, runs, converted;
+    thread_local std::vector<float> stage, runs, converted, pixels;
     const int len = s.len, lenv = (len + W - 1) / W * W;
     const int64_t count = 2 * int64_t(lenv) + R - 1;  // staged elements a row
     const int64_t half = lenv + 1;                    // each of e and o
@@ -291,20 +291,36 @@ CONVT_INLINE void transform_inputs_body(const Correlation& c, int g, const TileR
         // patch rows at a time are gathered by 8 x 8 transposes into runs ([channel][j][n]),
         // then staged from there as contiguous rows.
         const int64_t n = hi - lo, run_step = int64_t(AY) * n;
-        // Float sources are staged in place; others (fp16) a row at a time converted first.
+        // Float sources are staged in place; others (fp16) a row at a time converted first, or,
+        // channels contiguous, each patch row's pixels converted once for every channel
+        // ([j][pixel][channel]) and gathered from there (a strided conversion a channel was
+        // 1.05-1.12x slower: fp16 NHWC s1_same, dil2, dcgan_g2, vae_dec dX).
         const bool floats = c.in_type == CONVT_TYPE_F32;
         const float* in_f = static_cast<const float*>(c.in);
-        const bool by_pixel = floats && c.in_c == 1 && step != 1 && any;
+        const bool by_pixel = c.in_c == 1 && step != 1 && any;
         if (!floats) converted.resize(size_t(std::max<int64_t>(2 * n, 1)));
         if (by_pixel) runs.resize(size_t(kGather * run_step));
+        const int64_t row_floats = n * c.channels;
+        if (by_pixel && !floats) {
+            pixels.resize(size_t(AY * row_floats));
+            for (int j = 0; j < AY; ++j)
+                if (inside[j])
+                    load_pixels(c.in, c.in_type,
+                                src.base + s.n * c.in_n + g * c.in_group + row_at[j] + first, n,
+                                step, c.channels, pixels.data() + j * row_floats);
+        }
         for (int ch = 0; ch <= c.channels; ++ch) {
             if (ch < c.channels && by_pixel && ch % kGather == 0) {
                 const int nb = std::min(kGather, c.channels - ch);
                 for (int j = 0; j < AY; ++j) {
                     if (!inside[j]) continue;
-                    gather_channels(
-                        in_f + src.base + s.n * c.in_n + g * c.in_group + ch + row_at[j] + first,
-                        step, n, nb, runs.data() + j * n, run_step);
+                    if (floats)
+                        gather_channels(in_f + src.base + s.n * c.in_n + g * c.in_group + ch +
+                                            row_at[j] + first,
+                                        step, n, nb, runs.data() + j * n, run_step);
+                    else
+                        gather_channels(pixels.data() + j * row_floats + ch, c.channels, n, nb,
+                                        runs.data() + j * n, run_step);
                 }
             }
             if (ch < c.channels && by_pixel) {
