@@ -1014,9 +1014,9 @@ bool winograd_enabled() {
     return enabled;
 }
 
-// Whether a dispatch has the stride and dilation the layer's transforms were packed for.
 bool float_or_half(int32_t type) { return type == CONVT_TYPE_F32 || type == CONVT_TYPE_F16; }
 
+// Whether a dispatch has the stride and dilation the layer's transforms were packed for.
 bool dispatch_fits(const ConvtParams& p, Shape sh) {
     return winograd_enabled() && sh.r != 0 && p.kernel_h == (sh.ty == 2 ? sh.k() : 1) &&
            p.kernel_w == sh.k() && p.stride_y == sh.sy() && p.stride_x == sh.s &&
