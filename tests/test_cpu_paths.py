@@ -666,16 +666,18 @@ def test_cpu_depthwise_nhwc_neuron(rng: np.random.Generator, dtype: type) -> Non
     assert_close(np.moveaxis(dst.array, -1, 1), ref, tol, f"depthwise NHWC PReLU {dtype}")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize(
     "k, stride, dilation", [(3, 1, 1), (3, 1, 2), (4, 2, 1)], ids=["3x3", "3x3_d2", "4x4_s2"]
 )
 def test_cpu_winograd_mps_window_and_clip(
-    rng: np.random.Generator, k: int, stride: int, dilation: int
+    rng: np.random.Generator, k: int, stride: int, dilation: int, dtype: type
 ) -> None:
     """The MPS API on layers the CPU runs through Winograd transforms (3x3: 20 -> 24 channels;
     4x4 at stride 2: 256 -> 256, the forward's 2x2 phases): a manual window (offset and kernel
     offsets), a clip rectangle, a destination channel offset and image, a neuron and a bias;
-    only the clip region is written."""
+    only the clip region is written. fp16 images too (patch rows converted, outputs converted
+    as stored)."""
     import convt
     from _helpers import assert_written, build_transpose, run_encoded, set_total_offset
 
@@ -697,13 +699,14 @@ def test_cpu_winograd_mps_window_and_clip(
     conv.destination_feature_channel_offset = 2
     clip = (1, 2, 1, 13, 11, 1)  # x, y, z, width, height, depth
     conv.clip_rect = convt.Region(*clip)
-    src = rng.uniform(-1, 1, (2, cin, 9, 8)).astype(np.float32)
+    src = rng.uniform(-1, 1, (2, cin, 9, 8)).astype(dtype)
     dst_shape = (2, cout + 3, 16, 17)
-    dst = convt.Image(np.full(dst_shape, np.nan, np.float32))
+    dst = convt.Image(np.full(dst_shape, np.nan, dtype))
     run_encoded(_cpu(), lambda cb: conv.encode(cb, convt.Image(src), destination_image=dst))
     ref = R.conv_transpose_mps(
-        src, w, b, stride=stride, dilation=dilation, T=T, dst=np.full(dst_shape, np.nan),
-        clip=clip, dst_c_offset=2, neuron=neuron,
+        src.astype(np.float64), w, b, stride=stride, dilation=dilation, T=T,
+        dst=np.full(dst_shape, np.nan), clip=clip, dst_c_offset=2, neuron=neuron,
     )  # fmt: skip
     mask = R.written_mask(dst_shape, cout, clip, 2, 0, 2)
-    assert_written(dst.array, ref, mask, FP32_TOL, f"k={k} s={stride} d={dilation}")
+    tol = FP32_TOL if dtype == np.float32 else FP16_TOL
+    assert_written(dst.array, ref, mask, tol, f"k={k} s={stride} d={dilation} {dtype.__name__}")
