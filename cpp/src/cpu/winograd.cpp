@@ -389,14 +389,6 @@ CONVT_INLINE bool finish_sums(const Correlation& c, float* sums, int n, int len,
     return finite;
 }
 
-// count floats of v to output elements at, at + step, ... (converted when not float).
-CONVT_INLINE void store_out(const Correlation& c, int64_t at, int64_t step, int64_t count,
-                            const float* v) {
-    if (c.out_type != CONVT_TYPE_F32) return store_row(c.out, c.out_type, at, step, count, v);
-    float* to = static_cast<float*>(c.out) + at;
-    for (int64_t k = 0; k < count; ++k) to[k * step] = v[k];
-}
-
 // Two runs woven, a[0], b[0], a[1], b[1], ... (n elements), to the contiguous output elements
 // from `at`.
 CONVT_INLINE void store_woven(const Correlation& c, int64_t at, const float* a, const float* b,
@@ -418,8 +410,8 @@ CONVT_INLINE bool store_output_row(const Correlation& c, int64_t row, int64_t x,
     if (c.out_w == 1 && c.dx == 1 && n1 == len) {
         store_woven(c, row + x, q0, q1, 2 * int64_t(len));
     } else {
-        store_out(c, row + x * c.out_w, span * c.out_w, n0, q0);
-        store_out(c, row + (x + c.dx) * c.out_w, span * c.out_w, n1, q1);
+        store_row(c.out, c.out_type, row + x * c.out_w, span * c.out_w, n0, q0);
+        store_row(c.out, c.out_type, row + (x + c.dx) * c.out_w, span * c.out_w, n1, q1);
     }
     return finite;
 }
