@@ -503,56 +503,53 @@ void pack_rows_typed(const E* s, int64_t cs, const int64_t* off, int count, int 
         float* o = out + int64_t((t0 - ch0) / width) * tile_stride;
         const int real = std::max(0, std::min(width, channels - t0));
         for (int k = 0; k < count; ++k, o += width) {
-            {
-                // Eight pixels one or two elements apart (NCHW rows): 8 x 8 transposes (fp16:
-                // of each channel's run converted to floats first; gathered a pixel's channels
-                // at a time, fp16 dW was 1.3-2.9x slower: dil2, vae_dec, unet_up2, grp4).
-                const int64_t step = k + 8 <= count ? off[k + 1] - off[k] : 0;
-                bool run = (step == 1 || step == 2) && off[k] != kMissing;
-                for (int i = 2; i < 8 && run; ++i) run = off[k + i] == off[k] + i * step;
-                if (run) {
-                    // As many further groups of 8 as continue the run; then 8 channels at a
-                    // time along all of it: NCHW planes 4 KB apart share an L1 set, and 16
-                    // channel lines at once overflowed its 8 ways (a fifth of dcgan_out's dW).
-                    int end = k + 8;
-                    while (end + 8 <= count && off[end] == off[k] + int64_t(end - k) * step) {
-                        bool more = true;
-                        for (int i = 1; i < 8 && more; ++i)
-                            more = off[end + i] == off[end] + i * step;
-                        if (!more) break;
-                        end += 8;
-                    }
-                    // Each channel's run is fetched kFetchAhead channels ahead: eight short
-                    // streams a group leave the hardware prefetchers too little to go on
-                    // (in-process A/B, dW: vae_dec 0.93x, unet_up2 0.94x, dil2 0.96x).
-                    const int64_t bytes = (int64_t(end - 1 - k) * step + 1) * int64_t(sizeof(E));
-                    const int fetch_end = std::min(ch1, channels);
-                    thread_local std::vector<float> runs;  // fp16: [8 channels][end - k]
-                    for (int j = 0; j < real; j += 8) {
-                        for (int c = t0 + j + kFetchAhead;
-                             c < std::min(t0 + j + kFetchAhead + 8, fetch_end); ++c)
-                            prefetch_bytes(s + off[k] + int64_t(c) * cs, bytes);
-                        const int nc = std::min(8, real - j);
-                        if constexpr (std::is_same_v<E, uint16_t>) {
-                            runs.resize(size_t(8) * (end - k));
-                            for (int c = 0; c < nc; ++c)
-                                load_row(s, CONVT_TYPE_F16, off[k] + int64_t(t0 + j + c) * cs, step,
-                                         end - k, runs.data() + int64_t(c) * (end - k));
-                            for (int kk = k; kk < end; kk += 8)
-                                transpose8(runs.data() + (kk - k), end - k, 1, nc,
-                                           o + int64_t(kk - k) * width + j, width);
-                        } else {
-                            for (int kk = k; kk < end; kk += 8)
-                                transpose8(s + off[kk] + int64_t(t0 + j) * cs, cs, step, nc,
-                                           o + int64_t(kk - k) * width + j, width);
-                        }
-                    }
-                    for (int i = 0; i < end - k; ++i)
-                        for (int j = real; j < width; ++j) o[i * width + j] = 0.f;
-                    o += int64_t(end - k - 1) * width;
-                    k = end - 1;
-                    continue;
+            // Eight pixels one or two elements apart (NCHW rows): 8 x 8 transposes (fp16:
+            // of each channel's run converted to floats first; gathered a pixel's channels
+            // at a time, fp16 dW was 1.3-2.9x slower: dil2, vae_dec, unet_up2, grp4).
+            const int64_t step = k + 8 <= count ? off[k + 1] - off[k] : 0;
+            bool run = (step == 1 || step == 2) && off[k] != kMissing;
+            for (int i = 2; i < 8 && run; ++i) run = off[k + i] == off[k] + i * step;
+            if (run) {
+                // As many further groups of 8 as continue the run; then 8 channels at a
+                // time along all of it: NCHW planes 4 KB apart share an L1 set, and 16
+                // channel lines at once overflowed its 8 ways (a fifth of dcgan_out's dW).
+                int end = k + 8;
+                while (end + 8 <= count && off[end] == off[k] + int64_t(end - k) * step) {
+                    bool more = true;
+                    for (int i = 1; i < 8 && more; ++i) more = off[end + i] == off[end] + i * step;
+                    if (!more) break;
+                    end += 8;
                 }
+                // Each channel's run is fetched kFetchAhead channels ahead: eight short
+                // streams a group leave the hardware prefetchers too little to go on
+                // (in-process A/B, dW: vae_dec 0.93x, unet_up2 0.94x, dil2 0.96x).
+                const int64_t bytes = (int64_t(end - 1 - k) * step + 1) * int64_t(sizeof(E));
+                const int fetch_end = std::min(ch1, channels);
+                thread_local std::vector<float> runs;  // fp16: [8 channels][end - k]
+                for (int j = 0; j < real; j += 8) {
+                    for (int c = t0 + j + kFetchAhead;
+                         c < std::min(t0 + j + kFetchAhead + 8, fetch_end); ++c)
+                        prefetch_bytes(s + off[k] + int64_t(c) * cs, bytes);
+                    const int nc = std::min(8, real - j);
+                    if constexpr (std::is_same_v<E, uint16_t>) {
+                        runs.resize(size_t(8) * (end - k));
+                        for (int c = 0; c < nc; ++c)
+                            load_row(s, CONVT_TYPE_F16, off[k] + int64_t(t0 + j + c) * cs, step,
+                                     end - k, runs.data() + int64_t(c) * (end - k));
+                        for (int kk = k; kk < end; kk += 8)
+                            transpose8(runs.data() + (kk - k), end - k, 1, nc,
+                                       o + int64_t(kk - k) * width + j, width);
+                    } else {
+                        for (int kk = k; kk < end; kk += 8)
+                            transpose8(s + off[kk] + int64_t(t0 + j) * cs, cs, step, nc,
+                                       o + int64_t(kk - k) * width + j, width);
+                    }
+                }
+                for (int i = 0; i < end - k; ++i)
+                    for (int j = real; j < width; ++j) o[i * width + j] = 0.f;
+                o += int64_t(end - k - 1) * width;
+                k = end - 1;
+                continue;
             }
             if (off[k] == kMissing) {
                 std::fill_n(o, width, 0.f);

@@ -298,7 +298,7 @@ CONVT_INLINE void transform_inputs_body(const Correlation& c, int g, const TileR
         const bool floats = c.in_type == CONVT_TYPE_F32;
         const float* in_f = static_cast<const float*>(c.in);
         const bool by_pixel = c.in_c == 1 && step != 1 && any;
-        if (!floats) converted.resize(size_t(std::max<int64_t>(2 * n, 1)));
+        if (!floats && !by_pixel) converted.resize(size_t(std::max<int64_t>(2 * n, 1)));
         if (by_pixel) runs.resize(size_t(kGather * run_step));
         const int64_t row_floats = n * c.channels;
         if (by_pixel && !floats) {
