@@ -99,12 +99,15 @@ CASES = {
     # channels (a full slice and an 18-deep tail); 530 output channels for dX and dW.
     "deep_forward": (530, 7, 1, (3, 5), 3, 2, 1, 1, 1),
     "deep_dx": (7, 530, 1, (3, 5), 3, 2, 1, 1, 1),
-    # 3x3 at stride 1 with 16 or more channels each way: forward and dX by Winograd F(2x2, 3x3),
-    # with a ragged last tile row and column (7 x 9 outputs), 17 outputs (a 5-row register
-    # tile) and 23 inputs; dilation 2 with groups (tiles split by residue mod 2, 11 x 13
-    # outputs); long rows (the contiguous-row runs, 72 columns) at padding 0.
+    # 3x3 at stride 1 with 16 or more channels each way: forward and dX by Winograd F(4x4, 3x3),
+    # with a ragged last tile row and column (7 x 9 outputs: 3 and 1 past whole tiles; 6 x 11:
+    # 2 and 3), 17 outputs (a 5-row register tile) and 23 inputs; dilation 2 with groups (tiles
+    # split by residue mod 2, 11 x 13 outputs), and alone at 10 x 10 (five outputs a residue:
+    # one tile and one output); long rows (the contiguous-row runs, 72 columns) at padding 0.
     "winograd": (23, 17, 1, (7, 9), 3, 1, 1, 0, 1),
+    "winograd_ragged": (19, 16, 1, (6, 11), 3, 1, 1, 0, 1),
     "winograd_dilated_groups": (32, 36, 2, (9, 13), 3, 1, 1, 0, 2),
+    "winograd_dilated_ragged": (16, 24, 1, (10, 10), 3, 1, 2, 0, 2),
     "winograd_wide": (16, 19, 1, (5, 70), 3, 1, 0, 0, 1),
     # 64 or more channels each way: dW by the transforms too, with 67 inputs (a 3-channel tail
     # on the 16-wide panels) and 64 outputs (a 4-row register tile); 33 x 32 outputs make 544
@@ -210,7 +213,9 @@ FLOAT16_CASES = (
     "depthwise_channels",
     "depthwise_channels_s3_d2",
     "winograd",
+    "winograd_ragged",
     "winograd_dilated_groups",
+    "winograd_dilated_ragged",
     "phases_winograd",
     "phases_winograd_forward",
     "phases_winograd_odd",

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 
@@ -72,19 +73,34 @@ constexpr int64_t kTilesPerRange = 256;
 constexpr int64_t kRanges = 8;
 constexpr int64_t kMaxPartialFloats = 4 * 1024 * 1024;
 
-// Points of F(2x2, r x r) (ty = 2: tiles of 2 x 2 outputs), or of F(2, r) (ty = 1: one-row
-// tiles, for 1-D layers).
-constexpr int points_of(int r, int ty = 2) { return (ty == 2 ? r + 1 : 1) * (r + 1); }
+// Points of F(m x m, r x r) (ty = 2: tiles of m x m outputs), or of F(m, r) (ty = 1: one-row
+// tiles, for 1-D layers): m + r - 1 a side.
+constexpr int points_of(int r, int ty = 2, int m = 2) {
+    return (ty == 2 ? r + m - 1 : 1) * (r + m - 1);
+}
 
-// G of F(2, r): the kernel's r taps to its r + 1 points.
+// G of F(2, r): the kernel's r taps to its r + 1 points (0, 1, -1 and infinity for r = 3).
 const double kG3[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
 const double kG2[3][2] = {{1, 0}, {1, 1}, {0, 1}};
+// G of F(4, 3), points 0, -1, 1, 1/2, -2 and infinity: of the sets of small points tried, the
+// one with the smallest float32 error (a normwise 2.2e-6 against 4.9e-6 for 0, +-1, +-2; F(2, 3)
+// 4e-7). B^T and A^T below are of the same points.
+const double kG43[6][3] = {{1, 0, 0},
+                           {-1.0 / 3, 1.0 / 3, -1.0 / 3},
+                           {1.0 / 3, 1.0 / 3, 1.0 / 3},
+                           {-16.0 / 15, -8.0 / 15, -4.0 / 15},
+                           {1.0 / 15, -2.0 / 15, 4.0 / 15},
+                           {0, 0, 1}};
 
-// G g G^T of one r x r kernel g[a * r + b] (a the row): u[alpha * alpha], alpha = r + 1; for
-// one kernel row (ty = 1), G g: u[alpha].
-void kernel_points(int r, int ty, const double* g, double* u) {
-    const int alpha = r + 1;
-    auto G = [&](int i, int j) { return r == 3 ? kG3[i][j] : kG2[i][j]; };
+// G g G^T of one r x r kernel g[a * r + b] (a the row) for F(m x m, r x r): u[alpha * alpha],
+// alpha = r + m - 1; for one kernel row (ty = 1), G g: u[alpha]. With `magnitudes`, |G| in
+// place of G: a point is then zero only where every tap it weighs is.
+void kernel_points(int r, int ty, int m, const double* g, double* u, bool magnitudes = false) {
+    const int alpha = r + m - 1;
+    auto G = [&](int i, int j) {
+        const double v = m == 4 ? kG43[i][j] : r == 3 ? kG3[i][j] : kG2[i][j];
+        return magnitudes ? std::abs(v) : v;
+    };
     if (ty == 1) {
         for (int i = 0; i < alpha; ++i) {
             u[i] = 0;
@@ -92,7 +108,7 @@ void kernel_points(int r, int ty, const double* g, double* u) {
         }
         return;
     }
-    double t[4][3] = {};  // G g
+    double t[6][3] = {};  // G g
     for (int i = 0; i < alpha; ++i)
         for (int b = 0; b < r; ++b)
             for (int a = 0; a < r; ++a) t[i][b] += G(i, a) * g[a * r + b];
@@ -106,10 +122,10 @@ void kernel_points(int r, int ty, const double* g, double* u) {
 
 // out[n][o][Y][X] = sum over the sources q, their channels i and a, b < r of K[o][q, i][a][b] *
 // in_q[n][i][Y + y0_q + dy * a][X + x0_q + dx * b] (zero outside in_q's ih x iw), for Y < oh and
-// X < ow, in each group; then, for the forward, the bias and the neuron. Outputs come in 2x2
-// tiles at rows Y, Y + dy and columns X, X + dx: tile row R has Y = (R % nby) * 2dy + R / nby,
-// columns alike, so a run of tile columns within one residue mod dx reads its patches at a
-// fixed step. The forward and dX at stride 1 have one source; dX at stride s reads dY's s x s
+// X < ow, in each group; then, for the forward, the bias and the neuron. Outputs come in m x m
+// tiles at rows Y + dy i and columns X + dx j (i, j < m): tile row R has Y = (R % nby) * m dy +
+// R / nby, columns alike, so a run of tile columns within one residue mod dx reads its patches
+// at a fixed step. The forward and dX at stride 1 have one source; dX at stride s reads dY's s x s
 // phase planes, one source each, a tap class of the kernel each.
 struct Source {
     int64_t base;  // element (0, 0, 0, 0) of Correlation::in
@@ -127,8 +143,9 @@ struct Correlation {
     int64_t out_n = 0, out_c = 0, out_h = 0, out_w = 0, oh = 0, ow = 0, out_group = 0;
     int64_t dy = 1, dx = 1;
     int64_t images = 0;
-    int r = 3;         // kernel taps per axis: F(2x2, r x r), or F(2, r) along rows
-    int ty = 2;        // output rows a tile: 2, or 1 (1-D layers: one kernel row)
+    int r = 3;         // kernel taps per axis: F(m x m, r x r), or F(m, r) along rows
+    int ty = 2;        // 2: tiles of m x m outputs; 1: one-row tiles (1-D layers: one kernel row)
+    int m = 2;         // outputs a tile along a row: 2, or 4 (F(4x4, 3x3))
     int groups = 1;    // the channels below are per group
     int channels = 0;  // per source
     int depth = 0;     // sources x channels: the GEMMs' depth
@@ -142,10 +159,9 @@ struct Correlation {
     const float* slopes = nullptr;  // PReLU
     NeuronType neuron = NeuronType::None;
     float na = 0.f, nb = 0.f, nc = 0.f;
+    int rows() const { return ty == 2 ? m : 1; }  // output rows a tile
 };
 
-// A run of tiles in one tile row and one column residue, at columns [col, col + len) of a block;
-// the first n0 (n1) of them have their left (right) output column inside the box.
 // The first cache-line boundary at or after p (p's buffer has kLineFloats - 1 floats to spare).
 inline float* line_aligned(float* p) {
     const uintptr_t at = reinterpret_cast<uintptr_t>(p);
@@ -153,9 +169,12 @@ inline float* line_aligned(float* p) {
     return reinterpret_cast<float*>((at + line - 1) / line * line);
 }
 
+// A run of tiles in one tile row and one column residue, at columns [col, col + len) of a block;
+// the first in[h] of them have their output column h (of m) inside the box.
 struct TileRun {
     int64_t n, y, x;  // image, and the top-left output of the first tile
-    int len, col, n0, n1;
+    int len, col;
+    int in[4];
 };
 
 // The transforms run in loops over a run of tiles that the compiler vectorizes; everything from
@@ -170,11 +189,25 @@ struct TileRun {
 #else
 #define CONVT_IVDEP _Pragma("GCC ivdep")
 #endif
+// The fixed loops inside a vectorized one unrolled whole: past GCC's own limits (F(4x4, 3x3)'s 36
+// points) they stayed loops, and the loop around them was left scalar.
+#if defined(__clang__)
+#define CONVT_UNROLL _Pragma("unroll")
+#else
+#define CONVT_UNROLL _Pragma("GCC unroll 64")
+#endif
 
-// B^T of F(2, R) on one patch row d[0..R]: h[0..R].
-template <int R>
+// B^T of F(M, R) on one patch row d[0..R + M - 2]: h[0..R + M - 2].
+template <int R, int M>
 CONVT_INLINE void bt(const float* d, float* h) {
-    if constexpr (R == 3) {
+    if constexpr (M == 4) {
+        h[0] = d[0] - 1.5f * d[1] - 2.f * d[2] + 1.5f * d[3] + d[4];
+        h[1] = d[1] - 2.5f * d[2] + 0.5f * d[3] + d[4];
+        h[2] = -d[1] + 0.5f * d[2] + 2.5f * d[3] + d[4];
+        h[3] = -2.f * d[1] - d[2] + 2.f * d[3] + d[4];
+        h[4] = 0.5f * d[1] - d[2] - 0.5f * d[3] + d[4];
+        h[5] = d[1] - 1.5f * d[2] - 2.f * d[3] + 1.5f * d[4] + d[5];
+    } else if constexpr (R == 3) {
         h[0] = d[0] - d[2];
         h[1] = d[1] + d[2];
         h[2] = d[2] - d[1];
@@ -186,12 +219,9 @@ CONVT_INLINE void bt(const float* d, float* h) {
     }
 }
 
-// Staged patch rows, two arrays each: e[k] = the row's column x + dx (2k), o[k] = x + dx (2k + 1)
-// (zeros outside the row), so that tile k's patch row is e[k], o[k], e[k + 1], o[k + 1] (the
-// first R + 1 of them): contiguous loads for every tile, whatever dx and the row's step.
-// Staged at element `lo` of the interleaved order, `n` elements `step` apart from r.
-CONVT_INLINE void stage_row(const float* __restrict r, int64_t step, int64_t lo, int64_t n,
-                            float* __restrict e, float* __restrict o) {
+// stage_row's M = 2: e[k] = column x + dx (2k), o[k] = x + dx (2k + 1).
+CONVT_INLINE void stage_pair(const float* __restrict r, int64_t step, int64_t lo, int64_t n,
+                             float* __restrict e, float* __restrict o) {
     // The first element lands in e when lo is even, else in o.
     float* __restrict first = lo % 2 == 0 ? e + lo / 2 : o + lo / 2;
     float* __restrict second = lo % 2 == 0 ? o + lo / 2 : e + lo / 2 + 1;
@@ -217,23 +247,70 @@ CONVT_INLINE void stage_row(const float* __restrict r, int64_t step, int64_t lo,
     if (n0 > n1) first[n1] = r[2 * n1 * step];
 }
 
-// The points of tile k's patch, its rows staged at e[j], o[j]: B^T d B, out[a * (R + 1) + b],
-// for 2x2 tiles (TY = 2); B^T d, out[b], for one-row tiles.
-template <int R, int TY>
-CONVT_INLINE void patch_points(const float* const* e, const float* const* o, int k, float* out) {
-    constexpr int A = R + 1, AY = TY == 2 ? A : 1;
+// Staged patch rows, M arrays each (`part` apart from s): s_h[k] = the row's column
+// x + dx (M k + h) (zeros outside the row), so that tile k's patch row is s_0[k], s_1[k], ...,
+// s_0[k + 1], ... (its first R + M - 1): contiguous loads for every tile, whatever dx and the
+// row's step. Staged at element `lo` of the interleaved order, `n` elements `step` apart from r.
+template <int M>
+CONVT_INLINE void stage_row(const float* __restrict r, int64_t step, int64_t lo, int64_t n,
+                            float* __restrict s, int64_t part) {
+    if constexpr (M == 2) {
+        stage_pair(r, step, lo, n, s, s + part);
+    } else {
+        uint64_t t = 0;  // unsigned: lo and n are not negative
+        const uint64_t first = uint64_t(lo), count = uint64_t(n);
+        for (; t < count && (first + t) % M != 0; ++t)
+            s[(first + t) % M * part + (first + t) / M] = r[int64_t(t) * step];
+        const int64_t b0 = int64_t((first + t) / M), blocks = int64_t((count - t) / M);
+        const float* __restrict rb = r + int64_t(t) * step;
+        float* __restrict s0 = s + b0;
+        if (step == 1) {
+            CONVT_IVDEP
+            for (int64_t b = 0; b < blocks; ++b) {
+                CONVT_UNROLL
+                for (int h = 0; h < M; ++h) s0[h * part + b] = rb[M * b + h];
+            }
+        } else if (step == 2) {  // dilation 2, and dY's phase planes at stride 2
+            CONVT_IVDEP
+            for (int64_t b = 0; b < blocks; ++b) {
+                CONVT_UNROLL
+                for (int h = 0; h < M; ++h) s0[h * part + b] = rb[2 * (M * b + h)];
+            }
+        } else {
+            for (int64_t b = 0; b < blocks; ++b) {
+                CONVT_UNROLL
+                for (int h = 0; h < M; ++h) s0[h * part + b] = rb[(M * b + h) * step];
+            }
+        }
+        for (t += uint64_t(blocks) * M; t < count; ++t)
+            s[(first + t) % M * part + (first + t) / M] = r[int64_t(t) * step];
+    }
+}
+
+// The points of tile k's patch, residue h of its row j staged at e[j * M + h]: B^T d B,
+// out[a * A + b] (A = R + M - 1), for M x M tiles (TY = 2); B^T d, out[b], for one-row tiles.
+template <int R, int TY, int M>
+CONVT_INLINE void patch_points(const float* const* e, int k, float* out) {
+    constexpr int A = R + M - 1, AY = TY == 2 ? A : 1;
     float rows[AY][A];  // B^T along patch row j
+    CONVT_UNROLL
     for (int j = 0; j < AY; ++j) {
-        float d[4] = {e[j][k], o[j][k], e[j][k + 1], o[j][k + 1]};
-        bt<R>(d, rows[j]);
+        float d[A];
+        CONVT_UNROLL
+        for (int i = 0; i < A; ++i) d[i] = e[j * M + i % M][k + i / M];
+        bt<R, M>(d, rows[j]);
     }
     if constexpr (TY == 1) {
+        CONVT_UNROLL
         for (int b = 0; b < A; ++b) out[b] = rows[0][b];
     } else {
+        CONVT_UNROLL
         for (int b = 0; b < A; ++b) {
             float col[A], t[A];
+            CONVT_UNROLL
             for (int j = 0; j < A; ++j) col[j] = rows[j][b];
-            bt<R>(col, t);
+            bt<R, M>(col, t);
+            CONVT_UNROLL
             for (int a = 0; a < A; ++a) out[a * A + b] = t[a];
         }
     }
@@ -247,15 +324,16 @@ CONVT_INLINE void patch_points(const float* const* e, const float* const* o, int
 // (transformed later) or past the block's (the pitch leaves room). A channel's rows are staged
 // while the one before is transformed, so that the transform's loads find the staging stores in
 // the cache (loaded right after them, they waited out failed store-to-load forwards).
-template <int R, int TY>
+template <int R, int TY, int M>
 CONVT_INLINE void transform_inputs_body(const Correlation& c, int g, const TileRun& s, int pitch,
                                         int64_t plane_step, float* v) {
-    constexpr int A = R + 1, AY = TY == 2 ? A : 1, P = AY * A, W = kSpill;
+    constexpr int A = R + M - 1, AY = TY == 2 ? A : 1, P = AY * A, W = kSpill;
     thread_local std::vector<float> stage, runs, converted, pixels;
     const int len = s.len, lenv = (len + W - 1) / W * W;
-    const int64_t count = 2 * int64_t(lenv) + R - 1;  // staged elements a row
-    const int64_t half = lenv + 1;                    // each of e and o
-    stage.resize(size_t(2 * AY * 2) * half);          // [slot][j][e, o][half]
+    const int64_t count = M * int64_t(lenv) + R - 1;  // staged elements a row
+    const int64_t part = lenv + (R + M - 2) / M;      // each residue's array
+    const int64_t row_floats_staged = M * part;
+    stage.resize(size_t(2 * AY) * row_floats_staged);  // [slot][j][residue][part]
     for (size_t q = 0; q < c.sources.size(); ++q) {
         const Source& src = c.sources[q];
         // The same for every channel: which patch rows lie inside, and which staged elements.
@@ -272,18 +350,18 @@ CONVT_INLINE void transform_inputs_body(const Correlation& c, int g, const TileR
         const bool any = lo < hi;
         for (int slot = 0; slot < 2; ++slot)
             for (int j = 0; j < AY; ++j) {
-                float* e = stage.data() + ((slot * AY + j) * 2) * half;
-                float* o = e + half;
+                float* e = stage.data() + (slot * AY + j) * row_floats_staged;
                 if (!inside[j] || !any) {
-                    std::fill(e, e + 2 * half, 0.f);
+                    std::fill(e, e + row_floats_staged, 0.f);
                     continue;
                 }
-                // Even elements m in [lo, hi) are e[m / 2] for m / 2 in [ceil(lo / 2),
-                // ceil(hi / 2)); odd ones o[m / 2] in [floor(lo / 2), floor(hi / 2)).
-                std::fill(e, e + (lo + 1) / 2, 0.f);
-                std::fill(e + (hi + 1) / 2, e + half, 0.f);
-                std::fill(o, o + lo / 2, 0.f);
-                std::fill(o + hi / 2, o + half, 0.f);
+                // Elements i = h + M k in [lo, hi) are residue h's k in [ceil((lo - h) / M),
+                // ceil((hi - h) / M)).
+                for (int h = 0; h < M; ++h) {
+                    float* sh = e + h * part;
+                    std::fill(sh, sh + (lo - h + M - 1) / M, 0.f);
+                    std::fill(sh + (hi - h + M - 1) / M, sh + part, 0.f);
+                }
             }
         const int64_t first = (x + c.dx * lo) * src.step_w, step = c.dx * src.step_w;
         // Channels contiguous (NHWC): a strided load an element, channel by channel, touched each
@@ -324,15 +402,14 @@ CONVT_INLINE void transform_inputs_body(const Correlation& c, int g, const TileR
                 }
             }
             if (ch < c.channels && by_pixel) {
-                float* slot = stage.data() + (ch % 2) * AY * 2 * half;
+                float* slot = stage.data() + (ch % 2) * AY * row_floats_staged;
                 const float* run = runs.data() + (ch % kGather) * run_step;
                 for (int j = 0; j < AY; ++j)
                     if (inside[j])
-                        stage_row(run + j * n, 1, lo, n, slot + 2 * j * half,
-                                  slot + (2 * j + 1) * half);
+                        stage_row<M>(run + j * n, 1, lo, n, slot + j * row_floats_staged, part);
             } else if (ch < c.channels && any && !floats) {
                 const int64_t plane = src.base + s.n * c.in_n + g * c.in_group + ch * c.in_c;
-                float* slot = stage.data() + (ch % 2) * AY * 2 * half;
+                float* slot = stage.data() + (ch % 2) * AY * row_floats_staged;
                 // At step 2 (dilation 2, dY's phase planes) the whole span, converted in one
                 // contiguous run, then staged every other element: no strided gather of bits
                 // (fp16 dil2 forward 1.08x faster, vae_dec dX 1.05x, dil2 dX 0.99x).
@@ -341,12 +418,12 @@ CONVT_INLINE void transform_inputs_body(const Correlation& c, int g, const TileR
                     if (inside[j]) {
                         load_row(c.in, c.in_type, plane + row_at[j] + first, span ? 1 : step,
                                  span ? 2 * n - 1 : n, converted.data());
-                        stage_row(converted.data(), span ? 2 : 1, lo, n, slot + 2 * j * half,
-                                  slot + (2 * j + 1) * half);
+                        stage_row<M>(converted.data(), span ? 2 : 1, lo, n,
+                                     slot + j * row_floats_staged, part);
                     }
             } else if (ch < c.channels && any) {
                 const float* plane = in_f + src.base + s.n * c.in_n + g * c.in_group + ch * c.in_c;
-                float* slot = stage.data() + (ch % 2) * AY * 2 * half;
+                float* slot = stage.data() + (ch % 2) * AY * row_floats_staged;
                 if (ch + kPrefetchChannels < c.channels)  // rows `kPrefetchChannels` ahead
                     for (int j = 0; j < AY; ++j)
                         if (inside[j]) {
@@ -357,23 +434,20 @@ CONVT_INLINE void transform_inputs_body(const Correlation& c, int g, const TileR
                         }
                 for (int j = 0; j < AY; ++j)
                     if (inside[j])
-                        stage_row(plane + row_at[j] + first, step, lo, hi - lo, slot + 2 * j * half,
-                                  slot + (2 * j + 1) * half);
+                        stage_row<M>(plane + row_at[j] + first, step, lo, hi - lo,
+                                     slot + j * row_floats_staged, part);
             }
             if (ch == 0) continue;
             const int prev = ch - 1;
-            const float* slot = stage.data() + (prev % 2) * AY * 2 * half;
-            const float* e[AY];
-            const float* o[AY];
-            for (int j = 0; j < AY; ++j) {
-                e[j] = slot + 2 * j * half;
-                o[j] = e[j] + half;
-            }
+            const float* slot = stage.data() + (prev % 2) * AY * row_floats_staged;
+            const float* e[AY * M];
+            for (int j = 0; j < AY * M; ++j) e[j] = slot + j * part;
             float* __restrict vc = v + (int64_t(q) * c.channels + prev) * pitch + s.col;
             CONVT_IVDEP
             for (int k = 0; k < lenv; ++k) {
                 float pts[P];
-                patch_points<R, TY>(e, o, k, pts);
+                patch_points<R, TY, M>(e, k, pts);
+                CONVT_UNROLL
                 for (int pt = 0; pt < P; ++pt) vc[pt * plane_step + k] = pts[pt];
             }
         }
@@ -381,45 +455,91 @@ CONVT_INLINE void transform_inputs_body(const Correlation& c, int g, const TileR
 }
 
 // Whether sums[0, n) are all finite (before the neuron); then the neuron on sums[0, len).
+// all_finite's check written inline: runs are 8 to 16 tiles at 64 x 64 images, where its call
+// cost 7% of dil2's dX at 4x4 tiles. A sum's exponent all ones carries into bit 31.
 CONVT_INLINE bool finish_sums(const Correlation& c, float* sums, int n, int len, float slope) {
-    const bool finite = all_finite(sums, n);
+    uint32_t carry = 0;
+    CONVT_IVDEP
+    for (int k = 0; k < n; ++k) {
+        uint32_t bits;
+        std::memcpy(&bits, sums + k, sizeof bits);
+        carry |= (bits & 0x7f800000u) + 0x00800000u;
+    }
+    const bool finite = (carry & 0x80000000u) == 0;
     if (c.neuron != NeuronType::None)
         for (int k = 0; k < len; ++k)
             sums[k] = apply_neuron(c.neuron, sums[k], c.na, c.nb, c.nc, slope);
     return finite;
 }
 
-// Two runs woven, a[0], b[0], a[1], b[1], ... (n elements), to the contiguous output elements
-// from `at`.
-CONVT_INLINE void store_woven(const Correlation& c, int64_t at, const float* a, const float* b,
+// M runs woven, q[0][0], q[1][0], ..., q[M - 1][0], q[0][1], ... (runs `step` apart, n elements
+// in all), into out.
+template <int M>
+CONVT_INLINE void weave(const float* __restrict q, int64_t step, int64_t n, float* __restrict out) {
+    if constexpr (M == 2) {
+        interleave2(q, q + step, n, out);
+    } else {  // inline: the runs are short (8 to 16 tiles at 64 x 64)
+        CONVT_IVDEP
+        for (int64_t k = 0; k < n / M; ++k) {
+            CONVT_UNROLL
+            for (int h = 0; h < M; ++h) out[k * M + h] = q[h * step + k];
+        }
+    }
+}
+
+// Two runs' M phases each (ra[h * step + k], rb alike) woven in one pass:
+// out[2M k + 2h] = ra[h * step + k], out[2M k + 2h + 1] = rb[h * step + k], for k < tiles.
+template <int M>
+CONVT_INLINE void weave_pair(const float* __restrict ra, const float* __restrict rb, int64_t step,
+                             int64_t tiles, float* __restrict out) {
+    CONVT_IVDEP
+    for (int64_t k = 0; k < tiles; ++k) {
+        CONVT_UNROLL
+        for (int h = 0; h < M; ++h) {
+            out[2 * M * k + 2 * h] = ra[h * step + k];
+            out[2 * M * k + 2 * h + 1] = rb[h * step + k];
+        }
+    }
+}
+
+// M runs woven (see weave) to the contiguous output elements from `at`.
+template <int M>
+CONVT_INLINE void store_woven(const Correlation& c, int64_t at, const float* q, int64_t step,
                               int64_t n) {
-    if (c.out_type == CONVT_TYPE_F32) return interleave2(a, b, n, static_cast<float*>(c.out) + at);
+    if (c.out_type == CONVT_TYPE_F32) return weave<M>(q, step, n, static_cast<float*>(c.out) + at);
     thread_local std::vector<float> woven;
     woven.resize(size_t(n));
-    interleave2(a, b, n, woven.data());
+    weave<M>(q, step, n, woven.data());
     store_row(c.out, c.out_type, at, 1, n, woven.data());
 }
 
-// One output row of a run, from output element `row` (its column 0): q0[k] at column x + 2dx k
-// and q1[k] at x + 2dx k + dx (those inside [0, ow)). Returns whether they were all finite
-// before the neuron.
-CONVT_INLINE bool store_output_row(const Correlation& c, int64_t row, int64_t x, int len, int n0,
-                                   int n1, float* q0, float* q1, float slope) {
-    const int64_t span = 2 * c.dx;
-    const bool finite = finish_sums(c, q0, n0, len, slope) & finish_sums(c, q1, n1, len, slope);
-    if (c.out_w == 1 && c.dx == 1 && n1 == len) {
-        store_woven(c, row + x, q0, q1, 2 * int64_t(len));
+// One output row of a run, from output element `row` (its column 0): q[h * lenv + k] at column
+// x + M dx k + h dx (those inside [0, ow): the first in[h]). Returns whether they were all
+// finite before the neuron.
+template <int M>
+CONVT_INLINE bool store_output_row(const Correlation& c, int64_t row, int64_t x, int len,
+                                   const int* in, float* q, int lenv, float slope) {
+    bool finite = true;
+    for (int h = 0; h < M; ++h) finite &= finish_sums(c, q + h * lenv, in[h], len, slope);
+    if (c.out_w == 1 && c.dx == 1 && in[M - 1] == len) {
+        store_woven<M>(c, row + x, q, lenv, M * int64_t(len));
     } else {
-        store_row(c.out, c.out_type, row + x * c.out_w, span * c.out_w, n0, q0);
-        store_row(c.out, c.out_type, row + (x + c.dx) * c.out_w, span * c.out_w, n1, q1);
+        for (int h = 0; h < M; ++h)
+            store_row(c.out, c.out_type, row + (x + h * c.dx) * c.out_w, M * c.dx * c.out_w, in[h],
+                      q + h * lenv);
     }
     return finite;
 }
 
-// A^T of F(2, R) on m[0..R]: y[0..1].
-template <int R>
+// A^T of F(M, R) on m[0..R + M - 2]: y[0..M - 1].
+template <int R, int M>
 CONVT_INLINE void at(const float* m, float* y) {
-    if constexpr (R == 3) {
+    if constexpr (M == 4) {
+        y[0] = m[0] + m[1] + m[2] + m[3] + m[4];
+        y[1] = -m[1] + m[2] + 0.5f * m[3] - 2.f * m[4];
+        y[2] = m[1] + m[2] + 0.25f * m[3] + 4.f * m[4];
+        y[3] = -m[1] + m[2] + 0.125f * m[3] - 8.f * m[4] + m[5];
+    } else if constexpr (R == 3) {
         y[0] = m[0] + m[1] + m[2];
         y[1] = m[1] - m[2] - m[3];
     } else {
@@ -430,111 +550,109 @@ CONVT_INLINE void at(const float* m, float* y) {
 
 // A^T m A (A^T m for one-row tiles), m[point * step + k] the point rows of a run's lenv
 // columns (a multiple of kSpill: m is read up to kSpill - 1 columns past the run; the caller's
-// buffer has room, and those sums are never stored), plus the bias: q[row * 2 + half][k] =
-// output row `row` of the tile, column x + 2dx k + half * dx, `lenv` apart. (Not an array of
-// row pointers: copied with vector loads across the caller's pointer-sized stores, it stalled a
-// failed store-to-load forward a call.)
-template <int R, int TY>
+// buffer has room, and those sums are never stored), plus the bias: q[(row * M + h) * lenv + k]
+// = output row `row` of the tile, column x + M dx k + h dx. (Not an array of row pointers:
+// copied with vector loads across the caller's pointer-sized stores, it stalled a failed
+// store-to-load forward a call.)
+template <int R, int TY, int M>
 CONVT_INLINE void output_points(const float* m, int64_t step, int lenv, float bias, float* q) {
-    constexpr int A = R + 1, P = (TY == 2 ? A : 1) * A;
-    float* __restrict q00 = q;
-    float* __restrict q01 = q00 + lenv;
-    float* __restrict q10 = q01 + lenv;  // TY == 2 only
-    float* __restrict q11 = q10 + lenv;
+    constexpr int A = R + M - 1, P = (TY == 2 ? A : 1) * A, ROWS = TY == 2 ? M : 1;
     const float* __restrict mp[P];
     for (int i = 0; i < P; ++i) mp[i] = m + i * step;
+    float* __restrict qr = q;
     if constexpr (TY == 1) {
         CONVT_IVDEP
         for (int k = 0; k < lenv; ++k) {
-            float row[A], y[2];
+            float row[A], y[M];
+            CONVT_UNROLL
             for (int b = 0; b < A; ++b) row[b] = mp[b][k];
-            at<R>(row, y);
-            q00[k] = bias + y[0];
-            q01[k] = bias + y[1];
+            at<R, M>(row, y);
+            CONVT_UNROLL
+            for (int h = 0; h < M; ++h) qr[h * lenv + k] = bias + y[h];
         }
     } else {
         CONVT_IVDEP
         for (int k = 0; k < lenv; ++k) {
-            float rows[2][A];  // A^T down each column b
+            float rows[ROWS][A];  // A^T down each column b
+            CONVT_UNROLL
             for (int b = 0; b < A; ++b) {
-                float col[A], y[2];
+                float col[A], y[M];
+                CONVT_UNROLL
                 for (int a = 0; a < A; ++a) col[a] = mp[a * A + b][k];
-                at<R>(col, y);
-                rows[0][b] = y[0];
-                rows[1][b] = y[1];
+                at<R, M>(col, y);
+                CONVT_UNROLL
+                for (int i = 0; i < ROWS; ++i) rows[i][b] = y[i];
             }
-            float y0[2], y1[2];
-            at<R>(rows[0], y0);
-            at<R>(rows[1], y1);
-            q00[k] = bias + y0[0];
-            q01[k] = bias + y0[1];
-            q10[k] = bias + y1[0];
-            q11[k] = bias + y1[1];
+            CONVT_UNROLL
+            for (int i = 0; i < ROWS; ++i) {
+                float y[M];
+                at<R, M>(rows[i], y);
+                CONVT_UNROLL
+                for (int h = 0; h < M; ++h) qr[(i * M + h) * lenv + k] = bias + y[h];
+            }
         }
     }
 }
 
 // Output channel o of a run from its point rows m (see output_points), stored with the neuron.
 // Returns whether every stored value was finite.
-template <int R, int TY>
+template <int R, int TY, int M>
 CONVT_INLINE bool transform_outputs_body(const Correlation& c, int g, const TileRun& s, int o,
                                          const float* m, int64_t step) {
-    constexpr int W = kSpill;
+    constexpr int W = kSpill, ROWS = TY == 2 ? M : 1;
     thread_local std::vector<float> q;
     const int len = s.len, lenv = (len + W - 1) / W * W;
     if (s.y >= c.oh) return true;  // a tile row past the last output row (dilation > 1)
-    q.resize(size_t(2 * TY) * lenv);
+    q.resize(size_t(M * ROWS) * lenv);
     const int64_t oc = int64_t(g) * c.outs + o;
     const float bias = c.bias ? c.bias[oc] : 0.f, slope = c.slopes ? c.slopes[oc] : 0.f;
-    output_points<R, TY>(m, step, lenv, bias, q.data());
+    output_points<R, TY, M>(m, step, lenv, bias, q.data());
     const int64_t plane = c.out_base + s.n * c.out_n + g * c.out_group + o * c.out_c;
-    float* q0 = q.data();
-    bool finite =
-        store_output_row(c, plane + s.y * c.out_h, s.x, len, s.n0, s.n1, q0, q0 + lenv, slope);
-    if (TY == 2 && s.y + c.dy < c.oh)
-        finite &= store_output_row(c, plane + (s.y + c.dy) * c.out_h, s.x, len, s.n0, s.n1,
-                                   q0 + 2 * lenv, q0 + 3 * lenv, slope);
+    bool finite = true;
+    for (int i = 0; i < ROWS && s.y + i * c.dy < c.oh; ++i)
+        finite &= store_output_row<M>(c, plane + (s.y + i * c.dy) * c.out_h, s.x, len, s.in,
+                                      q.data() + i * M * lenv, lenv, slope);
     return finite;
 }
 
 // Whether runs a and b (in that order) are the two column phases of one tile row at dilation 2,
-// every output of both inside: together they cover 4 len consecutive outputs of each row.
+// every output of both inside: together they cover 2 m len consecutive outputs of each row.
 inline bool woven_pair(const Correlation& c, const TileRun& a, const TileRun& b) {
-    return c.dx == 2 && c.out_w == 1 && a.n == b.n && a.y == b.y && b.x == a.x + 1 &&
-           a.len == b.len && a.n0 == a.len && a.n1 == a.len && b.n0 == b.len && b.n1 == b.len &&
-           a.y < c.oh;
+    bool all_in = c.dx == 2 && c.out_w == 1 && a.n == b.n && a.y == b.y && b.x == a.x + 1 &&
+                  a.len == b.len && a.y < c.oh;
+    for (int h = 0; h < c.m; ++h) all_in = all_in && a.in[h] == a.len && b.in[h] == b.len;
+    return all_in;
 }
 
 // Output channel o of a woven pair (woven_pair: a then b, point rows ma and mb): each output
 // row woven whole, where each run alone stores every other column (scalar stores, a third of
 // dil2's output transform; in-process A/B: dil2 dX 0.95x, forward 0.94x).
-template <int R, int TY>
+template <int R, int TY, int M>
 CONVT_INLINE bool transform_output_pair_body(const Correlation& c, int g, const TileRun& a, int o,
                                              const float* ma, const float* mb, int64_t step) {
-    constexpr int W = kSpill;
+    constexpr int W = kSpill, ROWS = TY == 2 ? M : 1;
     thread_local std::vector<float> q;
     const int len = a.len, lenv = (len + W - 1) / W * W;
-    const int rows = TY == 2 && a.y + c.dy < c.oh ? 2 : 1;  // output rows stored
-    q.resize(size_t(4 * TY) * lenv + 4 * size_t(len));
-    float* qa = q.data();              // [row * 2 + half][lenv]
-    float* qb = qa + 2 * TY * lenv;    // the same for b
-    float* even = qb + 2 * TY * lenv;  // a row's columns x, x + 2, ...
-    float* odd = even + 2 * len;       // x + 1, x + 3, ...
+    q.resize(size_t(2 * M * ROWS) * lenv + 2 * size_t(M) * len);
+    float* qa = q.data();                 // [row * M + h][lenv]
+    float* qb = qa + M * ROWS * lenv;     // the same for b
+    float* woven = qb + M * ROWS * lenv;  // a row, fp16 outputs
     const int64_t oc = int64_t(g) * c.outs + o;
     const float bias = c.bias ? c.bias[oc] : 0.f, slope = c.slopes ? c.slopes[oc] : 0.f;
-    output_points<R, TY>(ma, step, lenv, bias, qa);
-    output_points<R, TY>(mb, step, lenv, bias, qb);
+    output_points<R, TY, M>(ma, step, lenv, bias, qa);
+    output_points<R, TY, M>(mb, step, lenv, bias, qb);
     bool finite = true;
-    for (int h = 0; h < 2 * rows; ++h)
-        finite &= finish_sums(c, qa + h * lenv, len, len, slope) &
-                  finish_sums(c, qb + h * lenv, len, len, slope);
-    const int64_t plane = c.out_base + a.n * c.out_n + g * c.out_group + o * c.out_c;
-    for (int r = 0; r < rows; ++r) {
-        const float* ra = qa + 2 * r * lenv;
-        const float* rb = qb + 2 * r * lenv;
-        interleave2(ra, ra + lenv, 2 * int64_t(len), even);
-        interleave2(rb, rb + lenv, 2 * int64_t(len), odd);
-        store_woven(c, plane + (a.y + r * c.dy) * c.out_h + a.x, even, odd, 4 * int64_t(len));
+    for (int i = 0; i < ROWS && a.y + i * c.dy < c.oh; ++i) {
+        const int64_t row = c.out_base + a.n * c.out_n + g * c.out_group + o * c.out_c +
+                            (a.y + i * c.dy) * c.out_h + a.x;
+        float* ra = qa + i * M * lenv;
+        float* rb = qb + i * M * lenv;
+        for (int h = 0; h < M; ++h)
+            finite &= finish_sums(c, ra + h * lenv, len, len, slope) &
+                      finish_sums(c, rb + h * lenv, len, len, slope);
+        float* to = c.out_type == CONVT_TYPE_F32 ? static_cast<float*>(c.out) + row : woven;
+        weave_pair<M>(ra, rb, lenv, len, to);
+        if (to == woven) store_row(c.out, c.out_type, row, 1, 2 * M * int64_t(len), woven);
     }
     return finite;
 }
@@ -572,7 +690,7 @@ CONVT_INLINE void transform_gradients_body(const Correlation& c, const float* dy
     float* __restrict e0 = t + 2 * A * len;
     float* __restrict e1 = e0 + 2 * len;
     const int64_t span = 2 * c.dx;
-    const int n0 = s.n0, n1 = s.n1;
+    const int n0 = s.in[0], n1 = s.in[1];
     const int64_t point_step = int64_t(o1 - o0) * columns;
     for (int o = o0; o < o1; ++o) {
         const float* plane = dy + s.n * c.out_n + g * c.out_group + o * c.out_c;
@@ -629,20 +747,20 @@ using GradientTransform = void (*)(const Correlation&, const float*, int, const 
                                    int, float*);
 
 #define CONVT_WINOGRAD_TRANSFORMS(suffix, attr)                                                    \
-    template <int R, int TY>                                                                       \
+    template <int R, int TY, int M>                                                                \
     attr void transform_inputs_##suffix(const Correlation& c, int g, const TileRun& s, int pitch,  \
                                         int64_t plane_step, float* v) {                            \
-        transform_inputs_body<R, TY>(c, g, s, pitch, plane_step, v);                               \
+        transform_inputs_body<R, TY, M>(c, g, s, pitch, plane_step, v);                            \
     }                                                                                              \
-    template <int R, int TY>                                                                       \
+    template <int R, int TY, int M>                                                                \
     attr bool transform_outputs_##suffix(const Correlation& c, int g, const TileRun& s, int o,     \
                                          const float* m, int64_t step) {                           \
-        return transform_outputs_body<R, TY>(c, g, s, o, m, step);                                 \
+        return transform_outputs_body<R, TY, M>(c, g, s, o, m, step);                              \
     }                                                                                              \
-    template <int R, int TY>                                                                       \
+    template <int R, int TY, int M>                                                                \
     attr bool transform_output_pair_##suffix(const Correlation& c, int g, const TileRun& a, int o, \
                                              const float* ma, const float* mb, int64_t step) {     \
-        return transform_output_pair_body<R, TY>(c, g, a, o, ma, mb, step);                        \
+        return transform_output_pair_body<R, TY, M>(c, g, a, o, ma, mb, step);                     \
     }                                                                                              \
     attr void transform_gradients_##suffix(const Correlation& c, const float* dy, int g,           \
                                            const TileRun& s, int o0, int o1, int columns,          \
@@ -655,42 +773,44 @@ CONVT_WINOGRAD_TRANSFORMS(base, )
 CONVT_WINOGRAD_TRANSFORMS(avx2, __attribute__((target("avx2,fma"))))
 #endif
 
-// The transforms' functions for this CPU, kernel size and tile rows.
+// The transforms' functions for this CPU, kernel size, tile rows and tile size.
 struct Transforms {
     InputTransform inputs;
     OutputTransform outputs;
     OutputPairTransform output_pairs;
     GradientTransform gradients;
-    template <int R, int TY>
+    template <int R, int TY, int M>
     void pick() {
-        inputs = transform_inputs_base<R, TY>;
-        outputs = transform_outputs_base<R, TY>;
-        output_pairs = transform_output_pair_base<R, TY>;
-        gradients = transform_gradients_base;  // dW: 3x3 and 2x2 tiles only
+        inputs = transform_inputs_base<R, TY, M>;
+        outputs = transform_outputs_base<R, TY, M>;
+        output_pairs = transform_output_pair_base<R, TY, M>;
+        gradients = transform_gradients_base;  // dW: F(2x2, 3x3) only
 #ifdef CONVT_WINOGRAD_AVX2
         if (use_avx2()) {
-            inputs = transform_inputs_avx2<R, TY>;
-            outputs = transform_outputs_avx2<R, TY>;
-            output_pairs = transform_output_pair_avx2<R, TY>;
+            inputs = transform_inputs_avx2<R, TY, M>;
+            outputs = transform_outputs_avx2<R, TY, M>;
+            output_pairs = transform_output_pair_avx2<R, TY, M>;
             gradients = transform_gradients_avx2;
         }
 #endif
     }
-    Transforms(int r, int ty) {
-        if (ty == 2)
-            r == 3 ? pick<3, 2>() : pick<2, 2>();
+    Transforms(int r, int ty, int m) {
+        if (ty == 2 && r == 3)
+            m == 4 ? pick<3, 2, 4>() : pick<3, 2, 2>();
+        else if (ty == 2)
+            pick<2, 2, 2>();
         else
-            r == 3 ? pick<3, 1>() : pick<2, 1>();
+            r == 3 ? pick<3, 1, 2>() : pick<2, 1, 2>();
     }
 };
 
-// The output tiles (2x2, or 1x2) of a Correlation's box in (image, tile row, tile column)
+// The output tiles (m x m, or 1 x m) of a Correlation's box in (image, tile row, tile column)
 // order, and the runs of a range of them.
 struct TileGrid {
     int64_t nby, nbx, th, tw, total;
     explicit TileGrid(const Correlation& c)
-        : nby(ceil_div(c.oh, c.ty * c.dy)),
-          nbx(ceil_div(c.ow, 2 * c.dx)),
+        : nby(ceil_div(c.oh, c.rows() * c.dy)),
+          nbx(ceil_div(c.ow, c.m * c.dx)),
           th(c.dy * nby),
           tw(c.dx * nbx),
           total(c.images * th * tw) {}
@@ -700,12 +820,13 @@ struct TileGrid {
             const int64_t n = t / (th * tw), r = (t / tw) % th, col = t % tw;
             const int64_t cr = col / nbx, cb = col % nbx;
             const int len = static_cast<int>(std::min<int64_t>(first + real - t, nbx - cb));
-            const int64_t x = cb * 2 * c.dx + cr, span = 2 * c.dx;
-            const int n0 = static_cast<int>(std::clamp<int64_t>(ceil_div(c.ow - x, span), 0, len));
-            const int n1 =
-                static_cast<int>(std::clamp<int64_t>(ceil_div(c.ow - x - c.dx, span), 0, len));
-            out.push_back({n, (r % nby) * c.ty * c.dy + r / nby, x, len,
-                           static_cast<int>(t - first), n0, n1});
+            const int64_t x = cb * c.m * c.dx + cr, span = c.m * c.dx;
+            TileRun run{n,   (r % nby) * c.rows() * c.dy + r / nby, x,
+                        len, static_cast<int>(t - first),           {0, 0, 0, 0}};
+            for (int h = 0; h < c.m; ++h)
+                run.in[h] = static_cast<int>(
+                    std::clamp<int64_t>(ceil_div(c.ow - x - h * c.dx, span), 0, len));
+            out.push_back(run);
             t += len;
         }
     }
@@ -734,10 +855,10 @@ bool correlate(const std::vector<Correlation>& all) {
     for (const Correlation& c : all) {
         const TileGrid grid(c);
         int64_t columns = std::clamp<int64_t>(
-            kBlockFloats / (points_of(c.r, c.ty) * c.depth) / kNr * kNr, kNr, kMaxColumns);
-        const int64_t group_weights = c.point_offset
-                                          ? c.point_offset[points_of(c.r, c.ty)]
-                                          : int64_t(points_of(c.r, c.ty)) * c.tiles * kMr * c.depth;
+            kBlockFloats / (points_of(c.r, c.ty, c.m) * c.depth) / kNr * kNr, kNr, kMaxColumns);
+        const int points = points_of(c.r, c.ty, c.m);
+        const int64_t group_weights =
+            c.point_offset ? c.point_offset[points] : int64_t(points) * c.tiles * kMr * c.depth;
         const bool deep = group_weights > kDeepWeightFloats;
         const int64_t least = deep ? kMinColumns : kNr;
         columns = std::max(columns, least);
@@ -757,8 +878,8 @@ bool correlate(const std::vector<Correlation>& all) {
         while (which + 1 < plans.size() && plans[which + 1].first_task <= task) ++which;
         const Correlation& c = all[which];
         const Plan& plan = plans[which];
-        const int points = points_of(c.r, c.ty), cols = plan.cols;
-        const Transforms tf(c.r, c.ty);
+        const int points = points_of(c.r, c.ty, c.m), cols = plan.cols;
+        const Transforms tf(c.r, c.ty, c.m);
         const int64_t t = task - plan.first_task;
         const int g = static_cast<int>(t / plan.blocks);
         const int64_t first = (t % plan.blocks) * cols;
@@ -784,7 +905,7 @@ bool correlate(const std::vector<Correlation>& all) {
             std::clamp<int64_t>(kChunkFloats / (int64_t(points) * kMr * cols), 1, c.tiles));
         m.resize(size_t(chunk) * points * kMr * cols + kSpill);  // the output transform reads past
         rows.resize(size_t(points) * c.depth);
-        int depth[16];  // points_of <= 16
+        int depth[36];  // points_of <= 36
         for (int pt = 0; pt < points; ++pt) {
             depth[pt] = 0;
             for (int q = 0; q < int(c.sources.size()); ++q) {
@@ -897,7 +1018,7 @@ void weight_taps(const Correlation& c, const float* grad, float* taps) {
     const int cols = static_cast<int>(
         std::clamp<int64_t>(2 * kBlockFloats / (points * (icols + orows)) / 8 * 8, 8, kMaxColumns));
     const MicroKernel uk = micro_kernel();
-    const Transforms tf(3, 2);
+    const Transforms tf(3, 2, 2);
     ThreadPool::instance().parallel_for(int64_t(groups) * ranges * splits, [&](int64_t ti) {
         const int g = static_cast<int>(ti / (int64_t(ranges) * splits));
         const int range = static_cast<int>(ti / splits % ranges);
@@ -1070,6 +1191,18 @@ Wanted wanted(Shape sh, int64_t groups, int64_t og, int64_t ig) {
     return {!sh.odd && ig * og >= kMinPhaseForwardProduct, backward};
 }
 
+// Outputs a tile along a row: F(4x4, 3x3) for 3x3 kernels of at most kMaxTile4Channels each
+// way, else F(2x2) or F(2). Its float32 error grows with the depth (normwise against float64,
+// N = 8 at 28 x 28: 2.7e-6 at 64 channels, 3.7-4.1e-6 at 128, 4.1-5.2e-6 at 256, 3.4-6.6e-6 at
+// 480, against the 1e-5 the tests allow; F(2x2, 3x3) 0.3-1e-6). In-process A/B, 4x4 against 2x2
+// tiles, N = 8, two threads, NCHW: s1_same forward 1.29x, dX 1.35x; dil2 1.34x and 1.33x; 128 x
+// 128 channels at 28 x 28 1.39x and 1.36x; 16 x 16 at 64 x 64 1.11x; 16 x 24 at dilation 2 on
+// 32 x 32 0.91x and 0.99x (four tiles a run). NHWC 1.10-1.21x, fp16 1.26-1.30x, N = 1 1.25-1.38x.
+constexpr int kMaxTile4Channels = 128;
+int tile_of(Shape sh, int og, int ig) {
+    return sh.r == 3 && sh.ty == 2 && og <= kMaxTile4Channels && ig <= kMaxTile4Channels ? 4 : 2;
+}
+
 // Packs `out` for shape sh; w(g, o, ky, kx, i) is a weight of the layer (the caller's kernel is
 // sh.k() taps a side: taps past it read as zero).
 template <typename Weight>
@@ -1081,9 +1214,10 @@ void pack_shape(Shape sh, int groups, int og, int ig, const Weight& weight, Wino
     out.r = sh.r;
     out.s = sh.s;
     out.ty = sh.ty;
+    out.m = tile_of(sh, og, ig);
     out.odd = sh.odd;
-    const int r = sh.r, s = sh.s, sy = sh.sy(), ry = sh.ry(), points = points_of(r, sh.ty),
-              classes = sh.classes();
+    const int r = sh.r, s = sh.s, sy = sh.sy(), ry = sh.ry(), m = out.m,
+              points = points_of(r, sh.ty, m), classes = sh.classes();
     const int kh = sh.ty == 2 ? sh.k() : 1, kw = sh.k();
     auto w = [&](int g, int o, int ky, int kx, int i) {
         return ky < kh && kx < kw ? weight(g, o, ky, kx, i) : 0.0;
@@ -1094,7 +1228,7 @@ void pack_shape(Shape sh, int groups, int og, int ig, const Weight& weight, Wino
     const Wanted want = wanted(sh, groups, og, ig);
     // dX, point by point: the tap classes whose points are not zero by the padding alone (an
     // odd kernel's last class misses a tap row or column: 25 of 36 class points stay at 3x3).
-    double kf[9], kb[9], u[16];
+    double kf[9], kb[9], u[36];
     out.backward_classes.assign(size_t(points), {});
     for (int cy = 0; cy < sy; ++cy)
         for (int cx = 0; cx < s; ++cx) {
@@ -1103,7 +1237,7 @@ void pack_shape(Shape sh, int groups, int og, int ig, const Weight& weight, Wino
                     kb[a * r + b] = cy + sy * (ry - 1 - a) < kh && cx + s * (r - 1 - b) < kw
                                         ? 1.0 + a * r + b
                                         : 0.0;
-            kernel_points(r, sh.ty, kb, u);  // G has no negative entry: no cancellation
+            kernel_points(r, sh.ty, m, kb, u, true);  // |G|: no cancellation
             for (int pt = 0; pt < points; ++pt)
                 if (u[pt] != 0.0) out.backward_classes[pt].push_back(cy * s + cx);
         }
@@ -1128,7 +1262,7 @@ void pack_shape(Shape sh, int groups, int og, int ig, const Weight& weight, Wino
                                 kb[a * r + b] =
                                     w(g, o, cy + sy * (ry - 1 - a), cx + s * (r - 1 - b), i);
                             }
-                        kernel_points(r, sh.ty, kf, u);
+                        kernel_points(r, sh.ty, m, kf, u);
                         for (int pt = 0; pt < points && want.forward; ++pt) {
                             const int64_t at =
                                 cls * out.forward_class_floats +
@@ -1137,7 +1271,7 @@ void pack_shape(Shape sh, int groups, int og, int ig, const Weight& weight, Wino
                                 int64_t(i) * kMr + o % kMr;
                             out.forward[size_t(at)] = static_cast<float>(u[pt]);
                         }
-                        kernel_points(r, sh.ty, kb, u);
+                        kernel_points(r, sh.ty, m, kb, u);
                         for (int pt = 0; pt < points && want.backward; ++pt) {
                             // [g][point][in tile][the point's classes x ocl][kMr]
                             const std::vector<int>& cl = out.backward_classes[pt];
@@ -1199,7 +1333,8 @@ bool backward_data_winograd_fits(const ConvtParams& p, const WinogradWeights& w)
     if (w.backward.empty() || !dispatch_fits(p, sh)) return false;
     // Deep packs stream once a block: with few tiles (dcgan_g2 at N = 1: 16) the direct GEMM wins.
     if (int64_t(w.backward.size()) / w.groups <= kDeepWeightFloats) return true;
-    const int64_t tiles = int64_t(p.num_images) * ceil_div(p.src_h, sh.ty) * ceil_div(p.src_w, 2);
+    const int64_t tiles =
+        int64_t(p.num_images) * ceil_div(p.src_h, sh.ty == 2 ? w.m : 1) * ceil_div(p.src_w, w.m);
     return tiles >= kMinDeepTiles;
 }
 
@@ -1219,6 +1354,7 @@ bool forward_winograd(const ConvtParams& p, const WinogradWeights& w,
             c.out = dst;
             c.out_type = p.dst_type;
             c.out_base = dst_index(p, 0, 0, 0, 0) + ry * p.dst_stride_h + rx * p.dst_stride_w;
+            c.m = w.m;
             c.tiles = w.forward_tiles;
             c.u = w.forward.data() + (cy * w.s + cx) * w.forward_class_floats;
             c.bias = bias.data();
@@ -1275,6 +1411,7 @@ bool backward_data_winograd(const ConvtParams& p, const WinogradWeights& w, cons
     c.images = p.num_images;
     c.r = r;
     c.ty = sh.ty;
+    c.m = w.m;
     c.groups = p.groups;
     c.channels = p.out_per_group;
     c.depth = sh.classes() * p.out_per_group;
@@ -1300,6 +1437,7 @@ bool backward_weights_winograd(const ConvtParams& p, const void* x, const void* 
     Correlation c;
     int cy = 0, cx = 0;
     if (!forward_phase(p, Shape{3, 1, 2}, 0, 0, c, cy, cx)) return false;
+    c.m = 2;  // dW's transforms are F(2x2, 3x3)'s
     c.sources[0].base = p.src_base;
     c.in = x;
     // Written only when every weight is finite: the transforms subtract, and Inf - Inf would

@@ -1,9 +1,11 @@
 // Layers whose stride phases are 3x3 (stride 1) or 2x2 (a 2s x 2s kernel at stride s) by
-// Winograd's minimal filtering, F(2x2, 3x3) and F(2x2, 2x2): each 2x2 block of outputs costs 16
-// (or 9) multiply-adds per channel pair instead of 36 (or 16). An input patch and the kernel are
-// each taken to the points (B^T d B and G g G^T), the points multiplied channel against channel
-// as one GEMM a point on the register-tiled kernel, and the 2x2 outputs read back (A^T m A). The
-// forward, dX and dW are all such correlations. 1-D layers (one kernel row) run F(2, 3) and
+// Winograd's minimal filtering, F(4x4, 3x3) (at most 128 channels each way; F(2x2, 3x3) past
+// that, whose float32 error is smaller) and F(2x2, 2x2): each 4x4 block of outputs costs 36
+// multiply-adds per channel pair instead of 144 (2x2 blocks: 16 instead of 36, 9 instead of 16).
+// An input patch and the kernel are each taken to the points (B^T d B and G g G^T), the points
+// multiplied channel against channel as one GEMM a point on the register-tiled kernel, and the
+// block of outputs read back (A^T m A). The forward and dX are such correlations; dW, F(2x2,
+// 3x3) transposed. 1-D layers (one kernel row) run F(2, 3) and
 // F(2, 2) along the row in one-row tiles. Only finite weights are packed, and a dispatch
 // whose result holds an infinity or NaN is recomputed by the exact path (the transforms
 // subtract, so Inf - Inf would make NaN where the contract has Inf).
@@ -18,16 +20,17 @@
 
 namespace convt::cpu {
 
-/// A layer's kernels at the points, U = G g G^T for each channel pair and tap class (the taps
-/// one stride phase reads: k = c, c + s, ...), packed as the micro-kernel's A operand. The
-/// forward's outputs are the layer's output channels and its depth the input channels:
+/// A layer's kernels at the points (of F(m x m, r x r)), U = G g G^T for each channel pair and tap
+/// class (the taps one stride phase reads: k = c, c + s, ...), packed as the micro-kernel's A
+/// operand. The forward's outputs are the layer's output channels and its depth the input channels:
 /// [class][g][point][out tile][icl][kMr]. dX's outputs are the input channels, its depth every
 /// class's output channels, with the kernel turned 180 degrees: [g][point][in tile][class, ocl]
 /// [kMr], each point over its own classes (backward_classes: those not zero by an odd kernel's
 /// padding), starting backward_point_offset[point] floats into its group's.
 struct WinogradWeights : PackedShape {
     int r = 0, s = 0;  // taps per axis and phase (3 or 2), and the stride they were packed for
-    int ty = 2;        // output rows a tile: 2, or 1 for one kernel row (1-D layers)
+    int ty = 2;        // 2: square tiles; 1: one-row tiles, for one kernel row (1-D layers)
+    int m = 2;         // outputs a tile along a row: 4 (F(4x4, 3x3)) or 2
     bool odd = false;  // a (2s - 1)-tap kernel taken as a 2s-tap one whose last taps are zero
     int forward_tiles = 0, backward_tiles = 0;
     int64_t forward_class_floats = 0;
