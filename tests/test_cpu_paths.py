@@ -130,12 +130,16 @@ CASES = {
     # A 2x2 kernel at stride 1 (one class of 2x2 taps), dilated: dX by F(2x2, 2x2) with tiles
     # split by residue.
     "phases_winograd_k2_dilated": (64, 64, 1, (6, 7), 2, 1, 0, 0, 2),
-    # One kernel row (1-D layers, as ConvTranspose1d runs them): one-row tiles, F(2, r) along the
-    # row. The forward of a 2s kernel at stride 8 (hifigan-like, 512 x 257 channels: a 5-row
-    # register tile; 13 inputs, an output_padding); forward and dX of 3 taps at stride 1,
-    # dilation 2, in two groups of 23 -> 17 channels.
+    # One kernel row (1-D layers, as ConvTranspose1d runs them): one-row tiles, F(2, r) (F(4, 3)
+    # for 3 taps) along the row. The forward of a 2s kernel at stride 8 (hifigan-like, 512 x 257
+    # channels: a 5-row register tile; 13 inputs, an output_padding); forward and dX of 3 taps
+    # at stride 1, dilation 2, in two groups of 23 -> 17 channels (F(4, 3): 21 and 20 outputs a
+    # residue, one past whole tiles and none); then 23 outputs (three past) and, at dilation 2,
+    # 22 (11 a residue: three past).
     "winograd_1d_phases": (512, 257, 1, (1, 13), (1, 16), (1, 8), (0, 4), (0, 3), 1),
     "winograd_1d_k3_dilated_groups": (46, 34, 2, (1, 41), (1, 3), 1, (0, 2), 0, (1, 2)),
+    "winograd_1d_k3_ragged": (24, 17, 1, (1, 23), (1, 3), 1, (0, 1), 0, 1),
+    "winograd_1d_k3_dilated_ragged": (16, 20, 1, (1, 22), (1, 3), 1, (0, 2), 0, (1, 2)),
 }
 
 

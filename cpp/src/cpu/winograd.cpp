@@ -800,7 +800,7 @@ struct Transforms {
         else if (ty == 2)
             pick<2, 2, 2>();
         else
-            r == 3 ? pick<3, 1, 2>() : pick<2, 1, 2>();
+            r == 3 ? (m == 4 ? pick<3, 1, 4>() : pick<3, 1, 2>()) : pick<2, 1, 2>();
     }
 };
 
@@ -1192,15 +1192,17 @@ Wanted wanted(Shape sh, int64_t groups, int64_t og, int64_t ig) {
 }
 
 // Outputs a tile along a row: F(4x4, 3x3) for 3x3 kernels of at most kMaxTile4Channels each
-// way, else F(2x2) or F(2). Its float32 error grows with the depth (normwise against float64,
-// N = 8 at 28 x 28: 2.7e-6 at 64 channels, 3.7-4.1e-6 at 128, 4.1-5.2e-6 at 256, 3.4-6.6e-6 at
-// 480, against the 1e-5 the tests allow; F(2x2, 3x3) 0.3-1e-6). In-process A/B, 4x4 against 2x2
-// tiles, N = 8, two threads, NCHW: s1_same forward 1.29x, dX 1.35x; dil2 1.34x and 1.33x; 128 x
-// 128 channels at 28 x 28 1.39x and 1.36x; 16 x 16 at 64 x 64 1.11x; 16 x 24 at dilation 2 on
-// 32 x 32 0.91x and 0.99x (four tiles a run). NHWC 1.10-1.21x, fp16 1.26-1.30x, N = 1 1.25-1.38x.
+// way (F(4, 3) for 3 taps in one kernel row), else F(2x2) or F(2). Its float32 error grows with the
+// depth (normwise against float64, N = 8 at 28 x 28: 2.7e-6 at 64 channels, 3.7-4.1e-6 at
+// 128, 4.1-5.2e-6 at 256, 3.4-6.6e-6 at 480, against the 1e-5 the tests allow; F(2x2, 3x3)
+// 0.3-1e-6). In-process A/B, 4x4 against 2x2 tiles, N = 8, two threads, NCHW: s1_same
+// forward 1.29x, dX 1.35x; dil2 1.34x and 1.33x; 128 x 128 channels at 28 x 28 1.39x and 1.36x; 16
+// x 16 at 64 x 64 1.11x; 16 x 24 at dilation 2 on 32 x 32 0.91x and 0.99x (four tiles a run).
+// NHWC 1.10-1.21x, fp16 1.26-1.30x, N = 1 1.25-1.38x. One kernel row (L = 1024 to 4096): 1.19-1.41x
+// forward, 1.08-1.36x dX; float32 error 0.6-1.4e-6 (F(2, 3) 0.3-0.5e-6).
 constexpr int kMaxTile4Channels = 128;
 int tile_of(Shape sh, int og, int ig) {
-    return sh.r == 3 && sh.ty == 2 && og <= kMaxTile4Channels && ig <= kMaxTile4Channels ? 4 : 2;
+    return sh.r == 3 && og <= kMaxTile4Channels && ig <= kMaxTile4Channels ? 4 : 2;
 }
 
 // Packs `out` for shape sh; w(g, o, ky, kx, i) is a weight of the layer (the caller's kernel is

@@ -5,10 +5,10 @@
 // An input patch and the kernel are each taken to the points (B^T d B and G g G^T), the points
 // multiplied channel against channel as one GEMM a point on the register-tiled kernel, and the
 // block of outputs read back (A^T m A). The forward and dX are such correlations; dW, F(2x2,
-// 3x3) transposed. 1-D layers (one kernel row) run F(2, 3) and
-// F(2, 2) along the row in one-row tiles. Only finite weights are packed, and a dispatch
-// whose result holds an infinity or NaN is recomputed by the exact path (the transforms
-// subtract, so Inf - Inf would make NaN where the contract has Inf).
+// 3x3) transposed. 1-D layers (one kernel row) run F(4, 3) (F(2, 3) past 128 channels) and
+// F(2, 2) along the row in one-row tiles. Only finite weights are packed, and a dispatch whose
+// result holds an infinity or NaN is recomputed by the exact path (the transforms subtract, so
+// Inf - Inf would make NaN where the contract has Inf).
 #pragma once
 
 #include <cstdint>
