@@ -109,6 +109,12 @@ CASES = {
     "winograd_dilated_groups": (32, 36, 2, (9, 13), 3, 1, 1, 0, 2),
     "winograd_dilated_ragged": (16, 24, 1, (10, 10), 3, 1, 2, 0, 2),
     "winograd_wide": (16, 19, 1, (5, 70), 3, 1, 0, 0, 1),
+    # Fewer than 16 channels either way: the transforms from 2 channels, on 256 tiles or more
+    # (2 images of 48 x 50 outputs: 312), 5 -> 7 channels; groups of 4 -> 6 at dilation 2
+    # (44 x 48: 264 tiles); 1-D, 3 -> 6 channels over 1100 outputs (550 runs of 4).
+    "winograd_narrow": (5, 7, 1, (48, 50), 3, 1, 1, 0, 1),
+    "winograd_narrow_dilated_groups": (8, 12, 2, (44, 48), 3, 1, 2, 0, 2),
+    "winograd_1d_narrow": (3, 6, 1, (1, 1100), (1, 3), 1, (0, 1), 0, 1),
     # 64 or more channels each way: dW by the transforms too, with 67 inputs (a 3-channel tail
     # on the 16-wide panels) and 64 outputs (a 4-row register tile); 33 x 32 outputs make 544
     # tiles, summed in two ranges. Then groups and dilation 2 (65 outputs a group).
@@ -220,6 +226,7 @@ FLOAT16_CASES = (
     "winograd_ragged",
     "winograd_dilated_groups",
     "winograd_dilated_ragged",
+    "winograd_narrow",
     "phases_winograd",
     "phases_winograd_forward",
     "phases_winograd_odd",

@@ -22,6 +22,14 @@ namespace {
 // thread, N = 8, 64 x 64 images, 3x3: forward and dX gain 16% at 16 channels, 26-34% at 24-64;
 // dW breaks even at 32-48 channels, loses 11-18% with dilation 2, gains 10-23% at 64-128).
 constexpr int kMinChannels = 16;
+// 3x3 (and 1-D 3-tap) layers by 4x4 tiles pay from 2 channels each way, where the GEMM paths'
+// shapes degenerate (in-process A/B against them, N = 8, two threads: 64 x 64 outputs, dX 4 -> 4
+// channels 4.3x faster, 2 -> 2 3.2x, 8 -> 8 1.1x; forward 8 -> 8 1.5x, 4 -> 8 1.9x; one kernel
+// row, L = 4096: 2 -> 6 channels 5x both ways), on at least kMinNarrowTiles output tiles (16 x
+// 16 outputs, 128 tiles: 1.05-1.3x slower; 32 x 32, 512 tiles: 1.0-1.27x faster). Layers of
+// at most 4 output channels keep the forward's scatter form, tried first.
+constexpr int kMinNarrowChannels = 2;
+constexpr int64_t kMinNarrowTiles = 256;
 constexpr int kMinWeightGradientChannels = 64;
 // 2x2 phases (k = 2s at stride s) save less: 9 multiply-adds for 16, not 16 for 36. One
 // thread, N = 8, k4 s2: their forward runs at the phase GEMM's speed up to 256 x 128 channels
@@ -1180,7 +1188,8 @@ struct Wanted {
     bool forward = false, backward = false;
 };
 Wanted wanted(Shape sh, int64_t groups, int64_t og, int64_t ig) {
-    if (sh.r == 0 || ig < kMinChannels || og < kMinChannels) return {};
+    const int64_t least = sh.r == 3 ? kMinNarrowChannels : kMinChannels;
+    if (sh.r == 0 || ig < least || og < least) return {};
     if (sh.r == 3) return {true, true};
     if (sh.ty == 1) return {ig * og >= kMinRowPhaseForwardProduct, false};
     const int64_t backward_floats =
@@ -1326,13 +1335,23 @@ void pack_winograd_odd(int groups, int og, int ig, int stride, const float* weig
         out);
 }
 
+// Whether a dispatch of `images` h x w output boxes has tiles enough for the layer's channels
+// (kMinNarrowTiles below kMinChannels either way).
+bool enough_tiles(const WinogradWeights& w, int64_t images, int64_t h, int64_t wd) {
+    if (std::min(w.in_per_group, w.out_per_group) >= kMinChannels) return true;
+    return images * ceil_div(h, w.ty == 2 ? w.m : 1) * ceil_div(wd, w.m) >= kMinNarrowTiles;
+}
+
 bool forward_winograd_fits(const ConvtParams& p, const WinogradWeights& w) {
-    return !w.forward.empty() && dispatch_fits(p, Shape{w.r, w.s, w.ty});
+    return !w.forward.empty() && dispatch_fits(p, Shape{w.r, w.s, w.ty}) &&
+           enough_tiles(w, p.num_images, p.clip_h, p.clip_w);
 }
 
 bool backward_data_winograd_fits(const ConvtParams& p, const WinogradWeights& w) {
     const Shape sh{w.r, w.s, w.ty, w.odd};
-    if (w.backward.empty() || !dispatch_fits(p, sh)) return false;
+    if (w.backward.empty() || !dispatch_fits(p, sh) ||
+        !enough_tiles(w, p.num_images, p.src_h, p.src_w))
+        return false;
     // Deep packs stream once a block: with few tiles (dcgan_g2 at N = 1: 16) the direct GEMM wins.
     if (int64_t(w.backward.size()) / w.groups <= kDeepWeightFloats) return true;
     const int64_t tiles =
