@@ -1336,11 +1336,16 @@ void pack_winograd_odd(int groups, int og, int ig, int stride, const float* weig
         out);
 }
 
-// Whether a dispatch of `images` h x w output boxes has tiles enough for the layer's channels
+// The layer's output tiles over `images` h x wd output boxes.
+int64_t tile_count(const WinogradWeights& w, int64_t images, int64_t h, int64_t wd) {
+    return images * ceil_div(h, w.ty == 2 ? w.m : 1) * ceil_div(wd, w.m);
+}
+
+// Whether a dispatch of `images` h x wd output boxes has tiles enough for the layer's channels
 // (kMinNarrowTiles below kMinChannels either way).
 bool enough_tiles(const WinogradWeights& w, int64_t images, int64_t h, int64_t wd) {
-    if (std::min(w.in_per_group, w.out_per_group) >= kMinChannels) return true;
-    return images * ceil_div(h, w.ty == 2 ? w.m : 1) * ceil_div(wd, w.m) >= kMinNarrowTiles;
+    return std::min(w.in_per_group, w.out_per_group) >= kMinChannels ||
+           tile_count(w, images, h, wd) >= kMinNarrowTiles;
 }
 
 bool forward_winograd_fits(const ConvtParams& p, const WinogradWeights& w) {
@@ -1355,9 +1360,7 @@ bool backward_data_winograd_fits(const ConvtParams& p, const WinogradWeights& w)
         return false;
     // Deep packs stream once a block: with few tiles (dcgan_g2 at N = 1: 16) the direct GEMM wins.
     if (int64_t(w.backward.size()) / w.groups <= kDeepWeightFloats) return true;
-    const int64_t tiles =
-        int64_t(p.num_images) * ceil_div(p.src_h, sh.ty == 2 ? w.m : 1) * ceil_div(p.src_w, w.m);
-    return tiles >= kMinDeepTiles;
+    return tile_count(w, p.num_images, p.src_h, p.src_w) >= kMinDeepTiles;
 }
 
 bool forward_winograd(const ConvtParams& p, const WinogradWeights& w,
