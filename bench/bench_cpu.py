@@ -52,7 +52,6 @@ except ImportError:  # the comparison is skipped without torch
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_JSON = BENCH_DIR / "out" / "cpu.json"
-DEFAULT_PLOT = BENCH_DIR / "out" / "cpu.png"
 DEFAULT_RESULTS = BENCH_DIR / "RESULTS.md"
 SECTION_TITLE = "## CPU (issue 5)"
 SECTION_RE = re.compile(r"^## CPU \(issue 5\)$")
@@ -1014,7 +1013,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="replace/append the '## CPU' section of PATH "
         f"(given alone: {DEFAULT_RESULTS.relative_to(BENCH_DIR.parent)})",
     )
-    p.add_argument("--plot", type=Path, default=DEFAULT_PLOT, help="PNG plot path")
+    p.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        help="PNG plot path; None: the --json path with .png (runs of other settings then keep "
+        "their own plots)",
+    )
     p.add_argument("--no-plot", action="store_true", help="skip the plot")
     p.add_argument("--overhead-calls", type=int, default=200, help="calls per overhead sample")
     p.add_argument("--peak-size", type=int, default=1536, help="matmul size for the peak proxy")
@@ -1164,9 +1169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print(f"section '{title}' {action} {args.markdown}")
     if not args.no_plot:
+        plot = args.plot if args.plot is not None else args.json.with_suffix(".png")
         try:
-            write_plot(args.plot, report)
-            print(f"wrote {args.plot}")
+            write_plot(plot, report)
+            print(f"wrote {plot}")
         except ImportError:
             print("matplotlib not installed: no plot (pip install matplotlib)", file=sys.stderr)
     return 0
