@@ -14,14 +14,7 @@ namespace {
 
 constexpr uint32_t kExponent = 0x7f800000u;  // all set: infinite or NaN
 
-bool all_finite_portable(const float* v, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) {
-        uint32_t bits;
-        std::memcpy(&bits, v + i, sizeof bits);
-        if ((bits & kExponent) == kExponent) return false;
-    }
-    return true;
-}
+bool all_finite_portable(const float* v, int64_t n) { return all_finite_inline(v, n); }
 
 #ifdef CONVT_X86_DISPATCH
 // The scalar loop did not vectorise: 0.6 ms of dcgan_out's 1.5 ms dW (4096 floats a row).
