@@ -304,24 +304,28 @@ def test_cpu_streamed_output(rng: np.random.Generator, kind: str, shift: int) ->
     assert_close(out, put(ref), FP32_TOL, f"streamed {kind} forward")
 
 
+@pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
-def test_cpu_gemm_streamed_grad_input(rng: np.random.Generator, layout: str) -> None:
+def test_cpu_gemm_streamed_grad_input(rng: np.random.Generator, layout: str, groups: int) -> None:
     """A GEMM dX of 16 MB or more is streamed to memory: NCHW rows of 1021 elements (unaligned
     starts, tails); NHWC blocks of whole pixels, 8 at a time through a buffer, then pixels one
-    by one (531941 pixels: the last block ends in 5)."""
+    by one (531941 pixels: the last block ends in 5). dY of 16 MB or more runs in units of
+    consecutive blocks (and groups), the next one's dY fetched ahead; the last unit is short."""
     import convt
 
-    x = rng.standard_normal((1, 8, 521, 1021)).astype(np.float32)
-    wt = rng.standard_normal((8, 3, 2, 2)).astype(np.float32)
-    g = rng.standard_normal((1, 3, 1042, 2042)).astype(np.float32)
-    ref = R.conv_transpose_torch_backward(g, x, wt, stride=2)[0]
+    rows = 521 if groups == 1 else 261
+    x = rng.standard_normal((1, 8 * groups, rows, 1021)).astype(np.float32)
+    wt = rng.standard_normal((8 * groups, 3, 2, 2)).astype(np.float32)
+    g = rng.standard_normal((1, 3 * groups, 2 * rows, 2042)).astype(np.float32)
+    ref = R.conv_transpose_torch_backward(g, x, wt, stride=2, groups=groups)[0]
     assert ref.nbytes // 2 >= 16 << 20  # float32 dX of at least 16 MB
+    assert g.nbytes >= 16 << 20  # float32 dY of at least 16 MB
 
     def put(a: np.ndarray) -> np.ndarray:
         return a if layout == "NCHW" else np.ascontiguousarray(a.transpose(0, 2, 3, 1))
 
     got = convt.conv_transpose2d_backward(
-        put(g), put(x), wt, stride=2, layout=layout, device=_cpu()
+        put(g), put(x), wt, stride=2, groups=groups, layout=layout, device=_cpu()
     )[0]
     got = got if layout == "NCHW" else np.moveaxis(got, -1, 1)
     assert_close(got, ref, FP32_TOL, f"streamed GEMM dX, {layout}")
