@@ -136,6 +136,14 @@ CASES = {
     # A 2x2 kernel at stride 1 (one class of 2x2 taps), dilated: dX by F(2x2, 2x2) with tiles
     # split by residue.
     "phases_winograd_k2_dilated": (64, 64, 1, (6, 7), 2, 1, 0, 0, 2),
+    # A kernel the size of the stride (unet-like): every phase one tap over the same source
+    # pixels, the phases stacked into one GEMM of taps x outputs rows (68: a 2-row last tile),
+    # stored woven (NCHW) or scattered phase by phase (NHWC below 16 MB, views); at padding 2
+    # every phase reads one pixel on (7 x 37 sources, 20 x 9 at padding 2: blocks cross rows).
+    # Then 3 x 2 taps at stride (3, 2) in two groups of 8 -> 7 (42 rows: whole tiles).
+    "stacked": (23, 17, 1, (7, 37), 2, 2, 0, 0, 1),
+    "stacked_padded": (9, 10, 1, (20, 9), 2, 2, 2, 0, 1),
+    "stacked_groups": (16, 14, 2, (5, 19), (3, 2), (3, 2), 0, 0, 1),
     # One kernel row (1-D layers, as ConvTranspose1d runs them): one-row tiles, F(2, r) (F(4, 3)
     # for 3 taps) along the row. The forward of a 2s kernel at stride 8 (hifigan-like, 512 x 257
     # channels: a 5-row register tile; 13 inputs, an output_padding); forward and dX of 3 taps
@@ -208,14 +216,16 @@ def test_cpu_path_forward_and_gradients(rng: np.random.Generator, case: str, sto
     assert_close(db, gb, FP32_TOL, f"{case} {storage} dB")
 
 
-# fp16 cases: the GEMM, the few-output forward and dW, the scatter form (one output), the
-# depthwise plane loops (7 channels) and channel loops (8 or more, NHWC), whose rows are
-# converted a chunk at a time, strided rows gathered as bits first; Winograd's forward and dX
-# (patch rows converted before staging, output rows converted as stored): 3x3 with ragged
-# tiles, dilated in groups, a 2s kernel's phases (dX, and the forward of 257 x 256 channels),
-# an odd kernel's dX, and one-row tiles.
+# fp16 cases: the GEMM (its forward's phases stacked too), the few-output forward and dW, the
+# scatter form (one output), the depthwise plane loops (7 channels) and channel loops (8 or more,
+# NHWC), whose rows are converted a chunk at a time, strided rows gathered as bits first;
+# Winograd's forward and dX (patch rows converted before staging, output rows converted as
+# stored): 3x3 with ragged tiles, dilated in groups, a 2s kernel's phases (dX, and the forward
+# of 257 x 256 channels), an odd kernel's dX, and one-row tiles.
 FLOAT16_CASES = (
     "gemm_tails",
+    "stacked",
+    "stacked_groups",
     "rows_s2",
     "narrow_out",
     "one_out",
@@ -684,6 +694,40 @@ def test_cpu_depthwise_nhwc_neuron(rng: np.random.Generator, dtype: type) -> Non
     )  # fmt: skip
     tol = FP32_TOL if dtype == np.float32 else FP16_TOL
     assert_close(np.moveaxis(dst.array, -1, 1), ref, tol, f"depthwise NHWC PReLU {dtype}")
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["fp32", "fp16"])
+def test_cpu_stacked_phases_prelu(rng: np.random.Generator, dtype: type, layout: str) -> None:
+    """A 2x2 kernel at stride 2 in two groups of 8 -> 7 channels (the forward's phases stacked,
+    28 rows a group) through the MPS API, with a bias and a PReLU slope per channel applied to
+    the stacked rows before the store, into a NaN-poisoned destination."""
+    import convt
+    from _helpers import build_transpose, run_encoded, set_total_offset
+
+    cin, cout, groups = 16, 14, 2
+    w = rng.uniform(-0.5, 0.5, (cout, 2, 2, cin // groups)).astype(np.float32)
+    b = rng.uniform(-0.5, 0.5, cout).astype(np.float32)
+    neuron = R.Neuron("prelu", data=rng.uniform(0.05, 0.5, cout).astype(np.float32))
+    conv = build_transpose(
+        _cpu(), w, b, stride=2, groups=groups, neuron=neuron, kernel_weights_dtype="float32"
+    )
+    set_total_offset(conv, (0, 0))
+    src = rng.uniform(-1, 1, (2, cin, 5, 21)).astype(dtype)
+    shape = (2, cout, 10, 42)
+
+    def put(a: np.ndarray) -> np.ndarray:
+        return a if layout == "NCHW" else np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+
+    dst = convt.Image(put(np.full(shape, np.nan, dtype)), layout=layout)
+    image = convt.Image(put(src), layout=layout)
+    run_encoded(_cpu(), lambda cb: conv.encode(cb, image, destination_image=dst))
+    ref = R.conv_transpose_mps(
+        src, w, b, stride=2, groups=groups, T=(0, 0), dst=np.full(shape, np.nan), neuron=neuron
+    )
+    got = dst.array if layout == "NCHW" else np.moveaxis(dst.array, -1, 1)
+    tol = FP32_TOL if dtype == np.float32 else FP16_TOL
+    assert_close(got, ref, tol, f"stacked phases PReLU {layout} {dtype.__name__}")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["fp32", "fp16"])

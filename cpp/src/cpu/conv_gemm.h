@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <mutex>
 #include <vector>
 
 #include "../../../metal/convt_params.h"
@@ -35,6 +36,11 @@ struct GemmWeights : PackedShape {
     int64_t backward_tap_step = 0, backward_tile_step = 0;
     std::vector<float> bias;    // [O], zeros when the layer has none
     std::vector<float> slopes;  // [O] PReLU slopes, else empty
+    // The forward's weights with every tap's output channels stacked, row tap * out_per_group +
+    // ocl: [g][tile over taps * out_per_group][icl][kMr]. Packed from `forward` at the first
+    // dispatch whose stride phases stack (forward_gemm), so layers that never do keep no copy.
+    mutable std::once_flag stacked_once;
+    mutable std::vector<float> stacked;
 };
 
 void pack_gemm_weights(const detail::PreparedWeights& weights, GemmWeights& out);
@@ -48,7 +54,8 @@ bool backward_data_gemm_fits(const ConvtParams& p);
 bool backward_weights_gemm_fits(const ConvtParams& p);
 
 /// The forward: phase by phase, C[oc][pixel] = bias + sum over the phase's taps and icl of
-/// W * X, then the neuron, stored to dst.
+/// W * X, then the neuron, stored to dst. Phases of one tap each over the same source pixels (a
+/// kernel the size of the stride) run as one GEMM, their rows stacked (`stacked`).
 void forward_gemm(const ConvtParams& p, const GemmWeights& w, const void* src, void* dst);
 /// dX[icl][pixel] = sum over taps and ocl of W * dY (an ordinary strided convolution of dY).
 void backward_data_gemm(const ConvtParams& p, const GemmWeights& w, const void* dy, void* dx);
