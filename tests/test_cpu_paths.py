@@ -287,6 +287,10 @@ STREAMED_FORWARDS = {
     # NHWC: the two x-phases' pixels woven (8 output channels: whole pixels, one after another),
     # 8 pixels at a time where a row goes on, else one.
     "gemm-nhwc": ((1, 3, 300, 511), (3, 8, 2, 2), 1, "NHWC"),
+    # Sources of 16 MB or more (the phases stacked): units of consecutive blocks, the next one's
+    # source fetched ahead, the last unit short; in NHWC, two groups.
+    "gemm-deep-source": ((1, 8, 520, 1023), (8, 5, 2, 2), 1, "NCHW"),
+    "gemm-deep-source-nhwc": ((1, 16, 260, 1023), (16, 5, 2, 2), 2, "NHWC"),
 }
 
 
@@ -303,6 +307,7 @@ def test_cpu_streamed_output(rng: np.random.Generator, kind: str, shift: int) ->
     b = rng.standard_normal(w_shape[1] * groups).astype(np.float32)
     ref = R.conv_transpose_torch_ref(x, wt, b, 2, 0, 0, groups, 1)
     assert ref.nbytes // 2 >= 16 << 20  # float32 output of at least 16 MB
+    assert "deep-source" not in kind or x.nbytes >= 16 << 20  # float32 source of 16 MB or more
 
     def put(a: np.ndarray) -> np.ndarray:
         return a if layout == "NCHW" else a.transpose(0, 2, 3, 1)
