@@ -673,21 +673,32 @@ def test_cpu_winograd_dilation2_rows(rng: np.random.Generator, width: int) -> No
     assert_close(dst.array, ref, FP32_TOL, "leaky ReLU")
 
 
+def _prelu_layer(
+    rng: np.random.Generator, cout: int, k: int, in_per_group: int, groups: int
+) -> tuple[Any, np.ndarray, np.ndarray, Any]:
+    """An MPS-API layer on the CPU at stride 2: random OHWI k x k weights, a bias and a PReLU
+    neuron (a slope per output channel); returns it with its weights, bias and neuron."""
+    from _helpers import build_transpose
+
+    w = rng.uniform(-0.5, 0.5, (cout, k, k, in_per_group)).astype(np.float32)
+    b = rng.uniform(-0.5, 0.5, cout).astype(np.float32)
+    neuron = R.Neuron("prelu", data=rng.uniform(0.05, 0.5, cout).astype(np.float32))
+    conv = build_transpose(
+        _cpu(), w, b, stride=2, groups=groups, neuron=neuron, kernel_weights_dtype="float32"
+    )
+    return conv, w, b, neuron
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["fp32", "fp16"])
 def test_cpu_depthwise_nhwc_neuron(rng: np.random.Generator, dtype: type) -> None:
     """Depthwise layers on NHWC images (the channel loops; fp16 rows converted to float a row at
     a time) through the MPS API, with a bias and a PReLU neuron (a slope per channel) applied
     before the store, into a NaN-poisoned NHWC destination."""
     import convt
-    from _helpers import build_transpose, run_encoded, set_total_offset
+    from _helpers import run_encoded, set_total_offset
 
     c = 12
-    w = rng.uniform(-0.5, 0.5, (c, 4, 4, 1)).astype(np.float32)
-    b = rng.uniform(-0.5, 0.5, c).astype(np.float32)
-    neuron = R.Neuron("prelu", data=rng.uniform(0.05, 0.5, c).astype(np.float32))
-    conv = build_transpose(
-        _cpu(), w, b, stride=2, groups=c, neuron=neuron, kernel_weights_dtype="float32"
-    )
+    conv, w, b, neuron = _prelu_layer(rng, c, 4, 1, c)
     set_total_offset(conv, (1, 1))
     src = rng.uniform(-1, 1, (2, c, 5, 9)).astype(dtype)
     dst = convt.Image(np.full((2, 10, 18, c), np.nan, dtype), layout="NHWC")
@@ -708,15 +719,10 @@ def test_cpu_stacked_phases_prelu(rng: np.random.Generator, dtype: type, layout:
     28 rows a group) through the MPS API, with a bias and a PReLU slope per channel applied to
     the stacked rows before the store, into a NaN-poisoned destination."""
     import convt
-    from _helpers import build_transpose, run_encoded, set_total_offset
+    from _helpers import run_encoded, set_total_offset
 
     cin, cout, groups = 16, 14, 2
-    w = rng.uniform(-0.5, 0.5, (cout, 2, 2, cin // groups)).astype(np.float32)
-    b = rng.uniform(-0.5, 0.5, cout).astype(np.float32)
-    neuron = R.Neuron("prelu", data=rng.uniform(0.05, 0.5, cout).astype(np.float32))
-    conv = build_transpose(
-        _cpu(), w, b, stride=2, groups=groups, neuron=neuron, kernel_weights_dtype="float32"
-    )
+    conv, w, b, neuron = _prelu_layer(rng, cout, 2, cin // groups, groups)
     set_total_offset(conv, (0, 0))
     src = rng.uniform(-1, 1, (2, cin, 5, 21)).astype(dtype)
     shape = (2, cout, 10, 42)
