@@ -650,9 +650,9 @@ void pack_rows(const Gathered& src, const int64_t* off, int count, int ch0, int 
 
 // Stretches of consecutive destination elements among a block's pixels: [first, first + count)
 // with offset[j + 1] == offset[j] + 1 inside (an NCHW row at stride 1; pixels one by one
-// otherwise).
-// Built in place by emplace_back: a braced push_back went through the stack (two 4-byte stores
-// read back as one 8-byte load, which stalls), and find_runs took 7.7% of grp4's NHWC forward.
+// otherwise). Built in place by emplace_back: a braced push_back went through the stack (two
+// 4-byte stores read back as one 8-byte load, which stalls: find_runs took 7.7% of grp4's NHWC
+// forward).
 struct Run {
     Run(int f, int c) : first(f), count(c) {}
     int first, count;
