@@ -463,11 +463,15 @@ int block_columns(const TasksFor& tasks_for) {
     return cols;
 }
 
-// Runs tasks [0, count) on the pool in units of `per_unit` consecutive ones. Before task t runs,
-// next(t + 1, fetch) may queue on `fetch` what the unit's next task will read: fetched a few
-// lines a kernel call while task t's products run.
+// Runs tasks [0, count) on the pool in units of `group` consecutive ones (tasks that go
+// together). With `ahead`, units of up to 8 groups, while every thread still gets 8 units or
+// more, and before task t runs, next(t + 1, fetch) queues on `fetch` what the unit's next task
+// will read: fetched a few lines a kernel call while task t's products run.
 template <typename Next, typename Task>
-void run_units(int64_t count, int64_t per_unit, const Next& next, const Task& task) {
+void run_units(int64_t count, int64_t group, bool ahead, const Next& next, const Task& task) {
+    const int64_t threads = ThreadPool::instance().num_threads();
+    const int64_t per_unit =
+        group * (ahead ? std::clamp<int64_t>(count / group / (8 * threads), 1, 8) : 1);
     ThreadPool::instance().parallel_for(ceil_div(count, per_unit), [&](int64_t u) {
         Prefetcher& fetch = thread_scratch<Prefetcher>();
         struct Done {  // nothing left queued for the thread's next kernel calls, whatever ends
@@ -477,7 +481,7 @@ void run_units(int64_t count, int64_t per_unit, const Next& next, const Task& ta
         const int64_t end = std::min(count, (u + 1) * per_unit);
         for (int64_t t = u * per_unit; t < end; ++t) {
             fetch.clear();
-            if (t + 1 < end) next(t + 1, fetch);
+            if (ahead && t + 1 < end) next(t + 1, fetch);
             task(t);
         }
     });
@@ -955,12 +959,12 @@ class Footprint {
         return true;
     }
     // The tensor lines a build() of the same arguments would read, in the order it reads them,
-    // queued on `fetch` (float32 or float16, rows or pixels contiguous; else none).
+    // queued on `fetch` (rows or pixels contiguous; else none).
     static void plan(const Plane& t, int channels, int64_t qh, int64_t qw, int64_t sy, int64_t sx,
                      const std::vector<int64_t>& oy, const std::vector<int64_t>& ox, int64_t first,
                      int count, Prefetcher& fetch) {
-        const int64_t size = t.type == CONVT_TYPE_F16 ? 2 : t.type == CONVT_TYPE_F32 ? 4 : 0;
-        if (size == 0 || (t.stride_w != 1 && t.stride_c != 1)) return;
+        const int64_t size = type_bytes(t.type);
+        if (t.stride_w != 1 && t.stride_c != 1) return;
         const auto [y_min, y_max] = std::minmax_element(oy.begin(), oy.end());
         const auto [x_min, x_max] = std::minmax_element(ox.begin(), ox.end());
         const int64_t x0 = std::max<int64_t>(*x_min, 0);
@@ -1397,14 +1401,11 @@ void forward_gemm(const ConvtParams& p, const GemmWeights& w, const void* src, v
     // one's footprint fetched while one unit's products run, as dX's (unet_up2 forward 1.07x
     // faster in NCHW and NHWC, fp16 1.06x; unet_up1 1.00x).
     const int64_t units = int64_t(task_groups.size()) - 1;
-    const int64_t src_bytes =
-        n_images * p.groups * ig * p.src_h * p.src_w * (p.src_type == CONVT_TYPE_F16 ? 2 : 4);
+    const int64_t src_bytes = n_images * p.groups * ig * p.src_h * p.src_w * type_bytes(p.src_type);
     const bool ahead = stacked && xs[0].count >= kNr && src_bytes >= kStreamBytes;
-    const int64_t threads = ThreadPool::instance().num_threads();
     run_units(
-        units, ahead ? std::clamp<int64_t>(units / (8 * threads), 1, 8) : 1,
+        units, 1, ahead,
         [&](int64_t u, Prefetcher& fetch) {
-            if (!ahead) return;
             const Task& t = tasks[task_groups[u]];
             Footprint::plan(source_plane(t.g), ig, ys[0].count, xs[0].count, 1, 1, oy_all, ox_all,
                             t.first, static_cast<int>(std::min<int64_t>(cols, most - t.first)),
@@ -1560,19 +1561,16 @@ void backward_data_gemm(const ConvtParams& p, const GemmWeights& w, const void* 
     const int64_t threads = ThreadPool::instance().num_threads();
     const bool all_groups = p.src_stride_c == 1 && p.groups > 1 && blocks >= 4 * threads;
     const int per_task = all_groups ? p.groups : 1;
-    const int64_t tasks = blocks * p.groups / per_task;
     // dY larger than the caches: tasks run in units of a few consecutive ones, and while one
     // block's products run, the next block's dY is fetched a few lines a kernel call, so that
     // its footprint copies from the caches (unet_up2's 67 MB: dX 1.13-1.16x faster, grp4's 33
     // MB 1.01x; on layers whose dY the caches hold it gained nothing).
-    const int64_t dy_bytes = int64_t(p.num_images) * p.groups * og * p.clip_h * p.clip_w *
-                             (p.dst_type == CONVT_TYPE_F16 ? 2 : 4);
+    const int64_t dy_bytes =
+        int64_t(p.num_images) * p.groups * og * p.clip_h * p.clip_w * type_bytes(p.dst_type);
     const bool ahead = footprints && dy_bytes >= kStreamBytes;
-    const int64_t per_unit = ahead ? std::clamp<int64_t>(tasks / (8 * threads), 1, 8) : 1;
     run_units(
-        blocks * p.groups, per_unit * per_task,
+        blocks * p.groups, per_task, ahead,
         [&](int64_t t, Prefetcher& fetch) {
-            if (!ahead) return;
             const int64_t first = t / p.groups * cols;
             Footprint::plan(grad_plane(static_cast<int>(t % p.groups)), og, p.src_h, p.src_w,
                             p.stride_y, p.stride_x, oy, ox, first,

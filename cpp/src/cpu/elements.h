@@ -8,6 +8,11 @@
 
 namespace convt::cpu {
 
+/// Bytes of one element of a tensor of this type.
+inline int64_t type_bytes(int32_t type) {
+    return type == CONVT_TYPE_F16 ? 2 : type == CONVT_TYPE_F64 ? 8 : 4;
+}
+
 template <typename T>
 inline T load(const void* base, int32_t type, int64_t i) {
     switch (type) {
