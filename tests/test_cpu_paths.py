@@ -144,6 +144,9 @@ CASES = {
     "stacked": (23, 17, 1, (7, 37), 2, 2, 0, 0, 1),
     "stacked_padded": (9, 10, 1, (20, 9), 2, 2, 2, 0, 1),
     "stacked_groups": (16, 14, 2, (5, 19), (3, 2), (3, 2), 0, 0, 1),
+    # Few weights and a kernel past the stride: forward and dX blocks of 512 pixels (9 of them,
+    # the last 134: not whole register columns), as are group_units' (4 of them a group).
+    "wide_blocks": (9, 5, 1, (47, 45), 4, 2, 1, 0, 1),
     # One kernel row (1-D layers, as ConvTranspose1d runs them): one-row tiles, F(2, r) (F(4, 3)
     # for 3 taps) along the row. The forward of a 2s kernel at stride 8 (hifigan-like, 512 x 257
     # channels: a 5-row register tile; 13 inputs, an output_padding); forward and dX of 3 taps
@@ -226,6 +229,7 @@ FLOAT16_CASES = (
     "gemm_tails",
     "stacked",
     "stacked_groups",
+    "wide_blocks",
     "rows_s2",
     "narrow_out",
     "one_out",
