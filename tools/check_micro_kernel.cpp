@@ -4,7 +4,9 @@
 // wider row that must keep its other columns. The indirect kernel: random row offsets (repeated,
 // out of order), depths 0-90, adding to C or overwriting it. The strided-A kernel: A's rows in
 // place at any strides. The short-tile kernel: 1-5 rows over several panels, against float64 and
-// bitwise against the full kernel; the short indirect kernel likewise. Also checks the host fp16
+// bitwise against the full kernel; the short indirect kernel likewise. The strided-segment
+// kernel: 1-6 rows in place over several panels, against float64 and bitwise against the
+// segment kernels on the same A packed. Also checks the host fp16
 // conversions (core/half.h), whose type differs on arm64 GCC. Built and run by
 // tools/check_micro_kernel.sh, natively and (cross-compiled) under qemu for arm64, where the NEON
 // kernels cannot run on this machine otherwise. Exit status 0: all agree.
@@ -278,6 +280,77 @@ int main() {
                 convt::cpu::short_indirect_kernel() ? convt::cpu_kernel_isa().c_str() : "portable",
                 300 - short_indirect_failures);
     failures += short_indirect_failures;
+    // The strided-segment kernel: 1-6 rows of A read in place (a row stride and a step, either
+    // sign), over 1-8 B panels a stride apart, several segments of depths 0-40, shifted A and
+    // B, adding to C or overwriting it. The float64 sums, and bitwise the segment kernel's (the
+    // short-tile kernel's, for fewer rows) on the same A packed; C's other rows and columns keep
+    // theirs.
+    const convt::cpu::StridedSegmentKernel strided_segments = convt::cpu::strided_segment_kernel();
+    int strided_segment_failures = 0;
+    for (int trial = 0; trial < 300; ++trial) {
+        const int rows = 1 + pick(gen) % kMr, panels = 1 + pick(gen) % 8;
+        const int count = 1 + pick(gen) % 4;
+        const int64_t astep = (1 + pick(gen) % 4) * (trial % 3 ? 1 : -1);
+        const int64_t lda = (pick(gen) % 2 ? 1 : -1) * (1 + pick(gen) % 300);
+        const int64_t a_shift = (pick(gen) % 3) * lda, b_shift = pick(gen) % 3;
+        const int64_t panel_stride = 2000 + pick(gen) % 17;  // past any segment's depth x ldb
+        const int64_t ldc = panels * kNr + pick(gen) % 9;
+        std::vector<std::vector<float>> as(count), bs(count), packs(count);
+        std::vector<Segment> segs(count), packed(count);
+        int terms = 1;
+        for (int s = 0; s < count; ++s) {
+            const int depth = pick(gen) % 41;
+            const int64_t ldb = pick(gen) % 2 ? kNr : kNr + 1 + pick(gen) % 23;
+            // Every element A(i, p) may reach from the middle of the buffer, a_shift included.
+            const int64_t reach = std::llabs(lda) * (kMr + 3) + std::llabs(astep) * (depth + 1);
+            as[s].resize(size_t(2 * reach + 1));
+            bs[s].resize(size_t(panels) * panel_stride + size_t(depth + 3) * ldb);
+            for (float& v : as[s]) v = value(gen);
+            for (float& v : bs[s]) v = value(gen);
+            segs[s] = {as[s].data() + reach, bs[s].data(), depth, ldb};
+            packs[s].assign(size_t(depth) * kMr, 0.f);  // rows past `rows`: zeros, not summed
+            for (int p = 0; p < depth; ++p)
+                for (int i = 0; i < rows; ++i)
+                    packs[s][p * kMr + i] = segs[s].a[a_shift + i * lda + p * astep];
+            packed[s] = {packs[s].data(), bs[s].data(), depth, ldb};
+            terms += depth;
+        }
+        std::vector<float> c(size_t(kMr) * ldc);
+        for (float& v : c) v = value(gen);
+        std::vector<float> full = c;
+        const bool overwrite = trial % 2;
+        std::vector<double> want, bound;
+        start_sums(c, rows, panels * kNr, ldc, overwrite, want, bound);
+        for (int s = 0; s < count; ++s)
+            for (int p = 0; p < segs[s].depth; ++p)
+                for (int i = 0; i < rows; ++i)
+                    for (int j = 0; j < panels * kNr; ++j) {
+                        const double t = double(packs[s][p * kMr + i]) *
+                                         double(segs[s].b[b_shift + j / kNr * panel_stride +
+                                                          p * segs[s].ldb + j % kNr]);
+                        want[i * ldc + j] += t;
+                        bound[i * ldc + j] += std::fabs(t);
+                    }
+        strided_segments(segs.data(), count, a_shift, lda, astep, b_shift, panel_stride, rows,
+                         panels, c.data(), ldc, overwrite);
+        bool ok = agrees("strided segments", trial, c, want, bound, terms);
+        // Rows past `rows` keep their values, as the comparison below needs.
+        for (int i = rows; i < kMr; ++i)
+            for (int j = 0; j < ldc; ++j) ok = ok && c[i * ldc + j] == full[i * ldc + j];
+        if (rows < kMr)
+            short_tile(packed.data(), count, 0, b_shift, panel_stride, rows, panels, full.data(),
+                       ldc, overwrite);
+        else
+            for (int q = 0; q < panels; ++q)
+                (convt::cpu::short_tile_kernel() ? kernel : convt::cpu::portable_micro_kernel())(
+                    packed.data(), count, 0, b_shift + q * panel_stride, full.data() + q * kNr, ldc,
+                    overwrite);
+        ok = ok && same_bits("strided segments", trial, c, full, kMr, ldc, ldc);
+        if (!ok) ++strided_segment_failures;
+    }
+    std::printf("strided-segment kernel '%s': %d of 300 cases agree\n",
+                convt::cpu::use_avx2() ? "avx2" : "portable", 300 - strided_segment_failures);
+    failures += strided_segment_failures;
     // fp16: value -> bits, ties to even, overflow to infinity, and back.
     struct Half {
         float value;

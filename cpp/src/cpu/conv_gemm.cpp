@@ -52,6 +52,15 @@ constexpr int64_t kWeightSliceBytes = 1024 * 1024;
 constexpr int kRowRanges = 8;
 constexpr int64_t kRowsPerRange = 16;
 constexpr int64_t kRowSplitMaxWeights = 512 * 1024;
+// GEMM dW reads float dY in place (the strided-segment kernel) for at most this many panels of
+// input channels (NCHW dY; channels-contiguous dY, whose packing is plain copies, the second),
+// else packs it. In-process A/B, in place against packed, two threads, NCHW: grp4_k4s2 (1 panel)
+// 0.74x the time, fcn8s 0.86x, dil2 0.90x (2), unet_up2 0.84x (4), vae_dec 0.95-0.96x (8);
+// unet_up1 1.07x (16), dcgan_g2 1.14x, hifigan_up1 1.31x (32: each tile's rows read again for
+// every panel, at stride 8 a line a step). NHWC: grp4 0.80x, fcn8s 0.77x, unet_up2 0.95x,
+// dil2 0.97x, vae_dec 1.05x. One thread: grp4 0.73x, dil2 0.92x, unet_up2 0.89x, fcn8s 0.93x.
+constexpr int kMaxInPlaceAPanels = 8;
+constexpr int kMaxInPlaceAPanelsNhwc = 4;
 
 // Offsets are relative to a view's first element and may be negative (reversed strides).
 constexpr int64_t kMissing = INT64_MIN;  // a tap that reaches no pixel: reads zero
@@ -1635,6 +1644,13 @@ void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
     struct TapColumns {                                // what tap column kx reads, for every row
         int64_t phase, shift, lo, hi;  // dY phase row index j = ix - shift for ix in [lo, hi]
     };
+    // Float dY is read in place as A, each register tile's channel rows where they lie, when
+    // few panels of input channels share each packed copy: packing was a fifth to a third of
+    // those layers' dW (see kMaxInPlaceAPanels). Not with the NEON kernels, which have no
+    // strided-segment kernel (the portable one would run).
+    const bool dy_in_place =
+        p.dst_type == CONVT_TYPE_F32 && !use_neon() &&
+        in_panels <= (p.dst_stride_c == 1 ? kMaxInPlaceAPanelsNhwc : kMaxInPlaceAPanels);
     std::vector<TapColumns> tap_columns(static_cast<size_t>(p.kernel_w));
     for (int kx = 0; kx < p.kernel_w; ++kx) {
         const int64_t cx = p.first_tap_x + int64_t(p.dilation_x) * kx;
@@ -1656,7 +1672,8 @@ void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
         const int o1 = static_cast<int>(int64_t(split + 1) * out_tiles / splits);
         if (o0 >= o1) return;
         const int rows = (o1 - o0) * kMr;
-        // Floats packed per source row at most: X, then every (ky, phase) dY row.
+        // Floats packed per source row at most: X, then every (ky, phase) dY row (none with dY
+        // read in place, but slices keep the size that leaves the caches room for its rows).
         const int64_t x_floats = int64_t(p.src_w) * ldc;
         const int64_t phase_floats = phase_len * rows;
         const int64_t row_floats = x_floats + int64_t(p.kernel_h) * phases * phase_floats;
@@ -1665,7 +1682,7 @@ void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
         thread_local std::vector<float> packed, c;
         thread_local std::vector<int64_t> off;
         thread_local std::vector<Segment> segments;
-        packed.resize(static_cast<size_t>(slice_rows * row_floats));
+        packed.resize(static_cast<size_t>(slice_rows * (dy_in_place ? x_floats : row_floats)));
         const int64_t x_row = int64_t(p.src_w) * kNr, x_panel = slice_rows * x_row;
         off.resize(static_cast<size_t>(std::max<int64_t>(p.src_w, phase_len)));
         segments.resize(static_cast<size_t>(slice_rows));
@@ -1700,6 +1717,8 @@ void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
         thread_local std::vector<char> started;  // [tap]: its in-place tiles hold sums
         started.assign(static_cast<size_t>(taps), 0);
         const MicroKernel uk = micro_kernel();
+        const StridedSegmentKernel strided = strided_segment_kernel();
+        const int64_t a_step = sx * p.dst_stride_w;  // dY in place: a phase row's next column
         // The last tile of og % kMr rows (dil2's 32 outputs: 2 in the sixth tile), where the CPU
         // has a short-tile kernel: its rows over several panels at once, not 6-row tiles of
         // which all but 2 rows are padding (11% of dil2's dW GEMM).
@@ -1710,7 +1729,9 @@ void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
         // each is packed once, into the next free slot after the X rows. A slice may span
         // images (dcgan_g2's 8-row images made every register tile reload its sums from L3 after
         // 64 products), so dY rows are keyed by image and row: n * clip_h + yy.
-        thread_local std::vector<int64_t> dy_at;    // [row][ky]: its packed dY row, or -1
+        // [row][ky]: its packed dY row (in place: its offset in dY, below zero in a view with
+        // negative strides), or kMissing.
+        thread_local std::vector<int64_t> dy_at;
         thread_local std::vector<int32_t> slot_of;  // [key - lowest key of the slice]
         dy_at.resize(static_cast<size_t>(slice_rows * p.kernel_h));
         const int64_t dy_floats = phases * phase_floats;  // one packed dY row, every phase
@@ -1743,8 +1764,14 @@ void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
                 for (int ky = 0; ky < p.kernel_h; ++ky) {
                     const int64_t yy = iy * p.stride_y - p.first_tap_y - int64_t(p.dilation_y) * ky;
                     int64_t& at = dy_at[r * p.kernel_h + ky];
-                    at = -1;
+                    at = kMissing;
                     if (yy < 0 || yy >= p.clip_h) continue;
+                    if (dy_in_place) {  // the row's element of the task's first output channel
+                        at = p.dst_base + n * p.dst_stride_n +
+                             (int64_t(g) * og + int64_t(o0) * kMr) * p.dst_stride_c +
+                             (p.clip_y + yy) * p.dst_stride_h + p.clip_x * p.dst_stride_w;
+                        continue;
+                    }
                     int32_t& slot = slot_of[key(r0 + r, yy) - key_lo];
                     at = (slot >= 0 ? slot : slots) * dy_floats;
                     if (slot >= 0) continue;
@@ -1771,16 +1798,41 @@ void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
                 int count = 0;
                 for (int r = 0; r < nr; ++r) {
                     const int64_t at = dy_at[r * p.kernel_h + ky];
-                    if (at < 0) continue;
+                    if (at == kMissing) continue;
                     const float* a =
-                        dy_base + at + tc.phase * phase_floats + (tc.lo - tc.shift) * kMr;
+                        dy_in_place
+                            ? static_cast<const float*>(dy) + at +
+                                  (tc.phase + sx * (tc.lo - tc.shift)) * p.dst_stride_w
+                            : dy_base + at + tc.phase * phase_floats + (tc.lo - tc.shift) * kMr;
                     segments[count++] = {a, packed.data() + r * x_row + tc.lo * kNr,
                                          static_cast<int>(tc.hi - tc.lo + 1)};
                 }
                 if (!count) continue;
                 const bool first = !started[tap];
                 started[tap] = 1;
-                for (int o = 0; o < o1 - o0; ++o) {
+                for (int o = 0; o < o1 - o0 && dy_in_place; ++o) {
+                    // Tile o's channel rows: o * kMr channels on; the last may be short.
+                    const int64_t a_shift = int64_t(o) * kMr * p.dst_stride_c;
+                    const int tile_rows = std::min(kMr, og - (o0 + o) * kMr);
+                    if (tile_rows < kMr) {  // never in place: not a whole tile
+                        strided(segments.data(), count, a_shift, p.dst_stride_c, a_step, 0, x_panel,
+                                tile_rows, in_panels, ct + int64_t(o) * kMr * ldc, ldc, false);
+                        continue;
+                    }
+                    for (int jp = 0; jp < in_panels; ++jp) {
+                        if (inside(o0 + o, jp))
+                            strided(segments.data(), count, a_shift, p.dst_stride_c, a_step,
+                                    int64_t(jp) * x_panel, x_panel, kMr, 1,
+                                    dw + ((int64_t(g) * og + (o0 + o) * kMr) * taps + tap) * ig +
+                                        jp * kNr,
+                                    int64_t(taps) * ig, first);
+                        else
+                            strided(segments.data(), count, a_shift, p.dst_stride_c, a_step,
+                                    int64_t(jp) * x_panel, x_panel, kMr, 1,
+                                    ct + int64_t(o) * kMr * ldc + jp * kNr, ldc, false);
+                    }
+                }
+                for (int o = 0; o < o1 - o0 && !dy_in_place; ++o) {
                     if (short_last && o == o1 - o0 - 1) {  // never in place: not a whole tile
                         short_tile(segments.data(), count, int64_t(o) * len * kMr, 0, x_panel,
                                    short_rows, in_panels, ct + int64_t(o) * kMr * ldc, ldc, false);

@@ -99,6 +99,20 @@ void short_tile_portable(const Segment* segments, int count, int64_t a_shift, in
     });
 }
 
+void strided_segments_portable(const Segment* segments, int count, int64_t a_shift, int64_t lda,
+                               int64_t astep, int64_t b_shift, int64_t panel_stride, int rows,
+                               int panels, float* c, int64_t ldc, bool overwrite) {
+    short_portable(rows, panels, c, ldc, overwrite, [&](int q, const auto& add) {
+        float a[kMr];
+        for (int s = 0; s < count; ++s)
+            for (int p = 0; p < segments[s].depth; ++p) {
+                for (int i = 0; i < rows; ++i)
+                    a[i] = segments[s].a[a_shift + i * lda + int64_t(p) * astep];
+                add(a, segments[s].b + b_shift + q * panel_stride + p * segments[s].ldb);
+            }
+    });
+}
+
 void short_indirect_portable(const float* a, const int64_t* offsets, int depth,
                              const float* const* b, int rows, int panels, float* c, int64_t ldc,
                              bool overwrite) {
@@ -242,6 +256,59 @@ __attribute__((target("avx2,fma"))) void short_indirect_avx2_rp(const float* a,
     short_store<R, P>(c, ldc, acc);
 }
 
+// R rows of A in place (lda apart, astep a step) x P panels. The R broadcasts stay in registers
+// while each B vector is loaded once a step when R <= 2P, else the 2P B vectors while each
+// broadcast is used at once: either way at most 12 accumulators and 16 registers.
+template <int R, int P>
+__attribute__((target("avx2,fma"))) void strided_segments_avx2_rp(
+    const Segment* segments, int count, int64_t a_shift, int64_t lda, int64_t astep,
+    int64_t b_shift, int64_t panel_stride, float* c, int64_t ldc, bool overwrite) {
+    static_assert(R >= 1 && R <= kMr && 2 * R * P <= 12, "within the full tile's accumulators");
+    __m256 acc[R][2 * P];
+#pragma GCC unroll 8
+    for (int i = 0; i < R; ++i)
+#pragma GCC unroll 12
+        for (int h = 0; h < 2 * P; ++h)
+            acc[i][h] = overwrite ? _mm256_setzero_ps() : _mm256_loadu_ps(c + i * ldc + h * 8);
+    for (int s = 0; s < count; ++s) {
+        const float* row[R];
+#pragma GCC unroll 8
+        for (int i = 0; i < R; ++i) row[i] = segments[s].a + a_shift + i * lda;
+        const float* b = segments[s].b + b_shift;
+        const int64_t ldb = segments[s].ldb;
+        const int depth = segments[s].depth;
+        for (int64_t p = 0, k = 0; p < depth; ++p, k += astep, b += ldb) {
+            if constexpr (R <= 2 * P) {
+                __m256 av[R];
+#pragma GCC unroll 8
+                for (int i = 0; i < R; ++i) av[i] = _mm256_broadcast_ss(row[i] + k);
+#pragma GCC unroll 12
+                for (int h = 0; h < 2 * P; ++h) {
+                    const __m256 bv = _mm256_loadu_ps(b + (h / 2) * panel_stride + (h % 2) * 8);
+#pragma GCC unroll 8
+                    for (int i = 0; i < R; ++i) acc[i][h] = _mm256_fmadd_ps(av[i], bv, acc[i][h]);
+                }
+            } else {
+                __m256 bv[2 * P];
+#pragma GCC unroll 12
+                for (int h = 0; h < 2 * P; ++h)
+                    bv[h] = _mm256_loadu_ps(b + (h / 2) * panel_stride + (h % 2) * 8);
+#pragma GCC unroll 8
+                for (int i = 0; i < R; ++i) {
+                    const __m256 av = _mm256_broadcast_ss(row[i] + k);
+#pragma GCC unroll 12
+                    for (int h = 0; h < 2 * P; ++h)
+                        acc[i][h] = _mm256_fmadd_ps(av, bv[h], acc[i][h]);
+                }
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < R; ++i)
+#pragma GCC unroll 12
+        for (int h = 0; h < 2 * P; ++h) _mm256_storeu_ps(c + i * ldc + h * 8, acc[i][h]);
+}
+
 // Every (R, P) instance of a kernel template, [R - 1][P - 1].
 // clang-format off
 #define CONVT_SHORT_TABLE(f)                                      \
@@ -277,6 +344,24 @@ __attribute__((target("avx2,fma"))) void short_indirect_avx2(const float* a, con
     for (int q = 0; q < panels; q += step)
         table[rows - 1][std::min(step, panels - q) - 1](a, offsets, depth, b + q, c + q * kNr, ldc,
                                                         overwrite);
+}
+// A whole tile a panel at a time; short ones a few panels at once, as the short-tile kernel.
+__attribute__((target("avx2,fma"))) void strided_segments_avx2(const Segment* segments, int count,
+                                                               int64_t a_shift, int64_t lda,
+                                                               int64_t astep, int64_t b_shift,
+                                                               int64_t panel_stride, int rows,
+                                                               int panels, float* c, int64_t ldc,
+                                                               bool overwrite) {
+    using Fn = void (*)(const Segment*, int, int64_t, int64_t, int64_t, int64_t, int64_t, float*,
+                        int64_t, bool);
+    static constexpr Fn shorts[5][6] = CONVT_SHORT_TABLE(strided_segments_avx2_rp);
+    const int step = rows == kMr ? 1 : short_tile_panels(rows);
+    for (int q = 0; q < panels; q += step) {
+        const Fn f = rows == kMr ? &strided_segments_avx2_rp<kMr, 1>
+                                 : shorts[rows - 1][std::min(step, panels - q) - 1];
+        f(segments, count, a_shift, lda, astep, b_shift + q * panel_stride, panel_stride,
+          c + q * kNr, ldc, overwrite);
+    }
 }
 #undef CONVT_SHORT_TABLE
 
@@ -448,6 +533,12 @@ ShortIndirectKernel short_indirect_kernel() {
     return pick<ShortIndirectKernel>(CONVT_IF_AVX2(short_indirect_avx2), nullptr, nullptr);
 }
 ShortIndirectKernel portable_short_indirect_kernel() { return &short_indirect_portable; }
+
+StridedSegmentKernel strided_segment_kernel() {
+    return pick<StridedSegmentKernel>(CONVT_IF_AVX2(strided_segments_avx2), nullptr,
+                                      &strided_segments_portable);
+}
+StridedSegmentKernel portable_strided_segment_kernel() { return &strided_segments_portable; }
 #undef CONVT_IF_AVX2
 #undef CONVT_IF_NEON
 

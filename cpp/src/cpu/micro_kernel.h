@@ -59,6 +59,16 @@ using ShortIndirectKernel = void (*)(const float* a, const int64_t* offsets, int
                                      int64_t ldc, bool overwrite);
 /// The panels a short tile of `rows` rows takes at once: its accumulators within the full tile's.
 inline int short_tile_panels(int rows) { return rows >= 4 ? 1 : 6 / rows; }
+/// The segment kernel with A read in place, a tensor's channel rows as the strided-A kernel
+/// reads them: c[i * ldc + q * kNr + j] += sum over the segments, in order, and p < depth of
+/// A(i, p) * B(q, p, j), A(i, p) = a[a_shift + i * lda + p * astep] and B(q, p, j) =
+/// b[b_shift + q * panel_stride + p * ldb + j] of each segment, for i < rows (1 <= rows <= kMr),
+/// q < panels and j < kNr; with `overwrite`, c = the sum (c not read). Rows past `rows` are
+/// neither read nor written. Bitwise the segment kernel's sums on the same A packed.
+using StridedSegmentKernel = void (*)(const Segment* segments, int count, int64_t a_shift,
+                                      int64_t lda, int64_t astep, int64_t b_shift,
+                                      int64_t panel_stride, int rows, int panels, float* c,
+                                      int64_t ldc, bool overwrite);
 
 /// For callers looping over panels j < panels with a short tile: the short indirect kernel on
 /// the run of panels that starts at j (panel q's B at base(q); c_j: panel j's columns of c), or
@@ -99,5 +109,8 @@ ShortTileKernel short_tile_kernel();
 ShortTileKernel portable_short_tile_kernel();
 ShortIndirectKernel short_indirect_kernel();
 ShortIndirectKernel portable_short_indirect_kernel();
+/// The strided-segment kernel: AVX2 where use_avx2(), else the portable one (no NEON one).
+StridedSegmentKernel strided_segment_kernel();
+StridedSegmentKernel portable_strided_segment_kernel();
 
 }  // namespace convt::cpu
