@@ -147,6 +147,11 @@ CASES = {
     # Few weights and a kernel past the stride: forward and dX blocks of 512 pixels (9 of them,
     # the last 134: not whole register columns), as are group_units' (4 of them a group).
     "wide_blocks": (9, 5, 1, (47, 45), 4, 2, 1, 0, 1),
+    # Channels-contiguous float dX (NHWC storages) by pixel rows: 23 inputs a group (a whole
+    # panel and 7 columns of the next, copied out of a buffer), 10 outputs, two rows a task on
+    # two threads (the next row's dY prefetched), each row's end pixels, whose taps reach past
+    # dY, in tiles of their own.
+    "pixel_rows": (46, 20, 2, (23, 29), 4, 2, 1, 0, 1),
     # One kernel row (1-D layers, as ConvTranspose1d runs them): one-row tiles, F(2, r) (F(4, 3)
     # for 3 taps) along the row. The forward of a 2s kernel at stride 8 (hifigan-like, 512 x 257
     # channels: a 5-row register tile; 13 inputs, an output_padding); forward and dX of 3 taps

@@ -41,6 +41,11 @@ struct GemmWeights : PackedShape {
     // dispatch whose stride phases stack (forward_gemm), so layers that never do keep no copy.
     mutable std::once_flag stacked_once;
     mutable std::vector<float> stacked;
+    // dX's weights with input channels as the register tile's columns, for pixel rows
+    // (pixel_rows_dx.cpp): [g][tap][in panel][ocl][kNr], zeros past in_per_group. Packed from
+    // `backward` at the first such dispatch.
+    mutable std::once_flag by_pixel_once;
+    mutable std::vector<float> by_pixel;
 };
 
 void pack_gemm_weights(const detail::PreparedWeights& weights, GemmWeights& out);

@@ -25,6 +25,7 @@
 #include "half_rows.h"
 #include "micro_kernel.h"
 #include "neuron.h"
+#include "pixel_rows_dx.h"
 #include "scatter_forward.h"
 #include "thread_pool.h"
 #include "winograd.h"
@@ -702,6 +703,7 @@ class CpuBackend : public detail::Backend {
                 backward_data_winograd(p, w.wino_odd, dy, dx))
                 return;
         }
+        if (fast && pixel_rows_dx_fits(p)) return backward_data_pixel_rows(p, w.gemm, dy, dx);
         if (fast && backward_data_gemm_fits(p)) return backward_data_gemm(p, w.gemm, dy, dx);
         const bool narrow = w.finite && !w.f.by_input.empty() && p.src_w >= 16;
         ThreadPool::instance().parallel_for(tasks, [&](int64_t t) {
