@@ -152,6 +152,9 @@ CASES = {
     # two threads (the next row's dY prefetched), each row's end pixels, whose taps reach past
     # dY, in tiles of their own.
     "pixel_rows": (46, 20, 2, (23, 29), 4, 2, 1, 0, 1),
+    # The forward by pixel rows (channels-contiguous float storages): 28 outputs a group, a
+    # whole panel and 12 columns of the next (filled three quarters or more), 9 inputs a tap.
+    "pixel_rows_forward": (18, 56, 2, (9, 17), 3, 2, 1, 1, 1),
     # One kernel row (1-D layers, as ConvTranspose1d runs them): one-row tiles, F(2, r) (F(4, 3)
     # for 3 taps) along the row. The forward of a 2s kernel at stride 8 (hifigan-like, 512 x 257
     # channels: a 5-row register tile; 13 inputs, an output_padding); forward and dX of 3 taps
@@ -748,6 +751,27 @@ def test_cpu_stacked_phases_prelu(rng: np.random.Generator, dtype: type, layout:
     got = dst.array if layout == "NCHW" else np.moveaxis(dst.array, -1, 1)
     tol = FP32_TOL if dtype == np.float32 else FP16_TOL
     assert_close(got, ref, tol, f"stacked phases PReLU {layout} {dtype.__name__}")
+
+
+def test_cpu_pixel_rows_prelu(rng: np.random.Generator) -> None:
+    """The NHWC float forward by pixel rows through the MPS API: 3x3 at stride 2 in two groups
+    of 9 -> 28 channels (a whole panel and a part one), the bias first and a PReLU slope per
+    channel after the sums, into a NaN-poisoned destination."""
+    import convt
+    from _helpers import run_encoded, set_total_offset
+
+    cin, cout, groups = 18, 56, 2
+    conv, w, b, neuron = _prelu_layer(rng, cout, 3, cin // groups, groups)
+    set_total_offset(conv, (0, 0))
+    src = rng.uniform(-1, 1, (2, cin, 7, 13)).astype(np.float32)
+    shape = (2, cout, 15, 27)
+    dst = convt.Image(np.full((2, 15, 27, cout), np.nan, np.float32), layout="NHWC")
+    image = convt.Image(np.ascontiguousarray(src.transpose(0, 2, 3, 1)), layout="NHWC")
+    run_encoded(_cpu(), lambda cb: conv.encode(cb, image, destination_image=dst))
+    ref = R.conv_transpose_mps(
+        src, w, b, stride=2, groups=groups, T=(0, 0), dst=np.full(shape, np.nan), neuron=neuron
+    )
+    assert_close(np.moveaxis(dst.array, -1, 1), ref, FP32_TOL, "pixel rows PReLU")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["fp32", "fp16"])

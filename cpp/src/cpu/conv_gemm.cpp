@@ -525,28 +525,6 @@ struct PixelCursor {
     }
 };
 
-// The destination rows (or columns) r, r + s, ... of the clip: the taps that land on source
-// pixels there, each with its source index at the first of them (+1 per step of the phase).
-struct Phase {
-    int64_t r = 0, count = 0;
-    std::vector<int> taps;
-    std::vector<int64_t> first_source;
-};
-
-Phase phase_of(int64_t r, int64_t s, int64_t clip, int64_t first_tap, int64_t dilation,
-               int kernel) {
-    Phase ph;
-    ph.r = r;
-    ph.count = ceil_div(clip - r, s);
-    for (int k = 0; k < kernel; ++k) {
-        const int64_t e = first_tap + r + dilation * k;
-        if (pos_mod(e, s) != 0) continue;
-        ph.taps.push_back(k);
-        ph.first_source.push_back(floor_div(e, s));
-    }
-    return ph;
-}
-
 void write_gradient_row(float* out, const float* c, int n, bool accumulate) {
     for (int i = 0; i < n; ++i) out[i] = accumulate ? out[i] + c[i] : c[i];
 }

@@ -42,10 +42,13 @@ struct GemmWeights : PackedShape {
     mutable std::once_flag stacked_once;
     mutable std::vector<float> stacked;
     // dX's weights with input channels as the register tile's columns, for pixel rows
-    // (pixel_rows_dx.cpp): [g][tap][in panel][ocl][kNr], zeros past in_per_group. Packed from
+    // (pixel_rows.cpp): [g][tap][in panel][ocl][kNr], zeros past in_per_group. Packed from
     // `backward` at the first such dispatch.
     mutable std::once_flag by_pixel_once;
     mutable std::vector<float> by_pixel;
+    // The forward's, likewise with output channels as the columns: [g][tap][out panel][icl][kNr].
+    mutable std::once_flag forward_by_pixel_once;
+    mutable std::vector<float> forward_by_pixel;
 };
 
 void pack_gemm_weights(const detail::PreparedWeights& weights, GemmWeights& out);

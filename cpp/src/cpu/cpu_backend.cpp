@@ -25,7 +25,7 @@
 #include "half_rows.h"
 #include "micro_kernel.h"
 #include "neuron.h"
-#include "pixel_rows_dx.h"
+#include "pixel_rows.h"
 #include "scatter_forward.h"
 #include "thread_pool.h"
 #include "winograd.h"
@@ -658,6 +658,8 @@ class CpuBackend : public detail::Backend {
         if (fast && forward_winograd_fits(p, w.wino) &&
             forward_winograd(p, w.wino, w.gemm.bias, w.gemm.slopes, src, dst))
             return;
+        if (fast && forward_gemm_fits(p) && pixel_rows_forward_fits(p))
+            return forward_pixel_rows(p, w.gemm, src, dst);
         if (fast && forward_gemm_fits(p)) return forward_gemm(p, w.gemm, src, dst);
         // Few output channels and a wide row: make the pixels the GEMM's wide side.
         const bool narrow =

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "../../../metal/convt_params.h"
 
@@ -14,6 +15,28 @@ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t pos_mod(int64_t a, int64_t b) {
     const int64_t r = a % b;
     return r < 0 ? r + b : r;
+}
+
+// The destination rows (or columns) r, r + s, ... of the clip: the taps that land on source
+// pixels there, each with its source index at the first of them (+1 per step of the phase).
+struct Phase {
+    int64_t r = 0, count = 0;
+    std::vector<int> taps;
+    std::vector<int64_t> first_source;
+};
+
+inline Phase phase_of(int64_t r, int64_t s, int64_t clip, int64_t first_tap, int64_t dilation,
+                      int kernel) {
+    Phase ph;
+    ph.r = r;
+    ph.count = ceil_div(clip - r, s);
+    for (int k = 0; k < kernel; ++k) {
+        const int64_t e = first_tap + r + dilation * k;
+        if (pos_mod(e, s) != 0) continue;
+        ph.taps.push_back(k);
+        ph.first_source.push_back(floor_div(e, s));
+    }
+    return ph;
 }
 
 // First column index xx >= 0 whose expanded coordinate e0 + xx is a non-negative multiple of s.

@@ -1,0 +1,311 @@
+#include "pixel_rows.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "geometry.h"
+#include "micro_kernel.h"
+#include "neuron.h"
+#include "thread_pool.h"
+
+namespace convt::cpu {
+namespace {
+
+// Fewer output channels a group make segments of a few steps, each a restart of the kernel's
+// loop (fsrcnn's 81 taps of one channel): the channel-major path serves them.
+constexpr int kMinOutputChannels = 8;
+// The forward's segments are a tap's input channels.
+constexpr int kMinDepth = 8;
+
+int panels_of(const GemmWeights& w) { return static_cast<int>(ceil_div(w.in_per_group, kNr)); }
+
+const float* by_pixel_weights(const GemmWeights& w) {
+    std::call_once(w.by_pixel_once, [&w] {
+        const int og = w.out_per_group, ig = w.in_per_group, panels = panels_of(w);
+        w.by_pixel.assign(size_t(w.groups) * w.taps * panels * og * kNr, 0.f);
+        for (int64_t g = 0; g < w.groups; ++g)
+            for (int64_t t = 0; t < w.taps; ++t)
+                for (int64_t icl = 0; icl < ig; ++icl)
+                    for (int64_t ocl = 0; ocl < og; ++ocl) {
+                        const int64_t from =
+                            g * w.taps * w.in_tiles * og * kMr + t * w.backward_tap_step +
+                            icl / kMr * w.backward_tile_step + ocl * kMr + icl % kMr;
+                        const int64_t to =
+                            (((g * w.taps + t) * panels + icl / kNr) * og + ocl) * kNr + icl % kNr;
+                        w.by_pixel[to] = w.backward[from];
+                    }
+    });
+    return w.by_pixel.data();
+}
+
+int out_panels_of(const GemmWeights& w) { return static_cast<int>(ceil_div(w.out_per_group, kNr)); }
+
+const float* forward_by_pixel_weights(const GemmWeights& w) {
+    std::call_once(w.forward_by_pixel_once, [&w] {
+        const int og = w.out_per_group, ig = w.in_per_group, panels = out_panels_of(w);
+        w.forward_by_pixel.assign(size_t(w.groups) * w.taps * panels * ig * kNr, 0.f);
+        for (int64_t g = 0; g < w.groups; ++g)
+            for (int64_t t = 0; t < w.taps; ++t)
+                for (int64_t ocl = 0; ocl < og; ++ocl)
+                    for (int64_t icl = 0; icl < ig; ++icl) {
+                        const int64_t from =
+                            (((g * w.taps + t) * w.out_tiles + ocl / kMr) * ig + icl) * kMr +
+                            ocl % kMr;
+                        const int64_t to =
+                            (((g * w.taps + t) * panels + ocl / kNr) * ig + icl) * kNr + ocl % kNr;
+                        w.forward_by_pixel[to] = w.forward[from];
+                    }
+    });
+    return w.forward_by_pixel.data();
+}
+
+}  // namespace
+
+bool pixel_rows_forward_fits(const ConvtParams& p) {
+    // Output channels fill three quarters of their panels or more.
+    const int64_t og = p.out_per_group;
+    return p.src_type == CONVT_TYPE_F32 && p.dst_type == CONVT_TYPE_F32 && p.src_stride_c == 1 &&
+           p.dst_stride_c == 1 && !p.accumulate_half && p.in_per_group >= kMinDepth &&
+           4 * og >= 3 * ceil_div(og, kNr) * kNr;
+}
+
+void forward_pixel_rows(const ConvtParams& p, const GemmWeights& w, const void* src, void* dst) {
+    const int og = p.out_per_group, ig = p.in_per_group;
+    const int panels = out_panels_of(w), whole = og / kNr;  // whole: panels inside the group
+    const float* const weights = forward_by_pixel_weights(w);
+    const float* const x = static_cast<const float*>(src);
+    float* const out = static_cast<float*>(dst);
+    std::vector<Phase> ys, xs;
+    for (int64_t r = 0; r < std::min<int64_t>(p.stride_y, p.clip_h); ++r)
+        ys.push_back(phase_of(r, p.stride_y, p.clip_h, p.first_tap_y, p.dilation_y, p.kernel_h));
+    for (int64_t r = 0; r < std::min<int64_t>(p.stride_x, p.clip_w); ++r)
+        xs.push_back(phase_of(r, p.stride_x, p.clip_w, p.first_tap_x, p.dilation_x, p.kernel_w));
+    // Tap a of a phase reads source index first_source[a] + q: inside for a run of a.
+    auto taps_in = [](const Phase& ph, int64_t q, int64_t size, int& lo, int& hi) {
+        lo = 0;
+        hi = static_cast<int>(ph.taps.size()) - 1;
+        while (lo <= hi && ph.first_source[lo] + q < 0) ++lo;
+        while (hi >= lo && ph.first_source[hi] + q >= size) --hi;
+    };
+    const auto ntype = static_cast<NeuronType>(p.neuron);
+    const StridedSegmentKernel kernel = strided_segment_kernel();
+    // Source rows [y0, y1] of image n, every channel of every column (channels contiguous).
+    const bool forwards = p.src_stride_h > 0 && p.src_stride_w > 0;
+    auto rows_span = [&](int64_t n, int64_t y0, int64_t y1, const char*& from, int64_t& lines) {
+        const int64_t first = p.src_base + n * p.src_stride_n + y0 * p.src_stride_h;
+        const int64_t last = p.src_base + n * p.src_stride_n + y1 * p.src_stride_h +
+                             (p.src_w - 1) * p.src_stride_w + p.in_channels - 1;
+        from = reinterpret_cast<const char*>(x + first);
+        lines = (last - first) * int64_t(sizeof(float)) / 64 + 2;  // the ends' partial lines
+    };
+    // Tasks of consecutive output rows of one image; while a row's products run, the source
+    // rows the next row reads are fetched a few lines a kernel call.
+    const int64_t threads = ThreadPool::instance().num_threads();
+    const int64_t per_task =
+        std::clamp<int64_t>(int64_t(p.num_images) * p.clip_h / (8 * threads), 1, p.clip_h);
+    const int64_t tasks_a_image = ceil_div(p.clip_h, per_task);
+    ThreadPool::instance().parallel_for(int64_t(p.num_images) * tasks_a_image, [&](int64_t task) {
+        const int64_t n = task / tasks_a_image, y0 = task % tasks_a_image * per_task;
+        const int64_t y1 = std::min<int64_t>(p.clip_h, y0 + per_task);
+        thread_local std::vector<Segment> segments;
+        segments.resize(size_t(p.kernel_h) * p.kernel_w);
+        float tail[kMr * kNr];  // the last panel's sums where the group's channels end inside it
+        for (int64_t oy = y0; oy < y1; ++oy) {
+            const Phase& py = ys[size_t(oy % p.stride_y)];
+            const int64_t qy = oy / p.stride_y;
+            int a_lo, a_hi;
+            taps_in(py, qy, p.src_h, a_lo, a_hi);
+            const char* fetch = nullptr;
+            int64_t fetch_lines = 0, fetched = 0;
+            if (oy + 1 < y1 && forwards) {  // the next row's source rows
+                const Phase& ny = ys[size_t((oy + 1) % p.stride_y)];
+                const int64_t nq = (oy + 1) / p.stride_y;
+                int lo, hi;
+                taps_in(ny, nq, p.src_h, lo, hi);
+                if (lo <= hi)
+                    rows_span(n, ny.first_source[lo] + nq, ny.first_source[hi] + nq, fetch,
+                              fetch_lines);
+            }
+            int64_t calls = 0;
+            for (const Phase& px : xs) calls += p.groups * (ceil_div(px.count, kMr) + 2);
+            const int64_t rate = fetch ? ceil_div(fetch_lines, calls) : 0;
+            for (const Phase& px : xs) {
+                // Consecutive q-pixels read consecutive source pixels and land stride_x apart.
+                const int64_t ldc = int64_t(p.stride_x) * p.dst_stride_w;
+                for (int64_t q0 = 0; q0 < px.count;) {
+                    // A run of q-pixels with the same taps inside the source, tiles of kMr.
+                    int b_lo, b_hi;
+                    taps_in(px, q0, p.src_w, b_lo, b_hi);
+                    int64_t q1 = q0 + 1;
+                    while (q1 < px.count && q1 - q0 < kMr) {
+                        int lo, hi;
+                        taps_in(px, q1, p.src_w, lo, hi);
+                        if (lo != b_lo || hi != b_hi) break;
+                        ++q1;
+                    }
+                    const int rows = static_cast<int>(q1 - q0);
+                    for (int g = 0; g < p.groups; ++g) {
+                        for (int64_t k = 0; k < rate && fetched < fetch_lines; ++k, ++fetched)
+                            __builtin_prefetch(fetch + fetched * 64, 0, 2);
+                        int count = 0;
+                        for (int a = a_lo; a <= a_hi; ++a)
+                            for (int b = b_lo; b <= b_hi; ++b) {
+                                const int t = py.taps[a] * p.kernel_w + px.taps[b];
+                                segments[count++] = {
+                                    x + p.src_base + n * p.src_stride_n + int64_t(g) * ig +
+                                        (py.first_source[a] + qy) * p.src_stride_h +
+                                        (px.first_source[b] + q0) * p.src_stride_w,
+                                    weights + (int64_t(g) * w.taps + t) * panels * ig * kNr, ig};
+                            }
+                        float* c = out + p.dst_base + n * p.dst_stride_n + int64_t(g) * og +
+                                   (p.clip_y + oy) * p.dst_stride_h +
+                                   (p.clip_x + px.r + p.stride_x * q0) * p.dst_stride_w;
+                        // The sums start from the bias, as the GEMM forward's.
+                        const float* bias = w.bias.data() + int64_t(g) * og;
+                        for (int i = 0; i < rows; ++i) std::copy_n(bias, og, c + i * ldc);
+                        // Whole panels in place; a panel past the group's last channel in
+                        // `tail` (the rest of it would be the next group's).
+                        if (whole > 0)
+                            kernel(segments.data(), count, 0, p.src_stride_w, 1, 0,
+                                   int64_t(ig) * kNr, rows, whole, c, ldc, false);
+                        if (whole < panels) {
+                            for (int i = 0; i < rows; ++i)
+                                std::copy_n(bias + whole * kNr, og - whole * kNr, tail + i * kNr);
+                            kernel(segments.data(), count, 0, p.src_stride_w, 1,
+                                   int64_t(whole) * ig * kNr, int64_t(ig) * kNr, rows, 1, tail, kNr,
+                                   false);
+                            for (int i = 0; i < rows; ++i)
+                                std::copy_n(tail + i * kNr, og - whole * kNr,
+                                            c + i * ldc + whole * kNr);
+                        }
+                        if (ntype != NeuronType::None)
+                            for (int i = 0; i < rows; ++i)
+                                for (int oc = 0; oc < og; ++oc) {
+                                    const float slope =
+                                        w.slopes.empty() ? 0.f : w.slopes[int64_t(g) * og + oc];
+                                    float& v = c[i * ldc + oc];
+                                    v = apply_neuron(ntype, v, p.neuron_a, p.neuron_b, p.neuron_c,
+                                                     slope);
+                                }
+                    }
+                    q0 = q1;
+                }
+            }
+        }
+    });
+}
+
+bool pixel_rows_dx_fits(const ConvtParams& p) {
+    return p.src_type == CONVT_TYPE_F32 && p.dst_type == CONVT_TYPE_F32 && p.src_stride_c == 1 &&
+           p.dst_stride_c == 1 && !p.accumulate_half && p.out_per_group >= kMinOutputChannels;
+}
+
+void backward_data_pixel_rows(const ConvtParams& p, const GemmWeights& w, const void* dy,
+                              void* dx) {
+    const int og = p.out_per_group, ig = p.in_per_group, kh = p.kernel_h, kw = p.kernel_w;
+    const int panels = panels_of(w), whole = ig / kNr;  // whole: panels inside the group
+    const float* const weights = by_pixel_weights(w);
+    const float* const grad = static_cast<const float*>(dy);
+    float* const out = static_cast<float*>(dx);
+    // dX pixel (iy, ix) meets dY at row iy * stride_y - first_tap_y - dilation_y * ky, column
+    // likewise: the taps that land inside dY are a run of ky and one of kx.
+    auto taps_in = [](int64_t e, int64_t dil, int64_t clip, int kernel, int& lo, int& hi) {
+        lo = static_cast<int>(std::clamp<int64_t>(floor_div(e - clip, dil) + 1, 0, kernel));
+        hi = static_cast<int>(std::clamp<int64_t>(floor_div(e, dil), -1, kernel - 1));
+    };
+    // Consecutive dX pixels of a row are stride_x dY pixels apart: A's row step.
+    const int64_t lda = int64_t(p.stride_x) * p.dst_stride_w;
+    const StridedSegmentKernel kernel = strided_segment_kernel();
+    // dY rows [y0, y1]'s elements, every channel of the clip's columns: one span of memory when
+    // rows and pixels lie forwards (else nothing is fetched).
+    const bool forwards = p.dst_stride_h > 0 && p.dst_stride_w > 0;
+    auto rows_span = [&](int64_t n, int64_t y0, int64_t y1, const char*& from, int64_t& lines) {
+        const int64_t first = p.dst_base + n * p.dst_stride_n + (p.clip_y + y0) * p.dst_stride_h +
+                              p.clip_x * p.dst_stride_w;
+        const int64_t last = p.dst_base + n * p.dst_stride_n + (p.clip_y + y1) * p.dst_stride_h +
+                             (p.clip_x + p.clip_w - 1) * p.dst_stride_w + p.out_channels - 1;
+        from = reinterpret_cast<const char*>(grad + first);
+        lines = (last - first) * int64_t(sizeof(float)) / 64 + 2;  // the ends' partial lines
+    };
+    // Tasks of consecutive rows of one image, so that while a row's products run, the dY rows
+    // the next row adds are fetched a few lines a kernel call (dY of 16 MB or more came from
+    // memory as the products needed it).
+    const int64_t threads = ThreadPool::instance().num_threads();
+    const int64_t per_task =
+        std::clamp<int64_t>(int64_t(p.num_images) * p.src_h / (8 * threads), 1, p.src_h);
+    const int64_t tasks_a_image = ceil_div(p.src_h, per_task);
+    ThreadPool::instance().parallel_for(int64_t(p.num_images) * tasks_a_image, [&](int64_t task) {
+        const int64_t n = task / tasks_a_image, y0 = task % tasks_a_image * per_task;
+        const int64_t y1 = std::min<int64_t>(p.src_h, y0 + per_task);
+        thread_local std::vector<Segment> segments;
+        segments.resize(size_t(kh) * kw);
+        float tail[kMr * kNr];  // the last panel's sums where the group's channels end inside it
+        for (int64_t iy = y0; iy < y1; ++iy) {
+            int ky_lo, ky_hi;
+            taps_in(iy * p.stride_y - p.first_tap_y, p.dilation_y, p.clip_h, kh, ky_lo, ky_hi);
+            // The dY rows the next row adds to this row's (the highest row is ky_lo's).
+            const char* fetch = nullptr;
+            int64_t fetch_lines = 0, fetched = 0;
+            if (iy + 1 < y1 && forwards) {
+                int lo, hi;
+                const int64_t e = iy * p.stride_y - p.first_tap_y, next = e + p.stride_y;
+                taps_in(next, p.dilation_y, p.clip_h, kh, lo, hi);
+                const int64_t from =
+                    std::max(ky_lo <= ky_hi ? e - int64_t(p.dilation_y) * ky_lo + 1 : int64_t(0),
+                             next - int64_t(p.dilation_y) * hi);
+                const int64_t to = next - int64_t(p.dilation_y) * lo;
+                if (lo <= hi && from <= to) rows_span(n, from, to, fetch, fetch_lines);
+            }
+            const int64_t calls = p.groups * (ceil_div(p.src_w, kMr) + 2);
+            const int64_t rate = fetch ? ceil_div(fetch_lines, calls) : 0;
+            for (int64_t x0 = 0; x0 < p.src_w;) {
+                // A run of pixels with the same taps inside dY, in tiles of up to kMr pixels.
+                int kx_lo, kx_hi;
+                const int64_t ex0 = x0 * p.stride_x - p.first_tap_x;
+                taps_in(ex0, p.dilation_x, p.clip_w, kw, kx_lo, kx_hi);
+                int64_t x1 = x0 + 1;
+                while (x1 < p.src_w && x1 - x0 < kMr) {
+                    int lo, hi;
+                    taps_in(x1 * p.stride_x - p.first_tap_x, p.dilation_x, p.clip_w, kw, lo, hi);
+                    if (lo != kx_lo || hi != kx_hi) break;
+                    ++x1;
+                }
+                const int rows = static_cast<int>(x1 - x0);
+                for (int g = 0; g < p.groups; ++g) {
+                    for (int64_t k = 0; k < rate && fetched < fetch_lines; ++k, ++fetched)
+                        __builtin_prefetch(fetch + fetched * 64, 0, 2);
+                    int count = 0;
+                    for (int ky = ky_lo; ky <= ky_hi; ++ky)
+                        for (int kx = kx_lo; kx <= kx_hi; ++kx) {
+                            const int64_t yy =
+                                iy * p.stride_y - p.first_tap_y - int64_t(p.dilation_y) * ky;
+                            const int64_t xx = ex0 - int64_t(p.dilation_x) * kx;
+                            const int t = ky * kw + kx;
+                            segments[count++] = {
+                                grad + p.dst_base + n * p.dst_stride_n + int64_t(g) * og +
+                                    (p.clip_y + yy) * p.dst_stride_h +
+                                    (p.clip_x + xx) * p.dst_stride_w,
+                                weights + (int64_t(g) * w.taps + t) * panels * og * kNr, og};
+                        }
+                    float* c = out + p.src_base + n * p.src_stride_n + int64_t(g) * ig +
+                               iy * p.src_stride_h + x0 * p.src_stride_w;
+                    // Whole panels straight into dX; a panel past the group's last channel into
+                    // `tail`, its channels then copied (the rest would be the next group's).
+                    if (whole > 0)
+                        kernel(segments.data(), count, 0, lda, 1, 0, int64_t(og) * kNr, rows, whole,
+                               c, p.src_stride_w, true);
+                    if (whole < panels) {
+                        kernel(segments.data(), count, 0, lda, 1, int64_t(whole) * og * kNr,
+                               int64_t(og) * kNr, rows, 1, tail, kNr, true);
+                        for (int i = 0; i < rows; ++i)
+                            std::copy_n(tail + i * kNr, ig - whole * kNr,
+                                        c + i * p.src_stride_w + whole * kNr);
+                    }
+                }
+                x0 = x1;
+            }
+        }
+    });
+}
+
+}  // namespace convt::cpu
