@@ -155,6 +155,8 @@ CASES = {
     # The forward by pixel rows (channels-contiguous float storages): 28 outputs a group, a
     # whole panel and 12 columns of the next (filled three quarters or more), 9 inputs a tap.
     "pixel_rows_forward": (18, 56, 2, (9, 17), 3, 2, 1, 1, 1),
+    # ... and at stride 2, dilation 2, where the odd phases get no tap (bias alone).
+    "pixel_rows_empty_phases": (9, 12, 1, (4, 18), 2, 2, 0, 1, 2),
     # One kernel row (1-D layers, as ConvTranspose1d runs them): one-row tiles, F(2, r) (F(4, 3)
     # for 3 taps) along the row. The forward of a 2s kernel at stride 8 (hifigan-like, 512 x 257
     # channels: a 5-row register tile; 13 inputs, an output_padding); forward and dX of 3 taps

@@ -170,14 +170,16 @@ void forward_pixel_rows(const ConvtParams& p, const GemmWeights& w, const void* 
                             kernel(segments.data(), count, 0, p.src_stride_w, 1, 0,
                                    int64_t(ig) * kNr, rows, whole, c, ldc, false);
                         if (whole < panels) {
-                            for (int i = 0; i < rows; ++i)
-                                std::copy_n(bias + whole * kNr, og - whole * kNr, tail + i * kNr);
+                            const int part = og - whole * kNr;  // the panel's columns in the group
+                            for (int i = 0; i < rows; ++i) {
+                                std::copy_n(bias + whole * kNr, part, tail + i * kNr);
+                                std::fill_n(tail + i * kNr + part, kNr - part, 0.f);
+                            }
                             kernel(segments.data(), count, 0, p.src_stride_w, 1,
                                    int64_t(whole) * ig * kNr, int64_t(ig) * kNr, rows, 1, tail, kNr,
                                    false);
                             for (int i = 0; i < rows; ++i)
-                                std::copy_n(tail + i * kNr, og - whole * kNr,
-                                            c + i * ldc + whole * kNr);
+                                std::copy_n(tail + i * kNr, part, c + i * ldc + whole * kNr);
                         }
                         if (ntype != NeuronType::None)
                             for (int i = 0; i < rows; ++i)
