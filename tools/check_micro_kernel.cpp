@@ -52,6 +52,31 @@ void start_sums(const std::vector<float>& c, int rows, int cols, int64_t ldc, bo
     for (size_t k = 0; k < c.size(); ++k) bound[k] = std::fabs(want[k]);
 }
 
+// A C tile of kMr rows ldc apart, random values.
+template <typename Gen, typename Dist>
+std::vector<float> random_tile(int64_t ldc, Gen& gen, Dist& value) {
+    std::vector<float> c(size_t(kMr) * ldc);
+    for (float& v : c) v = value(gen);
+    return c;
+}
+
+// Adds the segments' products to the float64 sums of rows [0, rows) over `panels` B panels
+// (panel q's at b + q * panel_stride), A packed [depth][kMr] at a + a_shift, B at b + b_shift.
+void add_products(const std::vector<Segment>& segs, int64_t a_shift, int64_t b_shift,
+                  int64_t panel_stride, int rows, int panels, int64_t ldc,
+                  std::vector<double>& want, std::vector<double>& bound) {
+    for (const Segment& seg : segs)
+        for (int p = 0; p < seg.depth; ++p)
+            for (int i = 0; i < rows; ++i)
+                for (int j = 0; j < panels * kNr; ++j) {
+                    const double t =
+                        double(seg.a[a_shift + p * kMr + i]) *
+                        double(seg.b[b_shift + j / kNr * panel_stride + p * seg.ldb + j % kNr]);
+                    want[i * ldc + j] += t;
+                    bound[i * ldc + j] += std::fabs(t);
+                }
+}
+
 // Whether rows [0, rows) and columns [0, cols) of c equal those of full, bit for bit (a short
 // tile against the full kernel's rows); prints the first that does not.
 bool same_bits(const char* what, int trial, const std::vector<float>& c,
@@ -203,22 +228,11 @@ int main() {
             segs[s] = {as[s].data(), bs[s].data(), depth, ldb};
             terms += depth;
         }
-        std::vector<float> c(size_t(kMr) * ldc);
-        for (float& v : c) v = value(gen);
-        std::vector<float> full = c;
         const bool overwrite = trial % 2;
+        std::vector<float> c = random_tile(ldc, gen, value), full = c;
         std::vector<double> want, bound;
         start_sums(c, rows, panels * kNr, ldc, overwrite, want, bound);
-        for (int s = 0; s < count; ++s)
-            for (int p = 0; p < segs[s].depth; ++p)
-                for (int i = 0; i < rows; ++i)
-                    for (int j = 0; j < panels * kNr; ++j) {
-                        const double t = double(segs[s].a[a_shift + p * kMr + i]) *
-                                         double(segs[s].b[b_shift + j / kNr * panel_stride +
-                                                          p * segs[s].ldb + j % kNr]);
-                        want[i * ldc + j] += t;
-                        bound[i * ldc + j] += std::fabs(t);
-                    }
+        add_products(segs, a_shift, b_shift, panel_stride, rows, panels, ldc, want, bound);
         short_tile(segs.data(), count, a_shift, b_shift, panel_stride, rows, panels, c.data(), ldc,
                    overwrite);
         bool ok = agrees("short tile", trial, c, want, bound, terms);
@@ -315,22 +329,11 @@ int main() {
             packed[s] = {packs[s].data(), bs[s].data(), depth, ldb};
             terms += depth;
         }
-        std::vector<float> c(size_t(kMr) * ldc);
-        for (float& v : c) v = value(gen);
-        std::vector<float> full = c;
         const bool overwrite = trial % 2;
+        std::vector<float> c = random_tile(ldc, gen, value), full = c;
         std::vector<double> want, bound;
         start_sums(c, rows, panels * kNr, ldc, overwrite, want, bound);
-        for (int s = 0; s < count; ++s)
-            for (int p = 0; p < segs[s].depth; ++p)
-                for (int i = 0; i < rows; ++i)
-                    for (int j = 0; j < panels * kNr; ++j) {
-                        const double t = double(packs[s][p * kMr + i]) *
-                                         double(segs[s].b[b_shift + j / kNr * panel_stride +
-                                                          p * segs[s].ldb + j % kNr]);
-                        want[i * ldc + j] += t;
-                        bound[i * ldc + j] += std::fabs(t);
-                    }
+        add_products(packed, 0, b_shift, panel_stride, rows, panels, ldc, want, bound);
         strided_segments(segs.data(), count, a_shift, lda, astep, b_shift, panel_stride, rows,
                          panels, c.data(), ldc, overwrite);
         bool ok = agrees("strided segments", trial, c, want, bound, terms);

@@ -18,47 +18,84 @@ constexpr int kMinOutputChannels = 3;
 // The forward's segments are a tap's input channels.
 constexpr int kMinDepth = 8;
 
-int panels_of(const GemmWeights& w) { return static_cast<int>(ceil_div(w.in_per_group, kNr)); }
+// Weights with `cols` channels (input channels for dX, output channels for the forward) as the
+// register tile's columns: out[g][tap][panel][row channel][kNr] = from(g, tap, row, col), zeros
+// past `cols` in the last panel.
+template <typename From>
+void pack_by_pixel(const GemmWeights& w, int rows, int cols, std::vector<float>& out,
+                   const From& from) {
+    const int64_t panels = ceil_div(cols, kNr);
+    out.assign(size_t(w.groups) * w.taps * panels * rows * kNr, 0.f);
+    for (int64_t g = 0; g < w.groups; ++g)
+        for (int64_t t = 0; t < w.taps; ++t)
+            for (int64_t r = 0; r < rows; ++r)
+                for (int64_t col = 0; col < cols; ++col)
+                    out[(((g * w.taps + t) * panels + col / kNr) * rows + r) * kNr + col % kNr] =
+                        from(g, t, r, col);
+}
 
+int panels_of(const GemmWeights& w) { return static_cast<int>(ceil_div(w.in_per_group, kNr)); }
+int out_panels_of(const GemmWeights& w) { return static_cast<int>(ceil_div(w.out_per_group, kNr)); }
+
+// dX: rows output channels, columns input channels, from `backward`.
 const float* by_pixel_weights(const GemmWeights& w) {
     std::call_once(w.by_pixel_once, [&w] {
-        const int og = w.out_per_group, ig = w.in_per_group, panels = panels_of(w);
-        w.by_pixel.assign(size_t(w.groups) * w.taps * panels * og * kNr, 0.f);
-        for (int64_t g = 0; g < w.groups; ++g)
-            for (int64_t t = 0; t < w.taps; ++t)
-                for (int64_t icl = 0; icl < ig; ++icl)
-                    for (int64_t ocl = 0; ocl < og; ++ocl) {
-                        const int64_t from =
-                            g * w.taps * w.in_tiles * og * kMr + t * w.backward_tap_step +
-                            icl / kMr * w.backward_tile_step + ocl * kMr + icl % kMr;
-                        const int64_t to =
-                            (((g * w.taps + t) * panels + icl / kNr) * og + ocl) * kNr + icl % kNr;
-                        w.by_pixel[to] = w.backward[from];
-                    }
+        const int og = w.out_per_group;
+        pack_by_pixel(
+            w, og, w.in_per_group, w.by_pixel, [&](int64_t g, int64_t t, int64_t ocl, int64_t icl) {
+                return w.backward[g * w.taps * w.in_tiles * og * kMr + t * w.backward_tap_step +
+                                  icl / kMr * w.backward_tile_step + ocl * kMr + icl % kMr];
+            });
     });
     return w.by_pixel.data();
 }
 
-int out_panels_of(const GemmWeights& w) { return static_cast<int>(ceil_div(w.out_per_group, kNr)); }
-
+// The forward: rows input channels, columns output channels, from `forward`.
 const float* forward_by_pixel_weights(const GemmWeights& w) {
     std::call_once(w.forward_by_pixel_once, [&w] {
-        const int og = w.out_per_group, ig = w.in_per_group, panels = out_panels_of(w);
-        w.forward_by_pixel.assign(size_t(w.groups) * w.taps * panels * ig * kNr, 0.f);
-        for (int64_t g = 0; g < w.groups; ++g)
-            for (int64_t t = 0; t < w.taps; ++t)
-                for (int64_t ocl = 0; ocl < og; ++ocl)
-                    for (int64_t icl = 0; icl < ig; ++icl) {
-                        const int64_t from =
-                            (((g * w.taps + t) * w.out_tiles + ocl / kMr) * ig + icl) * kMr +
-                            ocl % kMr;
-                        const int64_t to =
-                            (((g * w.taps + t) * panels + ocl / kNr) * ig + icl) * kNr + ocl % kNr;
-                        w.forward_by_pixel[to] = w.forward[from];
-                    }
+        const int ig = w.in_per_group;
+        pack_by_pixel(
+            w, ig, w.out_per_group, w.forward_by_pixel,
+            [&](int64_t g, int64_t t, int64_t icl, int64_t ocl) {
+                return w.forward[(((g * w.taps + t) * w.out_tiles + ocl / kMr) * ig + icl) * kMr +
+                                 ocl % kMr];
+            });
     });
     return w.forward_by_pixel.data();
 }
+
+template <typename Body>
+void for_row_runs(int64_t images, int64_t rows, const Body& body) {
+    const int64_t threads = ThreadPool::instance().num_threads();
+    const int64_t per_run = std::clamp<int64_t>(images * rows / (8 * threads), 1, rows);
+    const int64_t runs = ceil_div(rows, per_run);
+    ThreadPool::instance().parallel_for(images * runs, [&](int64_t task) {
+        const int64_t y0 = task % runs * per_run;
+        body(task / runs, y0, std::min(rows, y0 + per_run));
+    });
+}
+
+// Lines fetched into L2 a few at a time: rows [y0, y1] of a channels-contiguous image, `width`
+// pixels from element `first` (row y0's first pixel, channel 0) on, as one span of memory (the
+// caller checks that rows and pixels lie forwards), spread over `calls` pump() calls.
+class LinePump {
+ public:
+    void set(const float* data, int64_t first, int64_t rows_apart, int64_t pixel_stride,
+             int64_t width, int64_t channels, int64_t calls) {
+        const int64_t last = first + rows_apart + (width - 1) * pixel_stride + channels - 1;
+        from_ = reinterpret_cast<const char*>(data + first);
+        lines_ = (last - first) * int64_t(sizeof(float)) / 64 + 2;  // the ends' partial lines
+        rate_ = ceil_div(lines_, std::max<int64_t>(calls, 1));
+    }
+    void pump() {
+        for (int64_t k = 0; k < rate_ && done_ < lines_; ++k, ++done_)
+            __builtin_prefetch(from_ + done_ * 64, 0, 2);
+    }
+
+ private:
+    const char* from_ = nullptr;
+    int64_t lines_ = 0, done_ = 0, rate_ = 0;
+};
 
 }  // namespace
 
@@ -90,24 +127,8 @@ void forward_pixel_rows(const ConvtParams& p, const GemmWeights& w, const void* 
     };
     const auto ntype = static_cast<NeuronType>(p.neuron);
     const StridedSegmentKernel kernel = strided_segment_kernel();
-    // Source rows [y0, y1] of image n, every channel of every column (channels contiguous).
-    const bool forwards = p.src_stride_h > 0 && p.src_stride_w > 0;
-    auto rows_span = [&](int64_t n, int64_t y0, int64_t y1, const char*& from, int64_t& lines) {
-        const int64_t first = p.src_base + n * p.src_stride_n + y0 * p.src_stride_h;
-        const int64_t last = p.src_base + n * p.src_stride_n + y1 * p.src_stride_h +
-                             (p.src_w - 1) * p.src_stride_w + p.in_channels - 1;
-        from = reinterpret_cast<const char*>(x + first);
-        lines = (last - first) * int64_t(sizeof(float)) / 64 + 2;  // the ends' partial lines
-    };
-    // Tasks of consecutive output rows of one image; while a row's products run, the source
-    // rows the next row reads are fetched a few lines a kernel call.
-    const int64_t threads = ThreadPool::instance().num_threads();
-    const int64_t per_task =
-        std::clamp<int64_t>(int64_t(p.num_images) * p.clip_h / (8 * threads), 1, p.clip_h);
-    const int64_t tasks_a_image = ceil_div(p.clip_h, per_task);
-    ThreadPool::instance().parallel_for(int64_t(p.num_images) * tasks_a_image, [&](int64_t task) {
-        const int64_t n = task / tasks_a_image, y0 = task % tasks_a_image * per_task;
-        const int64_t y1 = std::min<int64_t>(p.clip_h, y0 + per_task);
+    const bool forwards = p.src_stride_h > 0 && p.src_stride_w > 0;  // LinePump's spans
+    for_row_runs(p.num_images, p.clip_h, [&](int64_t n, int64_t y0, int64_t y1) {
         thread_local std::vector<Segment> segments;
         segments.resize(size_t(p.kernel_h) * p.kernel_w);
         float tail[kMr * kNr];  // the last panel's sums where the group's channels end inside it
@@ -116,20 +137,21 @@ void forward_pixel_rows(const ConvtParams& p, const GemmWeights& w, const void* 
             const int64_t qy = oy / p.stride_y;
             int a_lo, a_hi;
             taps_in(py, qy, p.src_h, a_lo, a_hi);
-            const char* fetch = nullptr;
-            int64_t fetch_lines = 0, fetched = 0;
-            if (oy + 1 < y1 && forwards) {  // the next row's source rows
+            LinePump fetch;  // the next row's source rows
+            if (oy + 1 < y1 && forwards) {
                 const Phase& ny = ys[size_t((oy + 1) % p.stride_y)];
                 const int64_t nq = (oy + 1) / p.stride_y;
                 int lo, hi;
                 taps_in(ny, nq, p.src_h, lo, hi);
+                int64_t calls = 0;
+                for (const Phase& px : xs) calls += p.groups * (ceil_div(px.count, kMr) + 2);
                 if (lo <= hi)
-                    rows_span(n, ny.first_source[lo] + nq, ny.first_source[hi] + nq, fetch,
-                              fetch_lines);
+                    fetch.set(x,
+                              p.src_base + n * p.src_stride_n +
+                                  (ny.first_source[lo] + nq) * p.src_stride_h,
+                              (ny.first_source[hi] - ny.first_source[lo]) * p.src_stride_h,
+                              p.src_stride_w, p.src_w, p.in_channels, calls);
             }
-            int64_t calls = 0;
-            for (const Phase& px : xs) calls += p.groups * (ceil_div(px.count, kMr) + 2);
-            const int64_t rate = fetch ? ceil_div(fetch_lines, calls) : 0;
             for (const Phase& px : xs) {
                 // Consecutive q-pixels read consecutive source pixels and land stride_x apart.
                 const int64_t ldc = int64_t(p.stride_x) * p.dst_stride_w;
@@ -146,8 +168,7 @@ void forward_pixel_rows(const ConvtParams& p, const GemmWeights& w, const void* 
                     }
                     const int rows = static_cast<int>(q1 - q0);
                     for (int g = 0; g < p.groups; ++g) {
-                        for (int64_t k = 0; k < rate && fetched < fetch_lines; ++k, ++fetched)
-                            __builtin_prefetch(fetch + fetched * 64, 0, 2);
+                        fetch.pump();
                         int count = 0;
                         for (int a = a_lo; a <= a_hi; ++a)
                             for (int b = b_lo; b <= b_hi; ++b) {
@@ -219,27 +240,8 @@ void backward_data_pixel_rows(const ConvtParams& p, const GemmWeights& w, const 
     // Consecutive dX pixels of a row are stride_x dY pixels apart: A's row step.
     const int64_t lda = int64_t(p.stride_x) * p.dst_stride_w;
     const StridedSegmentKernel kernel = strided_segment_kernel();
-    // dY rows [y0, y1]'s elements, every channel of the clip's columns: one span of memory when
-    // rows and pixels lie forwards (else nothing is fetched).
-    const bool forwards = p.dst_stride_h > 0 && p.dst_stride_w > 0;
-    auto rows_span = [&](int64_t n, int64_t y0, int64_t y1, const char*& from, int64_t& lines) {
-        const int64_t first = p.dst_base + n * p.dst_stride_n + (p.clip_y + y0) * p.dst_stride_h +
-                              p.clip_x * p.dst_stride_w;
-        const int64_t last = p.dst_base + n * p.dst_stride_n + (p.clip_y + y1) * p.dst_stride_h +
-                             (p.clip_x + p.clip_w - 1) * p.dst_stride_w + p.out_channels - 1;
-        from = reinterpret_cast<const char*>(grad + first);
-        lines = (last - first) * int64_t(sizeof(float)) / 64 + 2;  // the ends' partial lines
-    };
-    // Tasks of consecutive rows of one image, so that while a row's products run, the dY rows
-    // the next row adds are fetched a few lines a kernel call (dY of 16 MB or more came from
-    // memory as the products needed it).
-    const int64_t threads = ThreadPool::instance().num_threads();
-    const int64_t per_task =
-        std::clamp<int64_t>(int64_t(p.num_images) * p.src_h / (8 * threads), 1, p.src_h);
-    const int64_t tasks_a_image = ceil_div(p.src_h, per_task);
-    ThreadPool::instance().parallel_for(int64_t(p.num_images) * tasks_a_image, [&](int64_t task) {
-        const int64_t n = task / tasks_a_image, y0 = task % tasks_a_image * per_task;
-        const int64_t y1 = std::min<int64_t>(p.src_h, y0 + per_task);
+    const bool forwards = p.dst_stride_h > 0 && p.dst_stride_w > 0;  // LinePump's spans
+    for_row_runs(p.num_images, p.src_h, [&](int64_t n, int64_t y0, int64_t y1) {
         thread_local std::vector<Segment> segments;
         segments.resize(size_t(kh) * kw);
         float tail[kMr * kNr];  // the last panel's sums where the group's channels end inside it
@@ -247,8 +249,7 @@ void backward_data_pixel_rows(const ConvtParams& p, const GemmWeights& w, const 
             int ky_lo, ky_hi;
             taps_in(iy * p.stride_y - p.first_tap_y, p.dilation_y, p.clip_h, kh, ky_lo, ky_hi);
             // The dY rows the next row adds to this row's (the highest row is ky_lo's).
-            const char* fetch = nullptr;
-            int64_t fetch_lines = 0, fetched = 0;
+            LinePump fetch;
             if (iy + 1 < y1 && forwards) {
                 int lo, hi;
                 const int64_t e = iy * p.stride_y - p.first_tap_y, next = e + p.stride_y;
@@ -257,10 +258,13 @@ void backward_data_pixel_rows(const ConvtParams& p, const GemmWeights& w, const 
                     std::max(ky_lo <= ky_hi ? e - int64_t(p.dilation_y) * ky_lo + 1 : int64_t(0),
                              next - int64_t(p.dilation_y) * hi);
                 const int64_t to = next - int64_t(p.dilation_y) * lo;
-                if (lo <= hi && from <= to) rows_span(n, from, to, fetch, fetch_lines);
+                if (lo <= hi && from <= to)
+                    fetch.set(grad,
+                              p.dst_base + n * p.dst_stride_n + (p.clip_y + from) * p.dst_stride_h +
+                                  p.clip_x * p.dst_stride_w,
+                              (to - from) * p.dst_stride_h, p.dst_stride_w, p.clip_w,
+                              p.out_channels, p.groups * (ceil_div(p.src_w, kMr) + 2));
             }
-            const int64_t calls = p.groups * (ceil_div(p.src_w, kMr) + 2);
-            const int64_t rate = fetch ? ceil_div(fetch_lines, calls) : 0;
             for (int64_t x0 = 0; x0 < p.src_w;) {
                 // A run of pixels with the same taps inside dY, in tiles of up to kMr pixels.
                 int kx_lo, kx_hi;
@@ -275,8 +279,7 @@ void backward_data_pixel_rows(const ConvtParams& p, const GemmWeights& w, const 
                 }
                 const int rows = static_cast<int>(x1 - x0);
                 for (int g = 0; g < p.groups; ++g) {
-                    for (int64_t k = 0; k < rate && fetched < fetch_lines; ++k, ++fetched)
-                        __builtin_prefetch(fetch + fetched * 64, 0, 2);
+                    fetch.pump();
                     int count = 0;
                     for (int ky = ky_lo; ky <= ky_hi; ++ky)
                         for (int kx = kx_lo; kx <= kx_hi; ++kx) {
