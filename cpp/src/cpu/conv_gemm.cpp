@@ -1720,13 +1720,13 @@ void backward_weights_gemm(const ConvtParams& p, const void* x, const void* dy,
             auto key = [&](int64_t row, int64_t yy) {
                 return row / p.src_h * p.clip_h + std::clamp<int64_t>(yy, 0, p.clip_h - 1);
             };
-            int64_t key_lo = INT64_MAX, key_hi = INT64_MIN;
-            for (int r = 0; r < nr; ++r) {
+            int64_t key_lo = INT64_MAX, key_hi = INT64_MIN;  // packed dY rows' slots only
+            for (int r = 0; r < nr && !dy_in_place; ++r) {
                 const int64_t e = (r0 + r) % p.src_h * p.stride_y - p.first_tap_y;
                 key_lo = std::min(key_lo, key(r0 + r, e - reach));
                 key_hi = std::max(key_hi, key(r0 + r, e));
             }
-            slot_of.assign(static_cast<size_t>(key_hi - key_lo + 1), -1);
+            if (!dy_in_place) slot_of.assign(static_cast<size_t>(key_hi - key_lo + 1), -1);
             int slots = 0;
             float* dy_base = packed.data() + slice_rows * x_floats;
             for (int r = 0; r < nr; ++r) {

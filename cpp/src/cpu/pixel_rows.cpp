@@ -97,6 +97,41 @@ class LinePump {
     int64_t lines_ = 0, done_ = 0, rate_ = 0;
 };
 
+// The end of the run of tiles' pixels from q0 on (at most kMr, before `count`) whose taps
+// inside the source are those of q0: taps(q, lo, hi) gives pixel q's run of taps.
+template <typename Taps>
+int64_t run_end(int64_t q0, int64_t count, const Taps& taps) {
+    int lo0, hi0;
+    taps(q0, lo0, hi0);
+    int64_t q1 = q0 + 1;
+    for (int lo, hi; q1 < count && q1 - q0 < kMr; ++q1) {
+        taps(q1, lo, hi);
+        if (lo != lo0 || hi != hi0) break;
+    }
+    return q1;
+}
+
+// The segments' sums for `rows` pixels x `cols` channels into c (pixels ldc apart): whole
+// panels in place, a panel past the last channel through a buffer (the rest of its columns
+// would be the next group's channels). With `start`, each pixel's sums begin from start[0,
+// cols) (the forward's bias); without, they overwrite c.
+void store_panels(StridedSegmentKernel kernel, const Segment* segments, int count, int64_t lda,
+                  int64_t panel_stride, int rows, int cols, const float* start, float* c,
+                  int64_t ldc) {
+    const int whole = cols / kNr, part = cols - whole * kNr;
+    for (int i = 0; i < rows && start; ++i) std::copy_n(start, cols, c + i * ldc);
+    if (whole > 0) kernel(segments, count, 0, lda, 1, 0, panel_stride, rows, whole, c, ldc, !start);
+    if (part == 0) return;
+    float tail[kMr * kNr];
+    for (int i = 0; i < rows && start; ++i) {
+        std::copy_n(start + whole * kNr, part, tail + i * kNr);
+        std::fill_n(tail + i * kNr + part, kNr - part, 0.f);  // summed, then dropped
+    }
+    kernel(segments, count, 0, lda, 1, whole * panel_stride, panel_stride, rows, 1, tail, kNr,
+           !start);
+    for (int i = 0; i < rows; ++i) std::copy_n(tail + i * kNr, part, c + i * ldc + whole * kNr);
+}
+
 }  // namespace
 
 bool pixel_rows_forward_fits(const ConvtParams& p) {
@@ -109,7 +144,7 @@ bool pixel_rows_forward_fits(const ConvtParams& p) {
 
 void forward_pixel_rows(const ConvtParams& p, const GemmWeights& w, const void* src, void* dst) {
     const int og = p.out_per_group, ig = p.in_per_group;
-    const int panels = out_panels_of(w), whole = og / kNr;  // whole: panels inside the group
+    const int panels = out_panels_of(w);
     const float* const weights = forward_by_pixel_weights(w);
     const float* const x = static_cast<const float*>(src);
     float* const out = static_cast<float*>(dst);
@@ -128,10 +163,11 @@ void forward_pixel_rows(const ConvtParams& p, const GemmWeights& w, const void* 
     const auto ntype = static_cast<NeuronType>(p.neuron);
     const StridedSegmentKernel kernel = strided_segment_kernel();
     const bool forwards = p.src_stride_h > 0 && p.src_stride_w > 0;  // LinePump's spans
+    int64_t calls = 0;  // kernel calls a row, at least (LinePump's spread)
+    for (const Phase& px : xs) calls += p.groups * (ceil_div(px.count, kMr) + 2);
     for_row_runs(p.num_images, p.clip_h, [&](int64_t n, int64_t y0, int64_t y1) {
         thread_local std::vector<Segment> segments;
         segments.resize(size_t(p.kernel_h) * p.kernel_w);
-        float tail[kMr * kNr];  // the last panel's sums where the group's channels end inside it
         for (int64_t oy = y0; oy < y1; ++oy) {
             const Phase& py = ys[size_t(oy % p.stride_y)];
             const int64_t qy = oy / p.stride_y;
@@ -143,8 +179,6 @@ void forward_pixel_rows(const ConvtParams& p, const GemmWeights& w, const void* 
                 const int64_t nq = (oy + 1) / p.stride_y;
                 int lo, hi;
                 taps_in(ny, nq, p.src_h, lo, hi);
-                int64_t calls = 0;
-                for (const Phase& px : xs) calls += p.groups * (ceil_div(px.count, kMr) + 2);
                 if (lo <= hi)
                     fetch.set(x,
                               p.src_base + n * p.src_stride_n +
@@ -157,15 +191,11 @@ void forward_pixel_rows(const ConvtParams& p, const GemmWeights& w, const void* 
                 const int64_t ldc = int64_t(p.stride_x) * p.dst_stride_w;
                 for (int64_t q0 = 0; q0 < px.count;) {
                     // A run of q-pixels with the same taps inside the source, tiles of kMr.
+                    const int64_t q1 = run_end(q0, px.count, [&](int64_t q, int& lo, int& hi) {
+                        taps_in(px, q, p.src_w, lo, hi);
+                    });
                     int b_lo, b_hi;
                     taps_in(px, q0, p.src_w, b_lo, b_hi);
-                    int64_t q1 = q0 + 1;
-                    while (q1 < px.count && q1 - q0 < kMr) {
-                        int lo, hi;
-                        taps_in(px, q1, p.src_w, lo, hi);
-                        if (lo != b_lo || hi != b_hi) break;
-                        ++q1;
-                    }
                     const int rows = static_cast<int>(q1 - q0);
                     for (int g = 0; g < p.groups; ++g) {
                         fetch.pump();
@@ -183,25 +213,9 @@ void forward_pixel_rows(const ConvtParams& p, const GemmWeights& w, const void* 
                                    (p.clip_y + oy) * p.dst_stride_h +
                                    (p.clip_x + px.r + p.stride_x * q0) * p.dst_stride_w;
                         // The sums start from the bias, as the GEMM forward's.
-                        const float* bias = w.bias.data() + int64_t(g) * og;
-                        for (int i = 0; i < rows; ++i) std::copy_n(bias, og, c + i * ldc);
-                        // Whole panels in place; a panel past the group's last channel in
-                        // `tail` (the rest of it would be the next group's).
-                        if (whole > 0)
-                            kernel(segments.data(), count, 0, p.src_stride_w, 1, 0,
-                                   int64_t(ig) * kNr, rows, whole, c, ldc, false);
-                        if (whole < panels) {
-                            const int part = og - whole * kNr;  // the panel's columns in the group
-                            for (int i = 0; i < rows; ++i) {
-                                std::copy_n(bias + whole * kNr, part, tail + i * kNr);
-                                std::fill_n(tail + i * kNr + part, kNr - part, 0.f);
-                            }
-                            kernel(segments.data(), count, 0, p.src_stride_w, 1,
-                                   int64_t(whole) * ig * kNr, int64_t(ig) * kNr, rows, 1, tail, kNr,
-                                   false);
-                            for (int i = 0; i < rows; ++i)
-                                std::copy_n(tail + i * kNr, part, c + i * ldc + whole * kNr);
-                        }
+                        store_panels(kernel, segments.data(), count, p.src_stride_w,
+                                     int64_t(ig) * kNr, rows, og, w.bias.data() + int64_t(g) * og,
+                                     c, ldc);
                         if (ntype != NeuronType::None)
                             for (int i = 0; i < rows; ++i)
                                 for (int oc = 0; oc < og; ++oc) {
@@ -227,7 +241,7 @@ bool pixel_rows_dx_fits(const ConvtParams& p) {
 void backward_data_pixel_rows(const ConvtParams& p, const GemmWeights& w, const void* dy,
                               void* dx) {
     const int og = p.out_per_group, ig = p.in_per_group, kh = p.kernel_h, kw = p.kernel_w;
-    const int panels = panels_of(w), whole = ig / kNr;  // whole: panels inside the group
+    const int panels = panels_of(w);
     const float* const weights = by_pixel_weights(w);
     const float* const grad = static_cast<const float*>(dy);
     float* const out = static_cast<float*>(dx);
@@ -244,7 +258,6 @@ void backward_data_pixel_rows(const ConvtParams& p, const GemmWeights& w, const 
     for_row_runs(p.num_images, p.src_h, [&](int64_t n, int64_t y0, int64_t y1) {
         thread_local std::vector<Segment> segments;
         segments.resize(size_t(kh) * kw);
-        float tail[kMr * kNr];  // the last panel's sums where the group's channels end inside it
         for (int64_t iy = y0; iy < y1; ++iy) {
             int ky_lo, ky_hi;
             taps_in(iy * p.stride_y - p.first_tap_y, p.dilation_y, p.clip_h, kh, ky_lo, ky_hi);
@@ -267,16 +280,13 @@ void backward_data_pixel_rows(const ConvtParams& p, const GemmWeights& w, const 
             }
             for (int64_t x0 = 0; x0 < p.src_w;) {
                 // A run of pixels with the same taps inside dY, in tiles of up to kMr pixels.
-                int kx_lo, kx_hi;
+                auto kx_taps = [&](int64_t ix, int& lo, int& hi) {
+                    taps_in(ix * p.stride_x - p.first_tap_x, p.dilation_x, p.clip_w, kw, lo, hi);
+                };
+                const int64_t x1 = run_end(x0, p.src_w, kx_taps);
                 const int64_t ex0 = x0 * p.stride_x - p.first_tap_x;
-                taps_in(ex0, p.dilation_x, p.clip_w, kw, kx_lo, kx_hi);
-                int64_t x1 = x0 + 1;
-                while (x1 < p.src_w && x1 - x0 < kMr) {
-                    int lo, hi;
-                    taps_in(x1 * p.stride_x - p.first_tap_x, p.dilation_x, p.clip_w, kw, lo, hi);
-                    if (lo != kx_lo || hi != kx_hi) break;
-                    ++x1;
-                }
+                int kx_lo, kx_hi;
+                kx_taps(x0, kx_lo, kx_hi);
                 const int rows = static_cast<int>(x1 - x0);
                 for (int g = 0; g < p.groups; ++g) {
                     fetch.pump();
@@ -295,18 +305,8 @@ void backward_data_pixel_rows(const ConvtParams& p, const GemmWeights& w, const 
                         }
                     float* c = out + p.src_base + n * p.src_stride_n + int64_t(g) * ig +
                                iy * p.src_stride_h + x0 * p.src_stride_w;
-                    // Whole panels straight into dX; a panel past the group's last channel into
-                    // `tail`, its channels then copied (the rest would be the next group's).
-                    if (whole > 0)
-                        kernel(segments.data(), count, 0, lda, 1, 0, int64_t(og) * kNr, rows, whole,
-                               c, p.src_stride_w, true);
-                    if (whole < panels) {
-                        kernel(segments.data(), count, 0, lda, 1, int64_t(whole) * og * kNr,
-                               int64_t(og) * kNr, rows, 1, tail, kNr, true);
-                        for (int i = 0; i < rows; ++i)
-                            std::copy_n(tail + i * kNr, ig - whole * kNr,
-                                        c + i * p.src_stride_w + whole * kNr);
-                    }
+                    store_panels(kernel, segments.data(), count, lda, int64_t(og) * kNr, rows, ig,
+                                 nullptr, c, p.src_stride_w);
                 }
                 x0 = x1;
             }
