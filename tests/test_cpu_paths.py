@@ -360,6 +360,38 @@ def test_cpu_gemm_streamed_grad_input(rng: np.random.Generator, layout: str, gro
     assert_close(got, ref, FP32_TOL, f"streamed GEMM dX, {layout}")
 
 
+@pytest.mark.parametrize("shift", [0, 1, 4], ids=["aligned", "out+4B", "out+16B"])
+@pytest.mark.parametrize("ig", [20, 23])
+def test_cpu_gemm_large_grad_input_in_place(rng: np.random.Generator, ig: int, shift: int) -> None:
+    """An NCHW GEMM dX of 4 MB or more (below the streamed 16 MB) written in place from the
+    register tiles: with rows that start mid-line (`shift` floats past a 64-byte line) the tiles
+    run outer, each row written front to back; aligned, the panels run outer. 20 input
+    channels end in a tile of 2 rows over runs of 3 panels (32 panels a block: the last run
+    short), 23 in one of 5 rows."""
+    import convt
+
+    n = 13
+    x = rng.standard_normal((n, ig, 64, 64)).astype(np.float32)
+    wt = rng.standard_normal((ig, 3, 4, 4)).astype(np.float32)
+    g = rng.standard_normal((n, 3, 128, 128)).astype(np.float32)
+    ref = R.conv_transpose_torch_backward(g, x, wt, stride=2, padding=1)[0]
+    assert 4 << 20 <= ref.nbytes // 2 < 16 << 20  # float32 dX of 4 MB or more, not streamed
+    buf = np.full(ref.size + 32, np.nan, dtype=np.float32)
+    first = (-buf.ctypes.data // 4) % 16 + shift  # `shift` floats past a line
+    got = buf[first : first + ref.size].reshape(ref.shape)
+    convt.conv_transpose2d_backward(
+        g,
+        x,
+        wt,
+        stride=2,
+        padding=1,
+        output_mask=(True, False, False),
+        out=(got, None, None),
+        device=_cpu(),
+    )
+    assert_close(got, ref, FP32_TOL, f"in-place GEMM dX, {ig} channels, shift {shift}")
+
+
 def test_cpu_depthwise_odd_after_even_width(rng: np.random.Generator) -> None:
     """A thread's cached dY phase rows, reused from a call with an even row (42 columns) by one
     with an odd row (41), the same phase length: the odd row's last odd entry reads as zero."""

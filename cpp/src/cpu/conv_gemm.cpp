@@ -34,6 +34,10 @@ constexpr int kMaxWideBlock = 512;
 constexpr int64_t kWideBlockMaxWeights = 16 * 1024;  // a group's weights, floats
 constexpr int64_t kBatchFloats = 48 * 1024;       // packed pixels of one batch of taps: L2-resident
 constexpr int64_t kFootprintFloats = 256 * 1024;  // largest block footprint (1 MB)
+// dX of this size or more, written in place from tiles of rows that start mid-line: tiles
+// outer (see backward_data_gemm).
+constexpr int64_t kTilesOuterBytes = 4 << 20;
+constexpr int64_t kLineBytes = 64;
 constexpr int kFetchAhead = 8;  // footprint rows prefetched this many channels ahead
 // Most cache lines a Prefetcher fetches between two kernel calls (more wait on the misses
 // already in flight).
@@ -259,11 +263,12 @@ struct Columns {
 // reads B in place through one offset per (tap, channel), the whole tap list one call a tile and
 // panel, with neither packing nor a segment per tap (fsrcnn's dX: 81 taps of one channel each).
 // Rows [0, rows) of c (ldc apart) get the sums, added to them or, with `overwrite`, replacing
-// them; rows past `rows` in the last tile are not written. False (nothing done) when the block
-// does not qualify.
+// them; rows past `rows` in the last tile are not written. Panels outer (each panel's B read
+// once), or with `tiles_outer` tiles outer (each of c's rows written front to back). False
+// (nothing done) when the block does not qualify.
 bool indirect_taps(const Gathered& src, const TapGrid& grid, const Columns& columns, int cols,
                    int depth, const float* a, int64_t a_tap_step, int64_t a_tile_step, int tiles,
-                   float* c, int64_t ldc, int rows, bool overwrite) {
+                   float* c, int64_t ldc, int rows, bool overwrite, bool tiles_outer = false) {
     if (src.type != CONVT_TYPE_F32 || a_tap_step != int64_t(depth) * kMr) return false;
     const int panels = cols / kNr;
     const int ncol = static_cast<int>(grid.col_delta.size());
@@ -291,33 +296,30 @@ bool indirect_taps(const Gathered& src, const TapGrid& grid, const Columns& colu
     const float* a0 = a + grid.ids[0] * a_tap_step;
     const int n = static_cast<int>(offsets.size());
     Prefetcher* const fetch = queued_fetch();
-    for (int j = 0; j < panels; ++j) {
+    auto product = [&](int o, int j) {  // tile o, panel j
+        if (fetch) fetch->pump();
         const float* b = static_cast<const float*>(src.base) + columns.base[j * kNr];
-        for (int o = 0; o < tiles; ++o) {
-            if (fetch) fetch->pump();
-            float* to = c + int64_t(o) * kMr * ldc + j * kNr;
-            const int valid = std::min(kMr, rows - o * kMr);
-            if (valid == kMr) {
-                ik(a0 + o * a_tile_step, offsets.data(), n, b, to, ldc, overwrite);
-                continue;
-            }
-            if (sk) {
-                short_indirect_run(
-                    sk, a0 + o * a_tile_step, offsets.data(), n, valid, j, panels,
-                    [&](int q) {
-                        return static_cast<const float*>(src.base) + columns.base[q * kNr];
-                    },
-                    to, ldc, overwrite);
-                continue;
-            }
-            float tile[kMr * kNr];  // the last tile's padding rows stay here
-            // Read in only to add to: overwritten rows may be dX's own, not yet touched (their
-            // loads were 40% of this function on grp4's dX).
-            for (int i = 0; i < valid && !overwrite; ++i)
-                std::copy_n(to + i * ldc, kNr, tile + i * kNr);
-            ik(a0 + o * a_tile_step, offsets.data(), n, b, tile, kNr, overwrite);
-            for (int i = 0; i < valid; ++i) std::copy_n(tile + i * kNr, kNr, to + i * ldc);
-        }
+        float* to = c + int64_t(o) * kMr * ldc + j * kNr;
+        const int valid = std::min(kMr, rows - o * kMr);
+        if (valid == kMr) return ik(a0 + o * a_tile_step, offsets.data(), n, b, to, ldc, overwrite);
+        if (sk)
+            return short_indirect_run(
+                sk, a0 + o * a_tile_step, offsets.data(), n, valid, j, panels,
+                [&](int q) { return static_cast<const float*>(src.base) + columns.base[q * kNr]; },
+                to, ldc, overwrite);
+        float tile[kMr * kNr];  // the last tile's padding rows stay here
+        // Read in only to add to: overwritten rows may be dX's own, not yet touched (their
+        // loads were 40% of this function on grp4's dX).
+        for (int i = 0; i < valid && !overwrite; ++i)
+            std::copy_n(to + i * ldc, kNr, tile + i * kNr);
+        ik(a0 + o * a_tile_step, offsets.data(), n, b, tile, kNr, overwrite);
+        for (int i = 0; i < valid; ++i) std::copy_n(tile + i * kNr, kNr, to + i * ldc);
+    };
+    for (int u = 0; u < tiles * panels; ++u) {
+        if (tiles_outer)
+            product(u / panels, u % panels);
+        else
+            product(u % tiles, u / tiles);
     }
     return true;
 }
@@ -1438,8 +1440,16 @@ void backward_data_gemm(const ConvtParams& p, const GemmWeights& w, const void* 
     const Gathered grad{dy, p.dst_type, p.dst_stride_c};
     const int64_t group_weights = int64_t(w.taps) * tiles * og * kMr;
     // dX of 16 MB or more streamed to memory, as the forward's woven rows.
-    const bool stream = p.src_type == CONVT_TYPE_F32 &&
-                        pixels * p.groups * ig * int64_t(sizeof(float)) >= kStreamBytes;
+    const int64_t dx_bytes = pixels * p.groups * ig * int64_t(sizeof(float));
+    const bool stream = p.src_type == CONVT_TYPE_F32 && dx_bytes >= kStreamBytes;
+    // Float dX of kTilesOuterBytes or more, written in place from register tiles whose rows
+    // start mid-line: tiles outer, so that each row's lines are finished by the next kernel
+    // call. Panels outer, a panel's rows (a plane apart, so in one L1 set) left each line
+    // half written until the next panel, by when it had left L1 (in-process A/B, NCHW, N = 8,
+    // dX 16 bytes past a line as numpy's large arrays: dcgan_out 0.83-0.91x the time, grp4
+    // 0.89-0.95x; with dX line-aligned tiles outer took 1.06x, and at N = 1 to 4, whose dX the
+    // caches keep, 1.06-1.44x: there the panel's B read once wins).
+    const bool tiles_outer = dx_bytes >= kTilesOuterBytes;
     // dX pixel (iy, ix) reads dY row iy * stride - first tap - dilation * ky, column likewise.
     std::vector<int64_t> oy, ox;
     for (int ky = 0; ky < p.kernel_h; ++ky)
@@ -1530,10 +1540,13 @@ void backward_data_gemm(const ConvtParams& p, const GemmWeights& w, const void* 
         // dcgan_out's dX on two threads). Streamed outputs keep the copy.
         bool one_run = compact && !stream && p.src_type == CONVT_TYPE_F32 && real == cols;
         for (int j = 1; j < real && one_run; ++j) one_run = dx_offsets[j] == dx_offsets[0] + j;
-        if (one_run &&
-            indirect_taps(footprint.source(), local, columns, cols, og, a, w.backward_tap_step,
-                          w.backward_tile_step, tiles, static_cast<float*>(dx) + dx_offsets[0],
-                          p.src_stride_c, ig, true))
+        float* const run_at = static_cast<float*>(dx) + dx_offsets[0];
+        // Rows that start mid-line, or planes not whole lines apart.
+        const bool misaligned = reinterpret_cast<uintptr_t>(run_at) % kLineBytes != 0 ||
+                                p.src_stride_c * int64_t(sizeof(float)) % kLineBytes != 0;
+        if (one_run && indirect_taps(footprint.source(), local, columns, cols, og, a,
+                                     w.backward_tap_step, w.backward_tile_step, tiles, run_at,
+                                     p.src_stride_c, ig, true, tiles_outer && misaligned))
             return;
         // Else the sums go to a buffer, then out. The indirect kernel overwrites it: no zeros
         // first (dcgan_out and fsrcnn_x3 NHWC dX 1.04x faster; grp4 1.01x).
