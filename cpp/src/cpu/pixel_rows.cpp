@@ -137,9 +137,9 @@ void store_panels(StridedSegmentKernel kernel, const Segment* segments, int coun
 bool pixel_rows_forward_fits(const ConvtParams& p) {
     // Output channels fill three quarters of their panels or more.
     const int64_t og = p.out_per_group;
-    return p.src_type == CONVT_TYPE_F32 && p.dst_type == CONVT_TYPE_F32 && p.src_stride_c == 1 &&
-           p.dst_stride_c == 1 && !p.accumulate_half && p.in_per_group >= kMinDepth &&
-           4 * og >= 3 * ceil_div(og, kNr) * kNr;
+    return !use_neon() && p.src_type == CONVT_TYPE_F32 && p.dst_type == CONVT_TYPE_F32 &&
+           p.src_stride_c == 1 && p.dst_stride_c == 1 && !p.accumulate_half &&
+           p.in_per_group >= kMinDepth && 4 * og >= 3 * ceil_div(og, kNr) * kNr;
 }
 
 void forward_pixel_rows(const ConvtParams& p, const GemmWeights& w, const void* src, void* dst) {
@@ -234,8 +234,9 @@ void forward_pixel_rows(const ConvtParams& p, const GemmWeights& w, const void* 
 }
 
 bool pixel_rows_dx_fits(const ConvtParams& p) {
-    return p.src_type == CONVT_TYPE_F32 && p.dst_type == CONVT_TYPE_F32 && p.src_stride_c == 1 &&
-           p.dst_stride_c == 1 && !p.accumulate_half && p.out_per_group >= kMinOutputChannels;
+    return !use_neon() && p.src_type == CONVT_TYPE_F32 && p.dst_type == CONVT_TYPE_F32 &&
+           p.src_stride_c == 1 && p.dst_stride_c == 1 && !p.accumulate_half &&
+           p.out_per_group >= kMinOutputChannels;
 }
 
 void backward_data_pixel_rows(const ConvtParams& p, const GemmWeights& w, const void* dy,

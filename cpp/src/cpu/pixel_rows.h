@@ -13,7 +13,8 @@
 namespace convt::cpu {
 
 /// Float32 images, both channels-contiguous, and enough input channels a group that each tap's
-/// segment is a few steps deep.
+/// segment is a few steps deep. Not with the NEON kernels: there is no NEON strided-segment
+/// kernel (the portable one would run), so the NEON GEMM paths keep these layers.
 bool pixel_rows_forward_fits(const ConvtParams& p);
 
 /// The forward: each output pixel's bias plus its taps' products, in tap order (ky, then kx),
@@ -21,7 +22,7 @@ bool pixel_rows_forward_fits(const ConvtParams& p);
 void forward_pixel_rows(const ConvtParams& p, const GemmWeights& w, const void* src, void* dst);
 
 /// Float32 dY and dX, both channels-contiguous, and enough output channels a group that each
-/// tap's segment is a few steps deep.
+/// tap's segment is a few steps deep; not with the NEON kernels (as the forward).
 bool pixel_rows_dx_fits(const ConvtParams& p);
 
 /// dX (params with dX in the source role), every element written: each dX pixel's sum over the
