@@ -98,10 +98,9 @@ class LinePump {
 };
 
 // The end of the run of tiles' pixels from q0 on (at most kMr, before `count`) whose taps
-// inside the source are those of q0: taps(q, lo, hi) gives pixel q's run of taps.
+// inside the source are those of q0, [lo0, hi0]: taps(q, lo, hi) gives pixel q's run of taps.
 template <typename Taps>
-int64_t run_end(int64_t q0, int64_t count, const Taps& taps) {
-    int lo0, hi0;
+int64_t run_end(int64_t q0, int64_t count, const Taps& taps, int& lo0, int& hi0) {
     taps(q0, lo0, hi0);
     int64_t q1 = q0 + 1;
     for (int lo, hi; q1 < count && q1 - q0 < kMr; ++q1) {
@@ -191,11 +190,11 @@ void forward_pixel_rows(const ConvtParams& p, const GemmWeights& w, const void* 
                 const int64_t ldc = int64_t(p.stride_x) * p.dst_stride_w;
                 for (int64_t q0 = 0; q0 < px.count;) {
                     // A run of q-pixels with the same taps inside the source, tiles of kMr.
-                    const int64_t q1 = run_end(q0, px.count, [&](int64_t q, int& lo, int& hi) {
-                        taps_in(px, q, p.src_w, lo, hi);
-                    });
                     int b_lo, b_hi;
-                    taps_in(px, q0, p.src_w, b_lo, b_hi);
+                    const int64_t q1 = run_end(
+                        q0, px.count,
+                        [&](int64_t q, int& lo, int& hi) { taps_in(px, q, p.src_w, lo, hi); }, b_lo,
+                        b_hi);
                     const int rows = static_cast<int>(q1 - q0);
                     for (int g = 0; g < p.groups; ++g) {
                         fetch.pump();
@@ -279,15 +278,14 @@ void backward_data_pixel_rows(const ConvtParams& p, const GemmWeights& w, const 
                               (to - from) * p.dst_stride_h, p.dst_stride_w, p.clip_w,
                               p.out_channels, p.groups * (ceil_div(p.src_w, kMr) + 2));
             }
+            auto kx_taps = [&](int64_t ix, int& lo, int& hi) {
+                taps_in(ix * p.stride_x - p.first_tap_x, p.dilation_x, p.clip_w, kw, lo, hi);
+            };
             for (int64_t x0 = 0; x0 < p.src_w;) {
                 // A run of pixels with the same taps inside dY, in tiles of up to kMr pixels.
-                auto kx_taps = [&](int64_t ix, int& lo, int& hi) {
-                    taps_in(ix * p.stride_x - p.first_tap_x, p.dilation_x, p.clip_w, kw, lo, hi);
-                };
-                const int64_t x1 = run_end(x0, p.src_w, kx_taps);
-                const int64_t ex0 = x0 * p.stride_x - p.first_tap_x;
                 int kx_lo, kx_hi;
-                kx_taps(x0, kx_lo, kx_hi);
+                const int64_t x1 = run_end(x0, p.src_w, kx_taps, kx_lo, kx_hi);
+                const int64_t ex0 = x0 * p.stride_x - p.first_tap_x;
                 const int rows = static_cast<int>(x1 - x0);
                 for (int g = 0; g < p.groups; ++g) {
                     fetch.pump();
