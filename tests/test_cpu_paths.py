@@ -392,6 +392,31 @@ def test_cpu_gemm_large_grad_input_in_place(rng: np.random.Generator, ig: int, s
     assert_close(got, ref, FP32_TOL, f"in-place GEMM dX, {ig} channels, shift {shift}")
 
 
+@pytest.mark.parametrize("k", [16, 11], ids=["k16", "k11"])
+@pytest.mark.parametrize("cin, groups", [(24, 2), (23, 1)])
+def test_cpu_1d_weight_gradient_windows(
+    rng: np.random.Generator, cin: int, groups: int, k: int
+) -> None:
+    """A 1-D layer's dW goes to PyTorch's (Cin, Cout/groups, k) by the 8 x 8 transposes, as a
+    2-D layer's: its unit height's stride is numpy's 0. 12 input channels a group (two groups)
+    or 23 (one), each ending in a short block of 8; 16 and 11 taps (two whole blocks of 8, or
+    one and 3 more); into a NaN-poisoned `out=`."""
+    import convt
+
+    cout, stride, padding = 10, 8, 4
+    x = rng.standard_normal((3, cin, 9)).astype(np.float32)
+    wt = rng.standard_normal((cin, cout // groups, k)).astype(np.float32)
+    kw = dict(stride=stride, padding=padding, groups=groups)
+    g = rng.standard_normal(convt.conv_transpose1d(x, wt, **kw, device=_cpu()).shape)
+    g = g.astype(np.float32)
+    ref = R.conv_transpose1d_torch_backward(g, x, wt, **kw)[1]
+    got = np.full(wt.shape, np.nan, dtype=np.float32)
+    convt.conv_transpose1d_backward(
+        g, x, wt, **kw, output_mask=(False, True, False), out=(None, got, None), device=_cpu()
+    )
+    assert_close(got, ref, FP32_TOL, f"1-D dW, {cin} input channels, {k} taps")
+
+
 def test_cpu_depthwise_odd_after_even_width(rng: np.random.Generator) -> None:
     """A thread's cached dY phase rows, reused from a call with an even row (42 columns) by one
     with an odd row (41), the same phase length: the odd row's last odd entry reads as zero."""

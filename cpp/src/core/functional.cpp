@@ -332,8 +332,9 @@ void ConvTransposeLayer::store_weight_gradient(const T* dw, const TensorView& gw
     const int64_t blocks = std::clamp<int64_t>(channels * taps * ig / 32768, 1, channels);
     // Float32 with each kernel window contiguous: 8 taps x 8 input channels at a time, the taps
     // read from the last down (the flip) by a negative row stride (dcgan_g2 dW 23.8 -> 21.3 ms
-    // on one thread).
-    const bool by_8x8 = gw.stride_w == 1 && gw.stride_h == kernel_w_;
+    // on one thread). A 1D layer's window is its one row, whatever its row stride (numpy gives
+    // an inserted axis stride 0; hifigan_up1's dW spent 9% in the scalar stores).
+    const bool by_8x8 = gw.stride_w == 1 && (kernel_h_ == 1 || gw.stride_h == kernel_w_);
     // `block_of(oc)`: output channel oc's [tap][icl] values as `convert` takes them.
     auto transpose = [&](auto* out, auto block_of, auto convert) {
         cpu::ThreadPool::instance().parallel_for(blocks, [&](int64_t b) {
