@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,14 @@ def test_cpp_example_builds_and_runs_through_find_package(tmp_path: Path) -> Non
     build, prefix, example = tmp_path / "build", tmp_path / "prefix", tmp_path / "example"
     gen = ["-G", "Ninja"] if shutil.which("ninja") else []
     jobs = str(os.cpu_count() or 2)
-    _run(["cmake", "-S", str(ROOT), "-B", str(build), *gen, "-DCMAKE_BUILD_TYPE=Release"])
+    # The compiler the extension module was built with (scikit-build-core takes sysconfig's CXX
+    # unless CXX is set): where ccache is installed, CMakeLists.txt compiles through it, and
+    # this build then reuses the wheel build's objects (ccache tells compilers apart by name).
+    env = dict(os.environ)
+    cxx = sysconfig.get_config_var("CXX")
+    if "CXX" not in env and cxx:
+        env["CXX"] = shlex.split(cxx)[0]
+    _run(["cmake", "-S", str(ROOT), "-B", str(build), *gen, "-DCMAKE_BUILD_TYPE=Release"], env=env)
     _run(["cmake", "--build", str(build), "-j", jobs])
     _run(["cmake", "--install", str(build), "--prefix", str(prefix)])
     assert (prefix / "include" / "convt" / "convt.h").exists()
