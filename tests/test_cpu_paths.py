@@ -152,6 +152,9 @@ CASES = {
     # two threads (the next row's dY prefetched), each row's end pixels, whose taps reach past
     # dY, in tiles of their own.
     "pixel_rows": (46, 20, 2, (23, 29), 4, 2, 1, 0, 1),
+    # ... in one group (23 inputs, 7 outputs): a kernel row's taps one segment where dY's pixels
+    # follow one another (NHWC; nhwc-gaps keeps a segment a tap).
+    "pixel_rows_merged": (23, 7, 1, (11, 19), 4, 2, 1, 0, 1),
     # The forward by pixel rows (channels-contiguous float storages): 28 outputs a group, a
     # whole panel and 12 columns of the next (filled three quarters or more), 9 inputs a tap.
     "pixel_rows_forward": (18, 56, 2, (9, 17), 3, 2, 1, 1, 1),
@@ -810,6 +813,33 @@ def test_cpu_stacked_phases_prelu(rng: np.random.Generator, dtype: type, layout:
     got = dst.array if layout == "NCHW" else np.moveaxis(dst.array, -1, 1)
     tol = FP32_TOL if dtype == np.float32 else FP16_TOL
     assert_close(got, ref, tol, f"stacked phases PReLU {layout} {dtype.__name__}")
+
+
+@pytest.mark.parametrize(("cin", "cout", "k", "s", "p"), [(23, 7, 4, 2, 1), (17, 3, 3, 1, 1)])
+def test_cpu_pixel_rows_merged_taps(
+    rng: np.random.Generator, cin: int, cout: int, k: int, s: int, p: int
+) -> None:
+    """NHWC float dX by pixel rows in one group: a kernel row's taps read dY's pixels one after
+    another, one segment of taps x channels, where contiguous; with gaps between pixels, a
+    segment a tap, in the same order (kx from the last down). Both the same bits, and both the
+    reference's numbers, rows' end pixels (fewer taps) included."""
+    import convt
+
+    x = rng.standard_normal((2, cin, 9, 21)).astype(np.float32)
+    wt = rng.standard_normal((cin, cout, k, k)).astype(np.float32)
+    ref = R.conv_transpose_torch_ref(x, wt, None, s, p, 0, 1, 1)
+    dy = rng.standard_normal(ref.shape).astype(np.float32)
+    gx, _, _ = R.conv_transpose_torch_backward(dy, x, wt, s, p, 0, 1, 1)
+    got = []
+    for storage in ("NHWC", "nhwc-gaps"):
+        xs, layout, _, _ = make_storage(x, storage, np.float32)
+        dys, _, _, _ = make_storage(dy, storage, np.float32)
+        dx = convt.conv_transpose2d_backward(
+            dys, xs, wt, s, p, output_mask=(True, False, False), layout=layout, device=_cpu()
+        )[0]
+        got.append(np.moveaxis(dx, -1, 1))
+        assert_close(got[-1], gx, FP32_TOL, f"pixel rows dX, {storage}")
+    np.testing.assert_array_equal(got[0], got[1], "one segment a kernel row against one a tap")
 
 
 def test_cpu_pixel_rows_prelu(rng: np.random.Generator) -> None:

@@ -19,30 +19,36 @@ constexpr int kMinOutputChannels = 3;
 constexpr int kMinDepth = 8;
 
 // Weights with `cols` channels (input channels for dX, output channels for the forward) as the
-// register tile's columns: out[g][tap][panel][row channel][kNr] = from(g, tap, row, col), zeros
-// past `cols` in the last panel.
+// register tile's columns, taps in blocks of `row_taps` (1, or a kernel row's kernel_w, kx from
+// the last down): out[g][tap / row_taps][panel][row_taps - 1 - tap % row_taps][row channel][kNr]
+// = from(g, tap, row, col), zeros past `cols` in the last panel.
 template <typename From>
-void pack_by_pixel(const GemmWeights& w, int rows, int cols, std::vector<float>& out,
+void pack_by_pixel(const GemmWeights& w, int rows, int cols, int row_taps, std::vector<float>& out,
                    const From& from) {
     const int64_t panels = ceil_div(cols, kNr);
     out.assign(size_t(w.groups) * w.taps * panels * rows * kNr, 0.f);
     for (int64_t g = 0; g < w.groups; ++g)
-        for (int64_t t = 0; t < w.taps; ++t)
+        for (int64_t t = 0; t < w.taps; ++t) {
+            const int64_t block = g * (w.taps / row_taps) + t / row_taps;
+            const int64_t within = row_taps - 1 - t % row_taps;
             for (int64_t r = 0; r < rows; ++r)
                 for (int64_t col = 0; col < cols; ++col)
-                    out[(((g * w.taps + t) * panels + col / kNr) * rows + r) * kNr + col % kNr] =
-                        from(g, t, r, col);
+                    out[(((block * panels + col / kNr) * row_taps + within) * rows + r) * kNr +
+                        col % kNr] = from(g, t, r, col);
+        }
 }
 
 int panels_of(const GemmWeights& w) { return static_cast<int>(ceil_div(w.in_per_group, kNr)); }
 int out_panels_of(const GemmWeights& w) { return static_cast<int>(ceil_div(w.out_per_group, kNr)); }
 
-// dX: rows output channels, columns input channels, from `backward`.
-const float* by_pixel_weights(const GemmWeights& w) {
-    std::call_once(w.by_pixel_once, [&w] {
+// dX: rows output channels, columns input channels, from `backward`, a kernel row's taps in one
+// block (kx from the last down: the order in which they read dY's pixels).
+const float* by_pixel_weights(const GemmWeights& w, int kernel_w) {
+    std::call_once(w.by_pixel_once, [&w, kernel_w] {
         const int og = w.out_per_group;
         pack_by_pixel(
-            w, og, w.in_per_group, w.by_pixel, [&](int64_t g, int64_t t, int64_t ocl, int64_t icl) {
+            w, og, w.in_per_group, kernel_w, w.by_pixel,
+            [&](int64_t g, int64_t t, int64_t ocl, int64_t icl) {
                 return w.backward[g * w.taps * w.in_tiles * og * kMr + t * w.backward_tap_step +
                                   icl / kMr * w.backward_tile_step + ocl * kMr + icl % kMr];
             });
@@ -55,7 +61,7 @@ const float* forward_by_pixel_weights(const GemmWeights& w) {
     std::call_once(w.forward_by_pixel_once, [&w] {
         const int ig = w.in_per_group;
         pack_by_pixel(
-            w, ig, w.out_per_group, w.forward_by_pixel,
+            w, ig, w.out_per_group, 1, w.forward_by_pixel,
             [&](int64_t g, int64_t t, int64_t icl, int64_t ocl) {
                 return w.forward[(((g * w.taps + t) * w.out_tiles + ocl / kMr) * ig + icl) * kMr +
                                  ocl % kMr];
@@ -242,7 +248,17 @@ void backward_data_pixel_rows(const ConvtParams& p, const GemmWeights& w, const 
                               void* dx) {
     const int og = p.out_per_group, ig = p.in_per_group, kh = p.kernel_h, kw = p.kernel_w;
     const int panels = panels_of(w);
-    const float* const weights = by_pixel_weights(w);
+    const float* const weights = by_pixel_weights(w, kw);
+    // Tap (ky, kx)'s weights, panel 0; the panels are a kernel row's taps apart.
+    auto tap_weights = [&](int g, int ky, int kx) {
+        return weights + ((int64_t(g) * kh + ky) * panels * kw + (kw - 1 - kx)) * og * kNr;
+    };
+    const int64_t panel_stride = int64_t(kw) * og * kNr;
+    // A kernel row's taps read dY pixels one after another, kx from the last down; where each
+    // pixel's channels run on into the next's (one group, no dilation), they are one segment,
+    // its steps the pixels' channels in order (dcgan_out's 3 channels: segments of 3 steps
+    // were mostly the kernel's set-up).
+    const bool merged = p.dilation_x == 1 && p.dst_stride_w == og;
     const float* const grad = static_cast<const float*>(dy);
     float* const out = static_cast<float*>(dx);
     // dX pixel (iy, ix) meets dY at row iy * stride_y - first_tap_y - dilation_y * ky, column
@@ -290,21 +306,26 @@ void backward_data_pixel_rows(const ConvtParams& p, const GemmWeights& w, const 
                 for (int g = 0; g < p.groups; ++g) {
                     fetch.pump();
                     int count = 0;
-                    for (int ky = ky_lo; ky <= ky_hi; ++ky)
-                        for (int kx = kx_lo; kx <= kx_hi; ++kx) {
-                            const int64_t yy =
-                                iy * p.stride_y - p.first_tap_y - int64_t(p.dilation_y) * ky;
-                            const int64_t xx = ex0 - int64_t(p.dilation_x) * kx;
-                            const int t = ky * kw + kx;
-                            segments[count++] = {
-                                grad + p.dst_base + n * p.dst_stride_n + int64_t(g) * og +
-                                    (p.clip_y + yy) * p.dst_stride_h +
-                                    (p.clip_x + xx) * p.dst_stride_w,
-                                weights + (int64_t(g) * w.taps + t) * panels * og * kNr, og};
+                    for (int ky = ky_lo; ky <= ky_hi; ++ky) {
+                        const int64_t yy =
+                            iy * p.stride_y - p.first_tap_y - int64_t(p.dilation_y) * ky;
+                        const float* row = grad + p.dst_base + n * p.dst_stride_n +
+                                           int64_t(g) * og + (p.clip_y + yy) * p.dst_stride_h +
+                                           p.clip_x * p.dst_stride_w;
+                        if (merged && kx_lo <= kx_hi) {
+                            segments[count++] = {row + (ex0 - kx_hi) * p.dst_stride_w,
+                                                 tap_weights(g, ky, kx_hi),
+                                                 (kx_hi - kx_lo + 1) * og};
+                            continue;
                         }
+                        for (int kx = kx_hi; kx >= kx_lo; --kx)
+                            segments[count++] = {
+                                row + (ex0 - int64_t(p.dilation_x) * kx) * p.dst_stride_w,
+                                tap_weights(g, ky, kx), og};
+                    }
                     float* c = out + p.src_base + n * p.src_stride_n + int64_t(g) * ig +
                                iy * p.src_stride_h + x0 * p.src_stride_w;
-                    store_panels(kernel, segments.data(), count, lda, int64_t(og) * kNr, rows, ig,
+                    store_panels(kernel, segments.data(), count, lda, panel_stride, rows, ig,
                                  nullptr, c, p.src_stride_w);
                 }
                 x0 = x1;

@@ -26,7 +26,8 @@ void forward_pixel_rows(const ConvtParams& p, const GemmWeights& w, const void* 
 bool pixel_rows_dx_fits(const ConvtParams& p);
 
 /// dX (params with dX in the source role), every element written: each dX pixel's sum over the
-/// taps that reach dY, in tap order (ky, then kx), each over the output channels in order.
+/// taps that reach dY, ky in order and within a kernel row kx from the last down (the order of
+/// the dY pixels they read), each over the output channels in order.
 void backward_data_pixel_rows(const ConvtParams& p, const GemmWeights& w, const void* dy, void* dx);
 
 }  // namespace convt::cpu
