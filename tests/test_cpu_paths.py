@@ -104,6 +104,10 @@ CASES = {
     # 2 and 3), 17 outputs (a 5-row register tile) and 23 inputs; dilation 2 with groups (tiles
     # split by residue mod 2, 11 x 13 outputs), and alone at 10 x 10 (five outputs a residue:
     # one tile and one output); long rows (the contiguous-row runs, 72 columns) at padding 0.
+    # Channels-contiguous float32 (NHWC, nhwc-gaps) of at most 16 channels one way (32 with
+    # dilation) go by pixel rows instead where their columns fill the panels: winograd_ragged's
+    # forward, winograd_dilated_ragged, and the dX of winograd_dilated_groups, winograd_wide and
+    # winograd_1d_k3_dilated_ragged.
     "winograd": (23, 17, 1, (7, 9), 3, 1, 1, 0, 1),
     "winograd_ragged": (19, 16, 1, (6, 11), 3, 1, 1, 0, 1),
     "winograd_dilated_groups": (32, 36, 2, (9, 13), 3, 1, 1, 0, 2),

@@ -654,6 +654,8 @@ class CpuBackend : public detail::Backend {
         // Exact with any weights: it multiplies no zero padding.
         if (!w.is_double && forward_scatter_fits(p, w.scatter))
             return forward_scatter(p, w.scatter, src, dst);
+        if (fast && forward_gemm_fits(p) && pixel_rows_forward_before_winograd(p))
+            return forward_pixel_rows(p, w.gemm, src, dst);
         // An Inf or NaN in the result is recomputed exactly (the transforms subtract).
         if (fast && forward_winograd_fits(p, w.wino) &&
             forward_winograd(p, w.wino, w.gemm.bias, w.gemm.slopes, src, dst))
@@ -691,6 +693,8 @@ class CpuBackend : public detail::Backend {
         const bool fast = !w.is_double && w.finite;
         if (fast && depthwise_nhwc_fits(p)) return backward_data_depthwise_nhwc(p, w.depth, dy, dx);
         if (fast && depthwise_fits(p)) return backward_data_depthwise(p, w.depth, dy, dx);
+        if (fast && pixel_rows_dx_before_winograd(p))
+            return backward_data_pixel_rows(p, w.gemm, dy, dx);
         if (fast && backward_data_winograd_fits(p, w.wino) &&
             backward_data_winograd(p, w.wino, dy, dx))
             return;

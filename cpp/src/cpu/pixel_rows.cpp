@@ -18,6 +18,27 @@ constexpr int kMinOutputChannels = 3;
 // The forward's segments are a tap's input channels.
 constexpr int kMinDepth = 8;
 
+// Channels that fill three quarters of their register tile's 16-column panels or more.
+bool fills_panels(int64_t channels) { return 4 * channels >= 3 * ceil_div(channels, kNr) * kNr; }
+
+// Where 3x3 Winograd tiles (winograd.cpp, tried first) lose to pixel rows on channels-contiguous
+// float32: their transposes, transforms and strided stores outweigh the products they save
+// at most this many channels one way, or kMaxDilatedWinogradLoss with dilation. In-process
+// A/B, pixel rows over tiles (time), N = 8, two threads, 64 x 64, forward / dX: 16 channels
+// 0.80 / 0.59, 16 -> 64 0.84 / 0.74, 64 -> 16 0.79 / 0.85; at dilation 2, 16 channels 0.46 /
+// 0.39, 24 0.92 / 0.80, 32 0.77 / 0.77 (dil2; 0.89 / 0.85 at 128 x 128, 0.91 / 0.92 at N = 1);
+// one kernel row of 4096, 16 channels 0.70 / 0.55, 32 at dilation 2 0.42 / 0.49. Against: 24
+// channels 1.40 / 1.13 (three quarters of their panels), 32 0.99 / 0.96, 48 1.33 / 1.33, 48 at
+// dilation 2 0.99 / 1.05; columns that fill half their panels or less (4 or 8 input channels of
+// dX: 1.12 and 1.30 on one kernel row).
+constexpr int kMaxWinogradLoss = 16;
+constexpr int kMaxDilatedWinogradLoss = 32;
+bool few_channels_for_winograd(const ConvtParams& p) {
+    const bool dilated = p.dilation_y > 1 || p.dilation_x > 1;
+    return std::min(p.in_per_group, p.out_per_group) <=
+           (dilated ? kMaxDilatedWinogradLoss : kMaxWinogradLoss);
+}
+
 // Weights with `cols` channels (input channels for dX, output channels for the forward) as the
 // register tile's columns, taps in blocks of `row_taps` (1, or a kernel row's kernel_w, kx from
 // the last down): out[g][tap / row_taps][panel][row_taps - 1 - tap % row_taps][row channel][kNr]
@@ -141,10 +162,13 @@ void store_panels(StridedSegmentKernel kernel, const Segment* segments, int coun
 
 bool pixel_rows_forward_fits(const ConvtParams& p) {
     // Output channels fill three quarters of their panels or more.
-    const int64_t og = p.out_per_group;
     return !use_neon() && p.src_type == CONVT_TYPE_F32 && p.dst_type == CONVT_TYPE_F32 &&
            p.src_stride_c == 1 && p.dst_stride_c == 1 && !p.accumulate_half &&
-           p.in_per_group >= kMinDepth && 4 * og >= 3 * ceil_div(og, kNr) * kNr;
+           p.in_per_group >= kMinDepth && fills_panels(p.out_per_group);
+}
+
+bool pixel_rows_forward_before_winograd(const ConvtParams& p) {
+    return pixel_rows_forward_fits(p) && few_channels_for_winograd(p);
 }
 
 void forward_pixel_rows(const ConvtParams& p, const GemmWeights& w, const void* src, void* dst) {
@@ -242,6 +266,10 @@ bool pixel_rows_dx_fits(const ConvtParams& p) {
     return !use_neon() && p.src_type == CONVT_TYPE_F32 && p.dst_type == CONVT_TYPE_F32 &&
            p.src_stride_c == 1 && p.dst_stride_c == 1 && !p.accumulate_half &&
            p.out_per_group >= kMinOutputChannels;
+}
+
+bool pixel_rows_dx_before_winograd(const ConvtParams& p) {
+    return pixel_rows_dx_fits(p) && fills_panels(p.in_per_group) && few_channels_for_winograd(p);
 }
 
 void backward_data_pixel_rows(const ConvtParams& p, const GemmWeights& w, const void* dy,

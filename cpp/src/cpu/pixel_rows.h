@@ -17,6 +17,10 @@ namespace convt::cpu {
 /// kernel (the portable one would run), so the NEON GEMM paths keep these layers.
 bool pixel_rows_forward_fits(const ConvtParams& p);
 
+/// Whether the forward, fitting, runs faster by pixel rows than by Winograd tiles: few channels
+/// each way.
+bool pixel_rows_forward_before_winograd(const ConvtParams& p);
+
 /// The forward: each output pixel's bias plus its taps' products, in tap order (ky, then kx),
 /// each over the input channels in order (the GEMM forward's order), then the neuron.
 void forward_pixel_rows(const ConvtParams& p, const GemmWeights& w, const void* src, void* dst);
@@ -24,6 +28,10 @@ void forward_pixel_rows(const ConvtParams& p, const GemmWeights& w, const void* 
 /// Float32 dY and dX, both channels-contiguous, and enough output channels a group that each
 /// tap's segment is a few steps deep; not with the NEON kernels (as the forward).
 bool pixel_rows_dx_fits(const ConvtParams& p);
+
+/// Whether dX (params with dX in the source role), fitting, runs faster by pixel rows than by
+/// Winograd tiles: few channels each way, the input channels filling their panels.
+bool pixel_rows_dx_before_winograd(const ConvtParams& p);
 
 /// dX (params with dX in the source role), every element written: each dX pixel's sum over the
 /// taps that reach dY, ky in order and within a kernel row kx from the last down (the order of
