@@ -241,7 +241,8 @@ def test_cpu_path_forward_and_gradients(rng: np.random.Generator, case: str, sto
 # NHWC), whose rows are converted a chunk at a time, strided rows gathered as bits first;
 # Winograd's forward and dX (patch rows converted before staging, output rows converted as
 # stored): 3x3 with ragged tiles, dilated in groups, a 2s kernel's phases (dX, and the forward
-# of 257 x 256 channels), an odd kernel's dX, and one-row tiles.
+# of 257 x 256 channels), an odd kernel's dX, and one-row tiles; pixel rows (channels-contiguous
+# storages: the rows an output row reads converted, the output row converted as stored).
 FLOAT16_CASES = (
     "gemm_tails",
     "stacked",
@@ -262,6 +263,10 @@ FLOAT16_CASES = (
     "phases_winograd_forward",
     "phases_winograd_odd",
     "winograd_1d_k3_dilated_groups",
+    "pixel_rows",
+    "pixel_rows_merged",
+    "pixel_rows_forward",
+    "pixel_rows_empty_phases",
 )
 
 

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <vector>
 
+#include "elements.h"
 #include "geometry.h"
+#include "half_rows.h"
 #include "micro_kernel.h"
 #include "neuron.h"
 #include "thread_pool.h"
@@ -22,7 +24,7 @@ constexpr int kMinDepth = 8;
 bool fills_panels(int64_t channels) { return 4 * channels >= 3 * ceil_div(channels, kNr) * kNr; }
 
 // Where 3x3 Winograd tiles (winograd.cpp, tried first) lose to pixel rows on channels-contiguous
-// float32: their transposes, transforms and strided stores outweigh the products they save
+// tensors: their transposes, transforms and strided stores outweigh the products they save
 // at most this many channels one way, or kMaxDilatedWinogradLoss with dilation. In-process
 // A/B, pixel rows over tiles (time), N = 8, two threads, 64 x 64, forward / dX: 16 channels
 // 0.80 / 0.59, 16 -> 64 0.84 / 0.74, 64 -> 16 0.79 / 0.85; at dilation 2, 16 channels 0.46 /
@@ -30,7 +32,8 @@ bool fills_panels(int64_t channels) { return 4 * channels >= 3 * ceil_div(channe
 // one kernel row of 4096, 16 channels 0.70 / 0.55, 32 at dilation 2 0.42 / 0.49. Against: 24
 // channels 1.40 / 1.13 (three quarters of their panels), 32 0.99 / 0.96, 48 1.33 / 1.33, 48 at
 // dilation 2 0.99 / 1.05; columns that fill half their panels or less (4 or 8 input channels of
-// dX: 1.12 and 1.30 on one kernel row).
+// dX: 1.12 and 1.30 on one kernel row). fp16, tiles over pixel rows: 16 channels 1.13 / 1.29,
+// 2.03 / 2.03 at dilation 2; 32 at dilation 2 1.12 / 1.06; 24 at dilation 2 0.92 / 1.31.
 constexpr int kMaxWinogradLoss = 16;
 constexpr int kMaxDilatedWinogradLoss = 32;
 bool few_channels_for_winograd(const ConvtParams& p) {
@@ -107,11 +110,12 @@ void for_row_runs(int64_t images, int64_t rows, const Body& body) {
 // caller checks that rows and pixels lie forwards), spread over `calls` pump() calls.
 class LinePump {
  public:
-    void set(const float* data, int64_t first, int64_t rows_apart, int64_t pixel_stride,
-             int64_t width, int64_t channels, int64_t calls) {
+    void set(const void* data, int32_t type, int64_t first, int64_t rows_apart,
+             int64_t pixel_stride, int64_t width, int64_t channels, int64_t calls) {
         const int64_t last = first + rows_apart + (width - 1) * pixel_stride + channels - 1;
-        from_ = reinterpret_cast<const char*>(data + first);
-        lines_ = (last - first) * int64_t(sizeof(float)) / 64 + 2;  // the ends' partial lines
+        const int64_t bytes = type_bytes(type);
+        from_ = static_cast<const char*>(data) + first * bytes;
+        lines_ = (last - first) * bytes / 64 + 2;  // the ends' partial lines
         rate_ = ceil_div(lines_, std::max<int64_t>(calls, 1));
     }
     void pump() {
@@ -123,6 +127,27 @@ class LinePump {
     const char* from_ = nullptr;
     int64_t lines_ = 0, done_ = 0, rate_ = 0;
 };
+
+// A thread's buffers: the segments, and for fp16 tensors rows in floats (each source row an
+// output row reads converted for it, a slot each; the output row summed in floats, then
+// converted as it is stored).
+struct PixelRowsScratch {
+    std::vector<Segment> segments;
+    std::vector<const float*> rows;  // the source rows an output row reads
+    std::vector<float> converted, out_row;
+};
+
+// Row `first` (the element of its first pixel's channel 0) of `pixels` pixels of `channels`
+// channels, pixel_step elements apart, as floats: in place when they are float32 (pixels then
+// pixel_step floats apart), else converted into `slot` (pixels `channels` floats apart).
+const float* float_row(const void* data, int32_t type, int64_t first, int64_t pixels,
+                       int64_t pixel_step, int64_t channels, float* slot) {
+    if (type == CONVT_TYPE_F32) return static_cast<const float*>(data) + first;
+    load_pixels(data, type, first, pixels, pixel_step, channels, slot);
+    return slot;
+}
+
+bool float_or_half(int32_t type) { return type == CONVT_TYPE_F32 || type == CONVT_TYPE_F16; }
 
 // The end of the run of tiles' pixels from q0 on (at most kMr, before `count`) whose taps
 // inside the source are those of q0, [lo0, hi0]: taps(q, lo, hi) gives pixel q's run of taps.
@@ -162,7 +187,7 @@ void store_panels(StridedSegmentKernel kernel, const Segment* segments, int coun
 
 bool pixel_rows_forward_fits(const ConvtParams& p) {
     // Output channels fill three quarters of their panels or more.
-    return !use_neon() && p.src_type == CONVT_TYPE_F32 && p.dst_type == CONVT_TYPE_F32 &&
+    return !use_neon() && float_or_half(p.src_type) && float_or_half(p.dst_type) &&
            p.src_stride_c == 1 && p.dst_stride_c == 1 && !p.accumulate_half &&
            p.in_per_group >= kMinDepth && fills_panels(p.out_per_group);
 }
@@ -175,8 +200,10 @@ void forward_pixel_rows(const ConvtParams& p, const GemmWeights& w, const void* 
     const int og = p.out_per_group, ig = p.in_per_group;
     const int panels = out_panels_of(w);
     const float* const weights = forward_by_pixel_weights(w);
-    const float* const x = static_cast<const float*>(src);
-    float* const out = static_cast<float*>(dst);
+    // Source pixels in floats: in place (float32), else rows converted (pixels in_channels apart).
+    const bool src_floats = p.src_type == CONVT_TYPE_F32, dst_floats = p.dst_type == CONVT_TYPE_F32;
+    const int64_t pixel_step = src_floats ? p.src_stride_w : p.in_channels;
+    const int64_t out_step = dst_floats ? p.dst_stride_w : p.out_channels;
     std::vector<Phase> ys, xs;
     for (int64_t r = 0; r < std::min<int64_t>(p.stride_y, p.clip_h); ++r)
         ys.push_back(phase_of(r, p.stride_y, p.clip_h, p.first_tap_y, p.dilation_y, p.kernel_h));
@@ -195,13 +222,29 @@ void forward_pixel_rows(const ConvtParams& p, const GemmWeights& w, const void* 
     int64_t calls = 0;  // kernel calls a row, at least (LinePump's spread)
     for (const Phase& px : xs) calls += p.groups * (ceil_div(px.count, kMr) + 2);
     for_row_runs(p.num_images, p.clip_h, [&](int64_t n, int64_t y0, int64_t y1) {
-        thread_local std::vector<Segment> segments;
+        PixelRowsScratch& scratch = thread_scratch<PixelRowsScratch>();
+        std::vector<Segment>& segments = scratch.segments;
         segments.resize(size_t(p.kernel_h) * p.kernel_w);
+        scratch.rows.resize(size_t(p.kernel_h));
+        const int64_t row_floats = p.src_w * p.in_channels;
+        if (!src_floats) scratch.converted.resize(size_t(p.kernel_h * row_floats));
+        if (!dst_floats) scratch.out_row.resize(size_t(p.clip_w * p.out_channels));
         for (int64_t oy = y0; oy < y1; ++oy) {
             const Phase& py = ys[size_t(oy % p.stride_y)];
             const int64_t qy = oy / p.stride_y;
             int a_lo, a_hi;
             taps_in(py, qy, p.src_h, a_lo, a_hi);
+            for (int a = a_lo; a <= a_hi; ++a)
+                scratch.rows[size_t(a - a_lo)] = float_row(
+                    src, p.src_type,
+                    p.src_base + n * p.src_stride_n + (py.first_source[a] + qy) * p.src_stride_h,
+                    p.src_w, p.src_stride_w, p.in_channels,
+                    src_floats ? nullptr : scratch.converted.data() + (a - a_lo) * row_floats);
+            // The output row's first pixel: in place (float32), else in out_row.
+            float* const out_row =
+                dst_floats ? static_cast<float*>(dst) + p.dst_base + n * p.dst_stride_n +
+                                 (p.clip_y + oy) * p.dst_stride_h + p.clip_x * p.dst_stride_w
+                           : scratch.out_row.data();
             LinePump fetch;  // the next row's source rows
             if (oy + 1 < y1 && forwards) {
                 const Phase& ny = ys[size_t((oy + 1) % p.stride_y)];
@@ -209,7 +252,7 @@ void forward_pixel_rows(const ConvtParams& p, const GemmWeights& w, const void* 
                 int lo, hi;
                 taps_in(ny, nq, p.src_h, lo, hi);
                 if (lo <= hi)
-                    fetch.set(x,
+                    fetch.set(src, p.src_type,
                               p.src_base + n * p.src_stride_n +
                                   (ny.first_source[lo] + nq) * p.src_stride_h,
                               (ny.first_source[hi] - ny.first_source[lo]) * p.src_stride_h,
@@ -217,7 +260,7 @@ void forward_pixel_rows(const ConvtParams& p, const GemmWeights& w, const void* 
             }
             for (const Phase& px : xs) {
                 // Consecutive q-pixels read consecutive source pixels and land stride_x apart.
-                const int64_t ldc = int64_t(p.stride_x) * p.dst_stride_w;
+                const int64_t ldc = int64_t(p.stride_x) * out_step;
                 for (int64_t q0 = 0; q0 < px.count;) {
                     // A run of q-pixels with the same taps inside the source, tiles of kMr.
                     int b_lo, b_hi;
@@ -233,18 +276,14 @@ void forward_pixel_rows(const ConvtParams& p, const GemmWeights& w, const void* 
                             for (int b = b_lo; b <= b_hi; ++b) {
                                 const int t = py.taps[a] * p.kernel_w + px.taps[b];
                                 segments[count++] = {
-                                    x + p.src_base + n * p.src_stride_n + int64_t(g) * ig +
-                                        (py.first_source[a] + qy) * p.src_stride_h +
-                                        (px.first_source[b] + q0) * p.src_stride_w,
+                                    scratch.rows[size_t(a - a_lo)] + int64_t(g) * ig +
+                                        (px.first_source[b] + q0) * pixel_step,
                                     weights + (int64_t(g) * w.taps + t) * panels * ig * kNr, ig};
                             }
-                        float* c = out + p.dst_base + n * p.dst_stride_n + int64_t(g) * og +
-                                   (p.clip_y + oy) * p.dst_stride_h +
-                                   (p.clip_x + px.r + p.stride_x * q0) * p.dst_stride_w;
+                        float* c = out_row + int64_t(g) * og + (px.r + p.stride_x * q0) * out_step;
                         // The sums start from the bias, as the GEMM forward's.
-                        store_panels(kernel, segments.data(), count, p.src_stride_w,
-                                     int64_t(ig) * kNr, rows, og, w.bias.data() + int64_t(g) * og,
-                                     c, ldc);
+                        store_panels(kernel, segments.data(), count, pixel_step, int64_t(ig) * kNr,
+                                     rows, og, w.bias.data() + int64_t(g) * og, c, ldc);
                         if (ntype != NeuronType::None)
                             for (int i = 0; i < rows; ++i)
                                 for (int oc = 0; oc < og; ++oc) {
@@ -258,12 +297,17 @@ void forward_pixel_rows(const ConvtParams& p, const GemmWeights& w, const void* 
                     q0 = q1;
                 }
             }
+            if (!dst_floats)
+                store_pixels(dst, p.dst_type,
+                             p.dst_base + n * p.dst_stride_n + (p.clip_y + oy) * p.dst_stride_h +
+                                 p.clip_x * p.dst_stride_w,
+                             p.clip_w, p.dst_stride_w, p.out_channels, out_row);
         }
     });
 }
 
 bool pixel_rows_dx_fits(const ConvtParams& p) {
-    return !use_neon() && p.src_type == CONVT_TYPE_F32 && p.dst_type == CONVT_TYPE_F32 &&
+    return !use_neon() && float_or_half(p.src_type) && float_or_half(p.dst_type) &&
            p.src_stride_c == 1 && p.dst_stride_c == 1 && !p.accumulate_half &&
            p.out_per_group >= kMinOutputChannels;
 }
@@ -286,9 +330,11 @@ void backward_data_pixel_rows(const ConvtParams& p, const GemmWeights& w, const 
     // pixel's channels run on into the next's (one group, no dilation), they are one segment,
     // its steps the pixels' channels in order (dcgan_out's 3 channels: segments of 3 steps
     // were mostly the kernel's set-up).
-    const bool merged = p.dilation_x == 1 && p.dst_stride_w == og;
-    const float* const grad = static_cast<const float*>(dy);
-    float* const out = static_cast<float*>(dx);
+    // dY pixels in floats: in place (float32), else rows converted (pixels out_channels apart).
+    const bool dy_floats = p.dst_type == CONVT_TYPE_F32, dx_floats = p.src_type == CONVT_TYPE_F32;
+    const int64_t pixel_step = dy_floats ? p.dst_stride_w : p.out_channels;
+    const int64_t out_step = dx_floats ? p.src_stride_w : p.in_channels;
+    const bool merged = p.dilation_x == 1 && pixel_step == og;
     // dX pixel (iy, ix) meets dY at row iy * stride_y - first_tap_y - dilation_y * ky, column
     // likewise: the taps that land inside dY are a run of ky and one of kx.
     auto taps_in = [](int64_t e, int64_t dil, int64_t clip, int kernel, int& lo, int& hi) {
@@ -296,15 +342,33 @@ void backward_data_pixel_rows(const ConvtParams& p, const GemmWeights& w, const 
         hi = static_cast<int>(std::clamp<int64_t>(floor_div(e, dil), -1, kernel - 1));
     };
     // Consecutive dX pixels of a row are stride_x dY pixels apart: A's row step.
-    const int64_t lda = int64_t(p.stride_x) * p.dst_stride_w;
+    const int64_t lda = int64_t(p.stride_x) * pixel_step;
     const StridedSegmentKernel kernel = strided_segment_kernel();
     const bool forwards = p.dst_stride_h > 0 && p.dst_stride_w > 0;  // LinePump's spans
     for_row_runs(p.num_images, p.src_h, [&](int64_t n, int64_t y0, int64_t y1) {
-        thread_local std::vector<Segment> segments;
+        PixelRowsScratch& scratch = thread_scratch<PixelRowsScratch>();
+        std::vector<Segment>& segments = scratch.segments;
         segments.resize(size_t(kh) * kw);
+        scratch.rows.resize(size_t(kh));
+        const int64_t row_floats = p.clip_w * p.out_channels;
+        if (!dy_floats) scratch.converted.resize(size_t(kh * row_floats));
+        if (!dx_floats) scratch.out_row.resize(size_t(p.src_w * p.in_channels));
         for (int64_t iy = y0; iy < y1; ++iy) {
             int ky_lo, ky_hi;
             taps_in(iy * p.stride_y - p.first_tap_y, p.dilation_y, p.clip_h, kh, ky_lo, ky_hi);
+            for (int ky = ky_lo; ky <= ky_hi; ++ky) {
+                const int64_t yy = iy * p.stride_y - p.first_tap_y - int64_t(p.dilation_y) * ky;
+                scratch.rows[size_t(ky - ky_lo)] = float_row(
+                    dy, p.dst_type,
+                    p.dst_base + n * p.dst_stride_n + (p.clip_y + yy) * p.dst_stride_h +
+                        p.clip_x * p.dst_stride_w,
+                    p.clip_w, p.dst_stride_w, p.out_channels,
+                    dy_floats ? nullptr : scratch.converted.data() + (ky - ky_lo) * row_floats);
+            }
+            // The dX row's first pixel: in place (float32), else in out_row.
+            float* const out_row = dx_floats ? static_cast<float*>(dx) + p.src_base +
+                                                   n * p.src_stride_n + iy * p.src_stride_h
+                                             : scratch.out_row.data();
             // The dY rows the next row adds to this row's (the highest row is ky_lo's).
             LinePump fetch;
             if (iy + 1 < y1 && forwards) {
@@ -316,7 +380,7 @@ void backward_data_pixel_rows(const ConvtParams& p, const GemmWeights& w, const 
                              next - int64_t(p.dilation_y) * hi);
                 const int64_t to = next - int64_t(p.dilation_y) * lo;
                 if (lo <= hi && from <= to)
-                    fetch.set(grad,
+                    fetch.set(dy, p.dst_type,
                               p.dst_base + n * p.dst_stride_n + (p.clip_y + from) * p.dst_stride_h +
                                   p.clip_x * p.dst_stride_w,
                               (to - from) * p.dst_stride_h, p.dst_stride_w, p.clip_w,
@@ -335,29 +399,27 @@ void backward_data_pixel_rows(const ConvtParams& p, const GemmWeights& w, const 
                     fetch.pump();
                     int count = 0;
                     for (int ky = ky_lo; ky <= ky_hi; ++ky) {
-                        const int64_t yy =
-                            iy * p.stride_y - p.first_tap_y - int64_t(p.dilation_y) * ky;
-                        const float* row = grad + p.dst_base + n * p.dst_stride_n +
-                                           int64_t(g) * og + (p.clip_y + yy) * p.dst_stride_h +
-                                           p.clip_x * p.dst_stride_w;
+                        const float* row = scratch.rows[size_t(ky - ky_lo)] + int64_t(g) * og;
                         if (merged && kx_lo <= kx_hi) {
-                            segments[count++] = {row + (ex0 - kx_hi) * p.dst_stride_w,
+                            segments[count++] = {row + (ex0 - kx_hi) * pixel_step,
                                                  tap_weights(g, ky, kx_hi),
                                                  (kx_hi - kx_lo + 1) * og};
                             continue;
                         }
                         for (int kx = kx_hi; kx >= kx_lo; --kx)
                             segments[count++] = {
-                                row + (ex0 - int64_t(p.dilation_x) * kx) * p.dst_stride_w,
+                                row + (ex0 - int64_t(p.dilation_x) * kx) * pixel_step,
                                 tap_weights(g, ky, kx), og};
                     }
-                    float* c = out + p.src_base + n * p.src_stride_n + int64_t(g) * ig +
-                               iy * p.src_stride_h + x0 * p.src_stride_w;
+                    float* c = out_row + int64_t(g) * ig + x0 * out_step;
                     store_panels(kernel, segments.data(), count, lda, panel_stride, rows, ig,
-                                 nullptr, c, p.src_stride_w);
+                                 nullptr, c, out_step);
                 }
                 x0 = x1;
             }
+            if (!dx_floats)
+                store_pixels(dx, p.src_type, p.src_base + n * p.src_stride_n + iy * p.src_stride_h,
+                             p.src_w, p.src_stride_w, p.in_channels, out_row);
         }
     });
 }

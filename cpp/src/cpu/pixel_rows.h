@@ -1,10 +1,12 @@
-// The forward and dX of channels-contiguous float32 tensors (NHWC) with pixels as the register
-// tile's rows: six pixels of a row x 16 channels, summed over every tap's channels with the
-// source (X, or dY) read in place, a pixel's channels being consecutive floats, against weights
-// packed per tap, and stored straight into the result's pixels. The channel-major GEMM paths
-// (conv_gemm.cpp) copy the source into a channel-major footprint and transpose their tiles back
-// into pixels (a quarter of grp4's NHWC dX). Tasks are runs of rows of an image; while a row's
-// products run, the source rows the next row adds are prefetched.
+// The forward and dX of channels-contiguous float32 or fp16 tensors (NHWC) with pixels as the
+// register tile's rows: six pixels of a row x 16 channels, summed over every tap's channels with
+// the source (X, or dY) read in place, a pixel's channels being consecutive floats, against
+// weights packed per tap, and stored straight into the result's pixels. fp16 rows are converted
+// a row at a time: the source rows an output row reads into floats, the output row from floats
+// as it is stored. The channel-major GEMM paths (conv_gemm.cpp) copy the source into a
+// channel-major footprint and transpose their tiles back into pixels (a quarter of grp4's NHWC
+// dX). Tasks are runs of rows of an image; while a row's products run, the source rows the next
+// row adds are prefetched.
 #pragma once
 
 #include "../../../metal/convt_params.h"
@@ -12,8 +14,8 @@
 
 namespace convt::cpu {
 
-/// Float32 images, both channels-contiguous, and enough input channels a group that each tap's
-/// segment is a few steps deep. Not with the NEON kernels: there is no NEON strided-segment
+/// Float32 or fp16 images, both channels-contiguous, and enough input channels a group that each
+/// tap's segment is a few steps deep. Not with the NEON kernels: there is no NEON strided-segment
 /// kernel (the portable one would run), so the NEON GEMM paths keep these layers.
 bool pixel_rows_forward_fits(const ConvtParams& p);
 
@@ -25,8 +27,8 @@ bool pixel_rows_forward_before_winograd(const ConvtParams& p);
 /// each over the input channels in order (the GEMM forward's order), then the neuron.
 void forward_pixel_rows(const ConvtParams& p, const GemmWeights& w, const void* src, void* dst);
 
-/// Float32 dY and dX, both channels-contiguous, and enough output channels a group that each
-/// tap's segment is a few steps deep; not with the NEON kernels (as the forward).
+/// Float32 or fp16 dY and dX, both channels-contiguous, and enough output channels a group that
+/// each tap's segment is a few steps deep; not with the NEON kernels (as the forward).
 bool pixel_rows_dx_fits(const ConvtParams& p);
 
 /// Whether dX (params with dX in the source role), fitting, runs faster by pixel rows than by
