@@ -134,9 +134,12 @@ CASES = {
     # A (2s - 1)-tap kernel at stride s: dX by F(2x2, 2x2) as if it were 2s taps (the missing
     # ones zero), each point over the phases not zero by that padding (3 of 4 classes at the
     # points of a missing row or column, 1 of 4 at both): 3x3 at stride 2 with 67 outputs and
-    # an output_padding, then 5x5 at stride 3 in two groups of 64 -> 66 channels.
+    # an output_padding, then 5x5 at stride 3 in two groups of 64 -> 66 channels. In
+    # channels-contiguous float storages (NHWC, nhwc-gaps) these two go by pixel rows (up to 128
+    # channels one way); 136 -> 144 channels keep the phases there.
     "phases_winograd_odd": (64, 67, 1, (5, 7), 3, 2, 1, 1, 1),
     "phases_winograd_odd_s3_groups": (128, 132, 2, (4, 5), 5, 3, 1, 2, 1),
+    "phases_winograd_odd_wide": (136, 144, 1, (4, 5), 3, 2, 1, 1, 1),
     # A 2x2 kernel at stride 1 (one class of 2x2 taps), dilated: dX by F(2x2, 2x2) with tiles
     # split by residue.
     "phases_winograd_k2_dilated": (64, 64, 1, (6, 7), 2, 1, 0, 0, 2),
@@ -262,6 +265,7 @@ FLOAT16_CASES = (
     "phases_winograd",
     "phases_winograd_forward",
     "phases_winograd_odd",
+    "phases_winograd_odd_wide",
     "winograd_1d_k3_dilated_groups",
     "pixel_rows",
     "pixel_rows_merged",

@@ -34,12 +34,21 @@ bool fills_panels(int64_t channels) { return 4 * channels >= 3 * ceil_div(channe
 // dilation 2 0.99 / 1.05; columns that fill half their panels or less (4 or 8 input channels of
 // dX: 1.12 and 1.30 on one kernel row). fp16, tiles over pixel rows: 16 channels 1.13 / 1.29,
 // 2.03 / 2.03 at dilation 2; 32 at dilation 2 1.12 / 1.06; 24 at dilation 2 0.92 / 1.31.
+// Odd kernels (k = 2s - 1 at stride s >= 2, whose dX Winograd runs stride phase by phase, from
+// 64 channels either way) lose up to kMaxOddWinogradLoss channels one way: pixel rows over
+// tiles, dX, 32 x 32 sources, float32 / fp16: 64 channels 0.69 / 0.76 (0.76 / 0.62 at 64 x 64),
+// 64 -> 128 0.67 / 0.83, 96 0.86 / 0.93, 128 0.94 / 0.98, vae_dec (128 -> 64) 0.92-1.00 /
+// 0.91; 256 -> 128 at 16 x 16 0.99 / 0.99, 128 -> 64 at k5 s3 0.99 / 1.03.
 constexpr int kMaxWinogradLoss = 16;
 constexpr int kMaxDilatedWinogradLoss = 32;
+constexpr int kMaxOddWinogradLoss = 128;
 bool few_channels_for_winograd(const ConvtParams& p) {
+    const int least = std::min(p.in_per_group, p.out_per_group);
+    const bool odd = p.stride_x >= 2 && p.stride_y == p.stride_x &&
+                     p.kernel_w == 2 * p.stride_x - 1 && p.kernel_h == p.kernel_w;
+    if (odd) return least <= kMaxOddWinogradLoss;
     const bool dilated = p.dilation_y > 1 || p.dilation_x > 1;
-    return std::min(p.in_per_group, p.out_per_group) <=
-           (dilated ? kMaxDilatedWinogradLoss : kMaxWinogradLoss);
+    return least <= (dilated ? kMaxDilatedWinogradLoss : kMaxWinogradLoss);
 }
 
 // Weights with `cols` channels (input channels for dX, output channels for the forward) as the

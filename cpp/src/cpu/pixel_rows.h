@@ -32,7 +32,8 @@ void forward_pixel_rows(const ConvtParams& p, const GemmWeights& w, const void* 
 bool pixel_rows_dx_fits(const ConvtParams& p);
 
 /// Whether dX (params with dX in the source role), fitting, runs faster by pixel rows than by
-/// Winograd tiles: few channels each way, the input channels filling their panels.
+/// Winograd tiles: few channels one way (more for odd kernels, k = 2s - 1), the input channels
+/// filling their panels.
 bool pixel_rows_dx_before_winograd(const ConvtParams& p);
 
 /// dX (params with dX in the source role), every element written: each dX pixel's sum over the
