@@ -335,14 +335,14 @@ void backward_data_pixel_rows(const ConvtParams& p, const GemmWeights& w, const 
         return weights + ((int64_t(g) * kh + ky) * panels * kw + (kw - 1 - kx)) * og * kNr;
     };
     const int64_t panel_stride = int64_t(kw) * og * kNr;
-    // A kernel row's taps read dY pixels one after another, kx from the last down; where each
-    // pixel's channels run on into the next's (one group, no dilation), they are one segment,
-    // its steps the pixels' channels in order (dcgan_out's 3 channels: segments of 3 steps
-    // were mostly the kernel's set-up).
     // dY pixels in floats: in place (float32), else rows converted (pixels out_channels apart).
     const bool dy_floats = p.dst_type == CONVT_TYPE_F32, dx_floats = p.src_type == CONVT_TYPE_F32;
     const int64_t pixel_step = dy_floats ? p.dst_stride_w : p.out_channels;
     const int64_t out_step = dx_floats ? p.src_stride_w : p.in_channels;
+    // A kernel row's taps read dY pixels one after another, kx from the last down; where each
+    // pixel's channels run on into the next's (one group, no dilation), they are one segment,
+    // its steps the pixels' channels in order (dcgan_out's 3 channels: segments of 3 steps
+    // were mostly the kernel's set-up).
     const bool merged = p.dilation_x == 1 && pixel_step == og;
     // dX pixel (iy, ix) meets dY at row iy * stride_y - first_tap_y - dilation_y * ky, column
     // likewise: the taps that land inside dY are a run of ky and one of kx.
