@@ -104,8 +104,8 @@ CASES = {
     # 2 and 3), 17 outputs (a 5-row register tile) and 23 inputs; dilation 2 with groups (tiles
     # split by residue mod 2, 11 x 13 outputs), and alone at 10 x 10 (five outputs a residue:
     # one tile and one output); long rows (the contiguous-row runs, 72 columns) at padding 0.
-    # Channels-contiguous float32 (NHWC, nhwc-gaps) of at most 16 channels one way (32 with
-    # dilation) go by pixel rows instead where their columns fill the panels: winograd_ragged's
+    # Channels-contiguous float32 or fp16 (NHWC, nhwc-gaps) of at most 16 channels one way (32
+    # with dilation) go by pixel rows instead where their columns fill the panels: winograd_ragged's
     # forward, winograd_dilated_ragged, and the dX of winograd_dilated_groups, winograd_wide and
     # winograd_1d_k3_dilated_ragged.
     "winograd": (23, 17, 1, (7, 9), 3, 1, 1, 0, 1),
