@@ -1142,8 +1142,8 @@ void forward_gemm(const ConvtParams& p, const GemmWeights& w, const void* src, v
     // one element at a time (a fifth of unet_up2's forward). When every phase has the same
     // q-grid and rows are contiguous, a unit keeps each x-phase's result of a row phase and
     // stores them together, a whole destination run at a time.
-    const bool weave_rows = share && xs.size() >= 2 && p.dst_stride_w == 1 &&
-                            (p.dst_type == CONVT_TYPE_F32 || p.dst_type == CONVT_TYPE_F16);
+    const bool weave_rows =
+        share && xs.size() >= 2 && p.dst_stride_w == 1 && float_or_half(p.dst_type);
     // Float outputs larger than the caches are streamed to memory (unet_up2: 67 MB, each line
     // otherwise read in before it is written), woven rows, or, channels contiguous (NHWC), the
     // x-phases' pixels woven, so a block's destination pixels follow each other (whole, with

@@ -825,8 +825,7 @@ class CpuBackend : public detail::Backend {
     static void bias_gradients(const ConvtParams& p, const void* dy, const GradientOutput& out) {
         if (!out.bias) return;
         const bool dbl = out.type == DataType::Float64;
-        if (!dbl && (p.dst_type == CONVT_TYPE_F32 || p.dst_type == CONVT_TYPE_F16) &&
-            p.dst_stride_c == 1 && p.dst_stride_w != 1) {
+        if (!dbl && float_or_half(p.dst_type) && p.dst_stride_c == 1 && p.dst_stride_w != 1) {
             std::vector<float> sums(static_cast<size_t>(p.out_channels));
             bias_gradients_by_pixel(p, dy, sums.data());
             for (int64_t oc = 0; oc < p.out_channels; ++oc)

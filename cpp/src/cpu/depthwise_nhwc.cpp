@@ -5,6 +5,7 @@
 #include <memory>
 #include <vector>
 
+#include "elements.h"
 #include "geometry.h"
 #include "half_rows.h"
 #include "micro_kernel.h"
@@ -308,7 +309,6 @@ std::vector<float>& scratch() {
 }  // namespace
 
 bool depthwise_nhwc_fits(const ConvtParams& p) {
-    auto float_or_half = [](int32_t t) { return t == CONVT_TYPE_F32 || t == CONVT_TYPE_F16; };
     return depthwise_fits(p) && float_or_half(p.src_type) && float_or_half(p.dst_type) &&
            p.src_stride_c == 1 && p.dst_stride_c == 1 && p.groups >= 8;
 }

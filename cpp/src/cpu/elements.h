@@ -13,6 +13,9 @@ inline int64_t type_bytes(int32_t type) {
     return type == CONVT_TYPE_F16 ? 2 : type == CONVT_TYPE_F64 ? 8 : 4;
 }
 
+/// Float32 or fp16: the element types the float-accumulating fast paths read and write.
+inline bool float_or_half(int32_t type) { return type == CONVT_TYPE_F32 || type == CONVT_TYPE_F16; }
+
 template <typename T>
 inline T load(const void* base, int32_t type, int64_t i) {
     switch (type) {

@@ -156,8 +156,6 @@ const float* float_row(const void* data, int32_t type, int64_t first, int64_t pi
     return slot;
 }
 
-bool float_or_half(int32_t type) { return type == CONVT_TYPE_F32 || type == CONVT_TYPE_F16; }
-
 // The end of the run of tiles' pixels from q0 on (at most kMr, before `count`) whose taps
 // inside the source are those of q0, [lo0, hi0]: taps(q, lo, hi) gives pixel q's run of taps.
 template <typename Taps>

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "elements.h"
 #include "finite_rows.h"
 #include "geometry.h"
 #include "half_rows.h"
@@ -1148,8 +1149,6 @@ bool winograd_enabled() {
     }();
     return enabled;
 }
-
-bool float_or_half(int32_t type) { return type == CONVT_TYPE_F32 || type == CONVT_TYPE_F16; }
 
 // Whether a dispatch has the stride and dilation the layer's transforms were packed for.
 bool dispatch_fits(const ConvtParams& p, Shape sh) {
