@@ -137,24 +137,51 @@ class LinePump {
     int64_t lines_ = 0, done_ = 0, rate_ = 0;
 };
 
-// A thread's buffers: the segments, and for fp16 tensors rows in floats (each source row an
-// output row reads converted for it, a slot each; the output row summed in floats, then
-// converted as it is stored).
-struct PixelRowsScratch {
-    std::vector<Segment> segments;
-    std::vector<const float*> rows;  // the source rows an output row reads
-    std::vector<float> converted, out_row;
+// A channels-contiguous tensor's rows of `pixels` pixels x `channels` channels, pixel_step
+// elements apart, as floats: read and written in place when float32, else converted a row at a
+// time through a buffer of floats() floats (pixels then `channels` floats apart). A source's
+// rows (a const tensor, its pointer cast) are only read().
+struct FloatRows {
+    void* data;
+    int32_t type;
+    int64_t pixels, pixel_step, channels;
+    bool in_place() const { return type == CONVT_TYPE_F32; }
+    // Floats from one pixel to the next in the rows read() and sums() give.
+    int64_t step() const { return in_place() ? pixel_step : channels; }
+    int64_t floats() const { return pixels * channels; }
+    // The row whose first element (pixel 0, channel 0) is `first`: in place, else into `slot`.
+    const float* read(int64_t first, float* slot) const {
+        if (in_place()) return static_cast<const float*>(data) + first;
+        load_pixels(data, type, first, pixels, pixel_step, channels, slot);
+        return slot;
+    }
+    // Where that row's sums go: in place, else `buffer`, which store() then converts.
+    float* sums(int64_t first, float* buffer) const {
+        return in_place() ? static_cast<float*>(data) + first : buffer;
+    }
+    void store(int64_t first, const float* buffer) const {
+        if (!in_place()) store_pixels(data, type, first, pixels, pixel_step, channels, buffer);
+    }
 };
 
-// Row `first` (the element of its first pixel's channel 0) of `pixels` pixels of `channels`
-// channels, pixel_step elements apart, as floats: in place when they are float32 (pixels then
-// pixel_step floats apart), else converted into `slot` (pixels `channels` floats apart).
-const float* float_row(const void* data, int32_t type, int64_t first, int64_t pixels,
-                       int64_t pixel_step, int64_t channels, float* slot) {
-    if (type == CONVT_TYPE_F32) return static_cast<const float*>(data) + first;
-    load_pixels(data, type, first, pixels, pixel_step, channels, slot);
-    return slot;
-}
+// A thread's buffers for a task: the segments, the source rows an output row reads (`slots` of
+// them, converted for each output row that reads them when not float32) and the output row.
+struct PixelRowsScratch {
+    std::vector<Segment> segments;
+    std::vector<const float*> rows;
+    std::vector<float> converted, out_row;
+    void begin(int64_t taps, int64_t slots, const FloatRows& in, const FloatRows& out) {
+        segments.resize(size_t(taps));
+        rows.resize(size_t(slots));
+        if (!in.in_place()) converted.resize(size_t(slots * in.floats()));
+        if (!out.in_place()) out_row.resize(size_t(out.floats()));
+    }
+    // rows[slot] = the source row whose first element is `first`.
+    void read(const FloatRows& in, int64_t slot, int64_t first) {
+        rows[size_t(slot)] =
+            in.read(first, in.in_place() ? nullptr : converted.data() + slot * in.floats());
+    }
+};
 
 // The end of the run of tiles' pixels from q0 on (at most kMr, before `count`) whose taps
 // inside the source are those of q0, [lo0, hi0]: taps(q, lo, hi) gives pixel q's run of taps.
@@ -207,10 +234,9 @@ void forward_pixel_rows(const ConvtParams& p, const GemmWeights& w, const void* 
     const int og = p.out_per_group, ig = p.in_per_group;
     const int panels = out_panels_of(w);
     const float* const weights = forward_by_pixel_weights(w);
-    // Source pixels in floats: in place (float32), else rows converted (pixels in_channels apart).
-    const bool src_floats = p.src_type == CONVT_TYPE_F32, dst_floats = p.dst_type == CONVT_TYPE_F32;
-    const int64_t pixel_step = src_floats ? p.src_stride_w : p.in_channels;
-    const int64_t out_step = dst_floats ? p.dst_stride_w : p.out_channels;
+    const FloatRows in{const_cast<void*>(src), p.src_type, p.src_w, p.src_stride_w, p.in_channels};
+    const FloatRows out{dst, p.dst_type, p.clip_w, p.dst_stride_w, p.out_channels};
+    const int64_t pixel_step = in.step(), out_step = out.step();
     std::vector<Phase> ys, xs;
     for (int64_t r = 0; r < std::min<int64_t>(p.stride_y, p.clip_h); ++r)
         ys.push_back(phase_of(r, p.stride_y, p.clip_h, p.first_tap_y, p.dilation_y, p.kernel_h));
@@ -230,28 +256,20 @@ void forward_pixel_rows(const ConvtParams& p, const GemmWeights& w, const void* 
     for (const Phase& px : xs) calls += p.groups * (ceil_div(px.count, kMr) + 2);
     for_row_runs(p.num_images, p.clip_h, [&](int64_t n, int64_t y0, int64_t y1) {
         PixelRowsScratch& scratch = thread_scratch<PixelRowsScratch>();
+        scratch.begin(int64_t(p.kernel_h) * p.kernel_w, p.kernel_h, in, out);
         std::vector<Segment>& segments = scratch.segments;
-        segments.resize(size_t(p.kernel_h) * p.kernel_w);
-        scratch.rows.resize(size_t(p.kernel_h));
-        const int64_t row_floats = p.src_w * p.in_channels;
-        if (!src_floats) scratch.converted.resize(size_t(p.kernel_h * row_floats));
-        if (!dst_floats) scratch.out_row.resize(size_t(p.clip_w * p.out_channels));
         for (int64_t oy = y0; oy < y1; ++oy) {
             const Phase& py = ys[size_t(oy % p.stride_y)];
             const int64_t qy = oy / p.stride_y;
             int a_lo, a_hi;
             taps_in(py, qy, p.src_h, a_lo, a_hi);
             for (int a = a_lo; a <= a_hi; ++a)
-                scratch.rows[size_t(a - a_lo)] = float_row(
-                    src, p.src_type,
-                    p.src_base + n * p.src_stride_n + (py.first_source[a] + qy) * p.src_stride_h,
-                    p.src_w, p.src_stride_w, p.in_channels,
-                    src_floats ? nullptr : scratch.converted.data() + (a - a_lo) * row_floats);
-            // The output row's first pixel: in place (float32), else in out_row.
-            float* const out_row =
-                dst_floats ? static_cast<float*>(dst) + p.dst_base + n * p.dst_stride_n +
-                                 (p.clip_y + oy) * p.dst_stride_h + p.clip_x * p.dst_stride_w
-                           : scratch.out_row.data();
+                scratch.read(
+                    in, a - a_lo,
+                    p.src_base + n * p.src_stride_n + (py.first_source[a] + qy) * p.src_stride_h);
+            const int64_t out_first = p.dst_base + n * p.dst_stride_n +
+                                      (p.clip_y + oy) * p.dst_stride_h + p.clip_x * p.dst_stride_w;
+            float* const out_row = out.sums(out_first, scratch.out_row.data());
             LinePump fetch;  // the next row's source rows
             if (oy + 1 < y1 && forwards) {
                 const Phase& ny = ys[size_t((oy + 1) % p.stride_y)];
@@ -304,11 +322,7 @@ void forward_pixel_rows(const ConvtParams& p, const GemmWeights& w, const void* 
                     q0 = q1;
                 }
             }
-            if (!dst_floats)
-                store_pixels(dst, p.dst_type,
-                             p.dst_base + n * p.dst_stride_n + (p.clip_y + oy) * p.dst_stride_h +
-                                 p.clip_x * p.dst_stride_w,
-                             p.clip_w, p.dst_stride_w, p.out_channels, out_row);
+            out.store(out_first, out_row);
         }
     });
 }
@@ -333,10 +347,9 @@ void backward_data_pixel_rows(const ConvtParams& p, const GemmWeights& w, const 
         return weights + ((int64_t(g) * kh + ky) * panels * kw + (kw - 1 - kx)) * og * kNr;
     };
     const int64_t panel_stride = int64_t(kw) * og * kNr;
-    // dY pixels in floats: in place (float32), else rows converted (pixels out_channels apart).
-    const bool dy_floats = p.dst_type == CONVT_TYPE_F32, dx_floats = p.src_type == CONVT_TYPE_F32;
-    const int64_t pixel_step = dy_floats ? p.dst_stride_w : p.out_channels;
-    const int64_t out_step = dx_floats ? p.src_stride_w : p.in_channels;
+    const FloatRows in{const_cast<void*>(dy), p.dst_type, p.clip_w, p.dst_stride_w, p.out_channels};
+    const FloatRows out{dx, p.src_type, p.src_w, p.src_stride_w, p.in_channels};
+    const int64_t pixel_step = in.step(), out_step = out.step();
     // A kernel row's taps read dY pixels one after another, kx from the last down; where each
     // pixel's channels run on into the next's (one group, no dilation), they are one segment,
     // its steps the pixels' channels in order (dcgan_out's 3 channels: segments of 3 steps
@@ -354,28 +367,19 @@ void backward_data_pixel_rows(const ConvtParams& p, const GemmWeights& w, const 
     const bool forwards = p.dst_stride_h > 0 && p.dst_stride_w > 0;  // LinePump's spans
     for_row_runs(p.num_images, p.src_h, [&](int64_t n, int64_t y0, int64_t y1) {
         PixelRowsScratch& scratch = thread_scratch<PixelRowsScratch>();
+        scratch.begin(int64_t(kh) * kw, kh, in, out);
         std::vector<Segment>& segments = scratch.segments;
-        segments.resize(size_t(kh) * kw);
-        scratch.rows.resize(size_t(kh));
-        const int64_t row_floats = p.clip_w * p.out_channels;
-        if (!dy_floats) scratch.converted.resize(size_t(kh * row_floats));
-        if (!dx_floats) scratch.out_row.resize(size_t(p.src_w * p.in_channels));
         for (int64_t iy = y0; iy < y1; ++iy) {
             int ky_lo, ky_hi;
             taps_in(iy * p.stride_y - p.first_tap_y, p.dilation_y, p.clip_h, kh, ky_lo, ky_hi);
             for (int ky = ky_lo; ky <= ky_hi; ++ky) {
                 const int64_t yy = iy * p.stride_y - p.first_tap_y - int64_t(p.dilation_y) * ky;
-                scratch.rows[size_t(ky - ky_lo)] = float_row(
-                    dy, p.dst_type,
-                    p.dst_base + n * p.dst_stride_n + (p.clip_y + yy) * p.dst_stride_h +
-                        p.clip_x * p.dst_stride_w,
-                    p.clip_w, p.dst_stride_w, p.out_channels,
-                    dy_floats ? nullptr : scratch.converted.data() + (ky - ky_lo) * row_floats);
+                scratch.read(in, ky - ky_lo,
+                             p.dst_base + n * p.dst_stride_n + (p.clip_y + yy) * p.dst_stride_h +
+                                 p.clip_x * p.dst_stride_w);
             }
-            // The dX row's first pixel: in place (float32), else in out_row.
-            float* const out_row = dx_floats ? static_cast<float*>(dx) + p.src_base +
-                                                   n * p.src_stride_n + iy * p.src_stride_h
-                                             : scratch.out_row.data();
+            const int64_t out_first = p.src_base + n * p.src_stride_n + iy * p.src_stride_h;
+            float* const out_row = out.sums(out_first, scratch.out_row.data());
             // The dY rows the next row adds to this row's (the highest row is ky_lo's).
             LinePump fetch;
             if (iy + 1 < y1 && forwards) {
@@ -424,9 +428,7 @@ void backward_data_pixel_rows(const ConvtParams& p, const GemmWeights& w, const 
                 }
                 x0 = x1;
             }
-            if (!dx_floats)
-                store_pixels(dx, p.src_type, p.src_base + n * p.src_stride_n + iy * p.src_stride_h,
-                             p.src_w, p.src_stride_w, p.in_channels, out_row);
+            out.store(out_first, out_row);
         }
     });
 }
